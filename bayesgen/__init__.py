@@ -1,0 +1,12 @@
+"""bayesgen: fit Pyro programs with interchangeable inference engines and compare them in ArviZ."""
+
+from bayesgen.diagnostics import check
+from bayesgen.fitting import fit
+from bayesgen.io import load
+from bayesgen.logdensity import LogDensity
+from bayesgen.registry import get_model, list_engines, list_models
+from bayesgen.result import Fit
+from bayesgen.spec import ModelSpec
+
+__all__ = ["Fit", "LogDensity", "ModelSpec", "check", "fit", "get_model", "list_engines", "list_models", "load"]
+__version__ = "0.1.0"

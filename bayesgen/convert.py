@@ -1,0 +1,51 @@
+"""The one module that builds ArviZ objects from a Fit."""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)
+    import arviz as az
+
+if TYPE_CHECKING:
+    from bayesgen.result import Fit
+
+__all__ = ["az", "to_inference_data"]
+
+
+def _dims(fit: "Fit", groups: list[dict[str, np.ndarray]]) -> dict[str, list[str]]:
+    names = {name for group in groups for name in group}
+    return {name: list(dims) for name, dims in fit.dims.items() if name in names}
+
+
+def to_inference_data(fit: "Fit") -> az.InferenceData:
+    """Build ``arviz.InferenceData`` from a Fit.
+
+    Groups: posterior, sample_stats, log_likelihood, observed_data, and
+    posterior_predictive when computed. Every array has ``(chain, draw)`` leading dims
+    except observed data.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesgen.result import Fit
+    >>> fit = Fit("nuts", "samples", {"mu": np.zeros((2, 5))}, {"diverging": np.zeros((2, 5), bool)},
+    ...           {}, {}, {}, {})
+    >>> idata = to_inference_data(fit)
+    >>> dict(idata.posterior.sizes)
+    {'chain': 2, 'draw': 5}
+    """
+    groups: dict[str, Any] = {
+        "posterior": fit.posterior,
+        "sample_stats": fit.sample_stats or None,
+        "log_likelihood": fit.log_likelihood or None,
+        "observed_data": fit.observed_data or None,
+        "posterior_predictive": fit.posterior_predictive or None,
+    }
+    dims = _dims(fit, [g for g in groups.values() if g])
+    attrs = {"inference_library": "bayesgen", "engine": fit.engine, "kind": fit.kind}
+    return az.from_dict(**groups, dims=dims, attrs=attrs)

@@ -1,0 +1,104 @@
+"""Diagnostics: the ArviZ summary and bg.check's plain-language verdict."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from bayesgen.convert import az
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from bayesgen.result import Fit
+
+__all__ = ["check", "summary"]
+
+RHAT_MAX = 1.01
+ESS_MIN = 400
+EBFMI_MIN = 0.3
+
+
+def summary(fit: "Fit") -> "pd.DataFrame":
+    """ArviZ summary of the posterior draws (mean, sd, hdi, mcse, ess_bulk, ess_tail, r_hat)."""
+    return az.summary(fit.to_arviz(), var_names=list(fit.posterior))
+
+
+def _ebfmi(energy: np.ndarray) -> np.ndarray:
+    """Energy Bayesian fraction of missing information, per chain."""
+    diff = np.diff(energy, axis=1)
+    return (diff**2).mean(axis=1) / energy.var(axis=1)
+
+
+def _mcmc_findings(fit: "Fit") -> list[str]:
+    found = []
+    stats = fit.sample_stats
+    if "diverging" in stats and stats["diverging"].sum() > 0:
+        n = int(stats["diverging"].sum())
+        found.append(f"{n} divergent transitions after warmup ({n / stats['diverging'].size:.1%} of draws): "
+                     "the sampler missed part of the posterior; reparameterise (e.g. non-centre) "
+                     "or raise target_accept")
+    if "energy" in stats and stats["energy"].shape[1] > 2:
+        low = [i for i, value in enumerate(_ebfmi(stats["energy"])) if not value >= EBFMI_MIN]
+        if low:
+            found.append(f"E-BFMI below {EBFMI_MIN} in chain(s) {low}: the momentum resampling explores "
+                         "the energy distribution poorly (heavy tails or bad adaptation)")
+    depth = fit.settings.get("max_tree_depth")
+    if depth is not None and "tree_depth" in stats:
+        saturated = float((stats["tree_depth"] >= depth).mean())
+        if saturated > 0:
+            found.append(f"{saturated:.1%} of transitions hit max_tree_depth={depth}: "
+                         "trajectories were cut short; raise max_tree_depth or reparameterise")
+    return found
+
+
+def _convergence_findings(fit: "Fit") -> list[str]:
+    table = summary(fit)
+    found = []
+    if fit.num_chains > 1:
+        bad = table.index[~(table["r_hat"] <= RHAT_MAX)].tolist()
+        if bad:
+            found.append(f"R-hat above {RHAT_MAX} (or undefined) for {', '.join(bad)}: chains disagree")
+    for column, label in (("ess_bulk", "bulk"), ("ess_tail", "tail")):
+        bad = table.index[~(table[column] >= ESS_MIN)].tolist()
+        if bad:
+            found.append(f"{label} ESS below {ESS_MIN} (or undefined) for {', '.join(bad)}: "
+                         "draw more samples or run more chains")
+    return found
+
+
+def _optimiser_findings(fit: "Fit") -> list[str]:
+    found = []
+    if fit.info.get("converged") is False:
+        found.append(f"the optimiser did not converge in {fit.settings.get('num_steps')} steps "
+                     f"({fit.info.get('message', 'no message')}); raise num_steps or lower lr")
+    if fit.info.get("hessian_positive_definite") is False:
+        found.append("the Hessian at the optimum is not negative definite: the optimum is not a strict "
+                     "maximum (non-identified parameters?), so standard errors and draws are undefined")
+    loss = fit.sample_stats.get("loss")
+    if loss is not None and not np.all(np.isfinite(loss[..., -1])):
+        found.append("the final loss is not finite: the optimiser diverged")
+    return found
+
+
+def check(fit: "Fit") -> list[str]:
+    """The diagnostics verdict: a list of plain-language findings (empty when all is well).
+
+    Checks R-hat > 1.01 and bulk/tail ESS < 400 (sampling engines), divergences, E-BFMI
+    < 0.3 and tree-depth saturation (MCMC), and unconverged or diverged optimisers.
+    NaN diagnostics count as failures.
+    """
+    found = []
+    bad_sites = [name for name, value in fit.posterior.items()
+                 if np.issubdtype(value.dtype, np.number) and not np.all(np.isfinite(value))]
+    if bad_sites:
+        found.append(f"non-finite posterior values in {', '.join(bad_sites)}")
+    if fit.kind == "samples":
+        found += _mcmc_findings(fit)
+        found += _convergence_findings(fit)
+    else:
+        found += _optimiser_findings(fit)
+    return found
+
+

@@ -1,0 +1,130 @@
+"""bg.fit: resolve the model and engine, validate the data, run, and build the Fit."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import pyro
+import torch
+
+from bayesgen.engine import Engine, EngineResult, Problem
+from bayesgen.postprocess import evaluate_draws
+from bayesgen.program import run_program
+from bayesgen.registry import get_model, make_engine
+from bayesgen.result import Fit
+from bayesgen.spec import ModelSpec
+from bayesgen.validate import check_arguments, check_observed, infer_observed, to_tensors
+
+__all__ = ["fit", "prepare"]
+
+
+def _resolve_model(model: Callable[..., Any] | str | ModelSpec) -> ModelSpec:
+    if isinstance(model, ModelSpec):
+        return model
+    if isinstance(model, str):
+        return get_model(model)
+    if callable(model):
+        return ModelSpec.from_callable(model)
+    raise TypeError(f"model must be a Pyro program, a zoo name or a ModelSpec, got {type(model).__name__}")
+
+
+def _resolve_device(device: str | torch.device | None, data: Mapping[str, Any]) -> torch.device:
+    if device is not None:
+        resolved = torch.device(device)
+        if resolved.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device='{device}' but CUDA is not available on this machine")
+        return resolved
+    for value in data.values():
+        if isinstance(value, torch.Tensor) and value.device.type != "cpu":
+            return value.device
+    return torch.device("cpu")
+
+
+def prepare(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | None,
+            device: str | torch.device | None = None) -> Problem:
+    """Resolve the model, check and convert the data, and trace the program once.
+
+    Raises clear ``TypeError``/``ValueError`` naming the argument or site for bad input
+    (DESIGN.md section 7), before any engine runs.
+    """
+    spec = _resolve_model(model)
+    if data is None:
+        data = spec.load_data() if spec.load_data is not None else {}
+    check_arguments(spec.model, data)
+    resolved = _resolve_device(device, data)
+    tensors = to_tensors(data, resolved)
+    with torch.device(resolved):
+        prototype = run_program(spec.model, tensors)
+    if not spec.observed:
+        spec = dataclasses.replace(spec, observed=infer_observed(prototype, tensors))
+    check_observed(prototype, spec)
+    return Problem(spec=spec, data=tensors, prototype=prototype, device=resolved)
+
+
+def _numpy(tensors: Mapping[str, torch.Tensor] | None) -> dict[str, np.ndarray] | None:
+    if tensors is None:
+        return None
+    return {k: v.detach().cpu().numpy() for k, v in tensors.items()}
+
+
+def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | None = None, *,
+        engine: str | Engine = "nuts", seed: int = 0, device: str | torch.device | None = None,
+        progress: bool | None = None, **options: Any) -> Fit:
+    """Fit a Pyro program with any engine and return a ``bg.Fit``.
+
+    Parameters
+    ----------
+    model : callable, str or ModelSpec
+        A Pyro program, a zoo name such as ``"eight_schools"``, or a ``ModelSpec``.
+    data : mapping, optional
+        Keyword arguments of the program. Observed sites take their values from the
+        program's own ``obs=`` arguments. None with a zoo name loads its default data set.
+    engine : str or engine instance
+        ``"nuts"``, ``"hmc"``, ``"svi"``, ``"mle"``, ``"map"``, ``"laplace"``, or an instance
+        such as ``bg.inference.NUTS(num_chains=4)``.
+    seed : int
+        Seeds torch and Pyro; the same seed gives identical draws.
+    device : str, optional
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"``; None means CPU unless the data live on a GPU.
+    progress : bool, optional
+        Show a progress bar; None shows one when stderr is a terminal.
+    **options
+        The named engine's settings (e.g. ``num_samples=500``); unknown options raise
+        ``TypeError`` listing the valid ones.
+
+    Returns
+    -------
+    Fit
+    """
+    if isinstance(engine, str):
+        engine = make_engine(engine, options)
+    elif options:
+        raise TypeError(f"options {sorted(options)} are only accepted with an engine name; "
+                        "set them on the engine instance instead")
+    start = time.perf_counter()
+    problem = prepare(model, data, device)
+    show = sys.stderr.isatty() if progress is None else progress
+    pyro.set_rng_seed(seed)
+    pyro.clear_param_store()
+    with torch.device(problem.device):
+        result: EngineResult = engine.run(problem, seed=seed, progress=show)
+        post_start = time.perf_counter()
+        with torch.no_grad():
+            deterministic, loglik = evaluate_draws(problem.density, result.draws) \
+                if problem.density.dim else ({}, {})
+    timing = {**result.timing, "postprocess": time.perf_counter() - post_start}
+    timing["total"] = time.perf_counter() - start
+    observed = {name: problem.prototype.nodes[name]["value"] for name in problem.spec.observed}
+    return Fit(
+        engine=type(engine).name, kind=result.kind,
+        posterior=_numpy({**result.draws, **deterministic}) or {},
+        sample_stats=_numpy(result.sample_stats) or {}, log_likelihood=_numpy(loglik) or {},
+        observed_data=_numpy(observed) or {}, settings={f.name: getattr(engine, f.name) for f in dataclasses.fields(engine)}, timing=timing,
+        point=_numpy(result.point), stderr=_numpy(result.stderr), info=result.info,
+        dims={k: list(v) for k, v in problem.spec.dims.items()}, model_name=problem.spec.name,
+        problem=problem,
+    )

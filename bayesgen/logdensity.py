@@ -1,0 +1,391 @@
+"""The batched, differentiable log density of a Pyro program (DESIGN.md section 4)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.infer import config_enumerate
+from pyro.ops.contract import contract_to_tensor
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.trace_struct import Trace
+from torch.distributions import biject_to
+from torch.distributions.transforms import Transform
+
+from bayesgen.program import BATCH_PLATE, LastSite, is_deterministic, is_latent, is_subsample, run_program
+
+__all__ = ["LogDensity", "SiteLayout", "per_draw"]
+
+
+@dataclass(frozen=True)
+class SiteLayout:
+    """Where one continuous latent site lives in the flat unconstrained vector.
+
+    Attributes
+    ----------
+    name : str
+        The sample site's name.
+    shape : tuple of int
+        Shape of the site's constrained value (batch and event dims, no chain/draw).
+    unconstrained_shape : tuple of int
+        Shape of its unconstrained value (differs from ``shape`` for e.g. simplexes).
+    offset, size : int
+        Slice ``[offset, offset + size)`` of the flat vector.
+    pad : int
+        Number of singleton dims between the outer batch plate and the site's own dims.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    unconstrained_shape: tuple[int, ...]
+    offset: int
+    size: int
+    pad: int
+
+
+class _SetLatents(Messenger):
+    """Fix latent sites to given values; ``values_for(msg)`` returns a value or None."""
+
+    def __init__(self, values_for: Callable[[Any], torch.Tensor | None]) -> None:
+        super().__init__()
+        self.values_for = values_for
+
+    def _pyro_sample(self, msg: Any) -> None:
+        if msg["is_observed"] or is_deterministic(msg):
+            return
+        value = self.values_for(msg)
+        if value is not None:
+            msg["value"] = value
+            msg["done"] = True
+            msg["infer"] = {**msg["infer"], "_bg_fixed": True}
+
+
+def _sum_to_batch(log_prob: torch.Tensor, batch_size: int, batch_dim: int) -> torch.Tensor:
+    """Sum a log-prob tensor over every dim except the outer batch plate's, giving ``(batch,)``."""
+    ndim = -batch_dim
+    if log_prob.dim() < ndim:
+        log_prob = log_prob.reshape((1,) * (ndim - log_prob.dim()) + log_prob.shape)
+    return log_prob.reshape(log_prob.shape[0], -1).sum(-1).expand(batch_size)
+
+
+def _scored(name: str, site: Any) -> bool:
+    """Sites whose log-prob is part of the joint density."""
+    return not is_deterministic(site) and not is_subsample(site)
+
+
+def per_draw(value: torch.Tensor, batch_size: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """Reshape a value traced under the batch plate to ``(batch, *shape)``.
+
+    A value that did not depend on the batch (e.g. a deterministic of the data only)
+    is expanded over it.
+    """
+    if value.numel() == math.prod(shape):
+        return value.reshape(shape).expand((batch_size,) + shape)
+    return value.reshape((batch_size,) + shape)
+
+
+class LogDensity:
+    """The joint log density of a Pyro program over a flat unconstrained vector, batched.
+
+    The program is traced once to find its continuous latent sites; each is mapped to
+    an unbounded vector through ``biject_to(site.support)``. Evaluations take a batch
+    of such vectors, shape ``(batch, dim)``, and run the program ONCE inside an outer
+    ``pyro.plate`` over the batch, so K chains or particles cost one program run.
+    Discrete latent sites with enumerable support are summed out by parallel
+    enumeration (as ``TraceEnum_ELBO`` does).
+
+    Parameters
+    ----------
+    model : callable
+        The Pyro program.
+    data : mapping
+        Keyword arguments for the program (already validated tensors).
+
+    Examples
+    --------
+    >>> import pyro, pyro.distributions as dist, torch
+    >>> def model(y=None):
+    ...     mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    ...     with pyro.plate("n", 3):
+    ...         pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+    >>> ld = LogDensity(model, {"y": torch.zeros(3)})
+    >>> ld.dim, [s.name for s in ld.layout]
+    (1, ['mu'])
+    """
+
+    def __init__(self, model: Callable[..., Any], data: Mapping[str, Any] | None = None) -> None:
+        self.model = model
+        self.data = dict(data or {})
+        prototype = run_program(model, self.data)
+        self.prototype = prototype
+        sites = [s for s in prototype.nodes.values() if s["type"] == "sample" and not is_subsample(s)]
+        self.max_plate_nesting = max(
+            [len(s["fn"].batch_shape) for s in sites]
+            + [-f.dim for s in sites for f in s["cond_indep_stack"] if f.dim is not None]
+            + [0]
+        )
+        self.enumerated = [s["name"] for s in sites if is_latent(s) and s["fn"].has_enumerate_support]
+        self.layout = self._make_layout([s for s in sites if is_latent(s) and s["name"] not in self.enumerated])
+        self.dim = sum(s.size for s in self.layout)
+        self.observed = [
+            s["name"] for s in sites if s["is_observed"] and not is_deterministic(s)
+        ]
+        self.deterministic = [s["name"] for s in sites if is_deterministic(s)]
+        self.vectorized = True
+        self.vectorized = self._check_vectorized()
+
+    def _make_layout(self, sites: list[dict[str, Any]]) -> tuple[SiteLayout, ...]:
+        layout, offset = [], 0
+        for site in sites:
+            if site["fn"].support.is_discrete:
+                raise ValueError(
+                    f"site '{site['name']}' is a discrete latent variable "
+                    f"({type(site['fn']).__name__}) that cannot be enumerated; "
+                    "density-based engines need continuous or enumerable latents"
+                )
+            shape = tuple(site["value"].shape)
+            transform: Transform = biject_to(site["fn"].support)
+            unconstrained = tuple(transform.inverse_shape(torch.Size(shape)))
+            size = math.prod(unconstrained)
+            pad = self.max_plate_nesting - len(site["fn"].batch_shape)
+            layout.append(SiteLayout(site["name"], shape, unconstrained, offset, size, pad))
+            offset += size
+        return tuple(layout)
+
+    # ------------------------------------------------------------------ tracing
+    def _batched(self, batch_size: int | None) -> Callable[..., Any]:
+        """The program inside an outer batch plate (``batch_size=None``: the bare program)."""
+        model = config_enumerate(self.model, "parallel") if self.enumerated else self.model
+        batch_dim = -self.max_plate_nesting - 1
+
+        def batched_model(**data: Any) -> Any:
+            with pyro.plate(BATCH_PLATE, batch_size, dim=batch_dim):
+                return model(**data)
+
+        program = model if batch_size is None else batched_model
+        if self.enumerated:
+            return poutine.enum(program, first_available_dim=batch_dim - 1)
+        return program
+
+    def _trace(self, values_for: Callable[[Any], torch.Tensor | None], batch_size: int | None,
+               data: Mapping[str, Any] | None = None) -> Trace:
+        program = _SetLatents(values_for)(self._batched(batch_size))
+        with pyro.validation_enabled(False):
+            return poutine.trace(program).get_trace(**(self.data if data is None else data))
+
+    def trace_unconstrained(self, u: torch.Tensor, plated: bool = True) -> tuple[Trace, torch.Tensor]:
+        """Run the program at a batch of unconstrained points.
+
+        Returns the trace and the log|det Jacobian| of the maps to each support, ``(batch,)``.
+        With ``plated=False`` the single point ``u`` of shape ``(1, dim)`` is run through the
+        bare program, with no batch plate.
+        """
+        batch_size = u.shape[0]
+        view = (lambda site: (batch_size,) + (1,) * site.pad) if plated else (lambda site: ())
+        pieces = {s.name: s for s in self.layout}
+        log_jac = torch.zeros(batch_size, dtype=u.dtype, device=u.device)
+
+        def values_for(msg: Any) -> torch.Tensor | None:
+            nonlocal log_jac
+            site = pieces.get(msg["name"])
+            if site is None:
+                return None
+            piece = u[:, site.offset : site.offset + site.size]
+            piece = piece.reshape(view(site) + site.unconstrained_shape)
+            transform = biject_to(msg["fn"].support)
+            value = transform(piece)
+            ldj = transform.log_abs_det_jacobian(piece, value)
+            log_jac = log_jac + ldj.reshape(batch_size, -1).sum(-1)
+            return value
+
+        trace = self._trace(values_for, batch_size if plated else None)
+        self._check_static(trace)
+        return trace, log_jac
+
+    def trace_constrained(self, values: Mapping[str, torch.Tensor],
+                          data: Mapping[str, Any] | None = None, plated: bool = True) -> Trace:
+        """Run the program with latent sites fixed to constrained ``values`` of shape ``(batch, *shape)``.
+
+        ``data`` replaces the program's keyword arguments (e.g. new covariates for prediction).
+        With ``plated=False`` a single point (batch 1) runs through the bare program.
+        """
+        batch_size = next(iter(values.values())).shape[0] if values else 1
+        pads = {s.name: s.pad for s in self.layout}
+
+        def values_for(msg: Any) -> torch.Tensor | None:
+            value = values.get(msg["name"])
+            if value is None:
+                return None
+            if not plated:
+                return value.reshape(value.shape[1:])
+            pad = pads.get(msg["name"], self.max_plate_nesting - len(msg["fn"].batch_shape))
+            return value.reshape((batch_size,) + (1,) * pad + value.shape[1:])
+
+        return self._trace(values_for, batch_size if plated else None, data)
+
+    def _check_static(self, trace: Trace) -> None:
+        for site in trace.nodes.values():
+            if site["type"] == "sample" and is_latent(site) and site["name"] not in self.enumerated \
+                    and not site["infer"].get("_bg_fixed"):
+                raise ValueError(
+                    f"latent site '{site['name']}' did not appear in the first trace of the program; "
+                    "bayesgen needs the set of latent sites to be the same on every run"
+                )
+
+    # ------------------------------------------------------------ log density
+    def log_density(self, u: torch.Tensor, *, jacobian: bool = True, prior: bool = True) -> torch.Tensor:
+        """Log joint density at a batch of unconstrained points.
+
+        Parameters
+        ----------
+        u : Tensor, shape ``(batch, dim)``
+        jacobian : bool
+            Add the log|det Jacobian| of the unconstraining maps (True for sampling and
+            variational inference; False for MAP/MLE in the constrained space).
+        prior : bool
+            Include the prior terms of the continuous latent sites (False gives the
+            likelihood, with enumerated discrete sites still summed out).
+
+        Returns
+        -------
+        Tensor, shape ``(batch,)``
+        """
+        if u.dim() != 2 or u.shape[1] != self.dim:
+            raise ValueError(f"expected unconstrained points of shape (batch, {self.dim}), got {tuple(u.shape)}")
+        if not self.vectorized:
+            return torch.cat([self._log_density(row[None], jacobian, prior, False) for row in u])
+        return self._log_density(u, jacobian, prior, True)
+
+    def _log_density(self, u: torch.Tensor, jacobian: bool, prior: bool, plated: bool) -> torch.Tensor:
+        trace, log_jac = self.trace_unconstrained(u, plated)
+        skip = set() if prior else {s.name for s in self.layout}
+        total = self._sum_log_probs(trace, u.shape[0], skip, plated)
+        return total + log_jac if jacobian else total
+
+    def _sum_log_probs(self, trace: Trace, batch_size: int, skip: set[str], plated: bool) -> torch.Tensor:
+        trace.compute_log_prob(site_filter=_scored)
+        if self.enumerated:
+            return self._contract(trace, skip, plated)
+        batch_dim = -self.max_plate_nesting - 1
+        total = torch.zeros(batch_size, device=self.device)
+        for name, site in trace.nodes.items():
+            if site["type"] == "sample" and "log_prob" in site and name not in skip:
+                lp = site["log_prob"]
+                total = total + (_sum_to_batch(lp, batch_size, batch_dim) if plated else lp.sum())
+        return total
+
+    def _contract(self, trace: Trace, skip: set[str], plated: bool) -> torch.Tensor:
+        trace.pack_tensors()
+        tree: OrderedDict[frozenset[str], list[torch.Tensor]] = OrderedDict()
+        for name, site in trace.nodes.items():
+            if site["type"] == "sample" and "packed" in site and "log_prob" in site["packed"] \
+                    and name not in skip:
+                ordinal = frozenset(
+                    trace.plate_to_symbol[f.name] for f in site["cond_indep_stack"] if f.vectorized
+                )
+                tree.setdefault(ordinal, []).append(site["packed"]["log_prob"])
+        sum_dims = set(trace.symbol_to_dim) - set(trace.plate_to_symbol.values())
+        target = frozenset({trace.plate_to_symbol[BATCH_PLATE]}) if plated else frozenset()
+        return contract_to_tensor(tree, sum_dims, target_ordinal=target).reshape(-1)
+
+    def value_and_grad(self, u: torch.Tensor, *, jacobian: bool = True,
+                       prior: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log density and its gradient for each row of ``u``: ``(batch,)`` and ``(batch, dim)``."""
+        with torch.enable_grad():
+            u = u.detach().requires_grad_(True)
+            value = self.log_density(u, jacobian=jacobian, prior=prior)
+            (grad,) = torch.autograd.grad(value.sum(), u)
+        return value.detach(), grad
+
+    # ---------------------------------------------------------------- mapping
+    def constrain(self, u: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Map unconstrained points ``(batch, dim)`` to named constrained values ``(batch, *shape)``.
+
+        Deterministic sites are included.
+        """
+        trace, _ = self.trace_unconstrained(u)
+        batch_size = u.shape[0]
+        out = {s.name: trace.nodes[s.name]["value"].reshape((batch_size,) + s.shape) for s in self.layout}
+        for name in self.deterministic:
+            out[name] = per_draw(trace.nodes[name]["value"], batch_size,
+                                    tuple(self.prototype.nodes[name]["value"].shape))
+        return out
+
+    def unconstrain(self, values: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Map named constrained values ``(batch, *shape)`` to unconstrained points ``(batch, dim)``."""
+        trace = self.trace_constrained({s.name: values[s.name] for s in self.layout})
+        pieces = []
+        for s in self.layout:
+            batch_size = values[s.name].shape[0]
+            site = trace.nodes[s.name]
+            u = biject_to(site["fn"].support).inv(site["value"])
+            pieces.append(u.reshape(batch_size, s.size))
+        return torch.cat(pieces, dim=-1)
+
+    def _site_totals(self, u: torch.Tensor, plated: bool) -> dict[str, torch.Tensor]:
+        """Per-site log-prob sums ``(batch,)`` (the joint only, for enumerated programs)."""
+        trace, log_jac = self.trace_unconstrained(u, plated)
+        if self.enumerated:
+            return {"joint": self._sum_log_probs(trace, u.shape[0], set(), plated) + log_jac}
+        trace.compute_log_prob(site_filter=_scored)
+        batch_dim = -self.max_plate_nesting - 1
+        return {
+            name: _sum_to_batch(site["log_prob"], u.shape[0], batch_dim) if plated
+            else site["log_prob"].sum().reshape(1)
+            for name, site in trace.nodes.items()
+            if site["type"] == "sample" and "log_prob" in site
+        }
+
+    def _check_vectorized(self) -> bool:
+        """Compare a batched run with row-by-row runs; fall back to a loop if they differ."""
+        if self.dim == 0:
+            return True
+        gen = torch.Generator().manual_seed(0)
+        u = (torch.rand(2, self.dim, generator=gen, dtype=torch.get_default_dtype()) * 2 - 1).to(self.device)
+        try:
+            rows = [self._site_totals(row[None], False) for row in u]
+        except Exception:  # noqa: BLE001 - the program fails at these points even unbatched
+            return True
+        last = LastSite()
+        try:
+            with last:
+                batched = self._site_totals(u, True)
+        except Exception as exc:  # noqa: BLE001 - any failure here means "cannot batch"
+            first_line = (str(exc).splitlines() or [""])[0]
+            reason = f"site '{last.name}' raised {type(exc).__name__} under a batch plate: {first_line}"
+        else:
+            for name, value in batched.items():
+                expected = torch.cat([row[name] for row in rows])
+                if value.shape != expected.shape or not torch.allclose(
+                        value, expected, rtol=1e-5, atol=1e-6, equal_nan=True):
+                    reason = f"site '{name}' does not broadcast over an outer batch plate"
+                    break
+            else:
+                return True
+        warnings.warn(
+            f"the program cannot be vectorised over chains/particles: {reason}. Falling back "
+            "to one program run per point, which is much slower; let every site broadcast "
+            "over leading batch dimensions to avoid this.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return False
+
+    @property
+    def latent_names(self) -> list[str]:
+        """Names of the continuous latent sites, in layout order."""
+        return [s.name for s in self.layout]
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the program's data (CPU if it has none)."""
+        for value in self.data.values():
+            if isinstance(value, torch.Tensor):
+                return value.device
+        return torch.device("cpu")

@@ -1,0 +1,84 @@
+"""The one shared step after every engine: deterministic sites, pointwise log-likelihood, predictions."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from pyro.poutine.trace_struct import Trace
+
+from bayesgen.logdensity import LogDensity, per_draw
+from bayesgen.program import is_deterministic
+
+__all__ = ["evaluate_draws", "simulate_sites"]
+
+_CHUNK = 1000
+
+
+def _traces(density: LogDensity, flat: Mapping[str, torch.Tensor],
+            data: Mapping[str, Any] | None = None) -> list[tuple[Trace, int]]:
+    """Traces of the program at flat draws ``(n, *shape)``: one batched run, or one per draw."""
+    total = next(iter(flat.values())).shape[0]
+    if density.vectorized:
+        return [(density.trace_constrained({k: v[i:i + _CHUNK] for k, v in flat.items()}, data),
+                 min(_CHUNK, total - i)) for i in range(0, total, _CHUNK)]
+    return [(density.trace_constrained({k: v[i:i + 1] for k, v in flat.items()}, data, plated=False), 1)
+            for i in range(total)]
+
+
+def _site_shape(density: LogDensity, site: Mapping[str, Any]) -> tuple[int, ...]:
+    """A site's own shape in a batched trace: its batch dims (as many as in the first trace) and event dims."""
+    proto = density.prototype.nodes[site["name"]]
+    keep = len(proto["fn"].batch_shape) + len(site["fn"].event_shape)
+    return tuple(site["value"].shape[site["value"].dim() - keep:]) if keep else ()
+
+
+def evaluate_draws(density: LogDensity, draws: Mapping[str, torch.Tensor]
+                   ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Deterministic sites and pointwise log-likelihood at constrained draws ``(chain, draw, *shape)``.
+
+    One vectorised trace of the program per chunk of draws. Returns ``(deterministic,
+    log_likelihood)``, both site -> ``(chain, draw, *shape)``; the log-likelihood has the
+    observed site's batch shape (one term per observation). Programs with enumerated
+    discrete latents get no pointwise log-likelihood (the enumerated joint does not
+    factor per observation).
+    """
+    if not draws:
+        return {}, {}
+    flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in draws.items()}
+    lead = next(iter(draws.values())).shape[:2]
+    deterministic: dict[str, list[torch.Tensor]] = {}
+    loglik: dict[str, list[torch.Tensor]] = {}
+    for trace, size in _traces(density, flat):
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample":
+                continue
+            if is_deterministic(site):
+                shape = tuple(density.prototype.nodes[name]["value"].shape)
+                deterministic.setdefault(name, []).append(per_draw(site["value"], size, shape))
+            elif name in density.observed and not density.enumerated:
+                shape = tuple(density.prototype.nodes[name]["fn"].batch_shape)
+                log_prob = site["fn"].log_prob(site["value"])
+                loglik.setdefault(name, []).append(per_draw(log_prob, size, shape))
+    return _stack(deterministic, lead), _stack(loglik, lead)
+
+
+def _stack(parts: dict[str, list[torch.Tensor]], lead: torch.Size) -> dict[str, torch.Tensor]:
+    return {k: torch.cat(v).reshape(tuple(lead) + v[0].shape[1:]) for k, v in parts.items()}
+
+
+def simulate_sites(density: LogDensity, draws: Mapping[str, torch.Tensor], data: Mapping[str, Any],
+                   sites: list[str]) -> dict[str, torch.Tensor]:
+    """Run the program at the draws with ``data`` and return ``sites``, shape ``(chain, draw, *shape)``.
+
+    This is the posterior (or prior) predictive: sites not fixed by the draws (observed
+    sites whose argument is None in ``data``) are sampled from their distributions.
+    """
+    flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in draws.items()}
+    lead = next(iter(draws.values())).shape[:2]
+    out: dict[str, list[torch.Tensor]] = {}
+    for trace, size in _traces(density, flat, data):
+        for name in sites:
+            site = trace.nodes[name]
+            out.setdefault(name, []).append(per_draw(site["value"], size, _site_shape(density, site)))
+    return _stack(out, lead)

@@ -1,0 +1,73 @@
+"""Find models and engines by name: one module each under bayesgen.models / bayesgen.inference."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import pkgutil
+from types import ModuleType
+from typing import Any
+
+from bayesgen.spec import ModelSpec
+
+__all__ = ["get_engine_class", "get_model", "list_engines", "list_models", "make_engine"]
+
+
+def _modules(package: str) -> list[str]:
+    pkg = importlib.import_module(package)
+    return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_"))
+
+
+def _unknown(kind: str, name: str, known: list[str]) -> ValueError:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return ValueError(f"unknown {kind} '{name}'.{hint} Known: {', '.join(known)}")
+
+
+def list_models() -> dict[str, str]:
+    """Zoo model names and their one-line descriptions."""
+    return {name: get_model(name).description for name in _modules("bayesgen.models")}
+
+
+def get_model(name: str) -> ModelSpec:
+    """The ``ModelSpec`` of a zoo model, e.g. ``get_model("eight_schools")``."""
+    known = _modules("bayesgen.models")
+    if name not in known:
+        raise _unknown("model", name, known)
+    module: ModuleType = importlib.import_module(f"bayesgen.models.{name}")
+    spec = getattr(module, "SPEC", None)
+    if not isinstance(spec, ModelSpec):
+        raise TypeError(f"bayesgen.models.{name} defines no ModelSpec called SPEC")
+    return spec
+
+
+def list_engines() -> list[str]:
+    """Names of the registered inference engines."""
+    return _modules("bayesgen.inference")
+
+
+def get_engine_class(name: str) -> type:
+    """The engine class registered as ``name`` (its module's class whose ``name`` matches)."""
+    known = list_engines()
+    if name not in known:
+        raise _unknown("engine", name, known)
+    module = importlib.import_module(f"bayesgen.inference.{name}")
+    for value in vars(module).values():
+        if isinstance(value, type) and dataclasses.is_dataclass(value) and getattr(value, "name", None) == name:
+            return value
+    raise TypeError(f"bayesgen.inference.{name} defines no engine class with name = '{name}'")
+
+
+def make_engine(name: str, options: dict[str, Any]) -> Any:
+    """Build engine ``name`` from its options; unknown options raise TypeError listing valid ones."""
+    cls = get_engine_class(name)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    for key in options:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise TypeError(
+                f"engine '{name}' has no option '{key}'.{hint} Valid options: {', '.join(valid)}"
+            )
+    return cls(**options)

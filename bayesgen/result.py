@@ -1,0 +1,147 @@
+"""Fit: the one result type every engine produces (DESIGN.md section 2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyro
+import torch
+
+if TYPE_CHECKING:
+    import arviz
+    import pandas as pd
+
+    from bayesgen.engine import Problem
+
+__all__ = ["Fit"]
+
+
+@dataclass
+class Fit:
+    """The result of ``bg.fit``: draws, statistics and data, the same for every engine.
+
+    Attributes
+    ----------
+    engine : str
+        The engine's registered name.
+    kind : str
+        ``"samples"`` (MCMC), ``"approximation"`` (SVI, Laplace) or ``"point"`` (MLE/MAP).
+    posterior : dict
+        Site -> array ``(chain, draw, *shape)`` in the constrained space: every latent and
+        every ``pyro.deterministic`` site.
+    sample_stats : dict
+        ArviZ stat name -> array ``(chain, draw)``; ``loss`` is the optimiser's history.
+    log_likelihood : dict
+        Observed site -> pointwise log-likelihood ``(chain, draw, *batch_shape)``.
+    observed_data : dict
+        Observed site -> array.
+    settings : dict
+        The engine's full settings.
+    timing : dict
+        Wall seconds per phase.
+    point, stderr : dict or None
+        For ``mle``/``map``/``laplace``: the optimum and its standard errors per site.
+    info : dict
+        Engine facts used by ``bg.check`` (convergence flags and the like).
+    dims : dict
+        Site -> ArviZ dimension names.
+    model_name : str
+        The zoo name or program name.
+    posterior_predictive : dict
+        Filled by ``predict()`` with the original data.
+    """
+
+    engine: str
+    kind: str
+    posterior: dict[str, np.ndarray]
+    sample_stats: dict[str, np.ndarray]
+    log_likelihood: dict[str, np.ndarray]
+    observed_data: dict[str, np.ndarray]
+    settings: dict[str, Any]
+    timing: dict[str, float]
+    point: dict[str, np.ndarray] | None = None
+    stderr: dict[str, np.ndarray] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    dims: dict[str, list[str]] = field(default_factory=dict)
+    model_name: str = ""
+    posterior_predictive: dict[str, np.ndarray] = field(default_factory=dict)
+    problem: "Problem | None" = field(default=None, repr=False, compare=False)
+
+    @property
+    def num_chains(self) -> int:
+        """Number of chains in ``posterior``."""
+        return next(iter(self.posterior.values())).shape[0] if self.posterior else 0
+
+    @property
+    def num_draws(self) -> int:
+        """Number of draws per chain in ``posterior``."""
+        return next(iter(self.posterior.values())).shape[1] if self.posterior else 0
+
+    def to_arviz(self) -> "arviz.InferenceData":
+        """This fit as ``arviz.InferenceData`` (groups and stat names of the ArviZ schema)."""
+        from bayesgen.convert import to_inference_data
+
+        return to_inference_data(self)
+
+    def summary(self) -> "pd.DataFrame":
+        """ArviZ summary table: mean, sd, hdi, mcse, ess_bulk, ess_tail, r_hat."""
+        from bayesgen.diagnostics import summary
+
+        return summary(self)
+
+    def save(self, path: str) -> None:
+        """Write this fit to one netCDF file (settings as JSON attributes; no pickle)."""
+        from bayesgen.io import save
+
+        save(self, path)
+
+    def predict(self, num_samples: int | None = None, *, seed: int = 0, **new_data: Any) -> dict[str, np.ndarray]:
+        """Posterior predictive draws of the observed sites, ``(chain, draw, *shape)``.
+
+        Parameters
+        ----------
+        num_samples : int, optional
+            Draws per chain to use (evenly spaced); all of them by default.
+        seed : int
+            Seed of the predictive simulation.
+        **new_data
+            Program arguments to replace, e.g. new covariates. The observed arguments are
+            set to None, so their sites are simulated. Without new data the result is also
+            stored as ``posterior_predictive`` (and appears in ``to_arviz()``).
+        """
+        from bayesgen.postprocess import simulate_sites
+        from bayesgen.validate import check_arguments, to_tensors
+
+        problem = self._require_problem()
+        check_arguments(problem.spec.model, new_data, partial=True)
+        data = {**problem.data, **to_tensors(new_data, problem.device)}
+        for argument in problem.spec.observed.values():
+            if argument not in new_data:
+                data[argument] = None
+        draws = {k: torch.as_tensor(v, device=problem.device, dtype=_dtype(v))
+                 for k, v in self.posterior.items() if k in problem.density.latent_names}
+        if num_samples is not None:
+            index = np.linspace(0, self.num_draws - 1, num_samples).round().astype(int)
+            draws = {k: v[:, index] for k, v in draws.items()}
+        pyro.set_rng_seed(seed)
+        sites = list(problem.spec.observed)
+        with torch.no_grad():
+            out = {k: v.cpu().numpy() for k, v in simulate_sites(problem.density, draws, data, sites).items()}
+        if not new_data:
+            self.posterior_predictive = out
+        return out
+
+    def _require_problem(self) -> "Problem":
+        if self.problem is None:
+            raise ValueError("this fit was loaded from a file without its program; "
+                             "pass the model to bg.load(path, model=...) to predict")
+        if not self.problem.spec.observed:
+            raise ValueError("cannot tell which program arguments carry observed data; declare them "
+                             "in a ModelSpec(observed={site: argument})")
+        return self.problem
+
+
+def _dtype(value: np.ndarray) -> torch.dtype:
+    return torch.get_default_dtype() if np.issubdtype(value.dtype, np.floating) else torch.int64
