@@ -1,5 +1,6 @@
 """bayesgen: fit Pyro programs with interchangeable inference engines and compare them in ArviZ."""
 
+from bayesgen import inference
 from bayesgen.diagnostics import check
 from bayesgen.fitting import fit
 from bayesgen.io import load
@@ -8,5 +9,8 @@ from bayesgen.registry import get_model, list_engines, list_models
 from bayesgen.result import Fit
 from bayesgen.spec import ModelSpec
 
-__all__ = ["Fit", "LogDensity", "ModelSpec", "check", "fit", "get_model", "list_engines", "list_models", "load"]
+__all__ = [
+    "Fit", "LogDensity", "ModelSpec", "check", "fit", "get_model", "inference", "list_engines",
+    "list_models", "load",
+]
 __version__ = "0.1.0"

@@ -13,16 +13,23 @@ if TYPE_CHECKING:
 
     from bayesgen.result import Fit
 
-__all__ = ["check", "summary"]
+__all__ = ["check", "pareto_khat", "summary"]
 
 RHAT_MAX = 1.01
 ESS_MIN = 400
 EBFMI_MIN = 0.3
+PARETO_K_MAX = 0.7
 
 
 def summary(fit: "Fit") -> "pd.DataFrame":
     """ArviZ summary of the posterior draws (mean, sd, hdi, mcse, ess_bulk, ess_tail, r_hat)."""
     return az.summary(fit.to_arviz(), var_names=list(fit.posterior))
+
+
+def pareto_khat(log_weights: np.ndarray) -> float:
+    """Pareto k-hat of importance weights p/q (PSIS): above 0.7 the approximation q is unreliable."""
+    _, khat = az.psislw(np.asarray(log_weights, dtype=float))
+    return float(khat)
 
 
 def _ebfmi(energy: np.ndarray) -> np.ndarray:
@@ -76,6 +83,10 @@ def _optimiser_findings(fit: "Fit") -> list[str]:
     if fit.info.get("hessian_positive_definite") is False:
         found.append("the Hessian at the optimum is not negative definite: the optimum is not a strict "
                      "maximum (non-identified parameters?), so standard errors and draws are undefined")
+    khat = fit.info.get("pareto_k")
+    if khat is not None and not khat <= PARETO_K_MAX:
+        found.append(f"Pareto k-hat = {khat:.2f} > {PARETO_K_MAX}: importance weights of the posterior "
+                     "against the approximation are heavy-tailed, so the approximation is unreliable")
     loss = fit.sample_stats.get("loss")
     if loss is not None and not np.all(np.isfinite(loss[..., -1])):
         found.append("the final loss is not finite: the optimiser diverged")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import time
@@ -57,12 +58,18 @@ def prepare(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any]
     check_arguments(spec.model, data)
     resolved = _resolve_device(device, data)
     tensors = to_tensors(data, resolved)
-    with torch.device(resolved):
+    with _default_device(resolved):
         prototype = run_program(spec.model, tensors)
     if not spec.observed:
         spec = dataclasses.replace(spec, observed=infer_observed(prototype, tensors))
     check_observed(prototype, spec)
     return Problem(spec=spec, data=tensors, prototype=prototype, device=resolved)
+
+
+def _default_device(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """Make tensors that the program creates land on ``device``. On the CPU this is a no-op,
+    since torch's device context adds overhead to every operation."""
+    return contextlib.nullcontext() if device.type == "cpu" else torch.device(device)
 
 
 def _numpy(tensors: Mapping[str, torch.Tensor] | None) -> dict[str, np.ndarray] | None:
@@ -110,7 +117,7 @@ def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
     show = sys.stderr.isatty() if progress is None else progress
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
-    with torch.device(problem.device):
+    with _default_device(problem.device):
         result: EngineResult = engine.run(problem, seed=seed, progress=show)
         post_start = time.perf_counter()
         with torch.no_grad():

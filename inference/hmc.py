@@ -1,0 +1,48 @@
+"""Static Hamiltonian Monte Carlo with a fixed number of leapfrog steps, chains batched."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from bayesgen.engine import EngineResult, Problem
+from bayesgen.inference._mcmc import run_mcmc
+
+__all__ = ["HMC"]
+
+
+@dataclass(frozen=True)
+class HMC:
+    """HMC with ``num_steps`` leapfrog steps per draw and a Metropolis correction.
+
+    Shares NUTS's batched integrator and Stan-style warmup (step size and mass matrix).
+
+    Parameters
+    ----------
+    num_warmup, num_samples : int
+        Warmup iterations and kept draws, per chain.
+    num_chains : int
+        Number of chains, run in one process as a batch.
+    num_steps : int
+        Leapfrog steps per transition.
+    target_accept : float
+        Target acceptance probability of the step-size adaptation.
+    dense_mass : bool
+        Adapt a dense mass matrix instead of a diagonal one.
+    """
+
+    name: ClassVar[str] = "hmc"
+    num_warmup: int = 1000
+    num_samples: int = 1000
+    num_chains: int = 4
+    num_steps: int = 16
+    target_accept: float = 0.8
+    dense_mass: bool = False
+
+    def run(self, problem: Problem, *, seed: int, progress: bool) -> EngineResult:
+        """Sample the posterior of ``problem``."""
+        return run_mcmc(problem, seed=seed, progress=progress, algorithm="hmc",
+                        num_warmup=self.num_warmup, num_samples=self.num_samples,
+                        num_chains=self.num_chains, target_accept=self.target_accept,
+                        max_tree_depth=0, num_steps=self.num_steps,
+                        dense_mass=self.dense_mass, engine=self.name)

@@ -1,0 +1,15 @@
+"""Every test runs in float64 on the CPU, seeded, with an empty Pyro param store."""
+
+import pyro
+import pytest
+import torch
+
+# set at import, before test modules build their constant tensors
+torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    pyro.set_rng_seed(0)
+    pyro.clear_param_store()
+    yield

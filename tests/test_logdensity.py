@@ -1,0 +1,122 @@
+"""bg.LogDensity against hand-written densities (with Jacobians) and finite differences."""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from torch.distributions import biject_to
+
+import bayesgen as bg
+from programs import gaussian_mixture
+
+
+def constrained_model(y=None):
+    scale = pyro.sample("scale", dist.LogNormal(0.0, 1.0))
+    rate = pyro.sample("rate", dist.Uniform(1.0, 3.0))
+    weights = pyro.sample("weights", dist.Dirichlet(torch.tensor([1.0, 2.0, 3.0])))
+    with pyro.plate("obs", 4):
+        pyro.sample("y", dist.Normal(weights[..., 0] * rate, scale), obs=y)
+
+
+Y = torch.tensor([0.3, -0.2, 1.1, 0.7])
+
+
+def by_hand(u: torch.Tensor, jacobian: bool = True, prior: bool = True) -> torch.Tensor:
+    """The same joint density, written out with torch and the Jacobians of each map."""
+    log_scale, u_rate, u_w = u[0], u[1], u[2:4]
+    scale = log_scale.exp()
+    rate = 1.0 + 2.0 * torch.sigmoid(u_rate)
+    simplex = biject_to(dist.Dirichlet(torch.ones(3)).support)
+    weights = simplex(u_w)
+    lp = dist.Normal(weights[0] * rate, scale).log_prob(Y).sum()
+    if prior:
+        lp = lp + dist.LogNormal(0.0, 1.0).log_prob(scale) + math.log(0.5)
+        lp = lp + dist.Dirichlet(torch.tensor([1.0, 2.0, 3.0])).log_prob(weights)
+    if jacobian:
+        sig = torch.sigmoid(u_rate)
+        lp = lp + log_scale + torch.log(2.0 * sig * (1 - sig)) + simplex.log_abs_det_jacobian(u_w, weights)
+    return lp
+
+
+def test_layout_names_shapes_and_sizes():
+    density = bg.LogDensity(constrained_model, {"y": Y})
+    assert [(s.name, s.shape, s.size) for s in density.layout] == [
+        ("scale", (), 1), ("rate", (), 1), ("weights", (3,), 2)]
+    assert density.dim == 4 and density.observed == ["y"] and density.vectorized
+
+
+@pytest.mark.parametrize("jacobian,prior", [(True, True), (False, True), (False, False)])
+def test_batched_density_matches_hand_written(jacobian, prior):
+    density = bg.LogDensity(constrained_model, {"y": Y})
+    u = torch.randn(7, 4)
+    expected = torch.stack([by_hand(row, jacobian, prior) for row in u])
+    actual = density.log_density(u, jacobian=jacobian, prior=prior)
+    assert actual.shape == (7,)
+    assert torch.allclose(actual, expected, rtol=0, atol=1e-8)
+
+
+def test_gradient_matches_finite_differences():
+    density = bg.LogDensity(constrained_model, {"y": Y})
+    u = torch.randn(3, 4, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: density.log_density(x), (u,), eps=1e-6, atol=1e-6)
+    value, grad = density.value_and_grad(u.detach())
+    (expected,) = torch.autograd.grad(by_hand(u[0]), u)
+    assert torch.allclose(grad[0], expected[0], atol=1e-8)
+    assert value.shape == (3,) and grad.shape == (3, 4)
+
+
+def test_constrain_and_unconstrain_round_trip():
+    density = bg.LogDensity(constrained_model, {"y": Y})
+    u = torch.randn(5, 4)
+    values = density.constrain(u)
+    assert values["weights"].shape == (5, 3)
+    assert torch.allclose(values["weights"].sum(-1), torch.ones(5))
+    assert ((values["rate"] > 1) & (values["rate"] < 3)).all()
+    assert torch.allclose(density.unconstrain(values), u, atol=1e-10)
+
+
+def test_enumerated_discrete_latents_are_summed_out():
+    y = torch.tensor([-2.0, 0.1, 3.0, 2.5])
+    density = bg.LogDensity(gaussian_mixture, {"y": y})
+    assert density.enumerated == ["z"] and density.dim == 3
+    u = torch.randn(6, 3)
+    simplex = biject_to(dist.Dirichlet(torch.ones(2)).support)
+
+    def marginal(row):
+        weights = simplex(row[:1])
+        lp = dist.Dirichlet(torch.ones(2)).log_prob(weights) + simplex.log_abs_det_jacobian(row[:1], weights)
+        lp = lp + dist.Normal(0.0, 5.0).log_prob(row[1:]).sum()
+        mix = weights.log() + dist.Normal(row[1:], 1.0).log_prob(y[:, None])
+        return lp + torch.logsumexp(mix, -1).sum()
+
+    expected = torch.stack([marginal(row) for row in u])
+    assert torch.allclose(density.log_density(u), expected, atol=1e-8)
+
+
+def test_unbatchable_program_falls_back_with_a_warning_naming_the_site():
+    def scalar_only(y=None):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        loc = torch.stack([torch.as_tensor(float(mu)), torch.tensor(1.0)])
+        pyro.sample("y", dist.Normal(loc, 1.0).to_event(1), obs=y)
+
+    with pytest.warns(RuntimeWarning, match="site 'mu'"):
+        density = bg.LogDensity(scalar_only, {"y": torch.zeros(2)})
+    assert not density.vectorized
+    u = torch.randn(3, 1)
+    expected = dist.Normal(0.0, 1.0).log_prob(u[:, 0]) + dist.Normal(u[:, 0], 1.0).log_prob(torch.tensor(0.0)) \
+        + dist.Normal(1.0, 1.0).log_prob(torch.tensor(0.0))
+    assert torch.allclose(density.log_density(u), expected, atol=1e-10)
+
+
+def test_dependent_support_uses_the_bijection_of_each_evaluation():
+    def bounded(y=None):
+        low = pyro.sample("low", dist.Normal(0.0, 1.0))
+        x = pyro.sample("x", dist.Uniform(low, low + 2.0))
+        pyro.sample("y", dist.Normal(x, 1.0), obs=y)
+
+    density = bg.LogDensity(bounded, {"y": torch.tensor(0.5)})
+    u = torch.randn(4, 2)
+    values = density.constrain(u)
+    assert ((values["x"] > values["low"]) & (values["x"] < values["low"] + 2)).all()
