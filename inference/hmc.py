@@ -44,5 +44,5 @@ class HMC:
         return run_mcmc(problem, seed=seed, progress=progress, algorithm="hmc",
                         num_warmup=self.num_warmup, num_samples=self.num_samples,
                         num_chains=self.num_chains, target_accept=self.target_accept,
-                        max_tree_depth=0, num_steps=self.num_steps,
+                        max_tree_depth=1, num_steps=self.num_steps,
                         dense_mass=self.dense_mass, engine=self.name)

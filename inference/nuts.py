@@ -47,5 +47,5 @@ class NUTS:
         return run_mcmc(problem, seed=seed, progress=progress, algorithm="nuts",
                         num_warmup=self.num_warmup, num_samples=self.num_samples,
                         num_chains=self.num_chains, target_accept=self.target_accept,
-                        max_tree_depth=self.max_tree_depth, num_steps=0,
+                        max_tree_depth=self.max_tree_depth, num_steps=1,
                         dense_mass=self.dense_mass, engine=self.name)

@@ -6,6 +6,8 @@ import torch
 
 # set at import, before test modules build their constant tensors
 torch.set_default_dtype(torch.float64)
+# the test programs are tiny: one thread avoids OpenMP hand-off costs that dominate them on 2 cores
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,53 @@
+"""fit.to_arviz(): the ArviZ schema's groups, stat names and dims; ArviZ functions run on it."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import bayesgen as bg
+from programs import linear_regression, regression_data
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)
+    import arviz as az
+
+X, Y = regression_data()
+
+
+@pytest.fixture(scope="module")
+def idata():
+    fit = bg.fit(linear_regression, {"X": X, "y": Y}, engine="nuts", num_warmup=150, num_samples=100,
+                 num_chains=2, seed=0)
+    fit.predict()
+    return fit.to_arviz()
+
+
+def test_groups_and_dims(idata):
+    assert set(idata.groups()) == {"posterior", "sample_stats", "log_likelihood", "observed_data",
+                                   "posterior_predictive"}
+    for group in ("posterior", "sample_stats", "log_likelihood", "posterior_predictive"):
+        assert idata[group].sizes["chain"] == 2 and idata[group].sizes["draw"] == 100
+    assert idata.posterior["beta"].dims[:2] == ("chain", "draw")
+    assert idata.attrs["inference_library"] == "bayesgen"
+
+
+def test_sample_stats_use_the_schema_names(idata):
+    names = set(idata.sample_stats.data_vars)
+    assert names == {"lp", "diverging", "energy", "step_size", "tree_depth", "n_steps", "acceptance_rate"}
+    assert idata.sample_stats["diverging"].dtype == bool
+
+
+def test_loo_and_summary_run(idata):
+    loo = az.loo(idata)
+    assert np.isfinite(loo.elpd_loo) and loo.pareto_k.shape == (len(Y),)
+    table = az.summary(idata)
+    assert {"mean", "sd", "ess_bulk", "ess_tail", "r_hat"} <= set(table.columns)
+
+
+def test_model_dims_name_the_axes():
+    fit = bg.fit("eight_schools", engine="laplace")
+    idata = fit.to_arviz()
+    assert idata.posterior["theta"].dims == ("chain", "draw", "school")
+    assert idata.observed_data["y"].dims == ("school",)
+    assert idata.log_likelihood["y"].dims == ("chain", "draw", "school")

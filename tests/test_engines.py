@@ -1,0 +1,111 @@
+"""Known-answer tests: every engine on the same unchanged programs, against exact posteriors."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import bayesgen as bg
+from programs import (
+    beta_bernoulli, beta_bernoulli_posterior, linear_regression, normal_normal, normal_normal_posterior,
+    regression_data,
+)
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)
+    import arviz as az
+
+RNG = np.random.default_rng(1)
+Y_NORMAL = RNG.normal(1.5, 1.0, size=20)
+Y_BERNOULLI = (RNG.random(30) < 0.3).astype(float)
+
+CONJUGATE = [
+    ("normal_normal", normal_normal, {"y": Y_NORMAL}, "mu", normal_normal_posterior(Y_NORMAL)),
+    ("beta_bernoulli", beta_bernoulli, {"y": Y_BERNOULLI}, "p", beta_bernoulli_posterior(Y_BERNOULLI)),
+]
+
+
+def _mcse(draws: np.ndarray) -> tuple[float, float]:
+    return float(az.mcse(draws, method="mean")), float(az.mcse(draws, method="sd"))
+
+
+@pytest.mark.parametrize("engine", ["nuts", "hmc"])
+@pytest.mark.parametrize("name,model,data,site,exact", CONJUGATE, ids=[c[0] for c in CONJUGATE])
+def test_mcmc_matches_conjugate_posterior_within_4_mcse(engine, name, model, data, site, exact):
+    fit = bg.fit(model, data, engine=engine, num_warmup=500, num_samples=1000, num_chains=4, seed=3)
+    draws = fit.posterior[site]
+    mcse_mean, mcse_sd = _mcse(draws)
+    assert abs(draws.mean() - exact[0]) < 4 * mcse_mean
+    assert abs(draws.std() - exact[1]) < 4 * mcse_sd
+    assert fit.sample_stats["diverging"].sum() == 0
+
+
+@pytest.mark.parametrize("name,model,data,site,exact", CONJUGATE, ids=[c[0] for c in CONJUGATE])
+def test_svi_mvn_matches_conjugate_posterior(name, model, data, site, exact):
+    fit = bg.fit(model, data, engine="svi", guide="mvn", num_steps=2000, num_draws=4000, seed=0)
+    draws = fit.posterior[site]
+    assert abs(draws.mean() - exact[0]) < 0.1 * exact[1]
+    assert abs(draws.std() / exact[1] - 1) < 0.10
+    assert fit.info["converged"]
+
+
+def test_laplace_is_exact_on_the_normal_normal_model():
+    fit = bg.fit(normal_normal, {"y": Y_NORMAL}, engine="laplace")
+    mean, sd = normal_normal_posterior(Y_NORMAL)
+    assert fit.point["mu"] == pytest.approx(mean, abs=1e-6)
+    assert fit.stderr["mu"] == pytest.approx(sd, abs=1e-6)
+    assert fit.kind == "approximation" and fit.posterior["mu"].shape == (1, 1000)
+
+
+def test_mle_equals_least_squares_with_textbook_standard_errors():
+    X, y = regression_data()
+    fit = bg.fit(linear_regression, {"X": X, "y": y}, engine="mle")
+    design = np.c_[np.ones(len(y)), X]
+    coef, rss = np.linalg.lstsq(design, y, rcond=None)[:2]
+    sigma2 = float(rss[0]) / len(y)  # the MLE of the noise variance
+    stderr = np.sqrt(np.diag(sigma2 * np.linalg.inv(design.T @ design)))
+    np.testing.assert_allclose(fit.point["alpha"], coef[0], rtol=1e-6)
+    np.testing.assert_allclose(fit.point["beta"], coef[1:], rtol=1e-6)
+    np.testing.assert_allclose(fit.point["sigma"], np.sqrt(sigma2), rtol=1e-6)
+    np.testing.assert_allclose(fit.stderr["alpha"], stderr[0], rtol=1e-5)
+    np.testing.assert_allclose(fit.stderr["beta"], stderr[1:], rtol=1e-5)
+    # the observed information of sigma at the MLE gives se = sigma / sqrt(2n)
+    np.testing.assert_allclose(fit.stderr["sigma"], np.sqrt(sigma2 / (2 * len(y))), rtol=1e-5)
+    assert fit.kind == "point" and fit.info["converged"]
+
+
+def test_map_differs_from_mle_by_the_prior():
+    data = {"y": Y_NORMAL}
+    mle = bg.fit(normal_normal, data, engine="mle")
+    map_ = bg.fit(normal_normal, data, engine="map")
+    assert mle.point["mu"] == pytest.approx(Y_NORMAL.mean(), abs=1e-7)
+    assert map_.point["mu"] == pytest.approx(normal_normal_posterior(Y_NORMAL)[0], abs=1e-7)
+
+
+@pytest.mark.parametrize("engine,options", [
+    ("nuts", {"num_warmup": 200, "num_samples": 200, "num_chains": 2}),
+    ("hmc", {"num_warmup": 200, "num_samples": 200, "num_chains": 2}),
+    ("svi", {"guide": "normal", "num_steps": 1500, "lr": 0.05}),
+    ("svi", {"guide": "lowrank", "num_steps": 1500, "lr": 0.05, "rank": 2}),
+    ("mle", {}), ("map", {}), ("laplace", {}),
+])
+def test_every_engine_fits_the_same_program(engine, options):
+    X, y = regression_data()
+    fit = bg.fit(linear_regression, {"X": X, "y": y}, engine=engine, **options)
+    assert set(fit.posterior) == {"alpha", "beta", "sigma", "sigma2"}
+    assert fit.posterior["beta"].shape[2:] == (3,)
+    assert fit.log_likelihood["y"].shape[2:] == (len(y),)
+    np.testing.assert_allclose(fit.posterior["sigma2"], fit.posterior["sigma"] ** 2)
+    assert abs(fit.posterior["beta"].mean((0, 1))[1] + 2.0) < 0.3
+
+
+def test_svi_runs_pyro_autoguides():
+    from pyro.infer.autoguide import AutoNormal
+
+    X, y = regression_data()
+    fit = bg.fit(linear_regression, {"X": X, "y": y}, engine="svi", guide=AutoNormal, num_steps=1500,
+                 lr=0.05)
+    assert fit.posterior["beta"].shape == (1, 1000, 3)
+    assert abs(fit.posterior["beta"].mean((0, 1))[1] + 2.0) < 0.3
+    assert fit.sample_stats["loss"].shape == (1, 1500)

@@ -1,0 +1,124 @@
+"""bg.fit and bg.Fit: shapes, seeds, options, devices, prediction, save/load."""
+
+import numpy as np
+import pytest
+
+import bayesgen as bg
+from programs import linear_regression, normal_normal, regression_data
+
+X, Y = regression_data()
+DATA = {"X": X, "y": Y}
+SMALL = {"num_warmup": 100, "num_samples": 50, "num_chains": 3}
+
+
+@pytest.fixture(scope="module")
+def nuts_fit():
+    return bg.fit(linear_regression, DATA, engine="nuts", seed=1, **SMALL)
+
+
+def test_fit_members_have_the_documented_shapes(nuts_fit):
+    fit = nuts_fit
+    assert fit.engine == "nuts" and fit.kind == "samples"
+    assert fit.posterior["beta"].shape == (3, 50, 3) and fit.posterior["alpha"].shape == (3, 50)
+    for stat in ("lp", "diverging", "energy", "step_size", "tree_depth", "n_steps", "acceptance_rate"):
+        assert fit.sample_stats[stat].shape == (3, 50), stat
+    assert fit.log_likelihood["y"].shape == (3, 50, len(Y))
+    np.testing.assert_array_equal(fit.observed_data["y"], Y)
+    assert fit.settings["num_chains"] == 3 and fit.settings["target_accept"] == 0.8
+    assert fit.point is None and fit.stderr is None
+    assert fit.timing["total"] > 0
+
+
+def test_pointwise_log_likelihood_is_the_normal_density(nuts_fit):
+    from scipy.stats import norm
+
+    fit = nuts_fit
+    mean = fit.posterior["alpha"][1, 7] + X @ fit.posterior["beta"][1, 7]
+    expected = norm.logpdf(Y, mean, fit.posterior["sigma"][1, 7])
+    np.testing.assert_allclose(fit.log_likelihood["y"][1, 7], expected, rtol=1e-10)
+
+
+def test_same_seed_gives_identical_draws_and_chains_differ():
+    a = bg.fit(normal_normal, {"y": Y}, engine="nuts", seed=5, **SMALL)
+    b = bg.fit(normal_normal, {"y": Y}, engine="nuts", seed=5, **SMALL)
+    c = bg.fit(normal_normal, {"y": Y}, engine="nuts", seed=6, **SMALL)
+    np.testing.assert_array_equal(a.posterior["mu"], b.posterior["mu"])
+    assert not np.array_equal(a.posterior["mu"], c.posterior["mu"])
+    chains = a.posterior["mu"]
+    assert not np.array_equal(chains[0], chains[1]) and not np.array_equal(chains[1], chains[2])
+
+
+@pytest.mark.parametrize("engine", ["svi", "laplace"])
+def test_same_seed_is_reproducible_for_other_engines(engine):
+    options = {"num_steps": 200} if engine == "svi" else {}
+    a = bg.fit(normal_normal, {"y": Y}, engine=engine, seed=2, **options)
+    b = bg.fit(normal_normal, {"y": Y}, engine=engine, seed=2, **options)
+    np.testing.assert_array_equal(a.posterior["mu"], b.posterior["mu"])
+
+
+def test_engine_instance_and_name_are_interchangeable():
+    by_name = bg.fit(normal_normal, {"y": Y}, engine="nuts", seed=4, **SMALL)
+    by_instance = bg.fit(normal_normal, {"y": Y}, engine=bg.inference.NUTS(**SMALL), seed=4)
+    np.testing.assert_array_equal(by_name.posterior["mu"], by_instance.posterior["mu"])
+
+
+def test_unknown_option_lists_the_valid_ones():
+    with pytest.raises(TypeError, match="num_samples") as info:
+        bg.fit(normal_normal, {"y": Y}, engine="nuts", num_sample=10)
+    assert "Did you mean 'num_samples'" in str(info.value) and "max_tree_depth" in str(info.value)
+
+
+def test_options_with_an_engine_instance_are_rejected():
+    with pytest.raises(TypeError, match="engine instance"):
+        bg.fit(normal_normal, {"y": Y}, engine=bg.inference.MLE(), num_steps=3)
+
+
+def test_unknown_engine_names_the_known_ones():
+    with pytest.raises(ValueError, match="unknown engine 'nutz'.*Did you mean 'nuts'"):
+        bg.fit(normal_normal, {"y": Y}, engine="nutz")
+
+
+def test_cuda_device_without_cuda_is_a_clear_error():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")  # the GPU path is exercised by benchmarks/gpu_check.sh
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        bg.fit(normal_normal, {"y": Y}, engine="map", device="cuda")
+
+
+def test_predict_with_new_data_and_stored_posterior_predictive(nuts_fit):
+    fit = nuts_fit
+    new = fit.predict(X=X[:7])
+    assert new["y"].shape == (3, 50, 7)
+    assert "y" not in fit.posterior_predictive
+    replicated = fit.predict(num_samples=10)
+    assert replicated["y"].shape == (3, 10, len(Y))
+    assert fit.posterior_predictive["y"].shape == (3, 10, len(Y))
+    # predictive draws scatter around the regression line with the posterior noise scale
+    resid = replicated["y"] - Y
+    assert 0.5 < resid.std() < 1.5
+
+
+def test_save_then_load_gives_the_same_summary(tmp_path, nuts_fit):
+    path = tmp_path / "fit.nc"
+    nuts_fit.save(str(path))
+    loaded = bg.load(str(path))
+    assert loaded.summary().equals(nuts_fit.summary())
+    assert loaded.settings == nuts_fit.settings and loaded.engine == "nuts"
+    np.testing.assert_array_equal(loaded.sample_stats["diverging"], nuts_fit.sample_stats["diverging"])
+    with pytest.raises(ValueError, match="without its program"):
+        loaded.predict()
+
+
+def test_point_estimates_survive_save_and_load(tmp_path):
+    fit = bg.fit(linear_regression, DATA, engine="mle")
+    fit.save(str(tmp_path / "mle.nc"))
+    loaded = bg.load(str(tmp_path / "mle.nc"))
+    np.testing.assert_allclose(loaded.point["beta"], fit.point["beta"])
+    np.testing.assert_allclose(loaded.stderr["sigma"], fit.stderr["sigma"])
+
+
+def test_zoo_name_with_default_data():
+    fit = bg.fit("eight_schools", engine="map")
+    assert fit.model_name == "eight_schools" and fit.posterior["theta"].shape == (1, 1000, 8)

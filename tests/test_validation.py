@@ -1,0 +1,88 @@
+"""Bad input gets a clear error naming the site or argument, before any engine runs."""
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+import bayesgen as bg
+from programs import normal_normal
+
+Y = np.random.default_rng(0).normal(size=20)
+
+
+def test_misspelt_data_key_names_the_argument_and_suggests():
+    with pytest.raises(TypeError, match="data key 'yy'.*Did you mean 'y'"):
+        bg.fit(normal_normal, {"yy": Y}, engine="map")
+
+
+def test_missing_required_argument_is_named():
+    def needs_x(x, y=None):
+        pyro.sample("y", dist.Normal(x.sum(), 1.0), obs=y)
+
+    with pytest.raises(TypeError, match="missing required program argument.*x"):
+        bg.fit(needs_x, {"y": 1.0}, engine="map")
+
+
+def test_data_must_be_a_mapping():
+    with pytest.raises(TypeError, match="mapping"):
+        bg.fit(normal_normal, [Y], engine="map")
+
+
+def test_observed_shape_mismatch_is_not_broadcast():
+    with pytest.raises(ValueError, match=r"observed site 'y' has data of shape \(20, 1\).*\(20,\)"):
+        bg.fit(normal_normal, {"y": Y[:, None], "n": 20}, engine="map")
+
+
+def test_nan_in_data_names_argument_and_index():
+    bad = Y.copy()
+    bad[7] = np.nan
+    with pytest.raises(ValueError, match=r"data\['y'\] contains nan at index \(7,\)"):
+        bg.fit(normal_normal, {"y": bad}, engine="nuts")
+
+
+def test_inf_in_data_names_argument_and_index():
+    bad = Y.copy()
+    bad[3] = np.inf
+    with pytest.raises(ValueError, match=r"data\['y'\] contains inf at index \(3,\)"):
+        bg.fit(normal_normal, {"y": bad}, engine="nuts")
+
+
+def test_wrong_dtype_names_the_argument():
+    with pytest.raises(TypeError, match=r"data\['y'\] has dtype <U"):
+        bg.fit(normal_normal, {"y": np.array(["a", "b"])}, engine="map")
+
+
+def test_discrete_latent_that_cannot_be_enumerated_is_named():
+    def poisson_latent(y=None):
+        n = pyro.sample("n", dist.Poisson(3.0))
+        pyro.sample("y", dist.Normal(n, 1.0), obs=y)
+
+    with pytest.raises(ValueError, match="site 'n' is a discrete latent variable.*Poisson"):
+        bg.fit(poisson_latent, {"y": torch.tensor(2.0)}, engine="nuts")
+
+
+def test_program_that_raises_names_the_site():
+    def broken(y=None):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        scale = pyro.sample("scale", dist.HalfNormal(1.0))
+        pyro.sample("y", dist.Normal(mu, scale).to_event(1) + 1, obs=y)
+
+    with pytest.raises(ValueError, match=r"raised \w+Error at or after site 'scale'"):
+        bg.fit(broken, {"y": torch.zeros(3)}, engine="map")
+
+
+def test_mle_without_observed_data_is_an_error():
+    with pytest.raises(ValueError, match="no observed sites"):
+        bg.fit(normal_normal, {"n": 5}, engine="mle")
+
+
+def test_unknown_model_name_suggests():
+    with pytest.raises(ValueError, match="unknown model 'eight_school'.*Did you mean 'eight_schools'"):
+        bg.fit("eight_school", engine="map")
+
+
+def test_unknown_guide_is_named():
+    with pytest.raises(ValueError, match="unknown guide 'diag'"):
+        bg.fit(normal_normal, {"y": Y}, engine="svi", guide="diag")
