@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,8 +23,18 @@ PARETO_K_MAX = 0.7
 
 
 def summary(fit: "Fit") -> "pd.DataFrame":
-    """ArviZ summary of the posterior draws (mean, sd, hdi, mcse, ess_bulk, ess_tail, r_hat)."""
-    return az.summary(fit.to_arviz(), var_names=list(fit.posterior))
+    """ArviZ summary of the posterior draws (mean, sd, hdi, mcse, ess_bulk, ess_tail, r_hat).
+
+    With one chain (approximations and point estimates) R-hat is undefined and shows as
+    NaN; ArviZ's log message about it is silenced.
+    """
+    logger = logging.getLogger("arviz")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        return az.summary(fit.to_arviz(), var_names=list(fit.posterior))
+    finally:
+        logger.setLevel(level)
 
 
 def pareto_khat(log_weights: np.ndarray) -> float:

@@ -79,6 +79,12 @@ def _scored(name: str, site: Any) -> bool:
     return not is_deterministic(site) and not is_subsample(site)
 
 
+def _score(trace: Trace) -> None:
+    """Compute every scored site's log-prob, without Pyro's NaN warnings (NaN is handled by callers)."""
+    with pyro.validation_enabled(False):
+        trace.compute_log_prob(site_filter=_scored)
+
+
 def per_draw(value: torch.Tensor, batch_size: int, shape: tuple[int, ...]) -> torch.Tensor:
     """Reshape a value traced under the batch plate to ``(batch, *shape)``.
 
@@ -269,7 +275,7 @@ class LogDensity:
         return total + log_jac if jacobian else total
 
     def _sum_log_probs(self, trace: Trace, batch_size: int, skip: set[str], plated: bool) -> torch.Tensor:
-        trace.compute_log_prob(site_filter=_scored)
+        _score(trace)
         if self.enumerated:
             return self._contract(trace, skip, plated)
         batch_dim = -self.max_plate_nesting - 1
@@ -333,7 +339,7 @@ class LogDensity:
         trace, log_jac = self.trace_unconstrained(u, plated)
         if self.enumerated:
             return {"joint": self._sum_log_probs(trace, u.shape[0], set(), plated) + log_jac}
-        trace.compute_log_prob(site_filter=_scored)
+        _score(trace)
         batch_dim = -self.max_plate_nesting - 1
         return {
             name: _sum_to_batch(site["log_prob"], u.shape[0], batch_dim) if plated

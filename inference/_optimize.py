@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -42,8 +43,10 @@ def find_mode(density: LogDensity, init: torch.Tensor, *, jacobian: bool, prior:
     optimizer.step(closure)
     _, grad = density.value_and_grad(u.detach()[None], jacobian=jacobian, prior=prior)
     grad_norm = float(grad.abs().max())
-    finite = bool(torch.isfinite(u).all()) and all(torch.isfinite(torch.tensor(losses[-1:])))
-    converged = finite and grad_norm < max(1e-5, tol ** 0.5)
+    final = losses[-1] if losses else float("nan")
+    # a gradient small relative to the objective, at the precision of the dtype
+    threshold = max(tol, torch.finfo(u.dtype).eps ** 0.5) * max(1.0, abs(final))
+    converged = math.isfinite(final) and bool(torch.isfinite(u).all()) and grad_norm < threshold
     message = f"max |gradient| = {grad_norm:.3g} after {len(losses)} evaluations"
     return Mode(u.detach(), torch.tensor(losses), converged, message)
 

@@ -1,0 +1,101 @@
+"""The ``bayesgen`` command line: demo, fit, summary and list."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from typing import Any, Sequence
+
+__all__ = ["main"]
+
+
+def _options(pairs: Sequence[str]) -> dict[str, Any]:
+    options = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"bayesgen: --option expects key=value, got '{pair}'")
+        try:
+            options[key] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            options[key] = raw
+    return options
+
+
+def _demo(args: argparse.Namespace) -> None:
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "examples" / "quickstart.py"
+    if not script.exists():
+        raise SystemExit("bayesgen demo needs the examples/ folder of a source checkout")
+    sys.argv = [str(script)] + (["--smoke"] if args.smoke else [])
+    runpy.run_path(str(script), run_name="__main__")
+
+
+def _fit(args: argparse.Namespace) -> None:
+    import bayesgen as bg
+
+    fit = bg.fit(args.model, engine=args.engine, seed=args.seed, device=args.device,
+                 progress=not args.quiet, **_options(args.option))
+    print(fit.summary().to_string())
+    for finding in bg.check(fit):
+        print(f"warning: {finding}")
+    if args.out:
+        fit.save(args.out)
+        print(f"saved to {args.out}")
+
+
+def _summary(args: argparse.Namespace) -> None:
+    import bayesgen as bg
+
+    fit = bg.load(args.path)
+    print(f"{fit.model_name}: engine {fit.engine} ({fit.kind})")
+    print(fit.summary().to_string())
+    for finding in bg.check(fit):
+        print(f"warning: {finding}")
+
+
+def _list(args: argparse.Namespace) -> None:
+    import bayesgen as bg
+
+    print("models:")
+    for name, description in bg.list_models().items():
+        print(f"  {name:<20} {description}")
+    print("engines: " + ", ".join(bg.list_engines()))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bayesgen", description="Fit Pyro programs with any engine.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="fit the bundled regression with every engine, side by side")
+    demo.add_argument("--smoke", action="store_true", help="a seconds-long run")
+    demo.set_defaults(run=_demo)
+    fit = sub.add_parser("fit", help="fit a zoo model to its default data and print the summary")
+    fit.add_argument("model", help="zoo model name (see 'bayesgen list')")
+    fit.add_argument("--engine", default="nuts", help="engine name (default: nuts)")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--device", default=None, help="cpu, cuda or cuda:N")
+    fit.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                     help="an engine option, e.g. --option num_samples=500 (repeatable)")
+    fit.add_argument("--out", help="save the fit to this netCDF file")
+    fit.add_argument("--quiet", action="store_true", help="no progress bar")
+    fit.set_defaults(run=_fit)
+    summary = sub.add_parser("summary", help="summarise a fit saved with --out or Fit.save")
+    summary.add_argument("path")
+    summary.set_defaults(run=_summary)
+    listing = sub.add_parser("list", help="list the zoo models and the engines")
+    listing.set_defaults(run=_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``bayesgen`` command."""
+    args = _parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, TypeError, ImportError) as exc:
+        print(f"bayesgen: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
