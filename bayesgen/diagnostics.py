@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,18 +22,14 @@ PARETO_K_MAX = 0.7
 
 
 def summary(fit: "Fit") -> "pd.DataFrame":
-    """ArviZ summary of the posterior draws (mean, sd, hdi, mcse, ess_bulk, ess_tail, r_hat).
+    """ArviZ summary of the posterior draws.
 
-    With one chain (approximations and point estimates) R-hat is undefined and shows as
-    NaN; ArviZ's log message about it is silenced.
+    MCMC fits get the full table (mean, sd, hdi, mcse, ess_bulk, ess_tail, r_hat);
+    approximations and point estimates, whose draws are independent and come in one
+    chain, get mean, sd and hdi, since their MCSE, ESS and R-hat diagnose nothing.
     """
-    logger = logging.getLogger("arviz")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        return az.summary(fit.to_arviz(), var_names=list(fit.posterior))
-    finally:
-        logger.setLevel(level)
+    kind = "all" if fit.kind == "samples" else "stats"
+    return az.summary(fit.to_arviz(), var_names=list(fit.posterior), kind=kind)
 
 
 def pareto_khat(log_weights: np.ndarray) -> float:

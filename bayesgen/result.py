@@ -10,8 +10,9 @@ import pyro
 import torch
 
 if TYPE_CHECKING:
-    import arviz
     import pandas as pd
+
+    from bayesgen.convert import az
 
     from bayesgen.engine import Problem
 
@@ -79,7 +80,7 @@ class Fit:
         """Number of draws per chain in ``posterior``."""
         return next(iter(self.posterior.values())).shape[1] if self.posterior else 0
 
-    def to_arviz(self) -> "arviz.InferenceData":
+    def to_arviz(self) -> "az.InferenceData":
         """This fit as ``arviz.InferenceData`` (groups and stat names of the ArviZ schema)."""
         from bayesgen.convert import to_inference_data
 

@@ -1,0 +1,72 @@
+"""The boundaries of DESIGN.md: who imports arviz, models vs inference, no **kwargs in public APIs."""
+
+import ast
+import dataclasses
+import inspect
+from pathlib import Path
+
+import bayesgen as bg
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def _sources(folder: str) -> list[Path]:
+    return sorted((ROOT / folder).glob("*.py"))
+
+
+def test_only_convert_and_diagnostics_import_arviz():
+    importers = {p.relative_to(ROOT).as_posix() for folder in ("bayesgen", "models", "inference")
+                 for p in _sources(folder) if any(m.split(".")[0] == "arviz" for m in _imports(p))}
+    assert importers == {"bayesgen/convert.py"}  # diagnostics and io use convert's `az`
+
+
+def test_models_and_inference_never_import_each_other():
+    for path in _sources("models"):
+        assert not any(m.startswith("bayesgen.inference") for m in _imports(path)), path
+    for path in _sources("inference"):
+        assert not any(m.startswith("bayesgen.models") for m in _imports(path)), path
+
+
+def test_engines_are_frozen_dataclasses_named_after_their_module():
+    for name in bg.list_engines():
+        cls = bg.registry.get_engine_class(name)
+        assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen
+        assert cls.name == name == cls.__module__.rsplit(".", 1)[1]
+
+
+def test_no_public_signature_takes_var_keyword_except_fit_and_predict():
+    allowed = {"fit", "predict"}
+    for module in (bg, bg.inference):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            members = [obj] + [m for _, m in inspect.getmembers(obj, inspect.isfunction)] \
+                if inspect.isclass(obj) else [obj]
+            for member in members:
+                if not callable(member) or member.__name__.startswith("_"):
+                    continue
+                params = inspect.signature(member).parameters.values()
+                if any(p.kind is p.VAR_KEYWORD for p in params):
+                    assert member.__name__ in allowed, f"{name}.{member.__name__} takes **kwargs"
+
+
+def test_every_module_has_a_docstring_and_public_ones_an_all():
+    for folder in ("bayesgen", "models", "inference"):
+        for path in _sources(folder):
+            tree = ast.parse(path.read_text())
+            assert ast.get_docstring(tree), f"{path} has no module docstring"
+            if not path.name.startswith("_") or path.name == "__init__.py":
+                assigned = {t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+                            for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                            if isinstance(t, ast.Name)}
+                assert "__all__" in assigned or path.name == "__main__.py", f"{path} has no __all__"
