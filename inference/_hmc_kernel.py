@@ -1,0 +1,392 @@
+"""Batched multi-chain leapfrog integrator, NUTS tree building and static HMC transitions."""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, TypeVar
+
+import torch
+
+LogDensityFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+#: Energy error above which a leapfrog step is declared divergent (Stan and NumPyro use 1000).
+MAX_DELTA_ENERGY = 1000.0
+
+_T = TypeVar("_T", bound=tuple)
+
+
+class Metric(NamedTuple):
+    """Per-chain ``(C, D)`` diagonal or ``(C, D, D)`` dense inverse mass matrix, with its lower
+    Cholesky factor (``None`` when diagonal)."""
+
+    inverse_mass_matrix: torch.Tensor
+    cholesky: torch.Tensor | None
+
+
+class PhaseState(NamedTuple):
+    """Position of every chain with its log density and gradient (each leading dim ``C``)."""
+
+    z: torch.Tensor
+    logp: torch.Tensor
+    grad: torch.Tensor
+
+
+class Transition(NamedTuple):
+    """Outcome of one batched transition: the new state and per-chain ``(C,)`` statistics."""
+
+    state: PhaseState
+    diverging: torch.Tensor
+    energy: torch.Tensor
+    tree_depth: torch.Tensor
+    n_steps: torch.Tensor
+    accept_prob: torch.Tensor
+
+
+class PhasePoint(NamedTuple):
+    """A point of phase space, with velocity ``M^{-1} p``, log density and gradient."""
+
+    z: torch.Tensor
+    p: torch.Tensor
+    v: torch.Tensor
+    logp: torch.Tensor
+    grad: torch.Tensor
+
+
+class _Proposal(NamedTuple):
+    """Per-chain multinomial sample of a (sub)tree with its Hamiltonian."""
+
+    z: torch.Tensor
+    logp: torch.Tensor
+    grad: torch.Tensor
+    energy: torch.Tensor
+
+
+class _Tree(NamedTuple):
+    """Per-chain NUTS trajectory (``running`` marks chains still doubling)."""
+
+    left: PhasePoint
+    right: PhasePoint
+    proposal: _Proposal
+    log_weight: torch.Tensor
+    r_sum: torch.Tensor
+    running: torch.Tensor
+    diverging: torch.Tensor
+    depth: torch.Tensor
+    n_steps: torch.Tensor
+    sum_accept: torch.Tensor
+
+
+class _Subtree(NamedTuple):
+    """Per-chain subtree being built (``edge``: newest leaf, ``active``: chains still extending)."""
+
+    edge: PhasePoint
+    proposal: _Proposal
+    log_weight: torch.Tensor
+    r_sum: torch.Tensor
+    active: torch.Tensor
+    turning: torch.Tensor
+    diverging: torch.Tensor
+    n_steps: torch.Tensor
+    sum_accept: torch.Tensor
+
+
+class _Checkpoints(NamedTuple):
+    """U-turn checkpoints ``(C, K, D)``: ``shifted`` holds ``r_sum - p / 2``, ``v`` the velocity."""
+
+    shifted: torch.Tensor
+    v: torch.Tensor
+
+
+class _Context(NamedTuple):
+    """Quantities fixed during one NUTS transition."""
+
+    logp_and_grad: LogDensityFn
+    step_size: torch.Tensor
+    energy0: torch.Tensor
+    metric: Metric
+    ckpts: _Checkpoints
+    generator: torch.Generator
+
+
+def make_metric(inverse_mass_matrix: torch.Tensor) -> Metric:
+    """Build a :class:`Metric`, factorising a dense ``(C, D, D)`` inverse mass matrix."""
+    if inverse_mass_matrix.dim() == 2:
+        return Metric(inverse_mass_matrix, None)
+    return Metric(inverse_mass_matrix, torch.linalg.cholesky(inverse_mass_matrix))
+
+
+def velocity(metric: Metric, p: torch.Tensor) -> torch.Tensor:
+    """Return ``M^{-1} p`` for momenta ``p`` of shape ``(C, D)``."""
+    if metric.cholesky is None:
+        return metric.inverse_mass_matrix * p
+    return torch.matmul(metric.inverse_mass_matrix, p.unsqueeze(-1)).squeeze(-1)
+
+
+def kinetic_energy(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Return ``0.5 p^T M^{-1} p`` per chain given momenta and velocities."""
+    return 0.5 * (p * v).sum(-1)
+
+
+def uniform_like(
+    like: torch.Tensor, shape: tuple[int, ...], generator: torch.Generator
+) -> torch.Tensor:
+    """Uniform ``[0, 1)`` draws of ``shape`` with the dtype and device of ``like``."""
+    return torch.rand(shape, generator=generator, dtype=like.dtype, device=like.device)
+
+
+def sample_momentum(metric: Metric, generator: torch.Generator) -> torch.Tensor:
+    """Draw momenta ``p ~ N(0, M)`` ``(C, D)``: ``z / sqrt(M^{-1})``, or ``L^{-T} z`` (dense)."""
+    inv = metric.inverse_mass_matrix
+    noise = torch.randn(inv.shape[:2], generator=generator, dtype=inv.dtype, device=inv.device)
+    if metric.cholesky is None:
+        return noise * torch.rsqrt(inv)
+    lower_t = metric.cholesky.mT
+    return torch.linalg.solve_triangular(lower_t, noise.unsqueeze(-1), upper=True).squeeze(-1)
+
+
+def initial_state(logp_and_grad: LogDensityFn, z: torch.Tensor) -> PhaseState:
+    """Evaluate the log density at ``z`` ``(C, D)``, checking the shapes it returns."""
+    logp, grad = logp_and_grad(z)
+    if logp.shape != z.shape[:1] or grad.shape != z.shape:
+        raise ValueError(
+            f"logp_and_grad must return shapes {tuple(z.shape[:1])} and {tuple(z.shape)}, "
+            f"got {tuple(logp.shape)} and {tuple(grad.shape)}"
+        )
+    return PhaseState(z, logp.detach(), grad.detach())
+
+
+def leapfrog(
+    logp_and_grad: LogDensityFn, point: PhasePoint, step_size: torch.Tensor, metric: Metric
+) -> PhasePoint:
+    """Take one leapfrog step per chain with signed step sizes ``step_size`` of shape ``(C, 1)``."""
+    half = 0.5 * step_size
+    p_half = point.p + half * point.grad
+    z = point.z + step_size * velocity(metric, p_half)
+    logp, grad = logp_and_grad(z)
+    logp, grad = logp.detach(), grad.detach()
+    p = p_half + half * grad
+    return PhasePoint(z, p, velocity(metric, p), logp, grad)
+
+
+def energy_error(point: PhasePoint, energy0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the Hamiltonian at ``point`` and ``H - H0`` (non-finite errors become ``+inf``)."""
+    energy = kinetic_energy(point.p, point.v) - point.logp
+    delta = energy - energy0
+    return energy, torch.where(torch.isfinite(delta), delta, torch.inf)
+
+
+def _where(mask: torch.Tensor, new: _T, old: _T) -> _T:
+    """Field-wise ``torch.where`` over two named tuples of per-chain tensors."""
+    column = mask.unsqueeze(-1)
+    fields = (torch.where(mask if n.dim() == 1 else column, n, o) for n, o in zip(new, old))
+    return type(new)(*fields)
+
+
+def _checkpoint_range(leaf_idx: int) -> tuple[int, int]:
+    """NumPyro's ``_leaf_idx_to_ckpt_idxs``: checkpoints to test after leaf ``leaf_idx``."""
+    idx_max = bin(leaf_idx >> 1).count("1")
+    trailing_ones = len(bin(leaf_idx)) - len(bin(leaf_idx).rstrip("1"))
+    return idx_max - trailing_ones + 1, idx_max
+
+
+def _is_turning(left: PhasePoint, right: PhasePoint, r_sum: torch.Tensor) -> torch.Tensor:
+    """Generalised U-turn criterion (Betancourt 2017, appendix A.4.2) per chain."""
+    rho = r_sum - 0.5 * (left.p + right.p)
+    return ((left.v * rho).sum(-1) <= 0) | ((right.v * rho).sum(-1) <= 0)
+
+
+def _iterative_turning(
+    ckpts: _Checkpoints, leaf_idx: int, p: torch.Tensor, v: torch.Tensor, r_sum: torch.Tensor
+) -> torch.Tensor:
+    """Store the checkpoint of an even leaf and test all sub-subtrees ending at this leaf."""
+    shifted = r_sum - 0.5 * p
+    idx_min, idx_max = _checkpoint_range(leaf_idx)
+    if leaf_idx % 2 == 0:
+        ckpts.shifted[:, idx_max] = shifted
+        ckpts.v[:, idx_max] = v
+    if idx_min > idx_max:
+        return torch.zeros_like(r_sum[:, 0], dtype=torch.bool)
+    rho = shifted.unsqueeze(1) - ckpts.shifted[:, idx_min : idx_max + 1]
+    v_ckpt = ckpts.v[:, idx_min : idx_max + 1]
+    turning = ((v_ckpt * rho).sum(-1) <= 0) | ((v.unsqueeze(1) * rho).sum(-1) <= 0)
+    return turning.any(-1)
+
+
+def _subtree_step(
+    ctx: _Context, signed_step: torch.Tensor, sub: _Subtree, leaf_idx: int, uniform: torch.Tensor
+) -> _Subtree:
+    """Add one leaf to every active chain's subtree (uniform progressive sampling)."""
+    leaf = leapfrog(ctx.logp_and_grad, sub.edge, signed_step, ctx.metric)
+    energy, delta = energy_error(leaf, ctx.energy0)
+    active = sub.active
+    log_weight = torch.logaddexp(sub.log_weight, -delta)
+    take = active & (uniform < torch.exp(-delta - log_weight))
+    r_sum = torch.where(active.unsqueeze(-1), sub.r_sum + leaf.p, sub.r_sum)
+    turning = active & _iterative_turning(ctx.ckpts, leaf_idx, leaf.p, leaf.v, r_sum)
+    diverging = active & (delta > MAX_DELTA_ENERGY)
+    alive = active & ~turning & ~diverging
+    proposal = _Proposal(leaf.z, leaf.logp, leaf.grad, energy)
+    return _Subtree(
+        edge=_where(alive, leaf, sub.edge),
+        proposal=_where(take, proposal, sub.proposal),
+        log_weight=torch.where(active, log_weight, sub.log_weight),
+        r_sum=r_sum,
+        active=alive,
+        turning=sub.turning | turning,
+        diverging=sub.diverging | diverging,
+        n_steps=sub.n_steps + active,
+        sum_accept=sub.sum_accept + torch.where(active, torch.exp(-delta).clamp(max=1.0), 0.0),
+    )
+
+
+def _build_subtree(ctx: _Context, tree: _Tree, going_right: torch.Tensor, depth: int) -> _Subtree:
+    """Build ``2**depth`` leaves from the outer edge of each running chain's trajectory."""
+    step_size = ctx.step_size
+    signed = torch.where(going_right, step_size, -step_size).unsqueeze(-1)
+    n_leaves = 1 << depth
+    uniforms = uniform_like(step_size, (n_leaves, step_size.shape[0]), ctx.generator)
+    zeros = torch.zeros_like(tree.log_weight)
+    sub = _Subtree(
+        edge=_where(going_right, tree.right, tree.left),
+        proposal=tree.proposal,
+        log_weight=torch.full_like(zeros, -torch.inf),
+        r_sum=torch.zeros_like(tree.r_sum),
+        active=tree.running,
+        turning=torch.zeros_like(tree.running),
+        diverging=torch.zeros_like(tree.running),
+        n_steps=torch.zeros_like(tree.n_steps),
+        sum_accept=zeros,
+    )
+    for leaf_idx in range(n_leaves):
+        sub = _subtree_step(ctx, signed, sub, leaf_idx, uniforms[leaf_idx])
+        if leaf_idx + 1 < n_leaves and not bool(sub.active.any()):
+            break
+    return sub
+
+
+def _combine(tree: _Tree, sub: _Subtree, going_right: torch.Tensor, uniform: torch.Tensor) -> _Tree:
+    """Merge a finished subtree into the trajectory (biased progressive sampling)."""
+    run = tree.running
+    rejected = sub.turning | sub.diverging
+    accept = torch.exp(sub.log_weight - tree.log_weight).clamp(max=1.0)
+    take = run & ~rejected & (uniform < accept)
+    left = _where(run & ~going_right, sub.edge, tree.left)
+    right = _where(run & going_right, sub.edge, tree.right)
+    r_sum = torch.where(run.unsqueeze(-1), tree.r_sum + sub.r_sum, tree.r_sum)
+    turning = _is_turning(left, right, r_sum)
+    log_weight = torch.logaddexp(tree.log_weight, sub.log_weight)
+    return _Tree(
+        left=left,
+        right=right,
+        proposal=_where(take, sub.proposal, tree.proposal),
+        log_weight=torch.where(run, log_weight, tree.log_weight),
+        r_sum=r_sum,
+        running=run & ~rejected & ~turning,
+        diverging=tree.diverging | sub.diverging,
+        depth=tree.depth + run,
+        n_steps=tree.n_steps + sub.n_steps,
+        sum_accept=tree.sum_accept + sub.sum_accept,
+    )
+
+
+def start_point(
+    state: PhaseState, metric: Metric, generator: torch.Generator
+) -> tuple[PhasePoint, torch.Tensor]:
+    """Draw fresh momenta at ``state``; return the phase point and its Hamiltonian ``(C,)``."""
+    p = sample_momentum(metric, generator)
+    point = PhasePoint(state.z, p, velocity(metric, p), state.logp, state.grad)
+    return point, kinetic_energy(p, point.v) - state.logp
+
+
+def _initial_tree(state: PhaseState, metric: Metric, generator: torch.Generator) -> _Tree:
+    """Draw momenta and wrap the current state as a one-point trajectory."""
+    point, energy0 = start_point(state, metric, generator)
+    p = point.p
+    zeros = torch.zeros_like(energy0)
+    no = torch.zeros_like(energy0, dtype=torch.bool)
+    counts = torch.zeros_like(energy0, dtype=torch.int64)
+    proposal = _Proposal(state.z, state.logp, state.grad, energy0)
+    return _Tree(point, point, proposal, zeros, p, ~no, no, counts, counts, zeros)
+
+
+def nuts_transition(
+    logp_and_grad: LogDensityFn,
+    state: PhaseState,
+    step_size: torch.Tensor,
+    metric: Metric,
+    *,
+    generator: torch.Generator,
+    max_tree_depth: int,
+) -> Transition:
+    """One multinomial NUTS transition for all chains in lockstep.
+
+    Parameters
+    ----------
+    logp_and_grad : LogDensityFn
+        Batched log density and gradient, called once per leapfrog step.
+    state : PhaseState
+        Current positions ``(C, D)`` with their log densities and gradients.
+    step_size : torch.Tensor
+        Per-chain step sizes ``(C,)``.
+    metric : Metric
+        Per-chain metric.
+    generator : torch.Generator
+        Source of all randomness.
+    max_tree_depth : int
+        Maximum number of trajectory doublings.
+
+    Returns
+    -------
+    Transition
+        New state and per-chain statistics.
+    """
+    tree = _initial_tree(state, metric, generator)
+    energy0 = tree.proposal.energy
+    chains, dim = state.z.shape
+    buffer = state.z.new_empty((chains, max_tree_depth, dim))
+    ckpts = _Checkpoints(buffer, torch.empty_like(buffer))
+    ctx = _Context(logp_and_grad, step_size, energy0, metric, ckpts, generator)
+    for depth in range(max_tree_depth):
+        if depth > 0 and not bool(tree.running.any()):
+            break
+        uniforms = uniform_like(state.logp, (2, chains), generator)
+        going_right = uniforms[0] < 0.5
+        sub = _build_subtree(ctx, tree, going_right, depth)
+        tree = _combine(tree, sub, going_right, uniforms[1])
+    prop = tree.proposal
+    accept_prob = tree.sum_accept / tree.n_steps.clamp(min=1)
+    new_state = PhaseState(prop.z, prop.logp, prop.grad)
+    return Transition(new_state, tree.diverging, prop.energy, tree.depth, tree.n_steps, accept_prob)
+
+
+def hmc_transition(
+    logp_and_grad: LogDensityFn,
+    state: PhaseState,
+    step_size: torch.Tensor,
+    metric: Metric,
+    *,
+    generator: torch.Generator,
+    num_steps: int,
+) -> Transition:
+    """One static HMC transition (``num_steps`` leapfrog steps, Metropolis test) for all chains.
+
+    A chain whose energy error exceeds :data:`MAX_DELTA_ENERGY` (or is non-finite) at any step is
+    frozen, flagged divergent and rejected. Parameters are as for :func:`nuts_transition`.
+    """
+    tree = _initial_tree(state, metric, generator)
+    energy0 = tree.proposal.energy
+    uniform = uniform_like(energy0, energy0.shape, generator)
+    column = step_size.unsqueeze(-1)
+    point, ok = tree.left, torch.isfinite(energy0)
+    energy, delta = energy0, torch.zeros_like(energy0)
+    for _ in range(num_steps):
+        new = leapfrog(logp_and_grad, point, column, metric)
+        new_energy, new_delta = energy_error(new, energy0)
+        ok = ok & (new_delta <= MAX_DELTA_ENERGY)
+        point = _where(ok, new, point)
+        energy, delta = new_energy, torch.where(ok, new_delta, torch.inf)
+    accept_prob = torch.exp(-delta).clamp(max=1.0)
+    accept = uniform < accept_prob
+    new_state = _where(accept, PhaseState(point.z, point.logp, point.grad), state)
+    steps = torch.full_like(energy0, num_steps, dtype=torch.int64)
+    energy = torch.where(accept, energy, energy0)
+    return Transition(new_state, ~ok, energy, torch.zeros_like(steps), steps, accept_prob)

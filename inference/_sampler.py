@@ -1,0 +1,243 @@
+"""Driver running batched multi-chain NUTS / static HMC with Stan-style windowed warmup."""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, NamedTuple
+
+import torch
+from tqdm import tqdm
+
+from bayesgen.inference._adaptation import WindowedAdaptation, find_reasonable_step_size
+from bayesgen.inference._hmc_kernel import (
+    LogDensityFn,
+    Metric,
+    PhaseState,
+    Transition,
+    hmc_transition,
+    initial_state,
+    make_metric,
+    nuts_transition,
+)
+
+__all__ = ["HMCResult", "LogDensityFn", "run_hmc"]
+
+StepFn = Callable[[PhaseState, torch.Tensor, Metric], Transition]
+
+#: Names of the per-draw statistics in :attr:`HMCResult.stats`.
+STAT_NAMES = ("lp", "diverging", "energy", "step_size", "tree_depth", "n_steps", "acceptance_rate")
+
+_PROGRESS_EVERY = 25
+
+
+class HMCResult(NamedTuple):
+    """Output of :func:`run_hmc`.
+
+    Attributes
+    ----------
+    draws : torch.Tensor
+        ``(C, num_samples, D)`` unconstrained positions.
+    stats : dict[str, torch.Tensor]
+        Per-draw ``(C, num_samples)`` statistics named in :data:`STAT_NAMES`.
+    step_size : torch.Tensor
+        ``(C,)`` adapted step sizes.
+    inverse_mass_matrix : torch.Tensor
+        ``(C, D)`` diagonal or ``(C, D, D)`` dense adapted inverse mass matrices.
+    warmup_divergences : torch.Tensor
+        ``(C,)`` number of divergent warmup transitions.
+    """
+
+    draws: torch.Tensor
+    stats: dict[str, torch.Tensor]
+    step_size: torch.Tensor
+    inverse_mass_matrix: torch.Tensor
+    warmup_divergences: torch.Tensor
+
+
+def _validate(
+    init: torch.Tensor,
+    counts: tuple[int, int, int, int],
+    algorithm: str,
+    target_accept: float,
+    init_step_size: float | None,
+) -> None:
+    """Raise ``ValueError`` for inconsistent arguments of :func:`run_hmc`."""
+    if init.dim() != 2 or not init.is_floating_point():
+        raise ValueError(f"init must be a floating (C, D) tensor, got shape {tuple(init.shape)}")
+    if algorithm not in ("nuts", "hmc"):
+        raise ValueError(f"algorithm must be 'nuts' or 'hmc', got {algorithm!r}")
+    if not 0.0 < target_accept < 1.0:
+        raise ValueError(f"target_accept must lie in (0, 1), got {target_accept}")
+    num_warmup, num_samples, max_tree_depth, num_steps = counts
+    if num_warmup < 0 or num_samples < 0:
+        raise ValueError("num_warmup and num_samples must be non-negative")
+    if max_tree_depth < 1 or num_steps < 1:
+        raise ValueError("max_tree_depth and num_steps must be at least 1")
+    if init_step_size is not None and not init_step_size > 0.0:
+        raise ValueError(f"init_step_size must be positive, got {init_step_size}")
+
+
+def _make_step(
+    logp_and_grad: LogDensityFn,
+    generator: torch.Generator,
+    algorithm: str,
+    max_tree_depth: int,
+    num_steps: int,
+) -> StepFn:
+    """Bind the transition kernel: ``step(state, step_size, metric) -> Transition``."""
+    if algorithm == "nuts":
+        return functools.partial(
+            nuts_transition, logp_and_grad, generator=generator, max_tree_depth=max_tree_depth
+        )
+    return functools.partial(
+        hmc_transition, logp_and_grad, generator=generator, num_steps=num_steps
+    )
+
+
+def _show_progress(
+    bar: tqdm, step_size: torch.Tensor, divergences: torch.Tensor, iteration: int
+) -> None:
+    """Advance the progress bar; every few iterations show mean step size and divergences."""
+    bar.update(1)
+    if not bar.disable and iteration % _PROGRESS_EVERY == 0:
+        mean_step = step_size.mean().item()
+        bar.set_postfix(step_size=f"{mean_step:.3g}", divergences=int(divergences.sum()))
+
+
+def _warmup(
+    step: StepFn,
+    state: PhaseState,
+    adapter: WindowedAdaptation,
+    retune: Callable[[PhaseState, torch.Tensor, Metric], torch.Tensor],
+    num_warmup: int,
+    bar: tqdm,
+) -> tuple[PhaseState, torch.Tensor]:
+    """Run the warmup transitions, adapting as they go; return the last state and divergences."""
+    divergences = torch.zeros_like(state.logp, dtype=torch.int64)
+    for iteration in range(num_warmup):
+        info = step(state, adapter.step_size, adapter.metric)
+        state = info.state
+        divergences += info.diverging
+        updated = adapter.update(iteration, state.z, info.accept_prob)
+        if updated and adapter.adapt_step_size:
+            adapter.restart(retune(state, adapter.step_size, adapter.metric))
+        _show_progress(bar, adapter.step_size, divergences, iteration)
+    return state, divergences
+
+
+def _sample(
+    step: StepFn,
+    state: PhaseState,
+    step_size: torch.Tensor,
+    metric: Metric,
+    num_samples: int,
+    bar: tqdm,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Run the sampling transitions; return draws ``(C, S, D)`` and statistics ``(C, S)``."""
+    chains, dim = state.z.shape
+    draws = state.z.new_empty((chains, num_samples, dim))
+    empty_stat = functools.partial(state.z.new_empty, (chains, num_samples))
+    stats = {name: empty_stat() for name in ("lp", "energy", "step_size", "acceptance_rate")}
+    stats["diverging"] = empty_stat(dtype=torch.bool)
+    stats["tree_depth"] = empty_stat(dtype=torch.int64)
+    stats["n_steps"] = empty_stat(dtype=torch.int64)
+    divergences = torch.zeros((chains,), dtype=torch.int64, device=state.z.device)
+    for i in range(num_samples):
+        info = step(state, step_size, metric)
+        state = info.state
+        draws[:, i] = state.z
+        row = (state.logp, info.diverging, info.energy, step_size, info.tree_depth, info.n_steps)
+        for name, value in zip(STAT_NAMES, row + (info.accept_prob,)):
+            stats[name][:, i] = value
+        divergences += info.diverging
+        _show_progress(bar, step_size, divergences, i)
+    return draws, {name: stats[name] for name in STAT_NAMES}
+
+
+def _initial_step_size(
+    retune: Callable[[PhaseState, torch.Tensor, Metric], torch.Tensor],
+    state: PhaseState,
+    metric: Metric,
+    init_step_size: float | None,
+) -> torch.Tensor:
+    """Per-chain starting step size: the given value or the heuristic started from 1."""
+    start = torch.full_like(state.logp, 1.0 if init_step_size is None else init_step_size)
+    return start if init_step_size is not None else retune(state, start, metric)
+
+
+def run_hmc(
+    logp_and_grad: LogDensityFn,
+    init: torch.Tensor,
+    *,
+    num_warmup: int,
+    num_samples: int,
+    generator: torch.Generator,
+    algorithm: str = "nuts",
+    target_accept: float = 0.8,
+    max_tree_depth: int = 10,
+    num_steps: int = 10,
+    dense_mass: bool = False,
+    init_step_size: float | None = None,
+    adapt_step_size: bool = True,
+    adapt_mass_matrix: bool = True,
+    progress: bool = False,
+) -> HMCResult:
+    """Sample all chains in lockstep with NUTS or static HMC after Stan-style windowed warmup.
+
+    Parameters
+    ----------
+    logp_and_grad : LogDensityFn
+        Maps ``x`` ``(C, D)`` to ``(logp (C,), grad (C, D))``; called once per leapfrog step for all
+        chains. Non-finite values are treated as infinite energy (a divergence).
+    init : torch.Tensor
+        ``(C, D)`` initial unconstrained positions; their dtype and device are used throughout.
+    num_warmup, num_samples : int
+        Numbers of warmup and sampling transitions.
+    generator : torch.Generator
+        Source of all randomness (same seed gives bitwise identical output).
+    algorithm : {"nuts", "hmc"}
+        Multinomial NUTS or static HMC with ``num_steps`` leapfrog steps.
+    target_accept : float
+        Target of the step-size dual averaging.
+    max_tree_depth : int
+        Maximum number of NUTS doublings.
+    num_steps : int
+        Leapfrog steps per static HMC transition.
+    dense_mass : bool
+        Adapt a dense ``(D, D)`` rather than a diagonal inverse mass matrix.
+    init_step_size : float or None
+        Starting step size; ``None`` runs the Hoffman & Gelman heuristic.
+    adapt_step_size, adapt_mass_matrix : bool
+        Which quantities to adapt during warmup.
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    HMCResult
+        Draws, per-draw statistics and the adapted tuning parameters.
+    """
+    counts = (num_warmup, num_samples, max_tree_depth, num_steps)
+    _validate(init, counts, algorithm, target_accept, init_step_size)
+    state = initial_state(logp_and_grad, init.detach())
+    chains, dim = init.shape
+    eye = torch.eye(dim, dtype=init.dtype, device=init.device)
+    identity = eye.expand(chains, dim, dim) if dense_mass else torch.ones_like(init)
+    metric = make_metric(identity.clone())
+    retune = functools.partial(find_reasonable_step_size, logp_and_grad, generator=generator)
+    step_size = _initial_step_size(retune, state, metric, init_step_size)
+    step = _make_step(logp_and_grad, generator, algorithm, max_tree_depth, num_steps)
+    adapter = WindowedAdaptation(
+        num_warmup,
+        step_size,
+        metric,
+        target_accept=target_accept,
+        adapt_step_size=adapt_step_size,
+        adapt_mass_matrix=adapt_mass_matrix,
+    )
+    with tqdm(total=num_warmup + num_samples, disable=not progress, desc="Warmup") as bar:
+        state, warmup_divergences = _warmup(step, state, adapter, retune, num_warmup, bar)
+        step_size, metric = adapter.final_step_size(), adapter.metric
+        bar.set_description("Sampling")
+        draws, stats = _sample(step, state, step_size, metric, num_samples, bar)
+    return HMCResult(draws, stats, step_size, metric.inverse_mass_matrix, warmup_divergences)
