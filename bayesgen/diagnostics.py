@@ -67,7 +67,7 @@ def _mcmc_findings(fit: "Fit") -> list[str]:
 
 
 def _convergence_findings(fit: "Fit") -> list[str]:
-    table = summary(fit)
+    table = az.summary(fit.to_arviz(), var_names=list(fit.posterior), round_to="none")
     found = []
     if fit.num_chains > 1:
         bad = table.index[~(table["r_hat"] <= RHAT_MAX)].tolist()

@@ -374,8 +374,10 @@ def hmc_transition(
     """
     tree = _initial_tree(state, metric, generator)
     energy0 = tree.proposal.energy
-    uniform = uniform_like(energy0, energy0.shape, generator)
-    column = step_size.unsqueeze(-1)
+    uniform, jitter = uniform_like(energy0, (2,) + energy0.shape, generator)
+    # jitter the step size by +-20% so that a fixed trajectory length cannot lock onto a
+    # period of the posterior (Neal 2011, "MCMC using Hamiltonian dynamics", section 5.4.2.3)
+    column = (step_size * (0.8 + 0.4 * jitter)).unsqueeze(-1)
     point, ok = tree.left, torch.isfinite(energy0)
     energy, delta = energy0, torch.zeros_like(energy0)
     for _ in range(num_steps):
