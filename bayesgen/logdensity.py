@@ -20,7 +20,10 @@ from torch.distributions.transforms import Transform
 
 from bayesgen.program import BATCH_PLATE, LastSite, is_deterministic, is_latent, is_subsample, run_program
 
-__all__ = ["LogDensity", "SiteLayout", "per_draw"]
+__all__ = ["CHUNK", "LogDensity", "SiteLayout", "per_draw"]
+
+#: Points per program run when mapping or post-processing many draws at once.
+CHUNK = 1000
 
 
 @dataclass(frozen=True)
@@ -313,14 +316,22 @@ class LogDensity:
     def constrain(self, u: torch.Tensor) -> dict[str, torch.Tensor]:
         """Map unconstrained points ``(batch, dim)`` to named constrained values ``(batch, *shape)``.
 
-        Deterministic sites are included.
+        Deterministic sites are included. Large batches run in chunks of ``CHUNK`` points
+        to bound memory.
         """
-        trace, _ = self.trace_unconstrained(u)
+        if self.vectorized:
+            parts = [self._constrain(u[i:i + CHUNK], True) for i in range(0, u.shape[0], CHUNK)]
+        else:
+            parts = [self._constrain(row[None], False) for row in u]
+        return {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
+
+    def _constrain(self, u: torch.Tensor, plated: bool) -> dict[str, torch.Tensor]:
+        trace, _ = self.trace_unconstrained(u, plated)
         batch_size = u.shape[0]
         out = {s.name: trace.nodes[s.name]["value"].reshape((batch_size,) + s.shape) for s in self.layout}
         for name in self.deterministic:
             out[name] = per_draw(trace.nodes[name]["value"], batch_size,
-                                    tuple(self.prototype.nodes[name]["value"].shape))
+                                 tuple(self.prototype.nodes[name]["value"].shape))
         return out
 
     def unconstrain(self, values: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -353,7 +364,7 @@ class LogDensity:
         if self.dim == 0:
             return True
         gen = torch.Generator().manual_seed(0)
-        u = (torch.rand(2, self.dim, generator=gen, dtype=torch.get_default_dtype()) * 2 - 1).to(self.device)
+        u = (torch.rand(2, self.dim, generator=gen, dtype=torch.get_default_dtype(), device="cpu") * 2 - 1).to(self.device)
         try:
             rows = [self._site_totals(row[None], False) for row in u]
         except Exception:  # noqa: BLE001 - the program fails at these points even unbatched

@@ -7,12 +7,10 @@ from typing import Any, Mapping
 import torch
 from pyro.poutine.trace_struct import Trace
 
-from bayesgen.logdensity import LogDensity, per_draw
+from bayesgen.logdensity import CHUNK, LogDensity, per_draw
 from bayesgen.program import is_deterministic
 
 __all__ = ["evaluate_draws", "simulate_sites"]
-
-_CHUNK = 1000
 
 
 def _traces(density: LogDensity, flat: Mapping[str, torch.Tensor],
@@ -20,8 +18,8 @@ def _traces(density: LogDensity, flat: Mapping[str, torch.Tensor],
     """Traces of the program at flat draws ``(n, *shape)``: one batched run, or one per draw."""
     total = next(iter(flat.values())).shape[0]
     if density.vectorized:
-        return [(density.trace_constrained({k: v[i:i + _CHUNK] for k, v in flat.items()}, data),
-                 min(_CHUNK, total - i)) for i in range(0, total, _CHUNK)]
+        return [(density.trace_constrained({k: v[i:i + CHUNK] for k, v in flat.items()}, data),
+                 min(CHUNK, total - i)) for i in range(0, total, CHUNK)]
     return [(density.trace_constrained({k: v[i:i + 1] for k, v in flat.items()}, data, plated=False), 1)
             for i in range(total)]
 

@@ -1,0 +1,180 @@
+"""NUTS speed: bayesgen's batched sampler against Pyro's NUTS and NumPyro's vectorised NUTS.
+
+Three models, each with 4 chains and 1000 warmup + 1000 draws, on the same data in one run:
+eight schools (non-centred), logistic regression on scikit-learn's breast-cancer data
+(569 x 30, standardised, N(0, 1) priors) and a synthetic logistic regression (N=5000, D=20,
+fixed seed). For each sampler it reports wall seconds (from the call to the draws, JIT
+compilation included), the minimum bulk ESS over all parameters, min-ESS per second, and
+the ratios against the peers. A second table shows bayesgen's ESS/s as the chains grow.
+
+Usage::
+
+    python benchmarks/nuts.py                        # everything, CPU
+    python benchmarks/nuts.py --device cuda --peers numpyro --chains 4 64 1024
+    python benchmarks/nuts.py --smoke                # seconds-long check of the script
+
+NumPyro is used when installed (``pip install -e ".[bench]"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import platform
+import time
+import warnings
+from typing import Any, Callable
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+
+import bayesgen as bg
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)
+    import arviz as az
+
+
+def eight_schools_model(sigma, y=None):
+    """Non-centred eight schools, as in bayesgen's zoo."""
+    bg.get_model("eight_schools").model(sigma, y)
+
+
+def logistic_model(X, y=None):
+    """Logistic regression with N(0, 1) priors, written to broadcast over chains."""
+    beta = pyro.sample("beta", dist.Normal(0.0, 1.0).expand([X.shape[-1]]).to_event(1))
+    alpha = pyro.sample("alpha", dist.Normal(0.0, 1.0))
+    with pyro.plate("obs", X.shape[0]):
+        pyro.sample("y", dist.Bernoulli(logits=alpha + (X * beta).sum(-1)), obs=y)
+
+
+def breast_cancer() -> dict[str, np.ndarray]:
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    X = (data.data - data.data.mean(0)) / data.data.std(0)
+    return {"X": X, "y": data.target.astype(float)}
+
+
+def synthetic_logistic(n: int = 5000, d: int = 20, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    logits = 0.3 + X @ rng.normal(scale=0.5, size=d)
+    return {"X": X, "y": (rng.random(n) < 1 / (1 + np.exp(-logits))).astype(float)}
+
+
+MODELS: dict[str, tuple[Callable[..., Any], Callable[[], dict[str, np.ndarray]]]] = {
+    "eight_schools_noncentred": (eight_schools_model, lambda: bg.get_model("eight_schools").load_data()),
+    "logistic_breast_cancer": (logistic_model, breast_cancer),
+    "logistic_synthetic_5000x20": (logistic_model, synthetic_logistic),
+}
+
+
+def min_ess(posterior: dict[str, np.ndarray]) -> float:
+    """Minimum bulk ESS over every scalar parameter of a ``(chain, draw, ...)`` dict."""
+    return float(min(np.min(az.ess(az.convert_to_dataset(posterior))[k].values) for k in posterior))
+
+
+def run_bayesgen(model, data, chains, warmup, draws, device) -> tuple[float, dict[str, np.ndarray]]:
+    start = time.perf_counter()
+    fit = bg.fit(model, data, engine="nuts", num_chains=chains, num_warmup=warmup, num_samples=draws,
+                 device=device, progress=False)
+    wall = time.perf_counter() - start
+    return wall, {k: v for k, v in fit.posterior.items() if k != "theta"}
+
+
+def run_pyro(model, data, chains, warmup, draws) -> tuple[float, dict[str, np.ndarray]]:
+    from pyro.infer import MCMC, NUTS
+
+    tensors = {k: torch.as_tensor(v) for k, v in data.items()}
+    start = time.perf_counter()
+    kernel = NUTS(model, jit_compile=True, ignore_jit_warnings=True)
+    mcmc = MCMC(kernel, num_samples=draws, warmup_steps=warmup, num_chains=chains, disable_progbar=True,
+                mp_context="spawn" if chains > 1 else None)
+    mcmc.run(**tensors)
+    wall = time.perf_counter() - start
+    samples = mcmc.get_samples(group_by_chain=True)
+    return wall, {k: v.numpy() for k, v in samples.items()}
+
+
+def run_numpyro(name, data, chains, warmup, draws) -> tuple[float, dict[str, np.ndarray]]:
+    import jax
+    import numpyro
+    import numpyro.distributions as ndist
+    from numpyro.infer import MCMC, NUTS
+
+    jax.config.update("jax_enable_x64", True)
+
+    def eight_schools(sigma, y=None):
+        mu = numpyro.sample("mu", ndist.Normal(0.0, 5.0))
+        tau = numpyro.sample("tau", ndist.HalfCauchy(5.0))
+        with numpyro.plate("school", sigma.shape[-1]):
+            theta_tilde = numpyro.sample("theta_tilde", ndist.Normal(0.0, 1.0))
+            numpyro.sample("y", ndist.Normal(mu + tau * theta_tilde, sigma), obs=y)
+
+    def logistic(X, y=None):
+        beta = numpyro.sample("beta", ndist.Normal(0.0, 1.0).expand([X.shape[-1]]).to_event(1))
+        alpha = numpyro.sample("alpha", ndist.Normal(0.0, 1.0))
+        with numpyro.plate("obs", X.shape[0]):
+            numpyro.sample("y", ndist.Bernoulli(logits=alpha + X @ beta), obs=y)
+
+    program = eight_schools if name.startswith("eight") else logistic
+    start = time.perf_counter()
+    mcmc = MCMC(NUTS(program), num_warmup=warmup, num_samples=draws, num_chains=chains,
+                chain_method="vectorized", progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(0), **data)
+    samples = jax.device_get(mcmc.get_samples(group_by_chain=True))
+    wall = time.perf_counter() - start
+    return wall, {k: np.asarray(v) for k, v in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--chains", type=int, nargs="*", default=[4, 16, 64, 256],
+                        help="chain counts of the scaling table")
+    parser.add_argument("--peers", nargs="*", default=["pyro", "numpyro"], choices=["pyro", "numpyro"],
+                        help="peers to run beside bayesgen (numpyro only when installed)")
+    parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--num-warmup", type=int, default=1000)
+    parser.add_argument("--num-samples", type=int, default=1000)
+    parser.add_argument("--smoke", action="store_true", help="50 warmup + 50 draws, first model only")
+    args = parser.parse_args()
+    torch.set_default_dtype(torch.float64)
+    warmup, draws = (50, 50) if args.smoke else (args.num_warmup, args.num_samples)
+    models = {name: MODELS[name] for name in (args.models[:1] if args.smoke else args.models)}
+    use_pyro = "pyro" in args.peers
+    use_numpyro = "numpyro" in args.peers and importlib.util.find_spec("numpyro") is not None
+    print(f"{warmup} warmup + {draws} draws; machine: {platform.processor() or platform.machine()}, "
+          f"{torch.get_num_threads()} torch threads, "
+          f"device {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""))
+    print(f"{'model':<28} {'sampler':<9} {'wall s':>8} {'min ESS':>8} {'ESS/s':>8} {'vs Pyro':>8} {'vs NumPyro':>10}")
+    for name, (model, load) in models.items():
+        data = load()
+        rows = {"bayesgen": run_bayesgen(model, data, 4, warmup, draws, args.device)}
+        if use_pyro:
+            rows["pyro"] = run_pyro(model, data, 4, warmup, draws)
+        if use_numpyro:
+            rows["numpyro"] = run_numpyro(name, data, 4, warmup, draws)
+        rate = {k: min_ess(post) / wall for k, (wall, post) in rows.items()}
+        for sampler, (wall, post) in rows.items():
+            vs_pyro = f"{rate[sampler] / rate['pyro']:.2f}" if "pyro" in rate else "-"
+            vs_numpyro = f"{rate[sampler] / rate['numpyro']:.2f}" if "numpyro" in rate else "-"
+            print(f"{name:<28} {sampler:<9} {wall:8.1f} {min_ess(post):8.0f} {rate[sampler]:8.1f} "
+                  f"{vs_pyro:>8} {vs_numpyro:>10}", flush=True)
+    print(f"\nbayesgen scaling, {list(models)[-1]}, {args.device}")
+    print(f"{'chains':>7} {'wall s':>8} {'min ESS':>9} {'ESS/s':>9} {'wall / wall(4)':>15}")
+    model, load = list(models.values())[-1]
+    data = load()
+    base = None
+    for chains in args.chains:
+        wall, post = run_bayesgen(model, data, chains, warmup, draws, args.device)
+        base = base or wall
+        print(f"{chains:7d} {wall:8.1f} {min_ess(post):9.0f} {min_ess(post) / wall:9.1f} {wall / base:15.2f}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
