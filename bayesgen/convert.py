@@ -40,7 +40,7 @@ def to_inference_data(fit: "Fit") -> az.InferenceData:
     {'chain': 2, 'draw': 5}
     """
     groups: dict[str, Any] = {
-        "posterior": fit.posterior,
+        "posterior": fit.posterior or None,
         "sample_stats": fit.sample_stats or None,
         "log_likelihood": fit.log_likelihood or None,
         "observed_data": fit.observed_data or None,

@@ -99,9 +99,6 @@ def run_mode(problem: Problem, *, seed: int, num_steps: int, num_draws: int, jac
     """Optimise ``problem``'s log density from a seeded start and build the EngineResult."""
     started = time.perf_counter()
     density = problem.density
-    if problem.has_params:
-        raise ValueError(f"engine '{engine}' optimises sample sites only; this program declares "
-                         "pyro.param/pyro.module parameters, so fit it with engine='svi'")
     if density.dim == 0:
         raise ValueError(f"engine '{engine}': the program has no continuous latent sites to estimate")
     if not prior and not density.observed:

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from bayesgen.engine import EngineResult, Problem
 from bayesgen.inference._optimize import run_mode
+from bayesgen.inference._params import optimise_params
 
 __all__ = ["MLE"]
 
@@ -24,16 +25,26 @@ class MLE:
     Parameters
     ----------
     num_steps : int
-        Maximum L-BFGS iterations.
+        Maximum L-BFGS iterations (Adam steps for programs with parameters).
     num_draws : int
         Draws from the asymptotic normal distribution.
+    lr, tol : float
+        Adam's learning rate and the relative tolerance of its convergence test, for
+        programs that declare ``pyro.param``/``pyro.module`` parameters (network weights):
+        those are fitted by Adam through Pyro's SVI, a minibatch per step when the program
+        subsamples, with latent sites as point masses and no standard errors.
     """
 
     name: ClassVar[str] = "mle"
     num_steps: int = 1000
     num_draws: int = 1000
+    lr: float = 0.01
+    tol: float = 1e-3
 
     def run(self, problem: Problem, *, seed: int, progress: bool) -> EngineResult:
         """Maximise the likelihood of ``problem``."""
+        if problem.has_params:
+            return optimise_params(problem, prior=False, num_steps=self.num_steps, lr=self.lr,
+                                   tol=self.tol, progress=progress, engine=self.name)
         return run_mode(problem, seed=seed, num_steps=self.num_steps, num_draws=self.num_draws,
                         jacobian=False, prior=False, kind="point", engine=self.name)

@@ -109,3 +109,19 @@ def test_svi_runs_pyro_autoguides():
     assert fit.posterior["beta"].shape == (1, 1000, 3)
     assert abs(fit.posterior["beta"].mean((0, 1))[1] + 2.0) < 0.3
     assert fit.sample_stats["loss"].shape == (1, 1500)
+
+
+def test_enumerated_mixture_with_nuts_and_traceenum_svi():
+    from pyro.infer.autoguide import AutoNormal
+
+    from programs import gaussian_mixture
+
+    rng = np.random.default_rng(0)
+    y = np.concatenate([rng.normal(-2.0, 1.0, 100), rng.normal(3.0, 1.0, 100)])
+    nuts = bg.fit(gaussian_mixture, {"y": y}, engine="nuts", num_warmup=200, num_samples=200, num_chains=2)
+    svi = bg.fit(gaussian_mixture, {"y": y}, engine="svi", guide=AutoNormal, num_steps=1500, lr=0.05)
+    for fit in (nuts, svi):
+        locs = np.sort(fit.posterior["locs"], axis=-1).mean((0, 1))  # sorting undoes label switching
+        np.testing.assert_allclose(locs, [-2.0, 3.0], atol=0.35)
+        assert abs(fit.posterior["weights"].mean((0, 1))[0] - 0.5) < 0.1
+    assert nuts.log_likelihood == {}  # the enumerated joint has no per-observation likelihood

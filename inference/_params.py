@@ -1,0 +1,78 @@
+"""MLE/MAP of programs with ``pyro.param`` / ``pyro.module`` parameters: Adam through Pyro's SVI."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, config_enumerate
+from pyro.infer.autoguide import AutoDelta
+from pyro.poutine.messenger import Messenger
+from tqdm.auto import tqdm
+
+from bayesgen.engine import EngineResult, Problem
+from bayesgen.inference._gaussian_vi import elbo_converged
+
+__all__ = ["optimise_params"]
+
+
+class _Unscored(Messenger):
+    """Drop the log-prob of the named sample sites (their priors, for maximum likelihood)."""
+
+    def __init__(self, names: set[str]) -> None:
+        super().__init__()
+        self.names = names
+
+    def _pyro_sample(self, msg: Any) -> None:
+        if msg["name"] in self.names:
+            msg["mask"] = False
+
+
+def _no_guide(*args: Any, **kwargs: Any) -> None:
+    """The guide of a program whose only unknowns are parameters."""
+
+
+def optimise_params(problem: Problem, *, prior: bool, num_steps: int, lr: float, tol: float,
+                    progress: bool, engine: str) -> EngineResult:
+    """Maximise the likelihood (or likelihood times prior) over parameters and latent sites.
+
+    Parameters declared with ``pyro.param``/``pyro.module`` (network weights) and the
+    continuous latent sites (as point masses, ``AutoDelta``) are fitted together with Adam,
+    one SVI step per iteration, so a program that subsamples with
+    ``pyro.plate(..., subsample_size=...)`` pays for a minibatch per step. Enumerable
+    discrete sites are summed out with ``TraceEnum_ELBO``. Standard errors are not
+    computed for network weights.
+    """
+    started = time.perf_counter()
+    density = problem.density
+    latent = set(density.latent_names)
+    model: Callable[..., Any] = problem.spec.model
+    if not prior and not density.observed:
+        raise ValueError(f"engine '{engine}' maximises the likelihood, but the program has no "
+                         "observed sites with the given data")
+    if not prior:
+        model = _Unscored(latent)(model)
+    hidden = poutine.block(model, hide=density.enumerated)
+    guide = AutoDelta(hidden) if latent else _no_guide
+    if density.enumerated:
+        model = config_enumerate(model, "parallel")
+        elbo = TraceEnum_ELBO(max_plate_nesting=density.max_plate_nesting)
+    else:
+        elbo = Trace_ELBO()
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": lr}), elbo)
+    losses = [float(svi.step(**problem.data)) for _ in tqdm(range(num_steps), disable=not progress,
+                                                             desc=engine)]
+    with torch.no_grad():
+        latents = guide.median(**problem.data) if latent else {}
+    params = {name: site["value"] for name, site in problem.prototype.nodes.items() if site["type"] == "param"}
+    point = {**{name: pyro.param(name).detach() for name in params}, **latents}
+    return EngineResult(
+        kind="point", draws={name: value[None, None] for name, value in latents.items()},
+        sample_stats={"loss": torch.tensor(losses)[None]}, point=point,
+        timing={"optimize": time.perf_counter() - started},
+        info={"converged": elbo_converged(losses, max(10, num_steps // 20), tol),
+              "message": f"final loss {losses[-1]:.4g}" if losses else "no steps run"},
+    )
