@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bayesgen.diagnostics import pareto_khat
 from bayesgen.engine import EngineResult, Problem
 from bayesgen.logdensity import LogDensity
 
@@ -87,10 +88,16 @@ def mode_result(density: LogDensity, mode: Mode, *, jacobian: bool, prior: bool,
         stderr[name] = se_flat[offset:offset + value.numel()].reshape(value.shape)
         offset += value.numel()
     draws = {k: v[None] for k, v in density.constrain(u_draws).items() if k in density.latent_names}
+    info = {"converged": mode.converged, "message": mode.message, "hessian_positive_definite": positive}
+    if kind == "approximation" and positive:
+        with torch.no_grad():
+            normal = torch.distributions.MultivariateNormal(mode.u, scale_tril=scale_tril)
+            log_weights = density.log_density(u_draws) - normal.log_prob(u_draws)
+        info["pareto_k"] = pareto_khat(log_weights.cpu().numpy())
     return EngineResult(
         kind=kind, draws=draws, sample_stats={"loss": mode.losses[None]}, point=point, stderr=stderr,
         timing={"optimize": optimised - started, "hessian": time.perf_counter() - optimised},
-        info={"converged": mode.converged, "message": mode.message, "hessian_positive_definite": positive},
+        info=info,
     )
 
 

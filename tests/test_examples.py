@@ -10,9 +10,9 @@ EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.
 
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_example_runs_in_smoke_mode(script):
+def test_example_runs_in_smoke_mode(script, tmp_path):
     result = subprocess.run([sys.executable, str(script), "--smoke"], capture_output=True, text=True,
-                            timeout=600)
+                            timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
 

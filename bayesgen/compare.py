@@ -1,0 +1,139 @@
+"""bg.compare: the cross-engine report, one row per engine and scalar parameter."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from bayesgen.convert import az
+from bayesgen.metrics import mmd_test
+from bayesgen.result import Fit
+
+__all__ = ["compare", "plot_compare"]
+
+_MAX_POINTS = 500  # draws per side in the joint MMD test (its cost is quadratic)
+
+
+def _named(fits: Mapping[str, Fit] | Sequence[Fit]) -> dict[str, Fit]:
+    if isinstance(fits, Mapping):
+        return dict(fits)
+    named: dict[str, Fit] = {}
+    for fit in fits:
+        name, k = fit.engine, 2
+        while name in named:
+            name, k = f"{fit.engine}-{k}", k + 1
+        named[name] = fit
+    return named
+
+
+def _scalars(fit: Fit, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Parameter label (``beta[1]``) -> ``(chain, draw)`` array, for every scalar of ``names``."""
+    out = {}
+    for name in names:
+        draws = fit.posterior[name]
+        if draws.ndim == 2:
+            out[name] = draws
+            continue
+        flat = draws.reshape(draws.shape[:2] + (-1,))
+        for i, index in enumerate(np.ndindex(draws.shape[2:])):
+            out[f"{name}[{','.join(map(str, index))}]"] = flat[..., i]
+    return out
+
+
+def _thinned(draws: np.ndarray) -> np.ndarray:
+    """About ESS evenly spaced draws, so that tests for independent samples hold."""
+    flat = draws.reshape(-1)
+    ess = float(az.ess(draws)) if draws.shape[0] * draws.shape[1] > 8 else len(flat)
+    keep = int(np.clip(ess if np.isfinite(ess) else len(flat), 20, len(flat)))
+    if draws.shape[0] == 1 or keep >= len(flat):
+        return flat[np.linspace(0, len(flat) - 1, keep).round().astype(int)]
+    per_chain = max(keep // draws.shape[0], 1)
+    index = np.linspace(0, draws.shape[1] - 1, per_chain).round().astype(int)
+    return draws[:, index].reshape(-1)
+
+
+def _wasserstein_test(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[float, float]:
+    result = stats.permutation_test((x, y), lambda a, b: stats.wasserstein_distance(a, b),
+                                    permutation_type="independent", n_resamples=199,
+                                    alternative="greater", rng=np.random.default_rng(seed))
+    return float(result.statistic), float(result.pvalue)
+
+
+def compare(fits: Mapping[str, Fit] | Sequence[Fit], reference: str | None = None, *,
+            seed: int = 0) -> pd.DataFrame:
+    """Compare posteriors from several fits against a reference, parameter by parameter.
+
+    Parameters
+    ----------
+    fits : mapping of name -> Fit, or a sequence of fits (named by engine)
+    reference : str, optional
+        The name of the reference fit; by default the first MCMC fit, else the first.
+    seed : int
+        Seed of the permutation tests.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (engine, scalar parameter) with the reference mean and sd, the mean
+        difference in reference-sd units, the sd ratio, the two-sample Kolmogorov-Smirnov
+        statistic and Wasserstein-1 distance with p-values (both computed on draws thinned
+        to their effective sample size, so that autocorrelation does not shrink the
+        p-values; the Wasserstein p-value is a permutation test), and per engine a joint
+        MMD test over all parameters, standardised by the reference sd.
+    """
+    named = _named(fits)
+    if reference is None:
+        reference = next((k for k, f in named.items() if f.kind == "samples"), next(iter(named)))
+    if reference not in named:
+        raise ValueError(f"reference '{reference}' is not one of the fits: {', '.join(named)}")
+    ref = named[reference]
+    rows = []
+    for label, fit in named.items():
+        if label == reference:
+            continue
+        common = [k for k in ref.posterior if k in fit.posterior]
+        if not common:
+            raise ValueError(f"fit '{label}' shares no posterior site with the reference '{reference}'")
+        ref_scalars, scalars = _scalars(ref, common), _scalars(fit, common)
+        joint_ref, joint = [], []
+        for name, ref_draws in ref_scalars.items():
+            draws = scalars[name]
+            ref_mean, ref_sd = ref_draws.mean(), ref_draws.std()
+            a, b = _thinned(ref_draws), _thinned(draws)
+            ks = stats.ks_2samp(a, b)
+            w1, w1_p = _wasserstein_test(a, b, seed)
+            rows.append({"engine": label, "parameter": name, "ref_mean": ref_mean, "ref_sd": ref_sd,
+                         "mean": draws.mean(), "sd": draws.std(),
+                         "mean_diff_sd": (draws.mean() - ref_mean) / ref_sd, "sd_ratio": draws.std() / ref_sd,
+                         "ks_stat": ks.statistic, "ks_pvalue": ks.pvalue, "w1": w1, "w1_pvalue": w1_p})
+            joint_ref.append((ref_draws.reshape(-1) - ref_mean) / ref_sd)
+            joint.append((draws.reshape(-1) - ref_mean) / ref_sd)
+        mmd, mmd_p = mmd_test(_subsample(np.stack(joint_ref, -1), seed), _subsample(np.stack(joint, -1), seed),
+                              seed=seed)
+        for row in rows[-len(ref_scalars):]:
+            row["mmd"], row["mmd_pvalue"] = mmd, mmd_p
+    return pd.DataFrame(rows)
+
+
+def _subsample(points: np.ndarray, seed: int) -> np.ndarray:
+    if len(points) <= _MAX_POINTS:
+        return points
+    index = np.random.default_rng(seed).choice(len(points), _MAX_POINTS, replace=False)
+    return points[index]
+
+
+def plot_compare(fits: Mapping[str, Fit] | Sequence[Fit], var_names: Sequence[str] | None = None,
+                 path: str | None = None) -> np.ndarray:
+    """Overlay every fit's marginal posterior densities (``arviz.plot_density``).
+
+    Returns the matplotlib axes; with ``path`` the figure is also saved there.
+    """
+    named = _named(fits)
+    axes = az.plot_density([f.to_arviz() for f in named.values()], data_labels=list(named),
+                           var_names=list(var_names) if var_names else None, shade=0.1)
+    if path is not None:
+        np.ravel(axes)[0].figure.savefig(path, dpi=100, bbox_inches="tight")
+    return axes

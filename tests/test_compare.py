@@ -1,0 +1,64 @@
+"""bg.compare: agreement between equal posteriors, and a deliberately wrong one flagged."""
+
+import copy
+
+import numpy as np
+import pytest
+
+import bayesgen as bg
+from bayesgen.metrics import mmd_test
+from programs import linear_regression
+
+RNG = np.random.default_rng(3)
+X = RNG.normal(size=(100, 20))
+Y = 0.5 + X @ RNG.normal(size=20) + RNG.normal(size=100)
+ALPHA = 0.01
+
+
+@pytest.fixture(scope="module")
+def two_runs():
+    options = {"num_warmup": 300, "num_samples": 500, "num_chains": 4}
+    a = bg.fit(linear_regression, {"X": X, "y": Y}, engine="nuts", seed=1, **options)
+    b = bg.fit(linear_regression, {"X": X, "y": Y}, engine="nuts", seed=2, **options)
+    return a, b
+
+
+def test_two_nuts_runs_agree(two_runs):
+    table = bg.compare({"first": two_runs[0], "second": two_runs[1]})
+    assert set(table["engine"]) == {"second"} and len(table) == 23  # beta[0..19], alpha, sigma, sigma2
+    assert (table["ks_pvalue"] > ALPHA).mean() >= 0.95
+    assert (table["w1_pvalue"] > ALPHA).mean() >= 0.95
+    assert table["mmd_pvalue"].iloc[0] > ALPHA
+    assert np.all(np.abs(table["mean_diff_sd"]) < 0.1) and np.all(np.abs(table["sd_ratio"] - 1) < 0.1)
+
+
+def test_a_posterior_shifted_by_half_an_sd_is_flagged_everywhere(two_runs):
+    wrong = copy.copy(two_runs[1])
+    wrong.posterior = {k: v + 0.5 * two_runs[0].posterior[k].std(axis=(0, 1))
+                       for k, v in two_runs[1].posterior.items()}
+    table = bg.compare([two_runs[0], wrong])
+    assert list(table["engine"].unique()) == ["nuts-2"]
+    assert (table["ks_pvalue"] < ALPHA).all() and (table["w1_pvalue"] < ALPHA).all()
+    assert table["mmd_pvalue"].iloc[0] < ALPHA
+    np.testing.assert_allclose(table["mean_diff_sd"], 0.5, atol=0.1)  # 0.5 plus the runs' MC noise
+
+
+def test_unknown_reference_is_named(two_runs):
+    with pytest.raises(ValueError, match="reference 'svi'"):
+        bg.compare({"a": two_runs[0], "b": two_runs[1]}, reference="svi")
+
+
+def test_plot_compare_writes_an_overlay(tmp_path, two_runs):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    path = tmp_path / "overlay.png"
+    axes = bg.plot_compare({"first": two_runs[0], "second": two_runs[1]}, var_names=["alpha", "sigma"],
+                           path=str(path))
+    assert path.stat().st_size > 10_000 and np.size(axes) >= 2
+
+
+def test_mmd_separates_shifted_gaussians_and_not_equal_ones():
+    rng = np.random.default_rng(0)
+    assert mmd_test(rng.normal(size=(300, 3)), rng.normal(size=(300, 3)))[1] > ALPHA
+    assert mmd_test(rng.normal(size=(300, 3)), rng.normal(0.5, 1, size=(300, 3)))[1] < ALPHA
