@@ -1,7 +1,7 @@
 """bayesgen: fit Pyro programs with interchangeable inference engines and compare them in ArviZ."""
 
 from bayesgen import inference
-from bayesgen.compare import compare, plot_compare
+from bayesgen.compare import compare, loo_compare, plot_compare
 from bayesgen.diagnostics import check
 from bayesgen.fitting import fit
 from bayesgen.io import load
@@ -12,6 +12,6 @@ from bayesgen.spec import ModelSpec
 
 __all__ = [
     "Fit", "LogDensity", "ModelSpec", "check", "compare", "fit", "get_model", "inference", "list_engines",
-    "list_models", "load", "plot_compare",
+    "list_models", "load", "loo_compare", "plot_compare",
 ]
 __version__ = "0.1.0"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -12,7 +13,7 @@ from bayesgen.convert import az
 from bayesgen.metrics import mmd_test
 from bayesgen.result import Fit
 
-__all__ = ["compare", "plot_compare"]
+__all__ = ["compare", "loo_compare", "plot_compare"]
 
 _MAX_POINTS = 500  # draws per side in the joint MMD test (its cost is quadratic)
 
@@ -137,3 +138,21 @@ def plot_compare(fits: Mapping[str, Fit] | Sequence[Fit], var_names: Sequence[st
     if path is not None:
         np.ravel(axes)[0].figure.savefig(path, dpi=100, bbox_inches="tight")
     return axes
+
+
+def loo_compare(fits: Mapping[str, Fit], ic: str = "loo") -> pd.DataFrame:
+    """Rank models by expected log predictive density (PSIS-LOO or WAIC), via ``arviz.compare``.
+
+    Every fit must carry the pointwise log-likelihood of the same observations (models
+    with enumerated discrete latents do not yet).
+    """
+    if ic not in ("loo", "waic"):
+        raise ValueError(f"ic must be 'loo' or 'waic', got '{ic}'")
+    for name, fit in fits.items():
+        if not fit.log_likelihood:
+            raise ValueError(f"fit '{name}' has no pointwise log-likelihood to compare")
+    data = {name: fit.to_arviz() for name, fit in fits.items()}
+    with warnings.catch_warnings():
+        # ArviZ 0.23 calls a pandas method that pandas 3.1 deprecates; nothing for users to act on
+        warnings.filterwarnings("ignore", message="The inplace keyword")
+        return az.compare(data, ic=ic)

@@ -62,3 +62,26 @@ def test_mmd_separates_shifted_gaussians_and_not_equal_ones():
     rng = np.random.default_rng(0)
     assert mmd_test(rng.normal(size=(300, 3)), rng.normal(size=(300, 3)))[1] > ALPHA
     assert mmd_test(rng.normal(size=(300, 3)), rng.normal(0.5, 1, size=(300, 3)))[1] < ALPHA
+
+
+def test_loo_compare_ranks_the_true_model_first():
+    import pyro
+    import pyro.distributions as dist
+
+    def intercept_only(X, y=None):
+        alpha = pyro.sample("alpha", dist.Normal(0.0, 10.0))
+        sigma = pyro.sample("sigma", dist.HalfNormal(5.0))
+        with pyro.plate("obs", X.shape[0]):
+            pyro.sample("y", dist.Normal(alpha, sigma), obs=y)
+
+    from programs import regression_data
+
+    small_x, small_y = regression_data()  # 60 x 3: few enough parameters for reliable PSIS-LOO
+    data = {"X": small_x, "y": small_y}
+    fits = {"regression": bg.fit(linear_regression, data, engine="laplace", num_draws=2000),
+            "intercept": bg.fit(intercept_only, data, engine="laplace", num_draws=2000)}
+    table = bg.loo_compare(fits)
+    assert list(table.index) == ["regression", "intercept"]
+    assert table.loc["intercept", "elpd_diff"] > 4 * table.loc["intercept", "dse"]
+    with pytest.raises(ValueError, match="ic must be"):
+        bg.loo_compare(fits, ic="aic")
