@@ -146,7 +146,6 @@ class LogDensity:
             s["name"] for s in sites if s["is_observed"] and not is_deterministic(s)
         ]
         self.deterministic = [s["name"] for s in sites if is_deterministic(s)]
-        self.vectorized = True
         self.vectorized = self._check_vectorized()
 
     def _make_layout(self, sites: list[dict[str, Any]]) -> tuple[SiteLayout, ...]:
