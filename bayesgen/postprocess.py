@@ -8,7 +8,7 @@ import torch
 from pyro.poutine.trace_struct import Trace
 
 from bayesgen.logdensity import CHUNK, LogDensity, per_draw
-from bayesgen.program import is_deterministic
+from bayesgen.program import is_deterministic, is_subsample
 
 __all__ = ["evaluate_draws", "simulate_sites"]
 
@@ -25,9 +25,21 @@ def _traces(density: LogDensity, flat: Mapping[str, torch.Tensor],
 
 
 def _site_shape(density: LogDensity, site: Mapping[str, Any]) -> tuple[int, ...]:
-    """A site's own shape in a batched trace: its batch dims (as many as in the first trace) and event dims."""
-    proto = density.prototype.nodes[site["name"]]
-    keep = len(proto["fn"].batch_shape) + len(site["fn"].event_shape)
+    """A site's own shape in a batched trace: its batch dims (as many as in the first trace) and event dims.
+
+    A site that the first trace did not have (one that new data switched on, e.g. a
+    forecast) keeps its batch dims inside the batch plate, less the leading ones that
+    plate broadcasting added.
+    """
+    proto = density.prototype.nodes.get(site["name"])
+    if proto is not None:
+        batch = len(proto["fn"].batch_shape)
+    else:
+        own = list(site["fn"].batch_shape[-density.max_plate_nesting:]) if density.max_plate_nesting else []
+        while own and own[0] == 1:
+            own.pop(0)
+        batch = len(own)
+    keep = batch + len(site["fn"].event_shape)
     return tuple(site["value"].shape[site["value"].dim() - keep:]) if keep else ()
 
 
@@ -67,16 +79,21 @@ def _stack(parts: dict[str, list[torch.Tensor]], lead: torch.Size) -> dict[str, 
 
 def simulate_sites(density: LogDensity, draws: Mapping[str, torch.Tensor], data: Mapping[str, Any],
                    sites: list[str]) -> dict[str, torch.Tensor]:
-    """Run the program at the draws with ``data`` and return ``sites``, shape ``(chain, draw, *shape)``.
+    """Run the program at the draws with ``data`` and return sites, shape ``(chain, draw, *shape)``.
 
     This is the posterior (or prior) predictive: sites not fixed by the draws (observed
-    sites whose argument is None in ``data``) are sampled from their distributions.
+    sites whose argument is None in ``data``) are sampled from their distributions. The
+    result holds ``sites`` and every sample site that the first trace of the program did
+    not have (sites that the new data switched on, such as forecasts).
     """
     flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in draws.items()}
     lead = next(iter(draws.values())).shape[:2]
     out: dict[str, list[torch.Tensor]] = {}
     for trace, size in _traces(density, flat, data):
-        for name in sites:
+        new = [name for name, site in trace.nodes.items()
+               if site["type"] == "sample" and name not in density.prototype.nodes and name not in sites
+               and not is_deterministic(site) and not is_subsample(site)]
+        for name in list(sites) + new:
             site = trace.nodes[name]
             out.setdefault(name, []).append(per_draw(site["value"], size, _site_shape(density, site)))
     return _stack(out, lead)

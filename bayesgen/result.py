@@ -101,6 +101,8 @@ class Fit:
     def predict(self, num_samples: int | None = None, *, seed: int = 0, **new_data: Any) -> dict[str, np.ndarray]:
         """Posterior predictive draws of the observed sites, ``(chain, draw, *shape)``.
 
+        Sites that only the new data switch on (e.g. a forecast horizon) are drawn too.
+
         Parameters
         ----------
         num_samples : int, optional

@@ -1,6 +1,8 @@
 """bg.fit and bg.Fit: shapes, seeds, options, devices, prediction, save/load."""
 
 import numpy as np
+import pyro
+import pyro.distributions as dist
 import pytest
 
 import bayesgen as bg
@@ -145,3 +147,23 @@ def test_unbatchable_program_still_fits_with_every_kind_of_engine():
     # y[0] ~ N(mu, 1) with mu ~ N(0, 1): the posterior of mu is N(0.25, 1/2)
     assert laplace.point["mu"] == pytest.approx(0.25, abs=1e-6)
     assert laplace.stderr["mu"] == pytest.approx(0.5**0.5, abs=1e-6)
+
+
+def forecasting(y=None, horizon=0):
+    level = pyro.sample("level", dist.Normal(0.0, 10.0))
+    with pyro.plate("time", 30):
+        pyro.sample("y", dist.Normal(level, 1.0), obs=y)
+    if horizon:
+        with pyro.plate("future_time", horizon):
+            pyro.sample("future", dist.Normal(level, 1.0))
+
+
+def test_predict_draws_sites_that_new_data_switch_on():
+    y = np.random.default_rng(0).normal(3.0, 1.0, 30)
+    spec = bg.ModelSpec(name="level", model=forecasting, observed={"y": "y"})
+    fit = bg.fit(spec, {"y": y}, engine="laplace", num_draws=400)
+    out = fit.predict(horizon=5)
+    assert out["y"].shape == (1, 400, 30) and out["future"].shape == (1, 400, 5)
+    # predictive sd of a new point: sqrt(1 + 1/30); its mean is the posterior mean of the level
+    assert abs(out["future"].mean() - fit.posterior["level"].mean()) < 4 * np.sqrt(1 + 1 / 30) / np.sqrt(2000)
+    assert abs(out["future"].std() - np.sqrt(1 + 1 / 30)) < 0.08
