@@ -3,6 +3,7 @@
 from bayesgen import inference
 from bayesgen.compare import compare, loo_compare, plot_compare
 from bayesgen.diagnostics import check
+from bayesgen.discrete import discrete_marginals, infer_discrete
 from bayesgen.fitting import fit
 from bayesgen.io import load
 from bayesgen.logdensity import LogDensity
@@ -11,7 +12,7 @@ from bayesgen.result import Fit
 from bayesgen.spec import ModelSpec
 
 __all__ = [
-    "Fit", "LogDensity", "ModelSpec", "check", "compare", "fit", "get_model", "inference", "list_engines",
-    "list_models", "load", "loo_compare", "plot_compare",
+    "Fit", "LogDensity", "ModelSpec", "check", "compare", "discrete_marginals", "fit", "get_model", "inference",
+    "infer_discrete", "list_engines", "list_models", "load", "loo_compare", "plot_compare",
 ]
 __version__ = "0.1.0"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -66,8 +67,26 @@ def _mcmc_findings(fit: "Fit") -> list[str]:
     return found
 
 
+def _constant_entries(fit: "Fit") -> set[str]:
+    """ArviZ labels of posterior entries that never vary (e.g. the fixed 1 and 0 entries of a
+    Cholesky factor): their R-hat and ESS are undefined by construction, not a failure."""
+    constant = set()
+    for name, draws in fit.posterior.items():
+        flat = draws.reshape(draws.shape[:2] + (-1,))
+        fixed = np.ptp(flat, axis=(0, 1)) == 0
+        shape = draws.shape[2:]
+        for position in np.flatnonzero(fixed):
+            index = np.unravel_index(position, shape) if shape else ()
+            constant.add(f"{name}[{', '.join(map(str, index))}]" if shape else name)
+    return constant
+
+
 def _convergence_findings(fit: "Fit") -> list[str]:
-    table = az.summary(fit.to_arviz(), var_names=list(fit.posterior), round_to="none")
+    with warnings.catch_warnings():
+        # ArviZ divides by zero for constant entries; those are dropped just below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        table = az.summary(fit.to_arviz(), var_names=list(fit.posterior), round_to="none")
+    table = table.drop(index=list(_constant_entries(fit) & set(table.index)))
     found = []
     if fit.num_chains > 1:
         bad = table.index[~(table["r_hat"] <= RHAT_MAX)].tolist()

@@ -88,6 +88,13 @@ def _score(trace: Trace) -> None:
         trace.compute_log_prob(site_filter=_scored)
 
 
+def present_dims(tree: Mapping[frozenset[str], list[torch.Tensor]], symbols: set[str]) -> frozenset[str]:
+    """The plate symbols among ``symbols`` that some packed factor has: a plate of size 1 (a batch
+    of one point) is dropped by packing and cannot be a contraction target."""
+    have = {dim for factors in tree.values() for factor in factors for dim in factor._pyro_dims}
+    return frozenset(symbols & have)
+
+
 def per_draw(value: torch.Tensor, batch_size: int, shape: tuple[int, ...]) -> torch.Tensor:
     """Reshape a value traced under the batch plate to ``(batch, *shape)``.
 
@@ -167,8 +174,13 @@ class LogDensity:
         return tuple(layout)
 
     # ------------------------------------------------------------------ tracing
-    def _batched(self, batch_size: int | None) -> Callable[..., Any]:
-        """The program inside an outer batch plate (``batch_size=None``: the bare program)."""
+    def _batched(self, batch_size: int | None, enumerate: bool = True) -> Callable[..., Any]:
+        """The program inside an outer batch plate (``batch_size=None``: the bare program).
+
+        Enumerable discrete sites are marked for parallel enumeration; ``enumerate=False``
+        leaves out the enumeration handler itself, so that they are sampled (simulation)
+        or left to a handler the caller adds (``pyro.infer.infer_discrete``).
+        """
         model = config_enumerate(self.model, "parallel") if self.enumerated else self.model
         batch_dim = -self.max_plate_nesting - 1
 
@@ -177,7 +189,7 @@ class LogDensity:
                 return model(**data)
 
         program = model if batch_size is None else batched_model
-        if self.enumerated:
+        if self.enumerated and enumerate:
             return poutine.enum(program, first_available_dim=batch_dim - 1)
         return program
 
@@ -186,6 +198,30 @@ class LogDensity:
         program = _SetLatents(values_for)(self._batched(batch_size))
         with pyro.validation_enabled(False):
             return poutine.trace(program).get_trace(**(self.data if data is None else data))
+
+    def fixed_program(self, values: Mapping[str, torch.Tensor], *, plated: bool = True,
+                      enumerate: bool = True, uncondition: bool = False) -> Callable[..., Any]:
+        """The program with latent sites fixed to constrained ``values`` of shape ``(batch, *shape)``.
+
+        It runs under the outer batch plate (``plated=False``: a single point, bare
+        program). With ``enumerate=False`` enumerable discrete sites are sampled rather
+        than enumerated; with ``uncondition=True`` observed sites are sampled too, in the
+        shape of their data (replicated data for the posterior predictive).
+        """
+        batch_size = next(iter(values.values())).shape[0] if values else 1
+        pads = {s.name: s.pad for s in self.layout}
+
+        def values_for(msg: Any) -> torch.Tensor | None:
+            value = values.get(msg["name"])
+            if value is None:
+                return None
+            if not plated:
+                return value.reshape(value.shape[1:])
+            pad = pads.get(msg["name"], self.max_plate_nesting - len(msg["fn"].batch_shape))
+            return value.reshape((batch_size,) + (1,) * pad + value.shape[1:])
+
+        program = self._batched(batch_size if plated else None, enumerate)
+        return _SetLatents(values_for)(poutine.uncondition(program) if uncondition else program)
 
     def trace_unconstrained(self, u: torch.Tensor, plated: bool = True) -> tuple[Trace, torch.Tensor]:
         """Run the program at a batch of unconstrained points.
@@ -216,26 +252,18 @@ class LogDensity:
         self._check_static(trace)
         return trace, log_jac
 
-    def trace_constrained(self, values: Mapping[str, torch.Tensor],
-                          data: Mapping[str, Any] | None = None, plated: bool = True) -> Trace:
+    def trace_constrained(self, values: Mapping[str, torch.Tensor], data: Mapping[str, Any] | None = None,
+                          plated: bool = True, enumerate: bool = True, uncondition: bool = False) -> Trace:
         """Run the program with latent sites fixed to constrained ``values`` of shape ``(batch, *shape)``.
 
         ``data`` replaces the program's keyword arguments (e.g. new covariates for prediction).
-        With ``plated=False`` a single point (batch 1) runs through the bare program.
+        With ``plated=False`` a single point (batch 1) runs through the bare program; with
+        ``enumerate=False`` enumerable discrete sites are sampled and with ``uncondition=True``
+        observed sites too (see ``fixed_program``).
         """
-        batch_size = next(iter(values.values())).shape[0] if values else 1
-        pads = {s.name: s.pad for s in self.layout}
-
-        def values_for(msg: Any) -> torch.Tensor | None:
-            value = values.get(msg["name"])
-            if value is None:
-                return None
-            if not plated:
-                return value.reshape(value.shape[1:])
-            pad = pads.get(msg["name"], self.max_plate_nesting - len(msg["fn"].batch_shape))
-            return value.reshape((batch_size,) + (1,) * pad + value.shape[1:])
-
-        return self._trace(values_for, batch_size if plated else None, data)
+        program = self.fixed_program(values, plated=plated, enumerate=enumerate, uncondition=uncondition)
+        with pyro.validation_enabled(False):
+            return poutine.trace(program).get_trace(**(self.data if data is None else data))
 
     def _check_static(self, trace: Trace) -> None:
         for site in trace.nodes.values():
@@ -299,7 +327,7 @@ class LogDensity:
                 )
                 tree.setdefault(ordinal, []).append(site["packed"]["log_prob"])
         sum_dims = set(trace.symbol_to_dim) - set(trace.plate_to_symbol.values())
-        target = frozenset({trace.plate_to_symbol[BATCH_PLATE]}) if plated else frozenset()
+        target = present_dims(tree, {trace.plate_to_symbol[BATCH_PLATE]} if plated else set())
         return contract_to_tensor(tree, sum_dims, target_ordinal=target).reshape(-1)
 
     def value_and_grad(self, u: torch.Tensor, *, jacobian: bool = True,

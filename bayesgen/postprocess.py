@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any, Mapping
 
 import torch
+from pyro.ops.contract import contract_to_tensor
+from pyro.ops.packed import unpack
 from pyro.poutine.trace_struct import Trace
 
-from bayesgen.logdensity import CHUNK, LogDensity, per_draw
+from bayesgen.logdensity import CHUNK, LogDensity, _score, per_draw, present_dims
 from bayesgen.program import is_deterministic, is_subsample
 
 __all__ = ["evaluate_draws", "simulate_sites"]
 
 
-def _traces(density: LogDensity, flat: Mapping[str, torch.Tensor],
-            data: Mapping[str, Any] | None = None) -> list[tuple[Trace, int]]:
-    """Traces of the program at flat draws ``(n, *shape)``: one batched run, or one per draw."""
+def _traces(density: LogDensity, flat: Mapping[str, torch.Tensor], data: Mapping[str, Any] | None = None,
+            simulate: bool = False) -> list[tuple[Trace, int]]:
+    """Traces of the program at flat draws ``(n, *shape)``: one batched run, or one per draw.
+
+    ``simulate=True`` samples enumerable discrete sites and observed sites (rather than
+    enumerating the former and conditioning on the latter).
+    """
     total = next(iter(flat.values())).shape[0]
+    options = {"enumerate": not simulate, "uncondition": simulate}
     if density.vectorized:
-        return [(density.trace_constrained({k: v[i:i + CHUNK] for k, v in flat.items()}, data),
+        return [(density.trace_constrained({k: v[i:i + CHUNK] for k, v in flat.items()}, data, **options),
                  min(CHUNK, total - i)) for i in range(0, total, CHUNK)]
-    return [(density.trace_constrained({k: v[i:i + 1] for k, v in flat.items()}, data, plated=False), 1)
+    return [(density.trace_constrained({k: v[i:i + 1] for k, v in flat.items()}, data, plated=False, **options), 1)
             for i in range(total)]
 
 
@@ -49,9 +57,9 @@ def evaluate_draws(density: LogDensity, draws: Mapping[str, torch.Tensor]
 
     One vectorised trace of the program per chunk of draws. Returns ``(deterministic,
     log_likelihood)``, both site -> ``(chain, draw, *shape)``; the log-likelihood has the
-    observed site's batch shape (one term per observation). Programs with enumerated
-    discrete latents get no pointwise log-likelihood (the enumerated joint does not
-    factor per observation).
+    observed site's batch shape (one term per observation). In programs with enumerated
+    discrete latents it is the marginal ``log p(y_n | theta)`` with the discrete sites
+    summed out (see ``_enumerated_log_likelihood``).
     """
     if not draws:
         return {}, {}
@@ -60,6 +68,9 @@ def evaluate_draws(density: LogDensity, draws: Mapping[str, torch.Tensor]
     deterministic: dict[str, list[torch.Tensor]] = {}
     loglik: dict[str, list[torch.Tensor]] = {}
     for trace, size in _traces(density, flat):
+        if density.enumerated:
+            for name, value in _enumerated_log_likelihood(density, trace, size).items():
+                loglik.setdefault(name, []).append(value)
         for name, site in trace.nodes.items():
             if site["type"] != "sample":
                 continue
@@ -73,6 +84,37 @@ def evaluate_draws(density: LogDensity, draws: Mapping[str, torch.Tensor]
     return _stack(deterministic, lead), _stack(loglik, lead)
 
 
+def _enumerated_log_likelihood(density: LogDensity, trace: Trace, size: int) -> dict[str, torch.Tensor]:
+    """Pointwise marginal log-likelihood of the one observed site of an enumerated program.
+
+    The factors of the observed site and of the enumerated discrete sites are contracted
+    (sum over the enumerated values, product over plates) down to the plates that all of
+    them share, as ``TraceEnum_ELBO`` does. When every discrete site lives in the observed
+    site's plates (a mixture's assignments) this is ``log p(y_n | theta)`` per observation,
+    shape ``(size, *batch_shape)``; when a discrete site is shared across observations the
+    observations do not factor and one joint term per draw is returned, shape ``(size,)``.
+    Programs with several observed sites get none: their terms share discrete sites.
+    """
+    if len(density.observed) != 1:
+        return {}
+    (observed,) = density.observed
+    _score(trace)
+    trace.pack_tensors()
+    tree: OrderedDict[frozenset[str], list[torch.Tensor]] = OrderedDict()
+    ordinals = []
+    for name in [*density.enumerated, observed]:
+        site = trace.nodes[name]
+        ordinal = frozenset(trace.plate_to_symbol[f.name] for f in site["cond_indep_stack"] if f.vectorized)
+        tree.setdefault(ordinal, []).append(site["packed"]["log_prob"])
+        ordinals.append(ordinal)
+    target = present_dims(tree, set(frozenset.intersection(*ordinals)))
+    sum_dims = set(trace.symbol_to_dim) - set(trace.plate_to_symbol.values())
+    log_lik = unpack(contract_to_tensor(tree, sum_dims, target_ordinal=target), trace.symbol_to_dim)
+    full = tuple(density.prototype.nodes[observed]["fn"].batch_shape)
+    shape = full if target == ordinals[-1] else ()
+    return {observed: per_draw(log_lik, size, shape)}
+
+
 def _stack(parts: dict[str, list[torch.Tensor]], lead: torch.Size) -> dict[str, torch.Tensor]:
     return {k: torch.cat(v).reshape(tuple(lead) + v[0].shape[1:]) for k, v in parts.items()}
 
@@ -82,14 +124,14 @@ def simulate_sites(density: LogDensity, draws: Mapping[str, torch.Tensor], data:
     """Run the program at the draws with ``data`` and return sites, shape ``(chain, draw, *shape)``.
 
     This is the posterior (or prior) predictive: sites not fixed by the draws (observed
-    sites whose argument is None in ``data``) are sampled from their distributions. The
+    sites, in the shape of their data or of the new data) are sampled. The
     result holds ``sites`` and every sample site that the first trace of the program did
     not have (sites that the new data switched on, such as forecasts).
     """
     flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in draws.items()}
     lead = next(iter(draws.values())).shape[:2]
     out: dict[str, list[torch.Tensor]] = {}
-    for trace, size in _traces(density, flat, data):
+    for trace, size in _traces(density, flat, data, simulate=True):
         new = [name for name, site in trace.nodes.items()
                if site["type"] == "sample" and name not in density.prototype.nodes and name not in sites
                and not is_deterministic(site) and not is_subsample(site)]

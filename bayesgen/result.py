@@ -110,9 +110,11 @@ class Fit:
         seed : int
             Seed of the predictive simulation.
         **new_data
-            Program arguments to replace, e.g. new covariates. The observed arguments are
-            set to None, so their sites are simulated. Without new data the result is also
-            stored as ``posterior_predictive`` (and appears in ``to_arviz()``).
+            Program arguments to replace, e.g. new covariates. Observed sites are
+            simulated: without new data in the shape of the observed data (replicated data,
+            also stored as ``posterior_predictive`` and shown by ``to_arviz()``); with new
+            data their arguments are set to None unless given, so the program sizes them
+            from the new arguments.
         """
         from bayesgen.postprocess import simulate_sites
         from bayesgen.validate import check_arguments, to_tensors
@@ -120,9 +122,10 @@ class Fit:
         problem = self._require_problem()
         check_arguments(problem.spec.model, new_data, partial=True)
         data = {**problem.data, **to_tensors(new_data, problem.device)}
-        for argument in problem.spec.observed.values():
-            if argument not in new_data:
-                data[argument] = None
+        if new_data:
+            for argument in problem.spec.observed.values():
+                if argument not in new_data:
+                    data[argument] = None
         draws = {k: torch.as_tensor(v, device=problem.device, dtype=_dtype(v))
                  for k, v in self.posterior.items() if k in problem.density.latent_names}
         if num_samples is not None:

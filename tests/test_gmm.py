@@ -1,0 +1,90 @@
+"""Gaussian mixture: enumerated likelihood, recovered assignments, parameter recovery, NUTS vs TraceEnum SVI."""
+
+import numpy as np
+import pytest
+from pyro.infer.autoguide import AutoMultivariateNormal
+from recovery import assert_recovers
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+
+import bayesgen as bg
+
+SPEC = bg.get_model("gmm")
+
+
+def _with_correlation(fit, truth):
+    """Judge the one free entry of each 2x2 correlation factor, not its fixed 1s and 0s."""
+    truth = dict(truth)
+    if "corr" in truth:
+        fit.posterior["rho"] = fit.posterior["corr"][..., 1, 0]
+        truth["rho"] = truth.pop("corr")[:, 1, 0]
+    return truth
+
+
+def test_pointwise_log_likelihood_is_the_mixture_density():
+    data, _ = SPEC.simulate(seed=0, num_obs=60)
+    fit = bg.fit(SPEC, data, engine="laplace", num_draws=5)
+    w, locs = fit.posterior["weights"][0], fit.posterior["locs"][0]
+    cov = np.einsum("ski,skij,skj->skij", fit.posterior["scales"][0],
+                    fit.posterior["corr"][0] @ np.swapaxes(fit.posterior["corr"][0], -1, -2),
+                    fit.posterior["scales"][0])
+    by_hand = np.stack([logsumexp([np.log(w[s, k]) + multivariate_normal(locs[s, k], cov[s, k]).logpdf(data["y"])
+                                   for k in range(2)], axis=0) for s in range(5)])
+    np.testing.assert_allclose(fit.log_likelihood["y"][0], by_hand, rtol=1e-10)
+
+
+def test_map_assignments_recover_the_simulated_clusters():
+    data, truth = SPEC.simulate(seed=1, num_obs=150, full_covariance=False)
+    rng = np.random.default_rng(1)
+    fit = bg.fit(SPEC, data, engine="map", num_draws=20)
+    z = bg.infer_discrete(fit, temperature=0)["z"]
+    # the true assignments: the component whose density is highest under the true parameters
+    dens = np.stack([np.log(truth["weights"][k]) - ((data["y"] - truth["locs"][k]) ** 2 / (2 * truth["scales"][k] ** 2)
+                                                    + np.log(truth["scales"][k])).sum(-1) for k in range(2)])
+    assert z.shape == (1, 20, 150)
+    assert (z[0, 0] == dens.argmax(0)).mean() > 0.97
+    responsibilities = bg.discrete_marginals(fit)["z"]
+    assert responsibilities.shape == (150, 2)
+    np.testing.assert_allclose(responsibilities.sum(-1), 1.0)
+    assert rng is not None
+
+
+def test_replicated_data_have_the_shape_of_the_data():
+    data, _ = SPEC.simulate(seed=2, num_obs=40)
+    fit = bg.fit(SPEC, data, engine="laplace", num_draws=10)
+    assert fit.predict()["y"].shape == (1, 10, 40, 2)
+    assert fit.predict(num_obs=7, num_components=2)["y"].shape == (1, 10, 7, 2)
+
+
+def test_infer_discrete_errors_name_the_problem():
+    fit = bg.fit("eight_schools", engine="laplace", num_draws=5)
+    with pytest.raises(ValueError, match="no enumerable discrete"):
+        bg.infer_discrete(fit)
+    gmm = bg.fit(SPEC, SPEC.simulate(seed=0, num_obs=30)[0], engine="laplace", num_draws=5)
+    with pytest.raises(ValueError, match="temperature"):
+        bg.infer_discrete(gmm, temperature=0.5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine, options", [
+    ("nuts", {"num_chains": 2, "num_warmup": 400, "num_samples": 400}),
+    ("svi", {"guide": "mvn", "num_steps": 3000}),
+    ("map", {}),
+    ("laplace", {}),
+])
+def test_parameters_are_recovered(engine, options):
+    data, truth = SPEC.simulate(seed=3, num_obs=200)
+    fit = bg.fit(SPEC, data, engine=engine, seed=0, progress=False, **options)
+    assert_recovers(fit, _with_correlation(fit, truth))
+
+
+@pytest.mark.slow
+def test_nuts_with_enumeration_and_traceenum_svi_agree_within_0_2_sd():
+    data, _ = SPEC.simulate(seed=4, num_obs=200)
+    nuts = bg.fit(SPEC, data, engine="nuts", num_chains=2, num_warmup=500, num_samples=1000, progress=False)
+    svi = bg.fit(SPEC, data, engine="svi", guide=AutoMultivariateNormal, num_steps=4000, lr=0.02,
+                 num_draws=2000, progress=False)
+    table = bg.compare({"nuts": nuts, "svi": svi}, reference="nuts")
+    shift = table.loc[table["engine"] == "svi", ["parameter", "mean_diff_sd"]].dropna()
+    worst = shift.loc[shift["mean_diff_sd"].abs().idxmax()]
+    assert (shift["mean_diff_sd"].abs() < 0.2).all(), f"largest shift {worst.to_dict()}"

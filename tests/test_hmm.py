@@ -1,0 +1,78 @@
+"""Hidden Markov model: forward algorithm vs enumeration, Viterbi, recovery, NUTS vs TraceEnum SVI."""
+
+import numpy as np
+import pytest
+import torch
+from pyro.infer.autoguide import AutoMultivariateNormal
+from recovery import assert_recovers
+
+import bayesgen as bg
+from bayesgen.fitting import prepare
+from bayesgen.models import hmm
+
+SPEC = bg.get_model("hmm")
+
+
+@pytest.mark.parametrize("emission", ["gaussian", "categorical"])
+def test_forward_algorithm_equals_the_enumerated_markov_chain(emission):
+    data, _ = hmm.simulate(seed=0, duration=30, emission=emission, num_states=3)
+    tensors = prepare(SPEC, data).data
+    forward, enumerated = bg.LogDensity(hmm.model, tensors), bg.LogDensity(hmm.states_model, tensors)
+    assert forward.dim == enumerated.dim
+    u = torch.randn(3, forward.dim, generator=torch.Generator().manual_seed(0))
+    value, grad = forward.value_and_grad(u)
+    value2, grad2 = enumerated.value_and_grad(u)
+    torch.testing.assert_close(value, value2, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(grad, grad2, rtol=1e-8, atol=1e-8)
+
+
+def test_viterbi_recovers_the_states_at_well_separated_means():
+    data, truth = hmm.simulate(seed=1, duration=200, separation=3.0)
+    fit = bg.fit(SPEC, data, engine="map", num_draws=10)
+    path = hmm.viterbi(fit)
+    assert path.shape == (1, 10, 200)
+    assert (path[0, 0] == truth["states"]).mean() >= 0.9
+    marginals = hmm.state_marginals(fit)
+    assert marginals.shape == (200, 2)
+    assert (marginals.argmax(-1) == truth["states"]).mean() >= 0.9
+
+
+def test_log_likelihood_and_replicated_sequences():
+    data, _ = hmm.simulate(seed=2, duration=50)
+    fit = bg.fit(SPEC, data, engine="laplace", num_draws=8)
+    assert fit.log_likelihood["y"].shape == (1, 8)  # one term per sequence: its steps do not factor
+    assert fit.predict()["y"].shape == (1, 8, 50)
+    assert fit.predict(duration=12)["y"].shape == (1, 8, 12)
+
+
+def test_unknown_emission_is_a_clear_error():
+    data, _ = hmm.simulate(seed=0, duration=20)
+    with pytest.raises(ValueError, match="emission must be one of"):
+        bg.fit(SPEC, {**data, "emission": "poisson"}, engine="map")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine, options", [
+    ("nuts", {"num_chains": 2, "num_warmup": 400, "num_samples": 400}),
+    ("svi", {"guide": "mvn", "num_steps": 3000}),
+    ("map", {}),
+    ("laplace", {}),
+])
+def test_parameters_are_recovered(engine, options):
+    data, truth = hmm.simulate(seed=3, duration=300)
+    truth.pop("states")
+    fit = bg.fit(SPEC, data, engine=engine, seed=0, progress=False, **options)
+    assert_recovers(fit, truth)
+
+
+@pytest.mark.slow
+def test_nuts_on_the_forward_algorithm_and_traceenum_svi_agree_within_0_2_sd():
+    data, _ = hmm.simulate(seed=4, duration=60)
+    nuts = bg.fit(SPEC, data, engine="nuts", num_chains=2, num_warmup=500, num_samples=1000, progress=False)
+    twin = bg.ModelSpec(name="hmm_states", model=hmm.states_model)
+    svi = bg.fit(twin, data, engine="svi", guide=AutoMultivariateNormal, num_steps=1500, lr=0.02,
+                 num_draws=2000, progress=False)
+    table = bg.compare({"nuts": nuts, "svi": svi}, reference="nuts")
+    shift = table.loc[table["engine"] == "svi", ["parameter", "mean_diff_sd"]].dropna()
+    worst = shift.loc[shift["mean_diff_sd"].abs().idxmax()]
+    assert (shift["mean_diff_sd"].abs() < 0.2).all(), f"largest shift {worst.to_dict()}"
