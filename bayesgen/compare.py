@@ -102,6 +102,8 @@ def compare(fits: Mapping[str, Fit] | Sequence[Fit], reference: str | None = Non
         joint_ref, joint = [], []
         for name, ref_draws in ref_scalars.items():
             draws = scalars[name]
+            if np.ptp(ref_draws) == 0 and np.ptp(draws) == 0:
+                continue  # a structural constant (e.g. a Cholesky factor's fixed 1 or 0): nothing to compare
             ref_mean, ref_sd = ref_draws.mean(), ref_draws.std()
             a, b = _thinned(ref_draws), _thinned(draws)
             ks = stats.ks_2samp(a, b)
@@ -114,7 +116,7 @@ def compare(fits: Mapping[str, Fit] | Sequence[Fit], reference: str | None = Non
             joint.append((draws.reshape(-1) - ref_mean) / ref_sd)
         mmd, mmd_p = mmd_test(_subsample(np.stack(joint_ref, -1), seed), _subsample(np.stack(joint, -1), seed),
                               seed=seed)
-        for row in rows[-len(ref_scalars):]:
+        for row in rows[-len(joint):]:
             row["mmd"], row["mmd_pvalue"] = mmd, mmd_p
     return pd.DataFrame(rows)
 

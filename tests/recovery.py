@@ -13,13 +13,18 @@ def coverage(fit: bg.Fit, truth: Mapping[str, Any], *, level: float = 0.95, num_
     """One entry per scalar parameter, ``"site[i,j]" -> covered``.
 
     Sampling and approximate posteriors cover a true value that lies inside their central
-    ``level`` interval; point fits (MLE/MAP) cover it within ``num_sd`` standard errors.
+    ``level`` interval; point fits (MLE/MAP) cover it within ``num_sd`` standard errors
+    (for deterministic sites, the sd of the fit's Gaussian draws).
     """
     found: dict[str, bool] = {}
     for site, value in truth.items():
         value = np.asarray(value, dtype=float)
         if fit.kind == "point":
-            point, se = np.asarray(fit.point[site]), np.asarray(fit.stderr[site])
+            if site in fit.point:
+                point, se = np.asarray(fit.point[site]), np.asarray(fit.stderr[site])
+            else:  # a deterministic site: its delta-method spread shows in the Gaussian draws
+                draws = np.asarray(fit.posterior[site]).reshape((-1,) + value.shape)
+                point, se = draws.mean(0), draws.std(0)
             inside = np.abs(point - value) <= num_sd * se
         else:
             draws = np.asarray(fit.posterior[site]).reshape((-1,) + value.shape)

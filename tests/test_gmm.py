@@ -68,7 +68,7 @@ def test_infer_discrete_errors_name_the_problem():
 @pytest.mark.slow
 @pytest.mark.parametrize("engine, options", [
     ("nuts", {"num_chains": 2, "num_warmup": 400, "num_samples": 400}),
-    ("svi", {"guide": "mvn", "num_steps": 3000}),
+    ("svi", {"guide": "mvn", "num_steps": 3000, "lr": 0.05}),
     ("map", {}),
     ("laplace", {}),
 ])

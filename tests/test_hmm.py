@@ -45,6 +45,13 @@ def test_log_likelihood_and_replicated_sequences():
     assert fit.predict(duration=12)["y"].shape == (1, 8, 12)
 
 
+def test_stationary_distribution_is_left_invariant():
+    trans = torch.distributions.Dirichlet(torch.ones(5, 3, 3)).sample()
+    pi = hmm.stationary(trans)
+    torch.testing.assert_close(pi.sum(-1), torch.ones(5))
+    torch.testing.assert_close((pi[:, None, :] @ trans)[:, 0], pi)
+
+
 def test_unknown_emission_is_a_clear_error():
     data, _ = hmm.simulate(seed=0, duration=20)
     with pytest.raises(ValueError, match="emission must be one of"):
@@ -59,7 +66,7 @@ def test_unknown_emission_is_a_clear_error():
     ("laplace", {}),
 ])
 def test_parameters_are_recovered(engine, options):
-    data, truth = hmm.simulate(seed=3, duration=300)
+    data, truth = hmm.simulate(seed=3, duration=800)
     truth.pop("states")
     fit = bg.fit(SPEC, data, engine=engine, seed=0, progress=False, **options)
     assert_recovers(fit, truth)
