@@ -61,10 +61,20 @@ def infer_discrete(fit: Fit, *, model: Callable[..., Any] | None = None, tempera
     """
     if temperature not in (0, 1):
         raise ValueError(f"temperature must be 0 (MAP / Viterbi) or 1 (posterior samples), got {temperature!r}")
+    return _decode(fit, _density(fit, model), temperature, num_samples, seed)
+
+
+def _density(fit: Fit, model: Callable[..., Any] | None) -> LogDensity:
     problem = fit._require_problem()
     density = problem.density if model is None else LogDensity(model, problem.data)
     if not density.enumerated:
         raise ValueError("the program has no enumerable discrete latent sites to infer")
+    return density
+
+
+def _decode(fit: Fit, density: LogDensity, temperature: int, num_samples: int | None,
+            seed: int) -> dict[str, np.ndarray]:
+    problem = fit._require_problem()
     draws = _draws(fit, density, num_samples)
     lead = next(iter(draws.values())).shape[:2]
     flat = {k: v.reshape((-1,) + v.shape[2:]).to(density.device) for k, v in draws.items()}
@@ -97,9 +107,8 @@ def discrete_marginals(fit: Fit, *, model: Callable[..., Any] | None = None,
     error of each probability is at most ``0.5 / sqrt(number of draws)`` for independent
     draws. These are, e.g., a mixture's cluster responsibilities or an HMM's state marginals.
     """
-    problem = fit._require_problem()
-    density = problem.density if model is None else LogDensity(model, problem.data)
-    samples = infer_discrete(fit, model=model, temperature=1, num_samples=num_samples, seed=seed)
+    density = _density(fit, model)
+    samples = _decode(fit, density, 1, num_samples, seed)
     out = {}
     for name, values in samples.items():
         support = density.prototype.nodes[name]["fn"].enumerate_support(expand=False)
