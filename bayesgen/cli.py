@@ -1,4 +1,4 @@
-"""The ``bayesgen`` command line: demo, fit, summary and list."""
+"""The ``bayesgen`` command line: demo, fit, summary, sbc and list."""
 
 from __future__ import annotations
 
@@ -57,6 +57,27 @@ def _summary(args: argparse.Namespace) -> None:
         print(f"warning: {finding}")
 
 
+def _sbc(args: argparse.Namespace) -> None:
+    from bayesgen.sbc import sbc
+
+    result = sbc(args.model, engine=args.engine, options=_options(args.option), num_simulations=args.num_simulations,
+                 num_draws=args.num_draws, alpha=args.alpha, seed=args.seed, num_workers=args.workers,
+                 progress=not args.quiet)
+    print(f"{args.model}: simulation-based calibration of engine {args.engine}, {args.num_simulations} simulations, "
+          f"ranks among {args.num_draws} draws (chi-square uniformity tests, Holm-corrected)")
+    print(result.tests.to_string())
+    if result.rejected:
+        print(f"not calibrated at family-wise alpha {args.alpha}: {', '.join(result.rejected)}")
+    else:
+        print(f"no quantity rejects uniform ranks at family-wise alpha {args.alpha}")
+    if args.out:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        result.plot(args.out)
+        print(f"wrote {args.out}")
+
+
 def _list(args: argparse.Namespace) -> None:
     import bayesgen as bg
 
@@ -85,6 +106,20 @@ def _parser() -> argparse.ArgumentParser:
     summary = sub.add_parser("summary", help="summarise a fit saved with --out or Fit.save")
     summary.add_argument("path")
     summary.set_defaults(run=_summary)
+    calibrate = sub.add_parser("sbc", help="simulation-based calibration of a zoo model under an engine")
+    calibrate.add_argument("model", help="zoo model name (see 'bayesgen list')")
+    calibrate.add_argument("--engine", default="nuts", help="engine name (default: nuts)")
+    calibrate.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                           help="an engine option, e.g. --option num_samples=500 (repeatable)")
+    calibrate.add_argument("--num-simulations", type=int, default=100, help="simulated data sets (default: 100)")
+    calibrate.add_argument("--num-draws", type=int, default=99,
+                           help="posterior draws each true value is ranked among (default: 99)")
+    calibrate.add_argument("--alpha", type=float, default=0.01, help="family-wise level of the tests (default: 0.01)")
+    calibrate.add_argument("--seed", type=int, default=0)
+    calibrate.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
+    calibrate.add_argument("--out", help="write the ECDF-difference plot of the ranks to this PNG")
+    calibrate.add_argument("--quiet", action="store_true", help="no progress bar")
+    calibrate.set_defaults(run=_sbc)
     listing = sub.add_parser("list", help="list the zoo models and the engines")
     listing.set_defaults(run=_list)
     return parser

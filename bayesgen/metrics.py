@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
+from scipy import stats
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist
 from scipy.special import digamma, gammaln
 
-__all__ = ["entropy", "kl_divergence", "mmd_test", "mutual_information"]
+__all__ = ["HypothesisResult", "c2st", "chi_square_test", "entropy", "kl_divergence", "ks_test", "mmd_test",
+           "mutual_information", "t_test"]
 
 
 def _points(samples: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -137,3 +140,210 @@ def mmd_test(x: np.ndarray, y: np.ndarray, *, num_permutations: int = 200, seed:
         order = rng.permutation(len(pooled))
         exceed += _mmd2(kernel[np.ix_(order, order)], n) >= observed
     return observed, (exceed + 1) / (num_permutations + 1)
+
+
+class HypothesisResult(NamedTuple):
+    """The outcome of a hypothesis test: its statistic and p-value (unpacks like a tuple)."""
+
+    statistic: float
+    pvalue: float
+
+
+def _result(scipy_result: Any) -> HypothesisResult:
+    return HypothesisResult(float(scipy_result.statistic), float(scipy_result.pvalue))
+
+
+def _sample(name: str, values: Any) -> np.ndarray:
+    array = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=float)
+    array = array.reshape(-1)
+    if len(array) < 2:
+        raise ValueError(f"{name} needs at least two values, got {len(array)}")
+    return array
+
+
+def t_test(x: np.ndarray, y: np.ndarray | None = None, *, popmean: float = 0.0,
+           paired: bool = False) -> HypothesisResult:
+    """Student t-test of means (``scipy.stats``), two-sided.
+
+    With ``y=None``, the one-sample test of ``mean(x) == popmean``; with ``y``, Welch's
+    two-sample test of equal means (no equal-variance assumption), or with ``paired=True``
+    the paired test of ``mean(x - y) == 0``.
+
+    Examples
+    --------
+    >>> round(t_test([1.0, 2.0, 3.0], popmean=2.0).pvalue, 3)
+    1.0
+    >>> t_test([1.0, 2.0, 3.0, 4.0], [2.0, 3.0, 4.0, 5.5], paired=True).statistic < 0
+    True
+    """
+    a = _sample("x", x)
+    if y is None:
+        if paired:
+            raise ValueError("paired=True needs a second sample y")
+        return _result(stats.ttest_1samp(a, popmean))
+    b = _sample("y", y)
+    if paired:
+        if len(a) != len(b):
+            raise ValueError(f"paired samples must have equal length, got {len(a)} and {len(b)}")
+        return _result(stats.ttest_rel(a, b))
+    return _result(stats.ttest_ind(a, b, equal_var=False))
+
+
+def ks_test(x: np.ndarray, reference: np.ndarray | Callable[[np.ndarray], np.ndarray] | Any
+            ) -> HypothesisResult:
+    """Kolmogorov-Smirnov test (``scipy.stats``), two-sided.
+
+    ``reference`` is a second sample (two-sample test), a distribution with a ``cdf``
+    method (a frozen ``scipy.stats`` distribution), or a CDF callable (one-sample test).
+    For discrete data the test is conservative: its p-values are too large.
+
+    Examples
+    --------
+    >>> from scipy.stats import norm
+    >>> x = np.random.default_rng(0).normal(size=500)
+    >>> ks_test(x, norm()).pvalue > 0.05
+    True
+    >>> ks_test(x, x + 0.5).pvalue < 0.01
+    True
+    """
+    a = _sample("x", x)
+    if hasattr(reference, "cdf"):
+        return _result(stats.kstest(a, reference.cdf))
+    if callable(reference):
+        return _result(stats.kstest(a, reference))
+    return _result(stats.ks_2samp(a, _sample("reference", reference)))
+
+
+def _pool(counts: np.ndarray, expected: np.ndarray, min_expected: float) -> tuple[np.ndarray, np.ndarray]:
+    """Merge adjacent categories, left to right, until every expected count is at least ``min_expected``."""
+    pooled_counts: list[float] = []
+    pooled_expected: list[float] = []
+    count, exp = 0.0, 0.0
+    for c, e in zip(counts, expected, strict=True):
+        count, exp = count + c, exp + e
+        if exp >= min_expected:
+            pooled_counts.append(count)
+            pooled_expected.append(exp)
+            count, exp = 0.0, 0.0
+    if not pooled_counts:
+        return np.array([count]), np.array([exp])
+    pooled_counts[-1] += count  # the remainder, short of min_expected, joins the last category
+    pooled_expected[-1] += exp
+    return np.array(pooled_counts), np.array(pooled_expected)
+
+
+def chi_square_test(observed: np.ndarray, *, probs: np.ndarray | None = None,
+                    model_samples: np.ndarray | None = None, min_expected: float = 5.0) -> HypothesisResult:
+    """Pearson chi-square goodness of fit of categorical data to expected probabilities.
+
+    Give either ``probs``, and ``observed`` holds the count of each category (same
+    order), or ``model_samples``, and ``observed`` holds raw samples (category labels
+    or integer counts): the categories are the sorted distinct values of both, and the
+    expected probabilities are their frequencies in ``model_samples`` (whose own
+    sampling noise is ignored, so it should be much larger than ``observed``).
+
+    The chi-square approximation needs expected counts of about five or more, so
+    sparse categories are pooled: adjacent categories, in the order given (for ordered
+    counts that merges the tails), are merged left to right until each pooled
+    category expects at least ``min_expected`` observations, and a remainder joins the
+    last one. The statistic has (number of pooled categories - 1) degrees of freedom.
+    With fewer than two pooled categories there is nothing to test and both the
+    statistic and the p-value are NaN.
+
+    Examples
+    --------
+    >>> chi_square_test([50, 30, 20], probs=[0.5, 0.3, 0.2]).statistic
+    0.0
+    >>> rng = np.random.default_rng(0)
+    >>> chi_square_test(rng.poisson(3.0, 200), model_samples=rng.poisson(3.0, 20000)).pvalue > 0.05
+    True
+    >>> chi_square_test(rng.poisson(4.0, 200), model_samples=rng.poisson(3.0, 20000)).pvalue < 0.01
+    True
+    """
+    if (probs is None) == (model_samples is None):
+        raise ValueError("give exactly one of probs (with category counts) or model_samples (with samples)")
+    if probs is not None:
+        counts = np.asarray(observed, dtype=float).reshape(-1)
+        p = np.asarray(probs, dtype=float).reshape(-1)
+        if counts.shape != p.shape:
+            raise ValueError(f"observed has {len(counts)} categories but probs has {len(p)}")
+        if np.any(p < 0) or not math.isclose(p.sum(), 1.0, rel_tol=1e-6):
+            raise ValueError(f"probs must be non-negative and sum to 1, got sum {p.sum():.6g}")
+    else:
+        data, model = np.asarray(observed).reshape(-1), np.asarray(model_samples).reshape(-1)
+        categories = np.union1d(data, model)
+        counts = (data[:, None] == categories).sum(0).astype(float)
+        p = (model[:, None] == categories).sum(0) / len(model)
+    counts, expected = _pool(counts, counts.sum() * p, min_expected)
+    if len(counts) < 2:
+        return HypothesisResult(math.nan, math.nan)
+    return _result(stats.chisquare(counts, expected))
+
+
+def _sklearn_parts() -> Any:
+    try:
+        from sklearn import base, model_selection, neighbors, pipeline, preprocessing
+    except ImportError as exc:
+        raise ImportError("c2st trains a scikit-learn classifier, and scikit-learn is not installed: "
+                          "pip install scikit-learn") from exc
+    return base, model_selection, neighbors, pipeline, preprocessing
+
+
+def c2st(x: np.ndarray, y: np.ndarray, *, seed: int = 0, num_folds: int = 5,
+         classifier: Any = None) -> HypothesisResult:
+    """Classifier two-sample test (Lopez-Paz & Oquab 2017, "Revisiting classifier two-sample tests", ICLR).
+
+    A classifier learns to tell the rows of ``x`` from the rows of ``y``; its
+    ``num_folds``-fold cross-validated accuracy is the statistic. If both samples come
+    from one distribution no classifier beats chance, so the one-sided p-value is the
+    binomial probability of at least that many correct predictions out of ``2 n`` at
+    rate 0.5 (the paper's null; cross-validated predictions are treated as independent).
+
+    The larger sample is subsampled (seeded) to the size ``n`` of the smaller, so that
+    chance is exactly 0.5. The default classifier is k-nearest neighbours on
+    standardised features with ``k`` an odd number close to the square root of the
+    training-set size, one of the paper's two classifiers: it needs no training, so it is
+    fast, deterministic and has no convergence to fail, and it is consistent against any
+    difference in distribution (a small neural network with early stopping missed a
+    tenfold scale difference at n = 100). Any scikit-learn classifier can be given
+    instead (it is cloned, and standardisation put before it), e.g. an
+    ``MLPClassifier`` for higher-dimensional data.
+
+    Parameters
+    ----------
+    x, y : array, shape ``(n, d)`` or ``(n,)``
+        Rows are points. Needs scikit-learn.
+    seed : int
+        Seeds the subsampling and the cross-validation folds.
+    num_folds : int
+        Cross-validation folds; each class needs at least this many points.
+    classifier : scikit-learn classifier, optional
+
+    Returns
+    -------
+    HypothesisResult
+        ``statistic`` is the accuracy (0.5 at chance), ``pvalue`` one-sided.
+    """
+    base, model_selection, neighbors, pipeline, preprocessing = _sklearn_parts()
+    a, b = _points(x), _points(y)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"x and y must have the same number of features, got {a.shape[1]} and {b.shape[1]}")
+    if not isinstance(num_folds, int) or num_folds < 2:
+        raise ValueError(f"num_folds must be an integer of at least 2, got {num_folds!r}")
+    rng = np.random.default_rng(seed)
+    n = min(len(a), len(b))
+    if n < num_folds:
+        raise ValueError(f"c2st needs at least num_folds={num_folds} points in each sample, got {n}")
+    a, b = (s[rng.choice(len(s), n, replace=False)] if len(s) > n else s for s in (a, b))
+    if classifier is None:
+        num_train = 2 * n * (num_folds - 1) // num_folds
+        model = neighbors.KNeighborsClassifier(n_neighbors=2 * int(math.sqrt(num_train) / 2) + 1)
+    else:
+        model = base.clone(classifier)
+    estimator = pipeline.make_pipeline(preprocessing.StandardScaler(), model)
+    features, labels = np.concatenate([a, b]), np.repeat([0, 1], n)
+    folds = model_selection.StratifiedKFold(num_folds, shuffle=True, random_state=seed)
+    predicted = model_selection.cross_val_predict(estimator, features, labels, cv=folds)
+    correct = int((predicted == labels).sum())
+    pvalue = stats.binomtest(correct, 2 * n, 0.5, alternative="greater").pvalue
+    return HypothesisResult(correct / (2 * n), float(pvalue))

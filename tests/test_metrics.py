@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from bayesgen.metrics import entropy, kl_divergence, mutual_information
+from bayesgen.metrics import c2st, chi_square_test, entropy, kl_divergence, ks_test, mutual_information, t_test
 
 N = 5000
 COV_P = np.array([[1.0, 0.6], [0.6, 2.0]])
 COV_Q = np.array([[1.5, -0.3], [-0.3, 1.0]])
 MEAN_Q = np.array([0.5, -0.5])
+ALPHA = 0.01
 
 
 def mvn(mean, cov):
@@ -53,3 +54,88 @@ def test_mixed_arguments_are_rejected():
         kl_divergence(mvn([0.0, 0.0], COV_P), np.zeros((10, 2)))
     with pytest.raises(ValueError, match="paired"):
         mutual_information(np.zeros((10, 1)), np.zeros((9, 1)))
+
+
+# ---- hypothesis-test helpers: closed forms and known cases ----
+
+def test_t_tests_match_their_textbook_statistics():
+    from scipy.stats import t as student
+
+    x, y = np.array([1.0, 2.0, 4.0, 7.0]), np.array([2.0, 2.5, 3.0, 3.5, 9.0])
+    one = t_test(x, popmean=1.0)
+    expected = (x.mean() - 1.0) / (x.std(ddof=1) / 2.0)
+    assert one.statistic == pytest.approx(expected)
+    assert one.pvalue == pytest.approx(2 * student.sf(abs(expected), df=3))
+    vx, vy = x.var(ddof=1) / 4, y.var(ddof=1) / 5  # Welch: unpooled variances, Satterthwaite df
+    welch_df = (vx + vy) ** 2 / (vx**2 / 3 + vy**2 / 4)
+    welch = t_test(x, y)
+    assert welch.statistic == pytest.approx((x.mean() - y.mean()) / math.sqrt(vx + vy))
+    assert welch.pvalue == pytest.approx(2 * student.sf(abs(welch.statistic), df=welch_df))
+    paired = t_test(x, y[:4], paired=True)
+    assert paired.statistic == pytest.approx(t_test(x - y[:4]).statistic)
+    with pytest.raises(ValueError, match="equal length"):
+        t_test(x, y, paired=True)
+
+
+def test_chi_square_matches_the_closed_form_and_pools_sparse_categories():
+    result = chi_square_test([50, 30, 20], probs=[0.4, 0.4, 0.2])
+    assert result.statistic == pytest.approx(10**2 / 40 + 10**2 / 40)
+    assert result.pvalue == pytest.approx(math.exp(-5.0 / 2))  # chi-square with 2 df: sf(x) = exp(-x/2)
+    # expected counts 1, 2, 47, 50: the first three pool into one category (expected 50, observed 50)
+    assert chi_square_test([3, 0, 47, 50], probs=[0.01, 0.02, 0.47, 0.5]) == (0.0, 1.0)
+    # a short remainder (expected 4) joins the last category: 40 vs 50, 60 vs 50 -> (100 + 100) / 50
+    assert chi_square_test([40, 50, 10], probs=[0.5, 0.46, 0.04]).statistic == pytest.approx(4.0)
+    assert all(math.isnan(v) for v in chi_square_test([2, 2], probs=[0.5, 0.5]))  # nothing left to test
+    with pytest.raises(ValueError, match="exactly one"):
+        chi_square_test([1, 2])
+    with pytest.raises(ValueError, match="sum to 1"):
+        chi_square_test([1, 2], probs=[0.5, 0.6])
+
+
+def test_chi_square_against_model_samples_finds_a_changed_rate():
+    rng = np.random.default_rng(4)
+    model = rng.poisson(3.0, 50_000)
+    assert chi_square_test(rng.poisson(3.0, 300), model_samples=model).pvalue > ALPHA
+    assert chi_square_test(rng.poisson(3.6, 300), model_samples=model).pvalue < 1e-3
+
+
+def test_ks_one_and_two_sample():
+    from scipy.stats import norm, uniform
+
+    # two points against U(0, 1): the ECDF misses the CDF by 0.25 at both jumps
+    assert ks_test([0.25, 0.75], uniform()).statistic == pytest.approx(0.25)
+    assert ks_test([0.25, 0.75], uniform().cdf).statistic == pytest.approx(0.25)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=400)
+    assert ks_test(x, norm()).pvalue > ALPHA and ks_test(x, rng.normal(size=400)).pvalue > ALPHA
+    assert ks_test(x, rng.normal(0.5, 1.0, size=400)).pvalue < 1e-3
+
+
+def test_c2st_is_at_chance_for_equal_gaussians_and_detects_a_one_sd_shift():
+    rng = np.random.default_rng(6)
+    same = c2st(rng.normal(size=(1000, 2)), rng.normal(size=(1000, 2)))
+    # under the null the accuracy of 2000 predictions has sd 0.011: 0.05 is 4.5 sd
+    assert same.pvalue > ALPHA and abs(same.statistic - 0.5) < 0.05
+    shifted = c2st(rng.normal(size=1000), rng.normal(1.0, 1.0, size=1000))
+    # the Bayes classifier of N(0, 1) against N(1, 1) is right with probability Phi(0.5) = 0.69
+    assert shifted.pvalue < 1e-3 and 0.62 < shifted.statistic < 0.72
+    narrow = c2st(rng.normal(size=(300, 2)), rng.normal(0.0, 0.5, size=(300, 2)))  # a scale change, not a shift
+    assert narrow.pvalue < 1e-3
+
+
+def test_c2st_balances_unequal_samples_and_takes_any_classifier():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(7)
+    result = c2st(rng.normal(size=200), rng.normal(size=2000), classifier=LogisticRegression())
+    assert result.pvalue > ALPHA and abs(result.statistic - 0.5) < 0.1
+    with pytest.raises(ValueError, match="num_folds=5"):
+        c2st(np.zeros(3), np.zeros(10))
+
+
+def test_c2st_without_scikit_learn_says_how_to_install_it(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # makes `import sklearn` raise ImportError
+    with pytest.raises(ImportError, match="pip install scikit-learn"):
+        c2st(np.zeros(10), np.ones(10))

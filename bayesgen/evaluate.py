@@ -1,0 +1,180 @@
+"""bg.evaluate: samples of a fitted (or prior) model against held-out real data, site by site."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import warnings
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import pandas as pd
+import pyro
+import torch
+from pyro.infer import Predictive
+from scipy.special import logsumexp
+
+from bayesgen.engine import Problem
+from bayesgen.fitting import prepare
+from bayesgen.metrics import c2st, chi_square_test, ks_test, mmd_test
+from bayesgen.postprocess import evaluate_draws, simulate_sites
+from bayesgen.result import Fit
+from bayesgen.spec import ModelSpec
+
+__all__ = ["evaluate"]
+
+_MAX_MMD_POINTS = 500  # model points in the MMD test (its cost is quadratic)
+_MIN_C2ST_OBS = 50  # fewer held-out observations cannot train and validate a classifier
+
+
+def evaluate(fit_or_model: Fit | ModelSpec | str | Callable[..., Any], real_data: Mapping[str, Any], *,
+             num_samples: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Compare a model's samples with held-out real data: two-sample tests and predictive density.
+
+    For a ``Fit``, the model samples are posterior predictive draws at the held-out
+    covariates (the same simulation as ``fit.predict``, at ``num_samples`` posterior
+    draws evenly spaced over the chains); for a model (a zoo name, a ``ModelSpec`` or a
+    Pyro program) they are prior predictive draws: the program run with its observed
+    arguments set to None, latents drawn from the prior.
+
+    Parameters
+    ----------
+    fit_or_model : Fit, ModelSpec, str or callable
+    real_data : mapping
+        Program arguments, as for ``bg.fit``: the held-out observations under their
+        observed arguments, plus the covariates they go with.
+    num_samples : int
+        Parameter draws (posterior or prior), one predictive data set each.
+    seed : int
+        Seeds the predictive simulation, the subsampling and the tests.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per observed site and feature. The first dimension of a site's value
+        indexes its observations (the rows compared as points; a site with no
+        dimensions is one observation), the remaining dimensions, flattened, are its
+        features. Columns:
+
+        - ``site``, ``feature``: the observed site and the feature's flat index
+          (0 for a site with one feature).
+        - ``num_obs``: held-out observations of the site.
+        - ``ks_stat``, ``ks_pvalue``: two-sample Kolmogorov-Smirnov test of this
+          feature, held-out values against model points (below).
+        - ``chi2_stat``, ``chi2_pvalue``: for sites with discrete support only (NaN
+          otherwise), chi-square goodness of fit of the held-out values of this feature
+          to the category frequencies of all model samples, with sparse categories
+          pooled (``bayesgen.metrics.chi_square_test``).
+        - ``mmd``, ``mmd_pvalue``: joint kernel two-sample test over all features of
+          the site (``bayesgen.metrics.mmd_test``), same for every row of a site.
+        - ``c2st_accuracy``, ``c2st_pvalue``: classifier two-sample test over all
+          features (``bayesgen.metrics.c2st``; accuracy 0.5 is chance); NaN with fewer
+          than 50 held-out observations or without scikit-learn.
+        - ``lpd``: held-out log predictive density, ``sum_i log (1/S) sum_s
+          p(y_i | theta_s)`` over the site's likelihood terms ``i`` and the ``S``
+          parameter draws (posterior, or prior for a model); higher is better.
+          NaN for programs with enumerated discrete latents.
+        - ``lpd_per_obs``: ``lpd`` divided by the number of likelihood terms.
+
+        The model points are one predictive observation per parameter draw, at an
+        observation index chosen uniformly at random: independent draws from the
+        predictive distribution pooled over the held-out design, which the held-out
+        observations, taken as exchangeable, are tested against. Small p-values say
+        that the model's samples do not look like the data.
+    """
+    if not isinstance(num_samples, int) or num_samples < 2:
+        raise ValueError(f"num_samples must be an integer of at least 2, got {num_samples!r}")
+    if isinstance(fit_or_model, Fit):
+        if fit_or_model.problem is None:
+            raise ValueError("this fit was loaded from a file without its program; "
+                             "pass the model to bg.load(path, model=...) to evaluate it")
+        heldout = prepare(fit_or_model.problem.spec, real_data, fit_or_model.problem.device)
+        draws = _posterior_draws(fit_or_model, heldout, num_samples)
+    else:
+        heldout = prepare(fit_or_model, real_data)
+        draws = _prior_draws(heldout, num_samples, seed)
+    if not heldout.spec.observed:
+        raise ValueError("real_data holds no observed site's data: pass the held-out observations "
+                         "under the program arguments that carry them")
+    blank = {**heldout.data, **{argument: None for argument in heldout.spec.observed.values()}}
+    pyro.set_rng_seed(seed)
+    with torch.no_grad():
+        simulated = simulate_sites(heldout.density, draws, blank, list(heldout.spec.observed))
+        _, loglik = evaluate_draws(heldout.density, draws)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for site in heldout.spec.observed:
+        proto = heldout.prototype.nodes[site]
+        if tuple(simulated[site].shape[2:]) != tuple(proto["value"].shape):
+            raise ValueError(f"simulating site '{site}' with its data argument None gives shape "
+                             f"{tuple(simulated[site].shape[2:])}, but the held-out data have shape "
+                             f"{tuple(proto['value'].shape)}: pass the program's size arguments in real_data too")
+        rows += _site_rows(site, proto["value"].cpu().numpy(), simulated[site][0].cpu().numpy(),
+                           loglik[site].cpu().numpy() if site in loglik else None,
+                           discrete=proto["fn"].support.is_discrete, rng=rng, seed=seed)
+    return pd.DataFrame(rows)
+
+
+def _as_tensor(value: np.ndarray, problem: Problem) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(value, dtype=float), dtype=torch.get_default_dtype(), device=problem.device)
+
+
+def _posterior_draws(fit: Fit, heldout: Problem, num_samples: int) -> dict[str, torch.Tensor]:
+    """``num_samples`` posterior draws evenly spaced over the pooled chains, shape ``(1, S, *shape)``."""
+    names = heldout.density.latent_names
+    missing = [name for name in names if name not in fit.posterior]
+    if missing or not names:
+        raise ValueError(f"the fit has no posterior draws of the latent site(s) {missing or names} "
+                         "that the program has with real_data")
+    total = fit.num_chains * fit.num_draws
+    index = np.linspace(0, total - 1, min(num_samples, total)).round().astype(int)
+    return {name: _as_tensor(fit.posterior[name].reshape((total,) + fit.posterior[name].shape[2:])[index][None],
+                             heldout) for name in names}
+
+
+def _prior_draws(problem: Problem, num_samples: int, seed: int) -> dict[str, torch.Tensor]:
+    """Latent draws from the prior (the program run with its observed arguments None), ``(1, S, *shape)``."""
+    layout = problem.density.layout
+    if not layout:
+        raise ValueError("the program has no continuous latent sites whose prior could be sampled")
+    blank = {**problem.data, **{argument: None for argument in problem.spec.observed.values()}}
+    pyro.set_rng_seed(seed)
+    predictive = Predictive(problem.spec.model, num_samples=num_samples, parallel=problem.density.vectorized,
+                            return_sites=[site.name for site in layout])
+    with torch.no_grad():
+        prior = predictive(**blank)
+    return {site.name: prior[site.name].reshape((1, num_samples) + site.shape) for site in layout}
+
+
+def _site_rows(site: str, real: np.ndarray, simulated: np.ndarray, loglik: np.ndarray | None, *,
+               discrete: bool, rng: np.random.Generator, seed: int) -> list[dict[str, Any]]:
+    """The rows of one observed site: ``real`` has the site's shape, ``simulated`` ``(S, *shape)``."""
+    num_obs = real.shape[0] if real.ndim else 1
+    points = real.reshape(num_obs, -1).astype(float)
+    sims = simulated.reshape(len(simulated), num_obs, -1).astype(float)
+    model = sims[np.arange(len(sims)), rng.integers(num_obs, size=len(sims))]
+    joint: dict[str, float] = {"mmd": math.nan, "mmd_pvalue": math.nan,
+                               "c2st_accuracy": math.nan, "c2st_pvalue": math.nan}
+    if num_obs >= 2:
+        joint["mmd"], joint["mmd_pvalue"] = mmd_test(points, model[:_MAX_MMD_POINTS], seed=seed)
+    if num_obs >= _MIN_C2ST_OBS:
+        if importlib.util.find_spec("sklearn") is None:
+            warnings.warn("scikit-learn is not installed, so the c2st columns are NaN: pip install scikit-learn",
+                          RuntimeWarning, stacklevel=3)
+        else:
+            joint["c2st_accuracy"], joint["c2st_pvalue"] = c2st(points, model, seed=seed)
+    lpd = math.nan
+    terms = 1
+    if loglik is not None:
+        terms = int(np.prod(loglik.shape[2:]))
+        flat = loglik.reshape(-1, terms)
+        lpd = float(np.sum(logsumexp(flat, axis=0) - math.log(len(flat))))
+    rows = []
+    for feature in range(points.shape[1]):
+        ks = ks_test(points[:, feature], model[:, feature]) if num_obs >= 2 else (math.nan, math.nan)
+        chi2 = chi_square_test(points[:, feature], model_samples=sims[:, :, feature]) if discrete \
+            else (math.nan, math.nan)
+        rows.append({"site": site, "feature": feature, "num_obs": num_obs, "ks_stat": ks[0], "ks_pvalue": ks[1],
+                     "chi2_stat": chi2[0], "chi2_pvalue": chi2[1], **joint, "lpd": lpd,
+                     "lpd_per_obs": lpd / terms})
+    return rows
