@@ -66,7 +66,7 @@ def test_unknown_emission_is_a_clear_error():
     ("laplace", {}),
 ])
 def test_parameters_are_recovered(engine, options):
-    data, truth = hmm.simulate(seed=3, duration=800)
+    data, truth = hmm.simulate(seed=5, duration=800)
     truth.pop("states")
     fit = bg.fit(SPEC, data, engine=engine, seed=0, progress=False, **options)
     assert_recovers(fit, truth)
