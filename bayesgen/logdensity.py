@@ -15,6 +15,7 @@ from pyro.infer import config_enumerate
 from pyro.ops.contract import contract_to_tensor
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.trace_struct import Trace
+from pyro.poutine.uncondition_messenger import UnconditionMessenger
 from torch.distributions import biject_to
 from torch.distributions.transforms import Transform
 
@@ -50,6 +51,15 @@ class SiteLayout:
     offset: int
     size: int
     pad: int
+
+
+class _Uncondition(UnconditionMessenger):
+    """Sample observed sites from their distributions, but keep ``pyro.deterministic`` sites
+    (observed Deltas) as computed."""
+
+    def _pyro_sample(self, msg: Any) -> None:
+        if not is_deterministic(msg):
+            super()._pyro_sample(msg)
 
 
 class _SetLatents(Messenger):
@@ -221,7 +231,7 @@ class LogDensity:
             return value.reshape((batch_size,) + (1,) * pad + value.shape[1:])
 
         program = self._batched(batch_size if plated else None, enumerate)
-        return _SetLatents(values_for)(poutine.uncondition(program) if uncondition else program)
+        return _SetLatents(values_for)(_Uncondition()(program) if uncondition else program)
 
     def trace_unconstrained(self, u: torch.Tensor, plated: bool = True) -> tuple[Trace, torch.Tensor]:
         """Run the program at a batch of unconstrained points.
