@@ -77,7 +77,7 @@ def test_nuts_on_the_forward_algorithm_and_traceenum_svi_agree_within_0_2_sd():
     data, _ = hmm.simulate(seed=4, duration=60)
     nuts = bg.fit(SPEC, data, engine="nuts", num_chains=2, num_warmup=500, num_samples=1000, progress=False)
     twin = bg.ModelSpec(name="hmm_states", model=hmm.states_model)
-    svi = bg.fit(twin, data, engine="svi", guide=AutoMultivariateNormal, num_steps=1500, lr=0.02,
+    svi = bg.fit(twin, data, engine="svi", guide=AutoMultivariateNormal, num_steps=3000, lr=0.01,
                  num_draws=2000, progress=False)
     table = bg.compare({"nuts": nuts, "svi": svi}, reference="nuts")
     shift = table.loc[table["engine"] == "svi", ["parameter", "mean_diff_sd"]].dropna()
