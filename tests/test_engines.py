@@ -123,4 +123,5 @@ def test_enumerated_mixture_with_nuts_and_traceenum_svi():
         locs = np.sort(fit.posterior["locs"], axis=-1).mean((0, 1))  # sorting undoes label switching
         np.testing.assert_allclose(locs, [-2.0, 3.0], atol=0.35)
         assert abs(fit.posterior["weights"].mean((0, 1))[0] - 0.5) < 0.1
-    assert nuts.log_likelihood == {}  # the enumerated joint has no per-observation likelihood
+    # the assignments are summed out per observation: log p(y_n | theta), one term per point
+    assert nuts.log_likelihood["y"].shape == (2, 200, 200)
