@@ -15,6 +15,10 @@ from bayesgen.logdensity import LogDensity
 __all__ = ["Mode", "find_mode", "mode_result", "run_mode"]
 
 
+#: Objective value that stands in for a non-finite one during the line search.
+_WALL = 1e30
+
+
 @dataclass(frozen=True)
 class Mode:
     """An optimum in the unconstrained space and how the search went."""
@@ -27,7 +31,13 @@ class Mode:
 
 def find_mode(density: LogDensity, init: torch.Tensor, *, jacobian: bool, prior: bool,
               num_steps: int, tol: float = 1e-10) -> Mode:
-    """Maximise the log density from ``init`` (``(dim,)``) with L-BFGS and a strong-Wolfe line search."""
+    """Maximise the log density from ``init`` (``(dim,)``) with L-BFGS and a strong-Wolfe line search.
+
+    A trial point where the objective or its gradient is not finite (a rate that overflowed,
+    say) is reported to the line search as a wall of height :data:`_WALL` with zero slope,
+    so the search backs off instead of carrying NaN into every later iterate, as Stan's
+    line search does after a failed evaluation.
+    """
     u = init.detach().clone().requires_grad_(True)
     optimizer = torch.optim.LBFGS([u], lr=1.0, max_iter=num_steps, max_eval=2 * num_steps,
                                   tolerance_grad=tol, tolerance_change=1e-14, history_size=50,
@@ -38,15 +48,19 @@ def find_mode(density: LogDensity, init: torch.Tensor, *, jacobian: bool, prior:
         optimizer.zero_grad()
         loss = -density.log_density(u[None], jacobian=jacobian, prior=prior)[0]
         loss.backward()
+        if not (torch.isfinite(loss) and torch.isfinite(u.grad).all()):
+            u.grad.zero_()
+            loss = torch.tensor(_WALL, dtype=u.dtype, device=u.device)
         losses.append(float(loss.detach()))
         return loss
 
     optimizer.step(closure)
-    _, grad = density.value_and_grad(u.detach()[None], jacobian=jacobian, prior=prior)
+    value, grad = density.value_and_grad(u.detach()[None], jacobian=jacobian, prior=prior)
     grad_norm = float(grad.abs().max())
-    final = losses[-1] if losses else float("nan")
-    # a gradient small relative to the objective, at the precision of the dtype
-    threshold = max(tol, torch.finfo(u.dtype).eps ** 0.5) * max(1.0, abs(final))
+    final = -float(value[0])
+    # a gradient small relative to the objective: the cube root of the dtype's precision
+    # (6e-6 in float64) is about where L-BFGS stops making progress on the loss
+    threshold = max(tol, torch.finfo(u.dtype).eps ** (1 / 3)) * max(1.0, abs(final))
     converged = math.isfinite(final) and bool(torch.isfinite(u).all()) and grad_norm < threshold
     message = f"max |gradient| = {grad_norm:.3g} after {len(losses)} evaluations"
     return Mode(u.detach(), torch.tensor(losses), converged, message)
