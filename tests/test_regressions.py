@@ -62,6 +62,16 @@ def test_integer_and_boolean_responses_fit_as_their_float_values(name, dtypes):
         np.testing.assert_allclose(point, points[0], rtol=1e-8)
 
 
+@pytest.mark.parametrize("seed", [2, 3, 5])
+def test_map_backs_off_where_a_line_search_trial_overflows_the_poisson_rate(seed):
+    # with these seeds an L-BFGS trial step once overflowed exp(eta) and every later iterate was NaN
+    data, _ = bg.get_model("poisson_regression").simulate(seed, num_obs=236, num_features=5, num_groups=59)
+    fit = bg.fit("poisson_regression", data, engine="map", seed=seed)
+    assert fit.info["converged"], fit.info["message"]
+    assert all(np.isfinite(value).all() for value in fit.point.values())
+    assert not bg.check(fit)
+
+
 # --------------------------------------------------------------------------- parameter recovery
 # One simulated data set per case, fitted by every engine that applies (mle only where the
 # likelihood alone identifies the parameters: not for group effects, which need their prior).
