@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections import OrderedDict
@@ -19,6 +20,7 @@ from pyro.poutine.uncondition_messenger import UnconditionMessenger
 from torch.distributions import biject_to
 from torch.distributions.transforms import Transform
 
+from bayesgen._replay import Replayed
 from bayesgen.program import BATCH_PLATE, LastSite, is_deterministic, is_latent, is_subsample, run_program
 
 __all__ = ["CHUNK", "LogDensity", "SiteLayout", "per_draw"]
@@ -342,7 +344,36 @@ class LogDensity:
 
     def value_and_grad(self, u: torch.Tensor, *, jacobian: bool = True,
                        prior: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log density and its gradient for each row of ``u``: ``(batch,)`` and ``(batch, dim)``."""
+        """Log density and its gradient for each row of ``u``: ``(batch,)`` and ``(batch, dim)``.
+
+        From the third call at one batch size on, the program's tensor operations (forward and
+        backward) are recorded once and replayed (:class:`bayesgen._replay.Replayed`): the same
+        kernels on the same numbers, so the results are bitwise those of running the program,
+        without Pyro's per-call overhead. Programs whose operations depend on the values (Python
+        control flow on tensors, ``.item()``) keep running the program.
+        """
+        replayed = self._replays.get((jacobian, prior))
+        if replayed is None:
+            evaluate = functools.partial(self._value_and_grad, jacobian=jacobian, prior=prior)
+            replayed = self._replays[(jacobian, prior)] = Replayed(evaluate)
+        return replayed(u.detach())
+
+    @functools.cached_property
+    def _replays(self) -> dict[tuple[bool, bool], Replayed]:
+        """The replayed ``value_and_grad`` for each ``(jacobian, prior)``, made on first use."""
+        return {}
+
+    def _replayable(self, u: torch.Tensor, *, jacobian: bool = True, prior: bool = True) -> bool:
+        """Record ``value_and_grad`` at the shape of ``u`` now; whether calls at it replay.
+
+        True means the recording agreed with the program at random points, so the density may be
+        recorded again inside a larger step (the sampler's fused leapfrog step).
+        """
+        self.value_and_grad(u, jacobian=jacobian, prior=prior)
+        return self._replays[(jacobian, prior)].ready(u.detach())
+
+    def _value_and_grad(self, u: torch.Tensor, *, jacobian: bool, prior: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the program at ``u`` and differentiate it (the reference that replays must match)."""
         with torch.enable_grad():
             u = u.detach().requires_grad_(True)
             value = self.log_density(u, jacobian=jacobian, prior=prior)

@@ -7,10 +7,17 @@ fixed seed). For each sampler it reports wall seconds (from the call to the draw
 compilation included), the minimum bulk ESS over all parameters, min-ESS per second, and
 the ratios against the peers. A second table shows bayesgen's ESS/s as the chains grow.
 
+bayesgen replays a recording of the density's tensor operations at every leapfrog step and, for
+runs of at least ``COMPILE_MIN_ITERATIONS`` iterations (2000, the default run), compiles the whole
+leapfrog step with TorchInductor; ``--compile never|always`` overrides that rule, so that the two
+can be compared. The machine's load average is printed with every row: on a shared machine the
+wall times move with it.
+
 Usage::
 
     python benchmarks/nuts.py                        # everything, CPU
     python benchmarks/nuts.py --device cuda --peers numpyro --chains 4 64 1024
+    python benchmarks/nuts.py --peers pyro --compile never always   # both bayesgen variants
     python benchmarks/nuts.py --smoke                # seconds-long check of the script
 
 NumPyro is used when installed (``pip install -e ".[bench]"``).
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import platform
 import time
 import warnings
@@ -31,10 +39,14 @@ import pyro.distributions as dist
 import torch
 
 import bayesgen as bg
+from bayesgen.inference import _mcmc
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
     import arviz as az
+
+# JAX takes 75% of a GPU's memory when first imported; the bayesgen rows after NumPyro's need it
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 
 def eight_schools_model(sigma, y=None):
@@ -77,7 +89,16 @@ def min_ess(posterior: dict[str, np.ndarray]) -> float:
     return float(min(np.min(az.ess(az.convert_to_dataset(posterior))[k].values) for k in posterior))
 
 
-def run_bayesgen(model, data, chains, warmup, draws, device) -> tuple[float, dict[str, np.ndarray]]:
+def run_bayesgen(model, data, chains, warmup, draws, device, compile="auto") -> tuple[float, dict[str, np.ndarray]]:
+    rule = {"auto": _mcmc.COMPILE_MIN_ITERATIONS, "never": 10**12, "always": 0}[compile]
+    default, _mcmc.COMPILE_MIN_ITERATIONS = _mcmc.COMPILE_MIN_ITERATIONS, rule
+    try:
+        return _fit_bayesgen(model, data, chains, warmup, draws, device)
+    finally:
+        _mcmc.COMPILE_MIN_ITERATIONS = default
+
+
+def _fit_bayesgen(model, data, chains, warmup, draws, device) -> tuple[float, dict[str, np.ndarray]]:
     start = time.perf_counter()
     fit = bg.fit(model, data, engine="nuts", num_chains=chains, num_warmup=warmup, num_samples=draws,
                  device=device, progress=False)
@@ -138,6 +159,8 @@ def main() -> None:
     parser.add_argument("--peers", nargs="*", default=["pyro", "numpyro"], choices=["pyro", "numpyro"],
                         help="peers to run beside bayesgen (numpyro only when installed)")
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--compile", nargs="*", default=["auto"], choices=["auto", "never", "always"],
+                        help="bayesgen variants: compile the leapfrog step by the default rule, never, always")
     parser.add_argument("--num-warmup", type=int, default=1000)
     parser.add_argument("--num-samples", type=int, default=1000)
     parser.add_argument("--smoke", action="store_true", help="50 warmup + 50 draws, first model only")
@@ -150,10 +173,14 @@ def main() -> None:
     print(f"{warmup} warmup + {draws} draws; machine: {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} torch threads, "
           f"device {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""))
-    print(f"{'model':<28} {'sampler':<9} {'wall s':>8} {'min ESS':>8} {'ESS/s':>8} {'vs Pyro':>8} {'vs NumPyro':>10}")
+    print(f"{'model':<28} {'sampler':<16} {'wall s':>8} {'min ESS':>8} {'ESS/s':>8} {'vs Pyro':>8} "
+          f"{'vs NumPyro':>10} {'load':>5}")
     for name, (model, load) in models.items():
         data = load()
-        rows = {"bayesgen": run_bayesgen(model, data, 4, warmup, draws, args.device)}
+        rows = {}
+        for variant in args.compile:
+            label = "bayesgen" if variant == "auto" else f"bayesgen/{variant}"
+            rows[label] = run_bayesgen(model, data, 4, warmup, draws, args.device, variant)
         if use_pyro:
             rows["pyro"] = run_pyro(model, data, 4, warmup, draws)
         if use_numpyro:
@@ -162,18 +189,18 @@ def main() -> None:
         for sampler, (wall, post) in rows.items():
             vs_pyro = f"{rate[sampler] / rate['pyro']:.2f}" if "pyro" in rate else "-"
             vs_numpyro = f"{rate[sampler] / rate['numpyro']:.2f}" if "numpyro" in rate else "-"
-            print(f"{name:<28} {sampler:<9} {wall:8.1f} {min_ess(post):8.0f} {rate[sampler]:8.1f} "
-                  f"{vs_pyro:>8} {vs_numpyro:>10}", flush=True)
+            print(f"{name:<28} {sampler:<16} {wall:8.1f} {min_ess(post):8.0f} {rate[sampler]:8.1f} "
+                  f"{vs_pyro:>8} {vs_numpyro:>10} {os.getloadavg()[0]:5.1f}", flush=True)
     print(f"\nbayesgen scaling, {list(models)[-1]}, {args.device}")
-    print(f"{'chains':>7} {'wall s':>8} {'min ESS':>9} {'ESS/s':>9} {'wall / wall(4)':>15}")
+    print(f"{'chains':>7} {'wall s':>8} {'min ESS':>9} {'ESS/s':>9} {'wall / wall(4)':>15} {'load':>5}")
     model, load = list(models.values())[-1]
     data = load()
     base = None
     for chains in args.chains:
-        wall, post = run_bayesgen(model, data, chains, warmup, draws, args.device)
+        wall, post = run_bayesgen(model, data, chains, warmup, draws, args.device, args.compile[0])
         base = base or wall
-        print(f"{chains:7d} {wall:8.1f} {min_ess(post):9.0f} {min_ess(post) / wall:9.1f} {wall / base:15.2f}",
-              flush=True)
+        print(f"{chains:7d} {wall:8.1f} {min_ess(post):9.0f} {min_ess(post) / wall:9.1f} {wall / base:15.2f} "
+              f"{os.getloadavg()[0]:5.1f}", flush=True)
 
 
 if __name__ == "__main__":

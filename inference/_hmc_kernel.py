@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, TypeVar
+import functools
+from collections.abc import Callable, Sequence
+from typing import NamedTuple, TypeVar
 
 import torch
+
+from bayesgen._replay import Fused
 
 LogDensityFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -96,14 +100,18 @@ class _Checkpoints(NamedTuple):
     v: torch.Tensor
 
 
+#: ``subtree_step`` with its density bound: ``(metric, energy0, signed_step, sub, ckpts, test, store,
+#: uniform) -> (sub, ckpts)``.
+LeafStep = Callable[..., tuple[_Subtree, _Checkpoints]]
+
+
 class _Context(NamedTuple):
     """Quantities fixed during one NUTS transition."""
 
-    logp_and_grad: LogDensityFn
+    leaf_step: LeafStep
     step_size: torch.Tensor
     energy0: torch.Tensor
     metric: Metric
-    ckpts: _Checkpoints
     generator: torch.Generator
 
 
@@ -194,34 +202,62 @@ def _is_turning(left: PhasePoint, right: PhasePoint, r_sum: torch.Tensor) -> tor
     return ((left.v * rho).sum(-1) <= 0) | ((right.v * rho).sum(-1) <= 0)
 
 
-def _iterative_turning(
-    ckpts: _Checkpoints, leaf_idx: int, p: torch.Tensor, v: torch.Tensor, r_sum: torch.Tensor
-) -> torch.Tensor:
-    """Store the checkpoint of an even leaf and test all sub-subtrees ending at this leaf."""
-    shifted = r_sum - 0.5 * p
+@functools.cache
+def _checkpoint_masks(leaf_idx: int, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean ``(size,)`` masks of the checkpoints that leaf ``leaf_idx`` tests and (even leaves) stores.
+
+    Masks instead of slices keep the leaf step one fixed sequence of tensor operations for every
+    leaf, so that it can be recorded once (:func:`fused_leaf_step`).
+    """
     idx_min, idx_max = _checkpoint_range(leaf_idx)
-    if leaf_idx % 2 == 0:
-        ckpts.shifted[:, idx_max] = shifted
-        ckpts.v[:, idx_max] = v
-    if idx_min > idx_max:
-        return torch.zeros_like(r_sum[:, 0], dtype=torch.bool)
-    rho = shifted.unsqueeze(1) - ckpts.shifted[:, idx_min : idx_max + 1]
-    v_ckpt = ckpts.v[:, idx_min : idx_max + 1]
-    turning = ((v_ckpt * rho).sum(-1) <= 0) | ((v.unsqueeze(1) * rho).sum(-1) <= 0)
-    return turning.any(-1)
+    slots = torch.arange(size, device=device)
+    test = (slots >= idx_min) & (slots <= idx_max)
+    store = (slots == idx_max) & (leaf_idx % 2 == 0)
+    return test, store
 
 
-def _subtree_step(
-    ctx: _Context, signed_step: torch.Tensor, sub: _Subtree, leaf_idx: int, uniform: torch.Tensor
-) -> _Subtree:
-    """Add one leaf to every active chain's subtree (uniform progressive sampling)."""
-    leaf = leapfrog(ctx.logp_and_grad, sub.edge, signed_step, ctx.metric)
-    energy, delta = energy_error(leaf, ctx.energy0)
+def _iterative_turning(
+    ckpts: _Checkpoints, test: torch.Tensor, store: torch.Tensor, p: torch.Tensor, v: torch.Tensor,
+    r_sum: torch.Tensor,
+) -> tuple[_Checkpoints, torch.Tensor]:
+    """Store the checkpoint of an even leaf and test all sub-subtrees ending at this leaf.
+
+    ``test`` and ``store`` come from :func:`_checkpoint_masks`; returns the updated checkpoints and
+    the per-chain U-turn flag.
+    """
+    shifted = r_sum - 0.5 * p
+    slot = store.unsqueeze(-1)
+    ckpts = _Checkpoints(torch.where(slot, shifted.unsqueeze(1), ckpts.shifted),
+                         torch.where(slot, v.unsqueeze(1), ckpts.v))
+    rho = shifted.unsqueeze(1) - ckpts.shifted
+    turning = ((ckpts.v * rho).sum(-1) <= 0) | ((v.unsqueeze(1) * rho).sum(-1) <= 0)
+    return ckpts, (turning & test).any(-1)
+
+
+def subtree_step(
+    logp_and_grad: LogDensityFn,
+    metric: Metric,
+    energy0: torch.Tensor,
+    signed_step: torch.Tensor,
+    sub: _Subtree,
+    ckpts: _Checkpoints,
+    test: torch.Tensor,
+    store: torch.Tensor,
+    uniform: torch.Tensor,
+) -> tuple[_Subtree, _Checkpoints]:
+    """Add one leaf to every active chain's subtree (uniform progressive sampling).
+
+    A pure function of tensors with no data-dependent control flow: the same operations run at
+    every leaf, so :func:`fused_leaf_step` can record it (the density included) once per run.
+    """
+    leaf = leapfrog(logp_and_grad, sub.edge, signed_step, metric)
+    energy, delta = energy_error(leaf, energy0)
     active = sub.active
     log_weight = torch.logaddexp(sub.log_weight, -delta)
     take = active & (uniform < torch.exp(-delta - log_weight))
     r_sum = torch.where(active.unsqueeze(-1), sub.r_sum + leaf.p, sub.r_sum)
-    turning = active & _iterative_turning(ctx.ckpts, leaf_idx, leaf.p, leaf.v, r_sum)
+    ckpts, turning = _iterative_turning(ckpts, test, store, leaf.p, leaf.v, r_sum)
+    turning = active & turning
     diverging = active & (delta > MAX_DELTA_ENERGY)
     alive = active & ~turning & ~diverging
     proposal = _Proposal(leaf.z, leaf.logp, leaf.grad, energy)
@@ -235,10 +271,65 @@ def _subtree_step(
         diverging=sub.diverging | diverging,
         n_steps=sub.n_steps + active,
         sum_accept=sub.sum_accept + torch.where(active, torch.exp(-delta).clamp(max=1.0), 0.0),
-    )
+    ), ckpts
 
 
-def _build_subtree(ctx: _Context, tree: _Tree, going_right: torch.Tensor, depth: int) -> _Subtree:
+def _pack(*parts: tuple) -> tuple[torch.Tensor, ...]:
+    """Flatten phase points, subtrees and checkpoints into one tuple of tensors (fast, no pytree)."""
+    flat: list[torch.Tensor] = []
+    for part in parts:
+        if isinstance(part, _Subtree):
+            flat += [*part.edge, *part.proposal, *part[2:]]
+        else:
+            flat += part
+    return tuple(flat)
+
+
+def _unpack_subtree(flat: Sequence[torch.Tensor]) -> _Subtree:
+    """Inverse of :func:`_pack` for one subtree (its first 16 tensors)."""
+    return _Subtree(PhasePoint(*flat[:5]), _Proposal(*flat[5:9]), *flat[9:16])
+
+
+def _bind_metric(flat: Sequence[torch.Tensor], dense: bool) -> tuple[Metric, Sequence[torch.Tensor]]:
+    """Take the metric's one (diagonal) or two (dense) tensors off the front of ``flat``."""
+    return (Metric(flat[0], flat[1]), flat[2:]) if dense else (Metric(flat[0], None), flat[1:])
+
+
+def fused_leaf_step(logp_and_grad: LogDensityFn) -> LeafStep:
+    """:func:`subtree_step` bound to ``logp_and_grad``, compiled into fused kernels at its first call.
+
+    Leapfrog, density, gradient and the tree bookkeeping become one recorded graph compiled by
+    TorchInductor (:class:`bayesgen._replay.Fused`); where that is not possible the step runs
+    eagerly. ``logp_and_grad`` should have been validated as recordable (a ``bg.LogDensity``
+    whose ``value_and_grad`` replays).
+    """
+    fused: dict[bool, Fused] = {}
+
+    def flat_step(dense: bool) -> Callable[..., tuple[torch.Tensor, ...]]:
+        def step(*flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            metric, rest = _bind_metric(flat, dense)
+            energy0, signed, sub, ckpts = rest[0], rest[1], _unpack_subtree(rest[2:18]), _Checkpoints(*rest[18:20])
+            sub, ckpts = subtree_step(logp_and_grad, metric, energy0, signed, sub, ckpts, *rest[20:23])
+            return _pack(sub, ckpts)
+
+        return step
+
+    def leaf_step(metric: Metric, energy0: torch.Tensor, signed: torch.Tensor, sub: _Subtree,
+                  ckpts: _Checkpoints, test: torch.Tensor, store: torch.Tensor,
+                  uniform: torch.Tensor) -> tuple[_Subtree, _Checkpoints]:
+        dense = metric.cholesky is not None
+        if dense not in fused:
+            fused[dense] = Fused(flat_step(dense))
+        head = tuple(metric) if dense else (metric.inverse_mass_matrix,)
+        out = fused[dense](*head, energy0, signed, *_pack(sub, ckpts), test, store, uniform)
+        return _unpack_subtree(out), _Checkpoints(*out[16:18])
+
+    return leaf_step
+
+
+def _build_subtree(
+    ctx: _Context, tree: _Tree, ckpts: _Checkpoints, going_right: torch.Tensor, depth: int
+) -> _Subtree:
     """Build ``2**depth`` leaves from the outer edge of each running chain's trajectory."""
     step_size = ctx.step_size
     signed = torch.where(going_right, step_size, -step_size).unsqueeze(-1)
@@ -256,8 +347,10 @@ def _build_subtree(ctx: _Context, tree: _Tree, going_right: torch.Tensor, depth:
         n_steps=torch.zeros_like(tree.n_steps),
         sum_accept=zeros,
     )
+    size, device = ckpts.v.shape[1], step_size.device
     for leaf_idx in range(n_leaves):
-        sub = _subtree_step(ctx, signed, sub, leaf_idx, uniforms[leaf_idx])
+        test, store = _checkpoint_masks(leaf_idx, size, device)
+        sub, ckpts = ctx.leaf_step(ctx.metric, ctx.energy0, signed, sub, ckpts, test, store, uniforms[leaf_idx])
         if leaf_idx + 1 < n_leaves and not bool(sub.active.any()):
             break
     return sub
@@ -316,6 +409,7 @@ def nuts_transition(
     *,
     generator: torch.Generator,
     max_tree_depth: int,
+    leaf_step: LeafStep | None = None,
 ) -> Transition:
     """One multinomial NUTS transition for all chains in lockstep.
 
@@ -333,29 +427,82 @@ def nuts_transition(
         Source of all randomness.
     max_tree_depth : int
         Maximum number of trajectory doublings.
+    leaf_step : LeafStep or None
+        :func:`subtree_step` bound to ``logp_and_grad``, possibly recorded
+        (:func:`fused_leaf_step`); None runs it eagerly.
 
     Returns
     -------
     Transition
         New state and per-chain statistics.
     """
+    if leaf_step is None:
+        leaf_step = functools.partial(subtree_step, logp_and_grad)
     tree = _initial_tree(state, metric, generator)
     energy0 = tree.proposal.energy
     chains, dim = state.z.shape
-    buffer = state.z.new_empty((chains, max_tree_depth, dim))
-    ckpts = _Checkpoints(buffer, torch.empty_like(buffer))
-    ctx = _Context(logp_and_grad, step_size, energy0, metric, ckpts, generator)
+    buffer = state.z.new_zeros((chains, max_tree_depth, dim))
+    ckpts = _Checkpoints(buffer, torch.zeros_like(buffer))
+    ctx = _Context(leaf_step, step_size, energy0, metric, generator)
     for depth in range(max_tree_depth):
         if depth > 0 and not bool(tree.running.any()):
             break
         uniforms = uniform_like(state.logp, (2, chains), generator)
         going_right = uniforms[0] < 0.5
-        sub = _build_subtree(ctx, tree, going_right, depth)
+        sub = _build_subtree(ctx, tree, ckpts, going_right, depth)
         tree = _combine(tree, sub, going_right, uniforms[1])
     prop = tree.proposal
     accept_prob = tree.sum_accept / tree.n_steps.clamp(min=1)
     new_state = PhaseState(prop.z, prop.logp, prop.grad)
     return Transition(new_state, tree.diverging, prop.energy, tree.depth, tree.n_steps, accept_prob)
+
+
+def hmc_step(
+    logp_and_grad: LogDensityFn,
+    metric: Metric,
+    energy0: torch.Tensor,
+    step: torch.Tensor,
+    point: PhasePoint,
+    ok: torch.Tensor,
+) -> tuple[PhasePoint, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One leapfrog step of static HMC: chains no longer ``ok`` (diverged) stay frozen.
+
+    Returns the new point, the updated ``ok`` flags, the Hamiltonian of the step and its error
+    (``+inf`` where not ok). Pure, like :func:`subtree_step`, so that it can be recorded.
+    """
+    new = leapfrog(logp_and_grad, point, step, metric)
+    energy, delta = energy_error(new, energy0)
+    ok = ok & (delta <= MAX_DELTA_ENERGY)
+    return _where(ok, new, point), ok, energy, torch.where(ok, delta, torch.inf)
+
+
+#: ``hmc_step`` with its density bound: ``(metric, energy0, step, point, ok) -> (point, ok, energy, delta)``.
+HMCStep = Callable[..., tuple[PhasePoint, torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+def fused_hmc_step(logp_and_grad: LogDensityFn) -> HMCStep:
+    """:func:`hmc_step` bound to ``logp_and_grad``, compiled as :func:`fused_leaf_step` is."""
+    fused: dict[bool, Fused] = {}
+
+    def flat_step(dense: bool) -> Callable[..., tuple[torch.Tensor, ...]]:
+        def step(*flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            metric, rest = _bind_metric(flat, dense)
+            point, ok, energy, delta = hmc_step(logp_and_grad, metric, rest[0], rest[1],
+                                                PhasePoint(*rest[2:7]), rest[7])
+            return (*point, ok, energy, delta)
+
+        return step
+
+    def step(metric: Metric, energy0: torch.Tensor, step_size: torch.Tensor, point: PhasePoint,
+             ok: torch.Tensor) -> tuple[PhasePoint, torch.Tensor, torch.Tensor, torch.Tensor]:
+        dense = metric.cholesky is not None
+        if dense not in fused:
+            fused[dense] = Fused(flat_step(dense))
+        head = tuple(metric) if dense else (metric.inverse_mass_matrix,)
+        out = fused[dense](*head, energy0, step_size, *point, ok)
+        return PhasePoint(*out[:5]), out[5], out[6], out[7]
+
+    return step
 
 
 def hmc_transition(
@@ -366,12 +513,16 @@ def hmc_transition(
     *,
     generator: torch.Generator,
     num_steps: int,
+    leapfrog_step: HMCStep | None = None,
 ) -> Transition:
     """One static HMC transition (``num_steps`` leapfrog steps, Metropolis test) for all chains.
 
     A chain whose energy error exceeds :data:`MAX_DELTA_ENERGY` (or is non-finite) at any step is
-    frozen, flagged divergent and rejected. Parameters are as for :func:`nuts_transition`.
+    frozen, flagged divergent and rejected. Parameters are as for :func:`nuts_transition`;
+    ``leapfrog_step`` is :func:`hmc_step` bound to ``logp_and_grad`` (None: run it eagerly).
     """
+    if leapfrog_step is None:
+        leapfrog_step = functools.partial(hmc_step, logp_and_grad)
     tree = _initial_tree(state, metric, generator)
     energy0 = tree.proposal.energy
     uniform, jitter = uniform_like(energy0, (2,) + energy0.shape, generator)
@@ -381,11 +532,7 @@ def hmc_transition(
     point, ok = tree.left, torch.isfinite(energy0)
     energy, delta = energy0, torch.zeros_like(energy0)
     for _ in range(num_steps):
-        new = leapfrog(logp_and_grad, point, column, metric)
-        new_energy, new_delta = energy_error(new, energy0)
-        ok = ok & (new_delta <= MAX_DELTA_ENERGY)
-        point = _where(ok, new, point)
-        energy, delta = new_energy, torch.where(ok, new_delta, torch.inf)
+        point, ok, energy, delta = leapfrog_step(metric, energy0, column, point, ok)
     accept_prob = torch.exp(-delta).clamp(max=1.0)
     accept = uniform < accept_prob
     new_state = _where(accept, PhaseState(point.z, point.logp, point.grad), state)

@@ -14,6 +14,8 @@ from bayesgen.inference._hmc_kernel import (
     Metric,
     PhaseState,
     Transition,
+    fused_hmc_step,
+    fused_leaf_step,
     hmc_transition,
     initial_state,
     make_metric,
@@ -83,15 +85,16 @@ def _make_step(
     algorithm: str,
     max_tree_depth: int,
     num_steps: int,
+    fuse: bool,
 ) -> StepFn:
     """Bind the transition kernel: ``step(state, step_size, metric) -> Transition``."""
     if algorithm == "nuts":
-        return functools.partial(
-            nuts_transition, logp_and_grad, generator=generator, max_tree_depth=max_tree_depth
-        )
-    return functools.partial(
-        hmc_transition, logp_and_grad, generator=generator, num_steps=num_steps
-    )
+        leaf = fused_leaf_step(logp_and_grad) if fuse else None
+        return functools.partial(nuts_transition, logp_and_grad, generator=generator,
+                                 max_tree_depth=max_tree_depth, leaf_step=leaf)
+    leapfrog_step = fused_hmc_step(logp_and_grad) if fuse else None
+    return functools.partial(hmc_transition, logp_and_grad, generator=generator, num_steps=num_steps,
+                             leapfrog_step=leapfrog_step)
 
 
 def _show_progress(
@@ -181,6 +184,7 @@ def run_hmc(
     adapt_step_size: bool = True,
     adapt_mass_matrix: bool = True,
     progress: bool = False,
+    fuse: bool = False,
 ) -> HMCResult:
     """Sample all chains in lockstep with NUTS or static HMC after Stan-style windowed warmup.
 
@@ -211,6 +215,13 @@ def run_hmc(
         Which quantities to adapt during warmup.
     progress : bool
         Show a tqdm progress bar.
+    fuse : bool
+        Compile each leapfrog step, with the density and the tree bookkeeping, into fused kernels
+        (TorchInductor: seconds of compilation once, then tens of microseconds per step instead of
+        the driver's and the density's per-operation overhead). Needs a ``logp_and_grad`` whose
+        tensor operations do not depend on the values (checked at the first step; otherwise, or
+        without a C++ compiler, the step runs eagerly). Compiled kernels round differently from
+        eager ones (relative 1e-13 in float64); the same seed still gives identical draws.
 
     Returns
     -------
@@ -226,7 +237,7 @@ def run_hmc(
     metric = make_metric(identity.clone())
     retune = functools.partial(find_reasonable_step_size, logp_and_grad, generator=generator)
     step_size = _initial_step_size(retune, state, metric, init_step_size)
-    step = _make_step(logp_and_grad, generator, algorithm, max_tree_depth, num_steps)
+    step = _make_step(logp_and_grad, generator, algorithm, max_tree_depth, num_steps, fuse)
     adapter = WindowedAdaptation(
         num_warmup,
         step_size,

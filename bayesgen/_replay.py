@@ -1,0 +1,457 @@
+"""Record a tensor function once as a graph of ATen operations, then replay (or compile) it.
+
+A log density with static control flow performs the same sequence of tensor operations at every
+point of a given batch shape; only the numbers change. :func:`record` runs such a function once
+under ``torch.fx``'s ``make_fx``, which keeps the ATen operations (the autograd backward pass
+included) and drops every Python-level step around them — Pyro's handler stack, distribution
+constructors, support transforms. Replaying the graph computes the same values with the same
+kernels, so it is bitwise identical to the eager function, only cheaper. :func:`compile_graph`
+hands the graph to TorchInductor, which fuses it into a few C++ (or Triton) kernels; graphs meant
+for compilation may also have their broadcast products summed over a dimension turned into matrix
+products (``record(..., contract=True)``), which reorders sums.
+
+A recording is only trusted after :func:`agrees` compared it with the eager function at points
+other than the one it was recorded at: a function whose operations depend on the values it sees
+(Python ``if`` on a tensor, ``.item()``) either fails to record or disagrees there, and callers
+then keep the eager function.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import fx
+from torch.fx.experimental.proxy_tensor import get_proxy_mode, make_fx
+
+__all__ = ["RECORD_AFTER", "Fused", "Replayed", "agrees", "compile_graph", "record", "tracing"]
+
+_log = logging.getLogger(__name__)
+
+#: Calls at one input shape after which :class:`Replayed` records the function (so that one-off
+#: calls never pay for recording, which costs about as much as a hundred eager calls).
+RECORD_AFTER = 3
+#: TorchInductor settings on the CPU: compile in this process (a pool of compiler processes costs
+#: seconds to start, and a sampler's step is one C++ kernel file).
+_INDUCTOR_SETTINGS = {"compile_threads": 1}
+#: Scales of the random points (standard normal times scale) at which a recording is validated.
+PROBE_SCALES = (0.1, 1.0, 3.0)
+
+_aten = torch.ops.aten
+#: Operations that return their input unchanged when nothing is differentiated or mutated.
+_IDENTITY = (_aten.detach.default, _aten.lift_fresh_copy.default, _aten.alias.default)
+#: Operations whose result depends only on the shape of their tensor argument.
+_SHAPE_ONLY = (_aten.zeros_like.default, _aten.ones_like.default, _aten.full_like.default)
+
+
+def _op(node: fx.Node) -> torch._ops.OpOverload | None:
+    """The ATen overload a graph node calls (None for inputs, outputs, constants)."""
+    target = node.target
+    return target if node.op == "call_function" and isinstance(target, torch._ops.OpOverload) else None
+
+
+def _is_random(op: torch._ops.OpOverload) -> bool:
+    """Whether ``op`` draws random numbers (its result would be frozen or wrong on replay)."""
+    return torch.Tag.nondeterministic_seeded in op.tags
+
+
+def _is_view(op: torch._ops.OpOverload) -> bool:
+    """Whether ``op`` returns a view of its first argument."""
+    returns = op._schema.returns
+    return bool(returns) and returns[0].alias_info is not None and not returns[0].alias_info.is_write
+
+
+def _written(graph: fx.Graph) -> set[fx.Node]:
+    """Nodes whose tensors some operation writes in place, directly or through a view."""
+    written: set[fx.Node] = set()
+    for node in reversed(graph.nodes):  # a view is used after its base: mark views first
+        op = _op(node)
+        if op is None:
+            continue
+        if node in written and _is_view(op) and isinstance(node.args[0], fx.Node):
+            written.add(node.args[0])
+        for i, argument in enumerate(op._schema.arguments):
+            if argument.alias_info is not None and argument.alias_info.is_write:
+                value = node.args[i] if i < len(node.args) else node.kwargs.get(argument.name)
+                if isinstance(value, fx.Node):
+                    written.add(value)
+    return written
+
+
+class _Meta(NamedTuple):
+    """What the passes need to know of a tensor that depends on the inputs (not its values)."""
+
+    shape: torch.Size
+    dtype: torch.dtype
+    stride: tuple[int, ...]
+    data_ptr: int
+    flags: tuple[bool, bool]
+
+
+def _meta(value: Any) -> Any:
+    """The metadata of a tensor (other values unchanged)."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    return _Meta(value.shape, value.dtype, value.stride(), value.data_ptr(), (value.is_neg(), value.is_conj()))
+
+
+def _varying(graph: fx.Graph, written: set[fx.Node]) -> set[fx.Node]:
+    """Nodes whose values depend on the inputs (or are written in place); the others are constant.
+
+    Operations that read only their argument's (fixed) shape do not depend on its values.
+    """
+    varying: set[fx.Node] = set()
+    for node in graph.nodes:
+        op = _op(node)
+        if node.op == "placeholder" or node in written or (op is not None and op._schema.is_mutable) or (
+                node.op == "call_function" and op not in _SHAPE_ONLY
+                and any(a in varying for a in node.all_input_nodes)):
+            varying.add(node)
+    return varying
+
+
+def _run(graph_module: fx.GraphModule, args: Sequence[torch.Tensor], varying: set[fx.Node]) -> dict[fx.Node, Any]:
+    """One run of the graph at ``args``: the value of every constant node, the metadata of the rest.
+
+    Only constants are kept whole (they are folded); keeping every intermediate of a large batch
+    would hold gigabytes.
+    """
+    values: dict[fx.Node, Any] = {}
+
+    class _Recorder(fx.Interpreter):
+        def run_node(self, n: fx.Node) -> Any:
+            value = super().run_node(n)
+            values[n] = _meta(value) if n in varying else value
+            return value
+
+    with torch.no_grad():
+        _Recorder(graph_module).run(*args)
+    return values
+
+
+def _same_tensor(a: Any, b: Any) -> bool:
+    """Whether ``a`` is ``b`` viewed with the same shape and strides (a no-op view)."""
+    a, b = _meta(a), _meta(b)
+    return isinstance(a, _Meta) and a == b
+
+
+def _operand(node: Any, values: dict[fx.Node, Any]) -> tuple[Any, torch.Size] | None:
+    """A tensor operand of a product, looking through ``expand`` (the product broadcasts anyway)."""
+    while isinstance(node, fx.Node) and _op(node) is _aten.expand.default:
+        node = node.args[0]
+    value = _meta(values.get(node)) if isinstance(node, fx.Node) else None
+    return (node, value.shape) if isinstance(value, _Meta) else None
+
+
+def _contract_products(graph: fx.Graph, values: dict[fx.Node, Any]) -> bool:
+    """Rewrite ``(a * b).sum(dims)`` as an ``einsum`` of ``a`` and ``b``; whether any was rewritten.
+
+    Programs written to broadcast over a batch of chains compute ``X @ beta`` as
+    ``(X * beta).sum(-1)``, which materialises a ``(batch, n, d)`` product (and its gradient
+    another); the einsum runs as one matrix product instead. Sums are reordered, so results
+    change by rounding: used only where that is accepted (:class:`Fused`).
+    """
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    changed = False
+    for node in list(graph.nodes):
+        if _op(node) is not _aten.sum.dim_IntList or not isinstance(node.args[0], fx.Node):
+            continue
+        product = node.args[0]
+        if _op(product) is not _aten.mul.Tensor or len(product.users) != 1 or product not in values:
+            continue
+        operands = [_operand(a, values) for a in product.args[:2]]
+        shape, out = values[product].shape, _meta(values.get(node))
+        if None in operands or not isinstance(out, _Meta) or len(shape) > len(letters) \
+                or values[operands[0][0]].dtype != values[operands[1][0]].dtype:
+            continue
+        rank = len(shape)
+        dims = node.args[1] if len(node.args) > 1 and node.args[1] is not None else list(range(rank))
+        reduced = {d % rank for d in dims}
+        subscripts, inputs = [], []
+        for source, own in operands:
+            own = (1,) * (rank - len(own)) + tuple(own)
+            kept = [i for i in range(rank) if own[i] == shape[i] and shape[i] != 1]
+            if any(own[i] != 1 for i in range(rank) if i not in kept):
+                break  # a size-1 dim of the result that is not 1 in this operand: leave it
+            subscripts.append("".join(letters[i] for i in kept))
+            inputs.append((source, [shape[i] for i in kept]))
+        else:
+            present = set("".join(subscripts))
+            result = "".join(letters[i] for i in range(rank) if i not in reduced and letters[i] in present)
+            with graph.inserting_before(node):
+                squeezed = [graph.call_function(_aten.reshape.default, (source, size)) for source, size in inputs]
+                einsum = graph.call_function(_aten.einsum.default, (f"{subscripts[0]},{subscripts[1]}->{result}", squeezed))
+                reshaped = graph.call_function(_aten.reshape.default, (einsum, list(out.shape)))
+            node.replace_all_uses_with(reshaped)
+            graph.erase_node(node)
+            graph.erase_node(product)
+            changed = True
+    return changed
+
+
+def _simplify(graph_module: fx.GraphModule, args: Sequence[torch.Tensor], contract: bool = False) -> None:
+    """Make the recorded graph cheaper to replay without changing any value it computes.
+
+    Drops unused results, operations that return their argument unchanged (``detach``, views
+    with the same shape and strides, copies of constants) and folds every node whose value does
+    not depend on the inputs into a stored constant; nodes written in place are left alone.
+    With ``contract``, products summed over a dimension become matrix products
+    (:func:`_contract_products`), which changes values by rounding.
+    """
+    graph = graph_module.graph
+    graph.eliminate_dead_code()
+    written = _written(graph)
+    values = _run(graph_module, args, _varying(graph, written))
+    if contract and not written and _contract_products(graph, values):
+        graph.eliminate_dead_code()
+        graph_module.recompile()
+        values = _run(graph_module, args, _varying(graph, written))
+    for node in list(graph.nodes):
+        op = _op(node)
+        if op is None or node in written or not node.args or not isinstance(node.args[0], fx.Node):
+            continue
+        source = node.args[0]
+        identity = op in _IDENTITY or (_is_view(op) and _same_tensor(values[node], values.get(source)))
+        if identity and source not in written:
+            node.replace_all_uses_with(source)
+            graph.erase_node(node)
+    varying = _varying(graph, written)
+    for count, node in enumerate(n for n in list(graph.nodes) if n.op == "call_function" and n not in varying
+                                 and isinstance(values.get(n), torch.Tensor)
+                                 and any(u in varying or u.op == "output" for u in n.users)):
+        name = f"_folded{count}"
+        graph_module.register_buffer(name, values[node].detach())
+        with graph.inserting_before(node):
+            node.replace_all_uses_with(graph.get_attr(name))
+    graph.eliminate_dead_code()
+    # a constant or an input returned as an output would be shared with the caller: copy it
+    output = next(n for n in graph.nodes if n.op == "output")
+    for value in output.all_input_nodes:
+        if value.op in ("get_attr", "placeholder"):
+            with graph.inserting_before(output):
+                copy = graph.call_function(_aten.clone.default, (value,))
+            output.replace_input_with(value, copy)
+    graph.lint()
+    graph_module.recompile()
+
+
+def record(fn: Callable[..., Any], args: Sequence[torch.Tensor], *, contract: bool = False) -> fx.GraphModule | None:
+    """Record ``fn(*args)`` as a graph of ATen operations, or return None if it cannot be.
+
+    Parameters
+    ----------
+    fn : callable
+        A function of tensors returning a tensor or a (nested) tuple of tensors. It may
+        differentiate internally (``torch.autograd.grad``); the backward pass is recorded too.
+    args : sequence of Tensor
+        Example arguments; the graph is specialised to their shapes, dtypes and devices.
+    contract : bool
+        Turn products summed over a dimension into matrix products (faster; the replay then
+        differs from ``fn`` by rounding, so it is no longer bitwise identical).
+
+    Returns
+    -------
+    torch.fx.GraphModule or None
+        Callable with the same signature. None when ``fn`` reads tensor values into Python
+        (``.item()``, ``if tensor:``), draws random numbers, or otherwise fails to trace; the
+        reason is logged at debug level. The graph is not validated: see :func:`agrees`.
+    """
+    # distinct copies: make_fx ties a graph input to a tensor object, so one tensor passed as two
+    # arguments would make the graph read the same input for both
+    args = [a.clone() for a in args]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the eager calls already showed the program's warnings
+            graph_module = make_fx(lambda *xs: fn(*xs), tracing_mode="real")(*args)
+    except Exception as exc:  # noqa: BLE001 - any failure means "keep the eager function"
+        _log.debug("cannot record %s: %s: %s", _name(fn), type(exc).__name__, exc)
+        return None
+    random = sorted({str(op) for op in map(_op, graph_module.graph.nodes) if op is not None and _is_random(op)})
+    if random:
+        _log.debug("not recording %s: it draws random numbers (%s)", _name(fn), random)
+        return None
+    _simplify(graph_module, args, contract)
+    return graph_module
+
+
+def compile_graph(graph_module: fx.GraphModule, args: Sequence[torch.Tensor]) -> Callable[..., Any] | None:
+    """Compile a recorded graph with TorchInductor; None (logged at debug level) if that fails.
+
+    Compilation takes seconds (more on the first call of a process, less when Inductor's on-disk
+    cache already holds the graph), so it pays only for functions called thousands of times.
+    On CUDA, Inductor emits Triton kernels.
+    """
+    try:
+        from torch._inductor import config
+        from torch._inductor.compile_fx import compile_fx
+
+        on_cpu = all(a.device.type == "cpu" for a in args)
+        with warnings.catch_warnings(), config.patch(_INDUCTOR_SETTINGS if on_cpu else {}):
+            warnings.simplefilter("ignore")
+            return compile_fx(graph_module, list(args))
+    except Exception as exc:  # noqa: BLE001 - no compiler, unsupported operation, ...
+        _log.debug("cannot compile the recorded graph: %s: %s", type(exc).__name__, exc)
+        return None
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    """A readable name of ``fn`` for debug messages."""
+    return getattr(fn, "__qualname__", None) or repr(fn)
+
+
+def _flat(outputs: Any) -> list[torch.Tensor]:
+    """The tensors of a tensor or a nested tuple of tensors, in order."""
+    if isinstance(outputs, torch.Tensor):
+        return [outputs]
+    return [t for item in outputs for t in _flat(item)]
+
+
+def agrees(expected: Any, actual: Any) -> bool:
+    """Whether two outputs (tensors or nested tuples of them) agree to ``sqrt(eps)`` of their dtype.
+
+    The tolerance is relative to the largest finite magnitude of each expected tensor, so a sum
+    of thousands of terms may differ by rounding; non-finite entries must match exactly and
+    boolean or integer tensors must be equal.
+    """
+    left, right = _flat(expected), _flat(actual)
+    if len(left) != len(right):
+        return False
+    for a, b in zip(left, right):
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return False
+        if not a.is_floating_point():
+            if not torch.equal(a, b):
+                return False
+            continue
+        finite, infinite = torch.isfinite(a), torch.isinf(a)
+        if not (torch.equal(finite, torch.isfinite(b)) and torch.equal(infinite, torch.isinf(b))
+                and torch.equal(a[infinite], b[infinite])):
+            return False
+        if finite.any():
+            tol = math.sqrt(torch.finfo(a.dtype).eps) * max(1.0, float(a[finite].abs().max()))
+            if float((a[finite] - b[finite]).abs().max()) > tol:
+                return False
+    return True
+
+
+def tracing() -> bool:
+    """Whether the caller is being recorded by ``make_fx`` right now."""
+    return get_proxy_mode() is not None
+
+
+class Replayed:
+    """A function of one tensor that replays per-shape recordings of itself once they pay.
+
+    The first calls at an input shape (and dtype and device) run ``fn`` eagerly; the
+    :data:`RECORD_AFTER`-th records it (:func:`record`) and keeps the recording only if it
+    :func:`agrees` with ``fn`` at that call's input and at seeded standard-normal points scaled by
+    :data:`PROBE_SCALES` (points where ``fn`` raises are skipped). Later calls at that shape replay
+    the recording, or keep calling ``fn`` if it could not be recorded or disagreed.
+
+    Parameters
+    ----------
+    fn : callable
+        Maps a tensor to a tensor or a tuple of tensors, with no side effects and no randomness.
+    """
+
+    def __init__(self, fn: Callable[[torch.Tensor], Any]) -> None:
+        self.fn = fn
+        self._calls: dict[tuple[Any, ...], int] = {}
+        self.recordings: dict[tuple[Any, ...], fx.GraphModule | None] = {}
+
+    def __call__(self, x: torch.Tensor) -> Any:
+        key = (tuple(x.shape), x.dtype, x.device)
+        replay = self.recordings.get(key)
+        if replay is not None:
+            return replay(x)
+        if key in self.recordings or tracing():
+            return self.fn(x)
+        self._calls[key] = self._calls.get(key, 0) + 1
+        expected = self.fn(x)
+        if self._calls[key] >= RECORD_AFTER:
+            self.recordings[key] = self._record(x, expected)
+        return expected
+
+    def ready(self, x: torch.Tensor) -> bool:
+        """Record at the shape of ``x`` now (whatever the count of calls); whether it replays."""
+        key = (tuple(x.shape), x.dtype, x.device)
+        if key not in self.recordings:
+            self.recordings[key] = self._record(x, self.fn(x))
+        return self.recordings[key] is not None
+
+    def _record(self, x: torch.Tensor, expected: Any) -> fx.GraphModule | None:
+        """Record at ``x`` and validate; None if ``fn`` cannot be replayed at this shape."""
+        graph = record(self.fn, [x])
+        if graph is None:
+            return None
+        generator = torch.Generator().manual_seed(0)
+        checks = [(x, expected)]
+        for scale in PROBE_SCALES:
+            point = (torch.randn(x.shape, generator=generator, dtype=x.dtype, device="cpu") * scale).to(x.device)
+            try:
+                checks.append((point, self.fn(point)))
+            except Exception:  # noqa: BLE001, S112 - no reference at this point; the others decide
+                continue
+        for point, reference in checks:
+            try:
+                ok = agrees(reference, graph(point))
+            except Exception:  # noqa: BLE001 - a replay that raises is a wrong recording
+                ok = False
+            if not ok:
+                _log.debug("not replaying %s: the recording disagrees with it", _name(self.fn))
+                return None
+        return graph
+
+
+class Fused:
+    """A pure function of tensors, recorded and compiled into fused kernels at its first call.
+
+    Used for a sampler's inner step (leapfrog, density and bookkeeping in one graph). The first
+    call records ``fn`` (:func:`record`), compiles the recording (:func:`compile_graph`) and keeps
+    it only if it :func:`agrees` with ``fn`` at that call; otherwise, or if a later call's
+    arguments differ in shape or strides from the first ones (the compiled code checks), ``fn``
+    runs eagerly from then on. The caller should pass functions whose inner density was itself
+    validated at random points (:class:`Replayed`), since this class checks one point only.
+
+    Parameters
+    ----------
+    fn : callable
+        Maps tensors to a tuple of tensors; no side effects, no randomness (pass random draws in).
+    """
+
+    def __init__(self, fn: Callable[..., tuple[torch.Tensor, ...]]) -> None:
+        self.fn = fn
+        self.compiled: Callable[..., Any] | None = None
+        self.built = False
+
+    def __call__(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args)
+            except AssertionError:  # Inductor's guard on input sizes and strides
+                _log.debug("arguments of %s changed shape; running it eagerly", _name(self.fn))
+                self.compiled = None
+        if self.built:
+            return self.fn(*args)
+        self.built = True
+        expected = self.fn(*args)
+        self.compiled = self._build(args, expected)
+        return expected
+
+    def _build(self, args: Sequence[torch.Tensor], expected: Any) -> Callable[..., Any] | None:
+        started = time.perf_counter()
+        graph = record(self.fn, args, contract=True)
+        compiled = None if graph is None else compile_graph(graph, args)
+        try:
+            if compiled is not None and agrees(expected, compiled(*args)):
+                _log.debug("compiled %s in %.1f s", _name(self.fn), time.perf_counter() - started)
+                return compiled
+        except Exception as exc:  # noqa: BLE001 - a compiled step that raises is wrong
+            _log.debug("the compiled %s raised %s", _name(self.fn), exc)
+        _log.debug("running %s eagerly", _name(self.fn))
+        return None

@@ -1,0 +1,88 @@
+"""The compiled (fused) leapfrog step of NUTS and HMC against the eager one."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from bayesgen.inference import _mcmc
+from bayesgen.inference._sampler import run_hmc
+from programs import normal_normal, normal_normal_posterior
+
+import bayesgen as bg
+
+DTYPE = torch.float64
+MEAN = torch.tensor([1.0, -2.0, 3.0], dtype=DTYPE)
+SD = torch.tensor([0.5, 2.0, 10.0], dtype=DTYPE)
+
+
+def _gaussian(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r = (x - MEAN) / SD
+    return -0.5 * (r * r).sum(-1), -r / SD
+
+
+def _reads_values(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same density, but it reads a tensor into Python: it cannot be recorded."""
+    shift = float(x.abs().max()) * 0.0
+    logp, grad = _gaussian(x)
+    return logp + shift, grad
+
+
+def _run(logp_and_grad, algorithm: str, fuse: bool, num_warmup: int = 500, num_samples: int = 30,
+         dense: bool = False):
+    init = torch.randn((4, 3), generator=torch.Generator().manual_seed(2), dtype=DTYPE)
+    return run_hmc(logp_and_grad, init, num_warmup=num_warmup, num_samples=num_samples, algorithm=algorithm,
+                   generator=torch.Generator().manual_seed(3), fuse=fuse, dense_mass=dense)
+
+
+@pytest.mark.parametrize("algorithm", ["nuts", "hmc"])
+def test_an_unrecordable_density_runs_eagerly_with_identical_draws(algorithm):
+    eager = _run(_reads_values, algorithm, fuse=False, num_warmup=30)
+    fused = _run(_reads_values, algorithm, fuse=True, num_warmup=30)
+    assert torch.equal(eager.draws, fused.draws)
+    for key, value in eager.stats.items():
+        assert torch.equal(value, fused.stats[key]), key
+
+
+def _arviz():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import arviz
+
+    return arviz
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm,dense", [("nuts", False), ("nuts", True), ("hmc", False)])
+def test_compiled_step_follows_the_eager_chain_and_the_posterior(algorithm, dense, caplog):
+    eager = _run(_gaussian, algorithm, fuse=False, num_samples=20, dense=dense)
+    with caplog.at_level(logging.DEBUG, logger="bayesgen._replay"):
+        fused = _run(_gaussian, algorithm, fuse=True, num_samples=1000, dense=dense)
+    assert "compiled" in caplog.text
+    # compiled kernels round differently (1e-16 relative); the first draws still coincide
+    assert torch.allclose(eager.draws, fused.draws[:, :20], rtol=0, atol=1e-8)
+    az = _arviz()
+    draws = fused.draws.numpy()
+    for i in range(3):
+        x = draws[:, :, i]
+        assert abs(x.mean() - MEAN[i].item()) < 4 * az.mcse(x), i
+        assert abs(x.std() - SD[i].item()) < 4 * az.mcse(x, method="sd"), i
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["nuts", "hmc"])
+def test_long_runs_compile_and_match_the_conjugate_posterior(engine, monkeypatch, caplog):
+    y = np.random.default_rng(4).normal(1.5, 1.0, size=20)
+    monkeypatch.setattr(_mcmc, "COMPILE_MIN_ITERATIONS", 1500)  # the default rule, on a shorter run
+    with caplog.at_level(logging.DEBUG, logger="bayesgen._replay"):
+        fit = bg.fit(normal_normal, {"y": y}, engine=engine, num_warmup=500, num_samples=1000, seed=5)
+    assert "compiled" in caplog.text
+    mean, sd = normal_normal_posterior(y)
+    draws = fit.posterior["mu"]
+    az = _arviz()
+    assert abs(draws.mean() - mean) < 4 * float(az.mcse(draws))
+    assert abs(draws.std() - sd) < 4 * float(az.mcse(draws, method="sd"))
+    assert fit.sample_stats["diverging"].sum() == 0

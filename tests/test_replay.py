@@ -1,0 +1,171 @@
+"""Recorded-and-replayed densities (bayesgen._replay) against running the Pyro program."""
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from programs import gaussian_mixture, linear_regression, regression_data
+
+import bayesgen as bg
+from bayesgen._replay import RECORD_AFTER, Fused, Replayed, agrees, record
+
+
+def constrained_model(y=None):
+    """Sites on (0, inf), (1, 3) and the simplex: every evaluation adds their log-Jacobians."""
+    scale = pyro.sample("scale", dist.LogNormal(0.0, 1.0))
+    rate = pyro.sample("rate", dist.Uniform(1.0, 3.0))
+    weights = pyro.sample("weights", dist.Dirichlet(torch.tensor([1.0, 2.0, 3.0])))
+    tau = pyro.sample("tau", dist.HalfCauchy(2.0))  # its log_prob writes in place (masked_fill_)
+    with pyro.plate("obs", 4):
+        pyro.sample("y", dist.Normal(weights[..., 0] * rate, scale + tau), obs=y)
+
+
+def branching_model(y=None):
+    """Each point's noise scale depends on the sign of its mu through Python control flow."""
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    scale = torch.tensor([1.0 if m > 0 else 2.0 for m in mu.reshape(-1)]).reshape(mu.shape)
+    pyro.sample("y", dist.Normal(mu, scale), obs=y)
+
+
+X, Y = regression_data(n=30)
+PROGRAMS = {
+    "constrained": (constrained_model, {"y": torch.tensor([0.3, -0.2, 1.1, 0.7])}),
+    "plates_and_deterministic": (linear_regression, {"X": torch.as_tensor(X), "y": torch.as_tensor(Y)}),
+    "enumerated_mixture": (gaussian_mixture, {"y": torch.tensor([-2.0, 0.1, 3.0, 2.5])}),
+}
+
+
+def _eager(density, u, **flags):
+    return density._value_and_grad(u, jacobian=flags.get("jacobian", True), prior=flags.get("prior", True))
+
+
+def _recording(density, u, **flags):
+    return density._replays[(flags.get("jacobian", True), flags.get("prior", True))].recordings.get(
+        (tuple(u.shape), u.dtype, u.device))
+
+
+@pytest.mark.parametrize("name", list(PROGRAMS))
+@pytest.mark.parametrize("flags", [{}, {"jacobian": False, "prior": False}], ids=["joint", "likelihood"])
+def test_replay_equals_running_the_program(name, flags):
+    model, data = PROGRAMS[name]
+    density = bg.LogDensity(model, data)
+    gen = torch.Generator().manual_seed(1)
+    u = torch.randn(5, density.dim, generator=gen)
+    for _ in range(RECORD_AFTER):
+        density.value_and_grad(u, **flags)
+    assert _recording(density, u, **flags) is not None
+    for scale in (0.01, 1.0, 4.0):
+        point = torch.randn(5, density.dim, generator=gen) * scale
+        value, grad = density.value_and_grad(point, **flags)
+        expected_value, expected_grad = _eager(density, point, **flags)
+        assert torch.allclose(value, expected_value, rtol=0, atol=1e-10)
+        assert torch.allclose(grad, expected_grad, rtol=0, atol=1e-10)
+        # the same ATen kernels on the same numbers: bitwise equal, not only close
+        assert torch.equal(value, expected_value) and torch.equal(grad, expected_grad)
+
+
+def test_each_batch_size_is_recorded_separately():
+    model, data = PROGRAMS["plates_and_deterministic"]
+    density = bg.LogDensity(model, data)
+    for batch in (1, 3, 8):
+        u = torch.randn(batch, density.dim)
+        for _ in range(RECORD_AFTER + 1):
+            value, grad = density.value_and_grad(u)
+        assert _recording(density, u) is not None and value.shape == (batch,) and grad.shape == u.shape
+        expected_value, expected_grad = _eager(density, u)
+        assert torch.equal(value, expected_value) and torch.equal(grad, expected_grad)
+    assert len(density._replays[(True, True)].recordings) == 3
+
+
+def test_value_dependent_control_flow_falls_back_to_the_program():
+    y = torch.tensor(0.4)
+    density = bg.LogDensity(branching_model, {"y": y})
+    u = torch.tensor([[-1.0], [0.5], [2.0], [-0.1]])
+    for _ in range(RECORD_AFTER + 1):
+        value, grad = density.value_and_grad(u)
+    assert density.vectorized and _recording(density, u) is None
+    mu = u[:, 0]
+    scale = torch.where(mu > 0, 1.0, 2.0)
+    expected = dist.Normal(0.0, 1.0).log_prob(mu) + dist.Normal(mu, scale).log_prob(y)
+    expected_grad = -mu + (y - mu) / scale**2
+    assert torch.allclose(value, expected, atol=1e-12) and torch.allclose(grad[:, 0], expected_grad, atol=1e-12)
+
+
+def test_contracted_recording_turns_broadcast_products_into_matrix_products():
+    model, data = PROGRAMS["plates_and_deterministic"]  # alpha + (X * beta).sum(-1)
+    density = bg.LogDensity(model, data)
+    u = torch.randn(6, density.dim)
+    graph = record(density.value_and_grad, [u], contract=True)
+    assert sum(node.target is torch.ops.aten.einsum.default for node in graph.graph.nodes) == 2
+    for scale in (0.1, 3.0):
+        point = torch.randn(6, density.dim) * scale
+        for actual, expected in zip(graph(point), _eager(density, point)):
+            assert torch.allclose(actual, expected, rtol=1e-12, atol=1e-10)
+
+
+def test_record_refuses_random_functions_and_reads_of_values():
+    x = torch.randn(3)
+    assert record(lambda t: t + torch.randn_like(t), [x]) is None
+    assert record(lambda t: t * float(t.sum()), [x]) is None
+    assert record(lambda t: torch.exp(t).sum(), [x]) is not None
+
+
+def test_recording_keeps_arguments_apart_and_constants_fresh():
+    def fn(a, b):
+        buffer = torch.zeros(3)
+        buffer.add_(a)  # a constant made varying in place: must not be folded or accumulate
+        return buffer * 2 + b, torch.ones(3) * 5
+
+    same = torch.ones(3)
+    graph = record(fn, [same, same])  # one tensor passed twice when recorded
+    a, b = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([10.0, 20.0, 30.0])
+    for _ in range(2):
+        out, constant = graph(a, b)
+        assert torch.equal(out, fn(a, b)[0]) and torch.equal(constant, torch.full((3,), 5.0))
+        constant.add_(1.0)  # a caller writing to an output must not change the next call
+
+
+def test_replayed_checks_its_recording_at_random_points():
+    calls = []
+
+    def peeking(x):
+        calls.append(x)
+        return x * 2
+
+    replayed = Replayed(peeking)
+    x = torch.randn(2, 3)
+    for _ in range(RECORD_AFTER + 2):
+        assert torch.equal(replayed(x), x * 2)
+    # RECORD_AFTER eager calls, one while recording, three probes; then only replays
+    assert len(calls) == RECORD_AFTER + 1 + 3
+    assert replayed.ready(x) and not Replayed(lambda t: t * float(t[0, 0])).ready(x)
+
+
+def test_fused_runs_eagerly_what_it_cannot_record():
+    fused = Fused(lambda t: (t * float(t.sum()),))
+    x = torch.randn(4)
+    for _ in range(2):
+        assert torch.equal(fused(x)[0], x * float(x.sum()))
+    assert fused.built and fused.compiled is None
+
+
+@pytest.mark.slow
+def test_fused_compiles_and_guards_its_argument_shapes():
+    fused = Fused(lambda a, b: (a * b + 1.0, (a - b).sum(-1)))
+    a, b = torch.randn(4, 3), torch.randn(4, 3)
+    for _ in range(2):
+        assert agrees((a * b + 1.0, (a - b).sum(-1)), fused(a, b))
+    assert fused.compiled is not None
+    c = torch.randn(5, 3)  # another shape: the compiled code refuses it, the function runs eagerly
+    assert torch.equal(fused(c, c)[1], torch.zeros(5)) and fused.compiled is None
+
+
+def test_agrees_tolerance_and_non_finite_values():
+    x = torch.tensor([1.0, -torch.inf, torch.nan, 1e4])
+    assert agrees(x, x.clone())
+    assert agrees(x, x + torch.tensor([0.0, 0.0, 0.0, 1e-6]))  # within sqrt(eps) * 1e4
+    assert not agrees(x, x + torch.tensor([1e-3, 0.0, 0.0, 0.0]) * 1e3)
+    assert not agrees(x, torch.tensor([1.0, torch.inf, torch.nan, 1e4]))
+    assert not agrees(x, torch.tensor([1.0, -torch.inf, 0.0, 1e4]))
+    assert not agrees((x, x), (x,))
+    assert not agrees(torch.tensor([True]), torch.tensor([False]))
