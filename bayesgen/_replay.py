@@ -1,14 +1,14 @@
-"""Record a tensor function once as a graph of ATen operations, then replay (or compile) it.
+"""Record a tensor function once as a graph of ATen operations, then replay it.
 
 A log density with static control flow performs the same sequence of tensor operations at every
 point of a given batch shape; only the numbers change. :func:`record` runs such a function once
 under ``torch.fx``'s ``make_fx``, which keeps the ATen operations (the autograd backward pass
 included) and drops every Python-level step around them — Pyro's handler stack, distribution
 constructors, support transforms. Replaying the graph computes the same values with the same
-kernels, so it is bitwise identical to the eager function, only cheaper. :func:`compile_graph`
-hands the graph to TorchInductor, which fuses it into a few C++ (or Triton) kernels; graphs meant
-for compilation may also have their broadcast products summed over a dimension turned into matrix
-products (``record(..., contract=True)``), which reorders sums.
+kernels, so it is bitwise identical to the eager function, only cheaper; :func:`script` makes it
+cheaper still by running it in TorchScript's interpreter. A sampler's whole leapfrog step may
+also have its broadcast products summed over a dimension turned into matrix products
+(``record(..., contract=True)``, used by :class:`Fused`), which reorders sums.
 
 A recording is only trusted after :func:`agrees` compared it with the eager function at points
 other than the one it was recorded at: a function whose operations depend on the values it sees
@@ -29,16 +29,13 @@ import torch
 from torch import fx
 from torch.fx.experimental.proxy_tensor import get_proxy_mode, make_fx
 
-__all__ = ["RECORD_AFTER", "Fused", "Replayed", "agrees", "compile_graph", "record", "tracing"]
+__all__ = ["RECORD_AFTER", "Fused", "Replayed", "agrees", "compile_graph", "record", "script", "tracing"]
 
 _log = logging.getLogger(__name__)
 
 #: Calls at one input shape after which :class:`Replayed` records the function (so that one-off
 #: calls never pay for recording, which costs about as much as a hundred eager calls).
 RECORD_AFTER = 3
-#: TorchInductor settings on the CPU: compile in this process (a pool of compiler processes costs
-#: seconds to start, and a sampler's step is one C++ kernel file).
-_INDUCTOR_SETTINGS = {"compile_threads": 1}
 #: Scales of the random points (standard normal times scale) at which a recording is validated.
 PROBE_SCALES = (0.1, 1.0, 3.0)
 
@@ -279,21 +276,42 @@ def record(fn: Callable[..., Any], args: Sequence[torch.Tensor], *, contract: bo
     return graph_module
 
 
+def script(graph_module: fx.GraphModule, args: Sequence[torch.Tensor]) -> Callable[..., Any] | None:
+    """The recorded graph as a TorchScript function, or None (logged at debug level) if that fails.
+
+    A recording is straight-line code of ATen calls, so tracing it is exact and takes
+    milliseconds; TorchScript's interpreter then dispatches each operation from C++, about a
+    third of the cost of calling it from Python (140 against 510 microseconds for the eight
+    schools density and its gradient, 80 operations). ``torch.jit`` is deprecated in favour of
+    ``torch.compile``, whose compilation takes seconds to tens of seconds on a CPU: the
+    replay falls back to the graph itself when TorchScript is not available.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit's deprecation notice
+            return torch.jit.trace(graph_module, tuple(args), check_trace=False)
+    except Exception as exc:  # noqa: BLE001 - no TorchScript, an operation it cannot hold, ...
+        _log.debug("cannot script the recorded graph: %s: %s", type(exc).__name__, exc)
+        return None
+
+
 def compile_graph(graph_module: fx.GraphModule, args: Sequence[torch.Tensor]) -> Callable[..., Any] | None:
     """Compile a recorded graph with TorchInductor; None (logged at debug level) if that fails.
 
-    Compilation takes seconds (more on the first call of a process, less when Inductor's on-disk
-    cache already holds the graph), so it pays only for functions called thousands of times.
-    On CUDA, Inductor emits Triton kernels.
+    Compilation takes seconds to tens of seconds on a CPU (a C++ compiler builds the fused
+    kernels; much less when Inductor's on-disk cache already holds the graph), so it pays only
+    for functions called tens of thousands of times. On CUDA, Inductor emits Triton kernels.
     """
+    on_cpu = all(a.device.type == "cpu" for a in args)
     try:
-        from torch._inductor import config
-        from torch._inductor.compile_fx import compile_fx
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # deprecation notices from Inductor's imports
+            from torch._inductor import config
+            from torch._inductor.compile_fx import compile_fx
 
-        on_cpu = all(a.device.type == "cpu" for a in args)
-        with warnings.catch_warnings(), config.patch(_INDUCTOR_SETTINGS if on_cpu else {}):
-            warnings.simplefilter("ignore")
-            return compile_fx(graph_module, list(args))
+            # compile in this process: a pool of compiler processes takes seconds to start
+            with config.patch({"compile_threads": 1} if on_cpu else {}):
+                return compile_fx(graph_module, list(args))
     except Exception as exc:  # noqa: BLE001 - no compiler, unsupported operation, ...
         _log.debug("cannot compile the recorded graph: %s: %s", type(exc).__name__, exc)
         return None
@@ -351,7 +369,10 @@ class Replayed:
     :data:`RECORD_AFTER`-th records it (:func:`record`) and keeps the recording only if it
     :func:`agrees` with ``fn`` at that call's input and at seeded standard-normal points scaled by
     :data:`PROBE_SCALES` (points where ``fn`` raises are skipped). Later calls at that shape replay
-    the recording, or keep calling ``fn`` if it could not be recorded or disagreed.
+    the recording if it ran faster than ``fn`` did (a recording decomposes some operations,
+    such as ``logsumexp`` or ``einsum``, into several: a program made of few large operations
+    can replay slower than it runs), and otherwise keep calling ``fn``. Replays compute the same
+    values as ``fn``, so that choice never changes a result.
 
     Parameters
     ----------
@@ -362,30 +383,54 @@ class Replayed:
     def __init__(self, fn: Callable[[torch.Tensor], Any]) -> None:
         self.fn = fn
         self._calls: dict[tuple[Any, ...], int] = {}
-        self.recordings: dict[tuple[Any, ...], fx.GraphModule | None] = {}
+        self._eager_seconds: dict[tuple[Any, ...], float] = {}
+        self.recordings: dict[tuple[Any, ...], Callable[..., Any] | None] = {}
+        self.replays: dict[tuple[Any, ...], bool] = {}
 
     def __call__(self, x: torch.Tensor) -> Any:
         key = (tuple(x.shape), x.dtype, x.device)
-        replay = self.recordings.get(key)
-        if replay is not None:
-            return replay(x)
-        if key in self.recordings or tracing():
+        if tracing():  # being recorded inside a larger step: record the operations themselves
+            return self.fn(x)
+        if self.replays.get(key):
+            return self.recordings[key](x)
+        if key in self.recordings:
             return self.fn(x)
         self._calls[key] = self._calls.get(key, 0) + 1
-        expected = self.fn(x)
+        seconds, expected = _timed(self.fn, x)
+        if self._calls[key] > 1:  # the first call pays for one-off work (caches, lazy imports)
+            self._eager_seconds[key] = min(seconds, self._eager_seconds.get(key, math.inf))
         if self._calls[key] >= RECORD_AFTER:
-            self.recordings[key] = self._record(x, expected)
+            self._record(key, x, expected)
         return expected
 
     def ready(self, x: torch.Tensor) -> bool:
-        """Record at the shape of ``x`` now (whatever the count of calls); whether it replays."""
+        """Record at the shape of ``x`` now (whatever the count of calls); whether the recording
+        is valid (it may still not be replayed, if it is slower than ``fn``)."""
         key = (tuple(x.shape), x.dtype, x.device)
         if key not in self.recordings:
-            self.recordings[key] = self._record(x, self.fn(x))
+            seconds, expected = _timed(self.fn, x)
+            self._eager_seconds.setdefault(key, seconds)
+            self._record(key, x, expected)
         return self.recordings[key] is not None
 
-    def _record(self, x: torch.Tensor, expected: Any) -> fx.GraphModule | None:
-        """Record at ``x`` and validate; None if ``fn`` cannot be replayed at this shape."""
+    def _record(self, key: tuple[Any, ...], x: torch.Tensor, expected: Any) -> None:
+        """Record at ``x``, validate, and decide whether calls at ``key`` replay."""
+        graph = self.recordings[key] = self._validated(x, expected)
+        if graph is None:
+            self.replays[key] = False
+            return
+        scripted = script(graph, [x])
+        if scripted is not None and _same(graph(x), scripted(x)):
+            self.recordings[key] = graph = scripted
+        replay_seconds = min(_timed(graph, x)[0] for _ in range(3))
+        eager_seconds = self._eager_seconds.get(key, math.inf)
+        self.replays[key] = replay_seconds < eager_seconds
+        if not self.replays[key]:
+            _log.debug("not replaying %s: %.3g ms a replay against %.3g ms a call", _name(self.fn),
+                       1e3 * replay_seconds, 1e3 * eager_seconds)
+
+    def _validated(self, x: torch.Tensor, expected: Any) -> fx.GraphModule | None:
+        """A recording at ``x`` that agrees with ``fn`` at the probe points, or None."""
         graph = record(self.fn, [x])
         if graph is None:
             return None
@@ -408,50 +453,69 @@ class Replayed:
         return graph
 
 
-class Fused:
-    """A pure function of tensors, recorded and compiled into fused kernels at its first call.
+def _same(expected: Any, actual: Any) -> bool:
+    """Whether two outputs (tensors or nested tuples of them) are bitwise equal."""
+    left, right = _flat(expected), _flat(actual)
+    return len(left) == len(right) and all(torch.equal(a, b) for a, b in zip(left, right))
 
-    Used for a sampler's inner step (leapfrog, density and bookkeeping in one graph). The first
-    call records ``fn`` (:func:`record`), compiles the recording (:func:`compile_graph`) and keeps
-    it only if it :func:`agrees` with ``fn`` at that call; otherwise, or if a later call's
-    arguments differ in shape or strides from the first ones (the compiled code checks), ``fn``
-    runs eagerly from then on. The caller should pass functions whose inner density was itself
-    validated at random points (:class:`Replayed`), since this class checks one point only.
+
+def _timed(fn: Callable[[torch.Tensor], Any], x: torch.Tensor) -> tuple[float, Any]:
+    """Seconds that ``fn(x)`` took (waiting for the GPU to finish) and its result."""
+    synchronize = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    synchronize()
+    started = time.perf_counter()
+    result = fn(x)
+    synchronize()
+    return time.perf_counter() - started, result
+
+
+class Fused:
+    """A pure function of tensors, recorded at its first call and replayed as one TorchScript graph.
+
+    Used for a sampler's inner step (leapfrog, density and bookkeeping in one graph): the first
+    call at given argument shapes, dtypes, devices and strides records ``fn`` (:func:`record`,
+    with broadcast products turned into matrix products), scripts the recording
+    (:func:`script`; the recording itself where that fails), or with ``compile`` compiles it
+    (:func:`compile_graph`), and keeps the result only if it
+    :func:`agrees` with ``fn`` at that call. Later calls with the same argument layout replay it;
+    others record again, and a layout whose recording failed runs ``fn``. The caller should
+    pass functions whose inner density was itself validated at random points
+    (:class:`Replayed`), since this class checks one point only.
 
     Parameters
     ----------
     fn : callable
         Maps tensors to a tuple of tensors; no side effects, no randomness (pass random draws in).
+    compile : bool
+        Compile the recording with TorchInductor (falling back to TorchScript if that fails).
     """
 
-    def __init__(self, fn: Callable[..., tuple[torch.Tensor, ...]]) -> None:
+    def __init__(self, fn: Callable[..., tuple[torch.Tensor, ...]], compile: bool = False) -> None:  # noqa: A002
         self.fn = fn
-        self.compiled: Callable[..., Any] | None = None
-        self.built = False
+        self.compile = compile
+        self.replays: dict[tuple[Any, ...], Callable[..., Any] | None] = {}
 
     def __call__(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if self.compiled is not None:
-            try:
-                return self.compiled(*args)
-            except AssertionError:  # Inductor's guard on input sizes and strides
-                _log.debug("arguments of %s changed shape; running it eagerly", _name(self.fn))
-                self.compiled = None
-        if self.built:
-            return self.fn(*args)
-        self.built = True
+        key = tuple((a.shape, a.dtype, a.device, a.stride()) for a in args)
+        if key in self.replays:
+            replay = self.replays[key]
+            return self.fn(*args) if replay is None else replay(*args)
         expected = self.fn(*args)
-        self.compiled = self._build(args, expected)
+        self.replays[key] = self._build(args, expected)
         return expected
 
     def _build(self, args: Sequence[torch.Tensor], expected: Any) -> Callable[..., Any] | None:
         started = time.perf_counter()
         graph = record(self.fn, args, contract=True)
-        compiled = None if graph is None else compile_graph(graph, args)
-        try:
-            if compiled is not None and agrees(expected, compiled(*args)):
-                _log.debug("compiled %s in %.1f s", _name(self.fn), time.perf_counter() - started)
-                return compiled
-        except Exception as exc:  # noqa: BLE001 - a compiled step that raises is wrong
-            _log.debug("the compiled %s raised %s", _name(self.fn), exc)
+        if graph is None:
+            return None
+        candidates = [compile_graph(graph, args) if self.compile else None, script(graph, args), graph]
+        for replay in (c for c in candidates if c is not None):
+            try:
+                if agrees(expected, replay(*args)):
+                    _log.debug("recorded %s in %.2f s", _name(self.fn), time.perf_counter() - started)
+                    return replay
+            except Exception as exc:  # noqa: BLE001 - a replay that raises is wrong
+                _log.debug("the recording of %s raised %s", _name(self.fn), exc)
         _log.debug("running %s eagerly", _name(self.fn))
         return None

@@ -7,17 +7,19 @@ fixed seed). For each sampler it reports wall seconds (from the call to the draw
 compilation included), the minimum bulk ESS over all parameters, min-ESS per second, and
 the ratios against the peers. A second table shows bayesgen's ESS/s as the chains grow.
 
-bayesgen replays a recording of the density's tensor operations at every leapfrog step and, for
-runs of at least ``COMPILE_MIN_ITERATIONS`` iterations (2000, the default run), compiles the whole
-leapfrog step with TorchInductor; ``--compile never|always`` overrides that rule, so that the two
-can be compared. The machine's load average is printed with every row: on a shared machine the
-wall times move with it.
+bayesgen records each leapfrog step (density, gradient and tree bookkeeping) once as a graph of
+tensor operations and replays it through TorchScript; recording is included in its wall time.
+The "bayesgen jit" row passes ``jit_compile=True``, which compiles that step with TorchInductor
+(compilation included: run the benchmark with a fresh ``TORCHINDUCTOR_CACHE_DIR`` to time a
+first compile).
+The "MCSE gap" column is the largest difference between bayesgen's (or NumPyro's) posterior mean
+and Pyro's over every parameter, in combined Monte Carlo standard errors. The machine's load
+average is printed with every row: on a shared machine the wall times move with it.
 
 Usage::
 
     python benchmarks/nuts.py                        # everything, CPU
     python benchmarks/nuts.py --device cuda --peers numpyro --chains 4 64 1024
-    python benchmarks/nuts.py --peers pyro --compile never always   # both bayesgen variants
     python benchmarks/nuts.py --smoke                # seconds-long check of the script
 
 NumPyro is used when installed (``pip install -e ".[bench]"``).
@@ -39,7 +41,6 @@ import pyro.distributions as dist
 import torch
 
 import bayesgen as bg
-from bayesgen.inference import _mcmc
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
@@ -86,22 +87,28 @@ MODELS: dict[str, tuple[Callable[..., Any], Callable[[], dict[str, np.ndarray]]]
 
 def min_ess(posterior: dict[str, np.ndarray]) -> float:
     """Minimum bulk ESS over every scalar parameter of a ``(chain, draw, ...)`` dict."""
-    return float(min(np.min(az.ess(az.convert_to_dataset(posterior))[k].values) for k in posterior))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # ArviZ: "more chains than draws" in --smoke runs
+        return float(min(np.min(az.ess(az.convert_to_dataset(posterior))[k].values) for k in posterior))
 
 
-def run_bayesgen(model, data, chains, warmup, draws, device, compile="auto") -> tuple[float, dict[str, np.ndarray]]:
-    rule = {"auto": _mcmc.COMPILE_MIN_ITERATIONS, "never": 10**12, "always": 0}[compile]
-    default, _mcmc.COMPILE_MIN_ITERATIONS = _mcmc.COMPILE_MIN_ITERATIONS, rule
-    try:
-        return _fit_bayesgen(model, data, chains, warmup, draws, device)
-    finally:
-        _mcmc.COMPILE_MIN_ITERATIONS = default
+def max_mcse_gap(posterior: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> float:
+    """Largest ``|mean - reference mean| / sqrt(mcse^2 + reference mcse^2)`` over every scalar parameter."""
+    def means_and_mcse(draws: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        dataset = az.convert_to_dataset({k: draws[k] for k in sorted(reference)})
+        mcse = az.mcse(dataset, method="mean")
+        flat = [(np.asarray(draws[k]).mean((0, 1)).ravel(), mcse[k].values.ravel()) for k in sorted(reference)]
+        return np.concatenate([m for m, _ in flat]), np.concatenate([e for _, e in flat])
+
+    mean, mcse = means_and_mcse(posterior)
+    ref_mean, ref_mcse = means_and_mcse(reference)
+    return float(np.max(np.abs(mean - ref_mean) / np.sqrt(mcse**2 + ref_mcse**2)))
 
 
-def _fit_bayesgen(model, data, chains, warmup, draws, device) -> tuple[float, dict[str, np.ndarray]]:
+def run_bayesgen(model, data, chains, warmup, draws, device, jit_compile=False) -> tuple[float, dict[str, np.ndarray]]:
     start = time.perf_counter()
     fit = bg.fit(model, data, engine="nuts", num_chains=chains, num_warmup=warmup, num_samples=draws,
-                 device=device, progress=False)
+                 jit_compile=jit_compile, device=device, progress=False)
     wall = time.perf_counter() - start
     return wall, {k: v for k, v in fit.posterior.items() if k != "theta"}
 
@@ -159,8 +166,6 @@ def main() -> None:
     parser.add_argument("--peers", nargs="*", default=["pyro", "numpyro"], choices=["pyro", "numpyro"],
                         help="peers to run beside bayesgen (numpyro only when installed)")
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--compile", nargs="*", default=["auto"], choices=["auto", "never", "always"],
-                        help="bayesgen variants: compile the leapfrog step by the default rule, never, always")
     parser.add_argument("--num-warmup", type=int, default=1000)
     parser.add_argument("--num-samples", type=int, default=1000)
     parser.add_argument("--smoke", action="store_true", help="50 warmup + 50 draws, first model only")
@@ -174,13 +179,11 @@ def main() -> None:
           f"{torch.get_num_threads()} torch threads, "
           f"device {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""))
     print(f"{'model':<28} {'sampler':<16} {'wall s':>8} {'min ESS':>8} {'ESS/s':>8} {'vs Pyro':>8} "
-          f"{'vs NumPyro':>10} {'load':>5}")
+          f"{'vs NumPyro':>10} {'MCSE gap':>9} {'load':>5}")
     for name, (model, load) in models.items():
         data = load()
-        rows = {}
-        for variant in args.compile:
-            label = "bayesgen" if variant == "auto" else f"bayesgen/{variant}"
-            rows[label] = run_bayesgen(model, data, 4, warmup, draws, args.device, variant)
+        rows = {"bayesgen": run_bayesgen(model, data, 4, warmup, draws, args.device),
+                "bayesgen jit": run_bayesgen(model, data, 4, warmup, draws, args.device, jit_compile=True)}
         if use_pyro:
             rows["pyro"] = run_pyro(model, data, 4, warmup, draws)
         if use_numpyro:
@@ -189,15 +192,17 @@ def main() -> None:
         for sampler, (wall, post) in rows.items():
             vs_pyro = f"{rate[sampler] / rate['pyro']:.2f}" if "pyro" in rate else "-"
             vs_numpyro = f"{rate[sampler] / rate['numpyro']:.2f}" if "numpyro" in rate else "-"
+            # largest posterior-mean difference from Pyro's, in combined Monte Carlo standard errors
+            gap = f"{max_mcse_gap(post, rows['pyro'][1]):.2f}" if "pyro" in rows and sampler != "pyro" else "-"
             print(f"{name:<28} {sampler:<16} {wall:8.1f} {min_ess(post):8.0f} {rate[sampler]:8.1f} "
-                  f"{vs_pyro:>8} {vs_numpyro:>10} {os.getloadavg()[0]:5.1f}", flush=True)
+                  f"{vs_pyro:>8} {vs_numpyro:>10} {gap:>9} {os.getloadavg()[0]:5.1f}", flush=True)
     print(f"\nbayesgen scaling, {list(models)[-1]}, {args.device}")
     print(f"{'chains':>7} {'wall s':>8} {'min ESS':>9} {'ESS/s':>9} {'wall / wall(4)':>15} {'load':>5}")
     model, load = list(models.values())[-1]
     data = load()
     base = None
     for chains in args.chains:
-        wall, post = run_bayesgen(model, data, chains, warmup, draws, args.device, args.compile[0])
+        wall, post = run_bayesgen(model, data, chains, warmup, draws, args.device)
         base = base or wall
         print(f"{chains:7d} {wall:8.1f} {min_ess(post):9.0f} {min_ess(post) / wall:9.1f} {wall / base:15.2f} "
               f"{os.getloadavg()[0]:5.1f}", flush=True)

@@ -295,12 +295,12 @@ def _bind_metric(flat: Sequence[torch.Tensor], dense: bool) -> tuple[Metric, Seq
     return (Metric(flat[0], flat[1]), flat[2:]) if dense else (Metric(flat[0], None), flat[1:])
 
 
-def fused_leaf_step(logp_and_grad: LogDensityFn) -> LeafStep:
-    """:func:`subtree_step` bound to ``logp_and_grad``, compiled into fused kernels at its first call.
+def fused_leaf_step(logp_and_grad: LogDensityFn, compile: bool = False) -> LeafStep:  # noqa: A002
+    """:func:`subtree_step` bound to ``logp_and_grad``, recorded at its first call and replayed after.
 
-    Leapfrog, density, gradient and the tree bookkeeping become one recorded graph compiled by
-    TorchInductor (:class:`bayesgen._replay.Fused`); where that is not possible the step runs
-    eagerly. ``logp_and_grad`` should have been validated as recordable (a ``bg.LogDensity``
+    Leapfrog, density, gradient and the tree bookkeeping become one recorded graph run by
+    TorchScript, or compiled by TorchInductor with ``compile`` (:class:`bayesgen._replay.Fused`);
+    where that is not possible the step runs eagerly. ``logp_and_grad`` should have been validated as recordable (a ``bg.LogDensity``
     whose ``value_and_grad`` replays).
     """
     fused: dict[bool, Fused] = {}
@@ -319,7 +319,7 @@ def fused_leaf_step(logp_and_grad: LogDensityFn) -> LeafStep:
                   uniform: torch.Tensor) -> tuple[_Subtree, _Checkpoints]:
         dense = metric.cholesky is not None
         if dense not in fused:
-            fused[dense] = Fused(flat_step(dense))
+            fused[dense] = Fused(flat_step(dense), compile=compile)
         head = tuple(metric) if dense else (metric.inverse_mass_matrix,)
         out = fused[dense](*head, energy0, signed, *_pack(sub, ckpts), test, store, uniform)
         return _unpack_subtree(out), _Checkpoints(*out[16:18])
@@ -480,8 +480,8 @@ def hmc_step(
 HMCStep = Callable[..., tuple[PhasePoint, torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
-def fused_hmc_step(logp_and_grad: LogDensityFn) -> HMCStep:
-    """:func:`hmc_step` bound to ``logp_and_grad``, compiled as :func:`fused_leaf_step` is."""
+def fused_hmc_step(logp_and_grad: LogDensityFn, compile: bool = False) -> HMCStep:  # noqa: A002
+    """:func:`hmc_step` bound to ``logp_and_grad``, recorded and replayed as :func:`fused_leaf_step` is."""
     fused: dict[bool, Fused] = {}
 
     def flat_step(dense: bool) -> Callable[..., tuple[torch.Tensor, ...]]:
@@ -497,7 +497,7 @@ def fused_hmc_step(logp_and_grad: LogDensityFn) -> HMCStep:
              ok: torch.Tensor) -> tuple[PhasePoint, torch.Tensor, torch.Tensor, torch.Tensor]:
         dense = metric.cholesky is not None
         if dense not in fused:
-            fused[dense] = Fused(flat_step(dense))
+            fused[dense] = Fused(flat_step(dense), compile=compile)
         head = tuple(metric) if dense else (metric.inverse_mass_matrix,)
         out = fused[dense](*head, energy0, step_size, *point, ok)
         return PhasePoint(*out[:5]), out[5], out[6], out[7]

@@ -14,12 +14,6 @@ __all__ = ["initial_points", "run_mcmc"]
 
 _INIT_TRIES = 100
 
-#: Warmup plus sampling iterations from which the leapfrog step (density included) is compiled
-#: with TorchInductor: compiling takes seconds (tens on a cold cache), a compiled step then saves
-#: the driver's and the density's per-operation overhead at every leapfrog step.
-COMPILE_MIN_ITERATIONS = 2000
-
-
 def initial_points(density: LogDensity, num_chains: int, generator: torch.Generator,
                    radius: float = 2.0) -> torch.Tensor:
     """Uniform(-radius, radius) in the unconstrained space, redrawn where the density is not finite
@@ -39,12 +33,12 @@ def initial_points(density: LogDensity, num_chains: int, generator: torch.Genera
 
 def run_mcmc(problem: Problem, *, seed: int, progress: bool, algorithm: str, num_warmup: int,
              num_samples: int, num_chains: int, target_accept: float, max_tree_depth: int,
-             num_steps: int, dense_mass: bool, engine: str) -> EngineResult:
+             num_steps: int, dense_mass: bool, jit_compile: bool, engine: str) -> EngineResult:
     """Run ``num_chains`` chains of NUTS or static HMC through one batched density.
 
-    The density replays a recording of the program (``LogDensity.value_and_grad``); runs of at
-    least :data:`COMPILE_MIN_ITERATIONS` iterations also compile the whole leapfrog step, the
-    density included, when the recording was validated (``run_hmc(fuse=True)``).
+    The density replays a recording of the program (``LogDensity.value_and_grad``) and, when
+    that recording was validated, the whole leapfrog step (density and tree bookkeeping) is
+    recorded and replayed as one graph too (``run_hmc(fuse=True)``).
     """
     started = time.perf_counter()
     density = problem.density
@@ -55,12 +49,12 @@ def run_mcmc(problem: Problem, *, seed: int, progress: bool, algorithm: str, num
         raise ValueError(f"engine '{engine}': the program has no continuous latent sites to sample")
     generator = torch.Generator(device=problem.device).manual_seed(seed)
     init = initial_points(density, num_chains, generator)
-    fuse = num_warmup + num_samples >= COMPILE_MIN_ITERATIONS and density._replayable(init)
+    fuse = density._replayable(init)
     sampled = time.perf_counter()
     result = run_hmc(density.value_and_grad, init, num_warmup=num_warmup, num_samples=num_samples,
                      generator=generator, algorithm=algorithm, target_accept=target_accept,
                      max_tree_depth=max_tree_depth, num_steps=num_steps, dense_mass=dense_mass,
-                     progress=progress, fuse=fuse)
+                     progress=progress, fuse=fuse, jit_compile=jit_compile)
     finished = time.perf_counter()
     flat = result.draws.reshape(num_chains * num_samples, density.dim)
     with torch.no_grad():

@@ -1,5 +1,7 @@
 """Recorded-and-replayed densities (bayesgen._replay) against running the Pyro program."""
 
+import time
+
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -7,7 +9,7 @@ import torch
 from programs import gaussian_mixture, linear_regression, regression_data
 
 import bayesgen as bg
-from bayesgen._replay import RECORD_AFTER, Fused, Replayed, agrees, record
+from bayesgen._replay import RECORD_AFTER, Fused, Replayed, agrees, record, script
 
 
 def constrained_model(y=None):
@@ -130,6 +132,7 @@ def test_replayed_checks_its_recording_at_random_points():
 
     def peeking(x):
         calls.append(x)
+        time.sleep(0.002)  # Python-side overhead, which replays skip
         return x * 2
 
     replayed = Replayed(peeking)
@@ -138,7 +141,8 @@ def test_replayed_checks_its_recording_at_random_points():
         assert torch.equal(replayed(x), x * 2)
     # RECORD_AFTER eager calls, one while recording, three probes; then only replays
     assert len(calls) == RECORD_AFTER + 1 + 3
-    assert replayed.ready(x) and not Replayed(lambda t: t * float(t[0, 0])).ready(x)
+    assert replayed.ready(x) and replayed.replays[(tuple(x.shape), x.dtype, x.device)]
+    assert not Replayed(lambda t: t * float(t[0, 0])).ready(x)
 
 
 def test_fused_runs_eagerly_what_it_cannot_record():
@@ -146,18 +150,38 @@ def test_fused_runs_eagerly_what_it_cannot_record():
     x = torch.randn(4)
     for _ in range(2):
         assert torch.equal(fused(x)[0], x * float(x.sum()))
-    assert fused.built and fused.compiled is None
+    assert list(fused.replays.values()) == [None]
 
 
-@pytest.mark.slow
-def test_fused_compiles_and_guards_its_argument_shapes():
-    fused = Fused(lambda a, b: (a * b + 1.0, (a - b).sum(-1)))
+def test_fused_records_once_per_argument_layout():
+    calls = []
+
+    def step(a, b):
+        calls.append(1)
+        return a * b + 1.0, (a - b).sum(-1)
+
+    fused = Fused(step)
     a, b = torch.randn(4, 3), torch.randn(4, 3)
-    for _ in range(2):
+    for _ in range(3):
         assert agrees((a * b + 1.0, (a - b).sum(-1)), fused(a, b))
-    assert fused.compiled is not None
-    c = torch.randn(5, 3)  # another shape: the compiled code refuses it, the function runs eagerly
-    assert torch.equal(fused(c, c)[1], torch.zeros(5)) and fused.compiled is None
+    c = torch.randn(5, 3)  # another shape: recorded again, never replayed at the old shape
+    for _ in range(2):
+        assert torch.equal(fused(c, c)[1], torch.zeros(5))
+    assert len(fused.replays) == 2 and all(replay is not None for replay in fused.replays.values())
+    before = len(calls)
+    fused(a.T.contiguous().T, b)  # same shape, other strides: a layout of its own
+    assert len(calls) > before and len(fused.replays) == 3
+
+
+def test_scripted_recording_is_bitwise_the_graph():
+    model, data = PROGRAMS["plates_and_deterministic"]
+    density = bg.LogDensity(model, data)
+    u = torch.randn(6, density.dim)
+    graph = record(density.value_and_grad, [u])
+    scripted = script(graph, [u])
+    point = torch.randn(6, density.dim) * 2
+    for actual, expected in zip(scripted(point), _eager(density, point)):
+        assert torch.equal(actual, expected)
 
 
 def test_agrees_tolerance_and_non_finite_values():
