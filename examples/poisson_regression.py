@@ -57,7 +57,9 @@ def main(smoke: bool = False, out: str = "poisson_regression_forest.png") -> pd.
     warmup, draws, steps, chains, depth = (40, 40, 150, 2, 6) if smoke else (500, 300, 3000, 4, 10)
     engines = {
         # patient-level covariates are confounded with the patient intercepts, so NUTS takes
-        # about 45 leapfrog steps per draw (a dense mass matrix would cut that, at a higher cost per step)
+        # about 45 leapfrog steps per draw and bg.check flags R-hat > 1.01 on some of them at
+        # these lengths; a dense mass matrix cuts the steps to about 16 but its warmup, with
+        # trees of up to 1023 steps before the matrix is learnt, doubles the wall time
         "nuts": bg.inference.NUTS(num_warmup=warmup, num_samples=draws, num_chains=chains, max_tree_depth=depth),
         "svi-mvn": bg.inference.SVI(guide="mvn", num_steps=steps, lr=0.05),
     }

@@ -8,6 +8,7 @@ import torch
 
 from bayesgen.engine import EngineResult, Problem
 from bayesgen.inference._sampler import run_hmc
+from bayesgen.inference._threads import cpu_threads, threads_for
 from bayesgen.logdensity import LogDensity
 
 __all__ = ["initial_points", "run_mcmc"]
@@ -38,7 +39,8 @@ def run_mcmc(problem: Problem, *, seed: int, progress: bool, algorithm: str, num
 
     The density replays a recording of the program (``LogDensity.value_and_grad``) and, when
     that recording was validated, the whole leapfrog step (density and tree bookkeeping) is
-    recorded and replayed as one graph too (``run_hmc(fuse=True)``).
+    recorded and replayed as one graph too (``run_hmc(fuse=True)``). Small problems sample on
+    one CPU thread (:func:`bayesgen.inference._threads.threads_for`).
     """
     started = time.perf_counter()
     density = problem.density
@@ -48,13 +50,14 @@ def run_mcmc(problem: Problem, *, seed: int, progress: bool, algorithm: str, num
     if density.dim == 0:
         raise ValueError(f"engine '{engine}': the program has no continuous latent sites to sample")
     generator = torch.Generator(device=problem.device).manual_seed(seed)
-    init = initial_points(density, num_chains, generator)
-    fuse = density._replayable(init)
-    sampled = time.perf_counter()
-    result = run_hmc(density.value_and_grad, init, num_warmup=num_warmup, num_samples=num_samples,
-                     generator=generator, algorithm=algorithm, target_accept=target_accept,
-                     max_tree_depth=max_tree_depth, num_steps=num_steps, dense_mass=dense_mass,
-                     progress=progress, fuse=fuse, jit_compile=jit_compile)
+    with cpu_threads(threads_for(problem, num_chains)):
+        init = initial_points(density, num_chains, generator)
+        fuse = density._replayable(init)
+        sampled = time.perf_counter()
+        result = run_hmc(density.value_and_grad, init, num_warmup=num_warmup, num_samples=num_samples,
+                         generator=generator, algorithm=algorithm, target_accept=target_accept,
+                         max_tree_depth=max_tree_depth, num_steps=num_steps, dense_mass=dense_mass,
+                         progress=progress, fuse=fuse, jit_compile=jit_compile)
     finished = time.perf_counter()
     flat = result.draws.reshape(num_chains * num_samples, density.dim)
     with torch.no_grad():

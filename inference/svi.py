@@ -12,6 +12,7 @@ from bayesgen.diagnostics import pareto_khat
 from bayesgen.engine import EngineResult, Problem
 from bayesgen.inference._gaussian_vi import elbo_converged, fit_gaussian
 from bayesgen.inference._pyro_vi import fit_pyro_guide
+from bayesgen.inference._threads import cpu_threads, threads_for
 
 __all__ = ["SVI"]
 
@@ -62,6 +63,10 @@ class SVI:
 
     def run(self, problem: Problem, *, seed: int, progress: bool) -> EngineResult:
         """Fit the variational approximation and draw from it."""
+        with cpu_threads(threads_for(problem, self.num_particles)):
+            return self._run(problem, seed=seed, progress=progress)
+
+    def _run(self, problem: Problem, *, seed: int, progress: bool) -> EngineResult:
         started = time.perf_counter()
         density = problem.density
         if density.dim == 0 and not problem.has_params:
