@@ -13,7 +13,7 @@ from pyro.poutine.util import is_validation_enabled
 
 from bayesgen.spec import ModelSpec
 
-__all__ = ["SPEC", "intercept", "load_data", "model", "simulate", "simulate_intercepts"]
+__all__ = ["GLM_DIMS", "SPEC", "intercept", "load_data", "model", "simulate", "simulate_intercepts"]
 
 
 def _check_groups(group: torch.Tensor | None, num_groups: int | None, num_obs: int) -> None:
@@ -35,6 +35,10 @@ def _check_groups(group: torch.Tensor | None, num_groups: int | None, num_obs: i
     low, high = int(group.min()), int(group.max())
     if low < 0 or high >= num_groups:
         raise ValueError(f"group indices must lie in [0, num_groups) = [0, {num_groups}), got values from {low} to {high}")
+
+
+#: ArviZ dims shared by the zoo's GLMs (coefficients, observations, varying intercepts).
+GLM_DIMS = {"beta": ("feature",), "y": ("obs",), "alpha_tilde": ("group",), "alpha_group": ("group",)}
 
 
 def intercept(group: torch.Tensor | None, num_groups: int | None, num_obs: int) -> torch.Tensor:
@@ -156,7 +160,7 @@ SPEC = ModelSpec(
     name="linear_regression",
     model=model,
     observed={"y": "y"},
-    dims={"beta": ("feature",), "y": ("obs",), "alpha_tilde": ("group",), "alpha_group": ("group",)},
+    dims=GLM_DIMS,
     description="Bayesian linear regression (diabetes progression from 10 baseline covariates)",
     card=(
         "Gaussian linear regression with weakly-informative priors, meant for standardised "

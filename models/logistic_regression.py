@@ -10,7 +10,7 @@ import pyro.distributions as dist
 import torch
 
 from bayesgen.datasets import require
-from bayesgen.models.linear_regression import intercept, simulate_intercepts
+from bayesgen.models.linear_regression import GLM_DIMS, intercept, simulate_intercepts
 from bayesgen.spec import ModelSpec
 
 __all__ = ["SPEC", "load_data", "model", "simulate"]
@@ -75,7 +75,7 @@ SPEC = ModelSpec(
     name="logistic_regression",
     model=model,
     observed={"y": "y"},
-    dims={"beta": ("feature",), "y": ("obs",), "alpha_tilde": ("group",), "alpha_group": ("group",)},
+    dims=GLM_DIMS,
     description="Bayesian logistic regression (benign or malignant breast tumours from 30 features)",
     card=(
         "Logistic regression with Normal(0, 1) priors on the coefficients of standardised "

@@ -10,7 +10,7 @@ import pyro.distributions as dist
 import torch
 
 from bayesgen.datasets import rdataset
-from bayesgen.models.linear_regression import intercept, simulate_intercepts
+from bayesgen.models.linear_regression import GLM_DIMS, intercept, simulate_intercepts
 from bayesgen.spec import ModelSpec
 
 __all__ = ["COVARIATES", "SPEC", "load_data", "model", "simulate"]
@@ -84,7 +84,7 @@ SPEC = ModelSpec(
     name="poisson_regression",
     model=model,
     observed={"y": "y"},
-    dims={"beta": ("feature",), "y": ("obs",), "alpha_tilde": ("group",), "alpha_group": ("group",)},
+    dims=GLM_DIMS,
     description="Bayesian Poisson regression with varying intercepts (epileptic seizure counts by patient)",
     card=(
         "Poisson regression with a log link, Normal(0, 1) priors on the coefficients of "
