@@ -8,7 +8,7 @@ from typing import NamedTuple, TypeVar
 
 import torch
 
-from bayesgen._replay import Fused
+from bayesgen._replay import Fused, _layout
 
 LogDensityFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -100,15 +100,16 @@ class _Checkpoints(NamedTuple):
     v: torch.Tensor
 
 
-#: ``subtree_step`` with its density bound: ``(metric, energy0, signed_step, sub, ckpts, test, store,
-#: uniform) -> (sub, ckpts)``.
-LeafStep = Callable[..., tuple[_Subtree, _Checkpoints]]
+#: Extends a subtree leaf by leaf (:func:`subtree_step` with its density bound) until it has one
+#: leaf per row of ``uniforms`` or no chain is still extending it:
+#: ``(metric, energy0, signed_step, sub, ckpts, uniforms) -> sub``.
+BuildLeaves = Callable[[Metric, torch.Tensor, torch.Tensor, _Subtree, _Checkpoints, torch.Tensor], _Subtree]
 
 
 class _Context(NamedTuple):
     """Quantities fixed during one NUTS transition."""
 
-    leaf_step: LeafStep
+    build_leaves: BuildLeaves
     step_size: torch.Tensor
     energy0: torch.Tensor
     metric: Metric
@@ -207,7 +208,7 @@ def _checkpoint_masks(leaf_idx: int, size: int, device: torch.device) -> tuple[t
     """Boolean ``(size,)`` masks of the checkpoints that leaf ``leaf_idx`` tests and (even leaves) stores.
 
     Masks instead of slices keep the leaf step one fixed sequence of tensor operations for every
-    leaf, so that it can be recorded once (:func:`fused_leaf_step`).
+    leaf, so that it can be recorded once (:class:`FusedLeaves`).
     """
     idx_min, idx_max = _checkpoint_range(leaf_idx)
     slots = torch.arange(size, device=device)
@@ -248,7 +249,7 @@ def subtree_step(
     """Add one leaf to every active chain's subtree (uniform progressive sampling).
 
     A pure function of tensors with no data-dependent control flow: the same operations run at
-    every leaf, so :func:`fused_leaf_step` can record it (the density included) once per run.
+    every leaf, so :class:`FusedLeaves` can record it (the density included) once per run.
     """
     leaf = leapfrog(logp_and_grad, sub.edge, signed_step, metric)
     energy, delta = energy_error(leaf, energy0)
@@ -295,36 +296,74 @@ def _bind_metric(flat: Sequence[torch.Tensor], dense: bool) -> tuple[Metric, Seq
     return (Metric(flat[0], flat[1]), flat[2:]) if dense else (Metric(flat[0], None), flat[1:])
 
 
-def fused_leaf_step(logp_and_grad: LogDensityFn, compile: bool = False) -> LeafStep:  # noqa: A002
-    """:func:`subtree_step` bound to ``logp_and_grad``, recorded at its first call and replayed after.
+def eager_leaves(logp_and_grad: LogDensityFn) -> BuildLeaves:
+    """:data:`BuildLeaves` running :func:`subtree_step` operation by operation."""
 
-    Leapfrog, density, gradient and the tree bookkeeping become one recorded graph run by
-    TorchScript, or compiled by TorchInductor with ``compile`` (:class:`bayesgen._replay.Fused`);
-    where that is not possible the step runs eagerly. ``logp_and_grad`` should have been validated as recordable (a ``bg.LogDensity``
-    whose ``value_and_grad`` replays).
+    def build(metric: Metric, energy0: torch.Tensor, signed: torch.Tensor, sub: _Subtree,
+              ckpts: _Checkpoints, uniforms: torch.Tensor) -> _Subtree:
+        n_leaves, size = uniforms.shape[0], ckpts.v.shape[1]
+        for leaf_idx in range(n_leaves):
+            test, store = _checkpoint_masks(leaf_idx, size, uniforms.device)
+            sub, ckpts = subtree_step(logp_and_grad, metric, energy0, signed, sub, ckpts, test, store,
+                                      uniforms[leaf_idx])
+            if leaf_idx + 1 < n_leaves and not bool(sub.active.any()):
+                break
+        return sub
+
+    return build
+
+
+#: Number of tensors :func:`_pack` makes of a subtree and its checkpoints.
+_STATE_SIZE = 18
+
+
+class FusedLeaves:
+    """:data:`BuildLeaves` whose leaf step is recorded at its first call and replayed after.
+
+    Leapfrog, density, gradient and the tree bookkeeping of one leaf become one recorded graph
+    run by TorchScript, or compiled by TorchInductor with ``compile`` or after
+    :meth:`compile` (:class:`bayesgen._replay.Fused`); where that is not possible the step runs
+    eagerly. The loop over leaves passes the replay's flat outputs straight back in, binding the
+    replay once per subtree. ``logp_and_grad`` should have been validated as recordable (a
+    ``bg.LogDensity`` whose ``value_and_grad`` replays).
     """
-    fused: dict[bool, Fused] = {}
 
-    def flat_step(dense: bool) -> Callable[..., tuple[torch.Tensor, ...]]:
+    def __init__(self, logp_and_grad: LogDensityFn, compile: bool = False) -> None:  # noqa: A002
+        self.logp_and_grad = logp_and_grad
+        self.fused = {dense: Fused(self._flat_step(dense), compile=compile) for dense in (False, True)}
+
+    def compile(self) -> None:
+        """Compile the recorded step with TorchInductor from now on."""
+        for fused in self.fused.values():
+            fused.compile_recordings()
+
+    def _flat_step(self, dense: bool) -> Callable[..., tuple[torch.Tensor, ...]]:
         def step(*flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
             metric, rest = _bind_metric(flat, dense)
             energy0, signed, sub, ckpts = rest[0], rest[1], _unpack_subtree(rest[2:18]), _Checkpoints(*rest[18:20])
-            sub, ckpts = subtree_step(logp_and_grad, metric, energy0, signed, sub, ckpts, *rest[20:23])
-            return _pack(sub, ckpts)
+            sub, ckpts = subtree_step(self.logp_and_grad, metric, energy0, signed, sub, ckpts, *rest[20:23])
+            return (*_pack(sub, ckpts), sub.active.any())
 
         return step
 
-    def leaf_step(metric: Metric, energy0: torch.Tensor, signed: torch.Tensor, sub: _Subtree,
-                  ckpts: _Checkpoints, test: torch.Tensor, store: torch.Tensor,
-                  uniform: torch.Tensor) -> tuple[_Subtree, _Checkpoints]:
-        dense = metric.cholesky is not None
-        if dense not in fused:
-            fused[dense] = Fused(flat_step(dense), compile=compile)
-        head = tuple(metric) if dense else (metric.inverse_mass_matrix,)
-        out = fused[dense](*head, energy0, signed, *_pack(sub, ckpts), test, store, uniform)
-        return _unpack_subtree(out), _Checkpoints(*out[16:18])
-
-    return leaf_step
+    def __call__(self, metric: Metric, energy0: torch.Tensor, signed: torch.Tensor, sub: _Subtree,
+                 ckpts: _Checkpoints, uniforms: torch.Tensor) -> _Subtree:
+        fused = self.fused[metric.cholesky is not None]
+        head = (*metric, energy0, signed) if metric.cholesky is not None else (metric.inverse_mass_matrix, energy0, signed)
+        state = _pack(sub, ckpts)
+        n_leaves, size = uniforms.shape[0], ckpts.v.shape[1]
+        step, stable = fused.fn, False
+        for leaf_idx in range(n_leaves):
+            test, store = _checkpoint_masks(leaf_idx, size, uniforms.device)
+            args = (*head, *state, test, store, uniforms[leaf_idx])
+            if not stable:  # until the outputs are laid out as the inputs, look the replay up
+                step = fused.bind(args)
+            out = step(*args)
+            stable = stable or _layout(out[:_STATE_SIZE]) == _layout(state)
+            state = out[:_STATE_SIZE]
+            if leaf_idx + 1 < n_leaves and not bool(out[_STATE_SIZE]):
+                break
+        return _unpack_subtree(state)
 
 
 def _build_subtree(
@@ -347,13 +386,7 @@ def _build_subtree(
         n_steps=torch.zeros_like(tree.n_steps),
         sum_accept=zeros,
     )
-    size, device = ckpts.v.shape[1], step_size.device
-    for leaf_idx in range(n_leaves):
-        test, store = _checkpoint_masks(leaf_idx, size, device)
-        sub, ckpts = ctx.leaf_step(ctx.metric, ctx.energy0, signed, sub, ckpts, test, store, uniforms[leaf_idx])
-        if leaf_idx + 1 < n_leaves and not bool(sub.active.any()):
-            break
-    return sub
+    return ctx.build_leaves(ctx.metric, ctx.energy0, signed, sub, ckpts, uniforms)
 
 
 def _combine(tree: _Tree, sub: _Subtree, going_right: torch.Tensor, uniform: torch.Tensor) -> _Tree:
@@ -409,7 +442,7 @@ def nuts_transition(
     *,
     generator: torch.Generator,
     max_tree_depth: int,
-    leaf_step: LeafStep | None = None,
+    build_leaves: BuildLeaves | None = None,
 ) -> Transition:
     """One multinomial NUTS transition for all chains in lockstep.
 
@@ -427,23 +460,23 @@ def nuts_transition(
         Source of all randomness.
     max_tree_depth : int
         Maximum number of trajectory doublings.
-    leaf_step : LeafStep or None
-        :func:`subtree_step` bound to ``logp_and_grad``, possibly recorded
-        (:func:`fused_leaf_step`); None runs it eagerly.
+    build_leaves : BuildLeaves or None
+        The leaf loop, possibly recorded (:class:`FusedLeaves`); None runs it eagerly
+        (:func:`eager_leaves`).
 
     Returns
     -------
     Transition
         New state and per-chain statistics.
     """
-    if leaf_step is None:
-        leaf_step = functools.partial(subtree_step, logp_and_grad)
+    if build_leaves is None:
+        build_leaves = eager_leaves(logp_and_grad)
     tree = _initial_tree(state, metric, generator)
     energy0 = tree.proposal.energy
     chains, dim = state.z.shape
     buffer = state.z.new_zeros((chains, max_tree_depth, dim))
     ckpts = _Checkpoints(buffer, torch.zeros_like(buffer))
-    ctx = _Context(leaf_step, step_size, energy0, metric, generator)
+    ctx = _Context(build_leaves, step_size, energy0, metric, generator)
     for depth in range(max_tree_depth):
         if depth > 0 and not bool(tree.running.any()):
             break
@@ -481,7 +514,7 @@ HMCStep = Callable[..., tuple[PhasePoint, torch.Tensor, torch.Tensor, torch.Tens
 
 
 def fused_hmc_step(logp_and_grad: LogDensityFn, compile: bool = False) -> HMCStep:  # noqa: A002
-    """:func:`hmc_step` bound to ``logp_and_grad``, recorded and replayed as :func:`fused_leaf_step` is."""
+    """:func:`hmc_step` bound to ``logp_and_grad``, recorded and replayed as :class:`FusedLeaves` is."""
     fused: dict[bool, Fused] = {}
 
     def flat_step(dense: bool) -> Callable[..., tuple[torch.Tensor, ...]]:

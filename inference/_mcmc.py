@@ -34,7 +34,7 @@ def initial_points(density: LogDensity, num_chains: int, generator: torch.Genera
 
 def run_mcmc(problem: Problem, *, seed: int, progress: bool, algorithm: str, num_warmup: int,
              num_samples: int, num_chains: int, target_accept: float, max_tree_depth: int,
-             num_steps: int, dense_mass: bool, jit_compile: bool, engine: str) -> EngineResult:
+             num_steps: int, dense_mass: bool, jit_compile: bool | None, engine: str) -> EngineResult:
     """Run ``num_chains`` chains of NUTS or static HMC through one batched density.
 
     The density replays a recording of the program (``LogDensity.value_and_grad``) and, when

@@ -29,14 +29,13 @@ class HMC:
         Target acceptance probability of the step-size adaptation.
     dense_mass : bool
         Adapt a dense mass matrix instead of a diagonal one.
-    jit_compile : bool
+    jit_compile : bool or None
         Compile the recorded leapfrog step with TorchInductor (as ``torch.compile`` does).
-        Compilation takes 10-30 s on a CPU the first time a model is sampled (seconds once
-        Inductor's on-disk cache holds it); the fused C++ or Triton kernels then make each step
-        several times cheaper than the default TorchScript replay. It pays on long runs of
-        models with larger densities: on the benchmark's breast-cancer regression (569 x 30),
-        2000 iterations took 26 s instead of 41 s, compile included. Draws differ from the
-        default's by rounding; the same seed gives the same draws.
+        None (the default) compiles when the run has at least 20,000 leapfrog steps
+        (warmup and draws times ``num_steps``). True compiles at the first step, False never. Compilation takes
+        about 5 s on a CPU (a C++ compiler builds the kernels; less once Inductor's on-disk
+        cache holds the model); the compiled step then costs a fifth to a half of the default
+        TorchScript replay. Draws differ from the replay's by rounding.
     """
 
     name: ClassVar[str] = "hmc"
@@ -46,7 +45,7 @@ class HMC:
     num_steps: int = 16
     target_accept: float = 0.8
     dense_mass: bool = False
-    jit_compile: bool = False
+    jit_compile: bool | None = None
 
     def run(self, problem: Problem, *, seed: int, progress: bool) -> EngineResult:
         """Sample the posterior of ``problem``."""
