@@ -12,7 +12,8 @@ tensor operations and replays it through TorchScript; by default it compiles tha
 TorchInductor once the first 50 transitions project a long run. Recording and compilation are
 included in its wall time (each bayesgen row compiles in a fresh ``TORCHINDUCTOR_CACHE_DIR``).
 The "bayesgen replay" row passes ``jit_compile=False``: TorchScript replay only. Module imports
-(torch's compiler stack, JAX, NumPyro) happen before the clocks start, for every sampler.
+(torch's compiler stack, JAX, NumPyro) happen before the clocks start, for every sampler, and
+so does Inductor's probe of the CPU's vector instructions (done once per machine and cached).
 The "MCSE gap" column is the largest difference between bayesgen's (or NumPyro's) posterior mean
 and Pyro's over every parameter, in combined Monte Carlo standard errors. The machine's load
 average is printed with every row: on a shared machine the wall times move with it.
@@ -124,7 +125,9 @@ def run_pyro(model, data, chains, warmup, draws) -> tuple[float, dict[str, np.nd
     kernel = NUTS(model, jit_compile=True, ignore_jit_warnings=True)
     mcmc = MCMC(kernel, num_samples=draws, warmup_steps=warmup, num_chains=chains, disable_progbar=True,
                 mp_context="spawn" if chains > 1 else None)
-    mcmc.run(**tensors)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="num_chains=")  # Pyro runs chains one after another here
+        mcmc.run(**tensors)
     wall = time.perf_counter() - start
     samples = mcmc.get_samples(group_by_chain=True)
     return wall, {k: v.numpy() for k, v in samples.items()}
@@ -167,6 +170,11 @@ def import_compiler_stack(use_numpyro: bool) -> None:
         warnings.simplefilter("ignore")
         import torch._inductor.compile_fx  # noqa: F401 - recording and compiling the step
         import torch.fx.experimental.proxy_tensor  # noqa: F401
+        from torch._inductor.cpu_vec_isa import valid_vec_isa_list
+
+        # Inductor probes the CPU's vector instruction sets by compiling test programs (about 9 s),
+        # once per machine: the results are kept in its on-disk cache
+        valid_vec_isa_list()
         import pyro.infer  # noqa: F401
         if use_numpyro:
             import jax  # noqa: F401

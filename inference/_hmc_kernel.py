@@ -353,9 +353,9 @@ class FusedLeaves:
         state = _pack(sub, ckpts)
         n_leaves, size = uniforms.shape[0], ckpts.v.shape[1]
         step, stable = fused.fn, False
-        for leaf_idx in range(n_leaves):
+        for leaf_idx, uniform in enumerate(uniforms.unbind(0)):
             test, store = _checkpoint_masks(leaf_idx, size, uniforms.device)
-            args = (*head, *state, test, store, uniforms[leaf_idx])
+            args = (*head, *state, test, store, uniform)
             if not stable:  # until the outputs are laid out as the inputs, look the replay up
                 step = fused.bind(args)
             out = step(*args)
@@ -513,29 +513,29 @@ def hmc_step(
 HMCStep = Callable[..., tuple[PhasePoint, torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
-def fused_hmc_step(logp_and_grad: LogDensityFn, compile: bool = False) -> HMCStep:  # noqa: A002
-    """:func:`hmc_step` bound to ``logp_and_grad``, recorded and replayed as :class:`FusedLeaves` is."""
-    fused: dict[bool, Fused] = {}
+class FusedHMCStep:
+    """:func:`hmc_step` bound to ``logp_and_grad``, recorded and replayed as :class:`FusedLeaves` is
+    (compiled with TorchInductor with ``compile``)."""
 
-    def flat_step(dense: bool) -> Callable[..., tuple[torch.Tensor, ...]]:
+    def __init__(self, logp_and_grad: LogDensityFn, compile: bool = False) -> None:  # noqa: A002
+        self.logp_and_grad = logp_and_grad
+        self.fused = {dense: Fused(self._flat_step(dense), compile=compile) for dense in (False, True)}
+
+    def _flat_step(self, dense: bool) -> Callable[..., tuple[torch.Tensor, ...]]:
         def step(*flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
             metric, rest = _bind_metric(flat, dense)
-            point, ok, energy, delta = hmc_step(logp_and_grad, metric, rest[0], rest[1],
+            point, ok, energy, delta = hmc_step(self.logp_and_grad, metric, rest[0], rest[1],
                                                 PhasePoint(*rest[2:7]), rest[7])
             return (*point, ok, energy, delta)
 
         return step
 
-    def step(metric: Metric, energy0: torch.Tensor, step_size: torch.Tensor, point: PhasePoint,
-             ok: torch.Tensor) -> tuple[PhasePoint, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __call__(self, metric: Metric, energy0: torch.Tensor, step_size: torch.Tensor, point: PhasePoint,
+                 ok: torch.Tensor) -> tuple[PhasePoint, torch.Tensor, torch.Tensor, torch.Tensor]:
         dense = metric.cholesky is not None
-        if dense not in fused:
-            fused[dense] = Fused(flat_step(dense), compile=compile)
         head = tuple(metric) if dense else (metric.inverse_mass_matrix,)
-        out = fused[dense](*head, energy0, step_size, *point, ok)
+        out = self.fused[dense](*head, energy0, step_size, *point, ok)
         return PhasePoint(*out[:5]), out[5], out[6], out[7]
-
-    return step
 
 
 def hmc_transition(

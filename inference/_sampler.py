@@ -10,12 +10,12 @@ from tqdm import tqdm
 
 from bayesgen.inference._adaptation import WindowedAdaptation, find_reasonable_step_size
 from bayesgen.inference._hmc_kernel import (
+    FusedHMCStep,
     FusedLeaves,
     LogDensityFn,
     Metric,
     PhaseState,
     Transition,
-    fused_hmc_step,
     hmc_transition,
     initial_state,
     make_metric,
@@ -111,7 +111,7 @@ class _Kernel:
             self.project = False
             long_run = self.transitions * num_steps >= COMPILE_MIN_STEPS
             compile = long_run if jit_compile is None else jit_compile
-            leapfrog_step = fused_hmc_step(logp_and_grad, compile) if fuse else None
+            leapfrog_step = FusedHMCStep(logp_and_grad, compile) if fuse else None
             self.step = functools.partial(hmc_transition, logp_and_grad, generator=generator,
                                           num_steps=num_steps, leapfrog_step=leapfrog_step)
 

@@ -193,3 +193,48 @@ def test_agrees_tolerance_and_non_finite_values():
     assert not agrees(x, torch.tensor([1.0, -torch.inf, 0.0, 1e4]))
     assert not agrees((x, x), (x,))
     assert not agrees(torch.tensor([True]), torch.tensor([False]))
+
+
+def test_fused_bind_returns_the_replay_for_a_layout():
+    calls = []
+
+    def step(a, b):
+        calls.append(1)
+        return (a * b - 2.0,)
+
+    fused = Fused(step)
+    a, b = torch.randn(3, 2), torch.randn(3, 2)
+    replay = fused.bind((a, b))  # records now: one call of step, then only the replay
+    before = len(calls)
+    for _ in range(3):
+        assert agrees((a * b - 2.0,), replay(a, b))
+    assert len(calls) == before and fused.bind((a, b)) is replay
+    assert Fused(lambda t: (t * float(t.sum()),)).bind((a,)).__name__ == "<lambda>"  # unrecordable
+
+
+def _compiler() -> bool:
+    import shutil
+
+    return any(shutil.which(name) for name in ("c++", "g++", "clang++"))
+
+
+@pytest.mark.skipif(not _compiler(), reason="TorchInductor needs a C++ compiler on the CPU")
+def test_fused_compiles_its_recordings_on_request(caplog):
+    import logging
+
+    def step(a, b):
+        return torch.exp(a) * b + a.sum(-1, keepdim=True), (a - b).abs().sum()
+
+    fused = Fused(step)
+    a, b = torch.randn(4, 3), torch.randn(4, 3)
+    fused(a, b)
+    scripted = fused.bind((a, b))
+    with caplog.at_level(logging.DEBUG, logger="bayesgen._replay"):
+        fused.compile_recordings()
+    assert "compiled" in caplog.text and fused.compile
+    compiled = fused.bind((a, b))
+    assert compiled is not scripted
+    a2, b2 = torch.randn(4, 3), torch.randn(4, 3)  # the compilation is general in the values
+    assert agrees(step(a2, b2), compiled(a2, b2))
+    c = torch.randn(2, 3)  # a new layout after compile_recordings is compiled at once
+    assert agrees(step(c, c), fused(c, c)) and fused.bind((c, c)) is not None

@@ -117,3 +117,44 @@ def test_small_problems_sample_on_one_thread_and_restore_the_count():
             assert torch.get_num_threads() == 1
         assert torch.get_num_threads() == 2
     assert torch.get_num_threads() == before
+
+
+def _kernel(algorithm: str, jit_compile, num_warmup: int, num_samples: int, num_steps: int = 10):
+    from bayesgen.inference._sampler import _Kernel
+
+    return _Kernel(_gaussian, torch.Generator().manual_seed(0), algorithm,
+                   (num_warmup, num_samples, 10, num_steps), True, jit_compile)
+
+
+def test_by_default_nuts_compiles_runs_that_project_to_many_leapfrog_steps(monkeypatch):
+    from bayesgen.inference import _hmc_kernel, _sampler
+
+    compiled = []
+    monkeypatch.setattr(_hmc_kernel.FusedLeaves, "compile", lambda self: compiled.append(self))
+    init = torch.randn((4, 3), generator=torch.Generator().manual_seed(1), dtype=DTYPE)
+    state = _hmc_kernel.initial_state(_gaussian, init)
+    metric = _hmc_kernel.make_metric(torch.ones_like(init))
+    step_size = torch.full((4,), 0.05, dtype=DTYPE)  # a small step: long trajectories
+    kernels = {"long": _kernel("nuts", None, 10**5, 10**5), "short": _kernel("nuts", None, 60, 0),
+               "never": _kernel("nuts", False, 10**5, 10**5)}
+    steps = 0
+    for _ in range(_sampler.PROJECT_AFTER):
+        for kernel in kernels.values():
+            info = kernel(state, step_size, metric)
+        steps += int(info.n_steps.max())
+    # the short run's 10 remaining transitions of at most 1023 steps stay below the threshold
+    assert steps / _sampler.PROJECT_AFTER * (2 * 10**5 - _sampler.PROJECT_AFTER) > _sampler.COMPILE_MIN_STEPS
+    assert compiled == [kernels["long"].leaves]
+    assert _kernel("nuts", True, 1, 1).leaves.fused[False].compile
+    assert not kernels["never"].leaves.fused[False].compile
+
+
+def test_by_default_hmc_compiles_runs_of_many_leapfrog_steps():
+    from bayesgen.inference._sampler import COMPILE_MIN_STEPS
+
+    def compiles(kernel) -> bool:
+        return kernel.step.keywords["leapfrog_step"].fused[False].compile
+
+    assert not compiles(_kernel("hmc", None, 100, 100, num_steps=10))
+    assert compiles(_kernel("hmc", None, COMPILE_MIN_STEPS // 2, COMPILE_MIN_STEPS // 2, num_steps=1))
+    assert compiles(_kernel("hmc", True, 1, 1)) and not compiles(_kernel("hmc", False, 10**6, 0))
