@@ -123,10 +123,10 @@ def run_pyro(model, data, chains, warmup, draws) -> tuple[float, dict[str, np.nd
     tensors = {k: torch.as_tensor(v) for k, v in data.items()}
     start = time.perf_counter()
     kernel = NUTS(model, jit_compile=True, ignore_jit_warnings=True)
-    mcmc = MCMC(kernel, num_samples=draws, warmup_steps=warmup, num_chains=chains, disable_progbar=True,
-                mp_context="spawn" if chains > 1 else None)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="num_chains=")  # Pyro runs chains one after another here
+        mcmc = MCMC(kernel, num_samples=draws, warmup_steps=warmup, num_chains=chains, disable_progbar=True,
+                    mp_context="spawn" if chains > 1 else None)
         mcmc.run(**tensors)
     wall = time.perf_counter() - start
     samples = mcmc.get_samples(group_by_chain=True)
@@ -206,12 +206,15 @@ def main() -> None:
           f"{'vs NumPyro':>10} {'MCSE gap':>9} {'load':>5}")
     for name, (model, load) in models.items():
         data = load()
+        # the peers run first: XLA's worker threads may keep a core busy for a while after NumPyro
+        peers = {}
+        if use_numpyro:
+            peers["numpyro"] = run_numpyro(name, data, 4, warmup, draws)
+        if use_pyro:
+            peers["pyro"] = run_pyro(model, data, 4, warmup, draws)
         rows = {"bayesgen": run_bayesgen(model, data, 4, warmup, draws, args.device),
                 "bayesgen replay": run_bayesgen(model, data, 4, warmup, draws, args.device, jit_compile=False)}
-        if use_pyro:
-            rows["pyro"] = run_pyro(model, data, 4, warmup, draws)
-        if use_numpyro:
-            rows["numpyro"] = run_numpyro(name, data, 4, warmup, draws)
+        rows.update(reversed(peers.items()))
         rate = {k: min_ess(post) / wall for k, (wall, post) in rows.items()}
         for sampler, (wall, post) in rows.items():
             vs_pyro = f"{rate[sampler] / rate['pyro']:.2f}" if "pyro" in rate else "-"
