@@ -1,6 +1,5 @@
 """Hidden Markov model: forward algorithm vs enumeration, Viterbi, recovery, NUTS vs TraceEnum SVI."""
 
-import numpy as np
 import pytest
 import torch
 from pyro.infer.autoguide import AutoMultivariateNormal
