@@ -552,15 +552,18 @@ class Fused:
         now on (where they agree with ``fn``); later recordings are compiled too.
 
         Lets a caller start with the cheap TorchScript replay and pay for compilation only once
-        it knows the step will run long enough (``NUTS(jit_compile=None)``).
+        it knows the step will run long enough (``NUTS(jit_compile=None)``). If no recording
+        compiles (no C++ compiler, say), later recordings are not compiled either.
         """
-        self.compile = True
+        compiled_any = not self._recordings
         for key, (graph, args, expected) in self._recordings.items():
             started = time.perf_counter()
             compiled = compile_graph(graph, args)
             if compiled is not None and self._replays_correctly(compiled, args, expected):
                 self.replays[key] = compiled
+                compiled_any = True
                 _log.debug("compiled %s in %.2f s", _name(self.fn), time.perf_counter() - started)
+        self.compile = compiled_any
 
     def _build(self, key: tuple[Any, ...], args: Sequence[torch.Tensor], expected: Any) -> Callable[..., Any] | None:
         started = time.perf_counter()

@@ -238,3 +238,16 @@ def test_fused_compiles_its_recordings_on_request(caplog):
     assert agrees(step(a2, b2), compiled(a2, b2))
     c = torch.randn(2, 3)  # a new layout after compile_recordings is compiled at once
     assert agrees(step(c, c), fused(c, c)) and fused.bind((c, c)) is not None
+
+
+def test_fused_stops_compiling_when_no_recording_compiles(monkeypatch):
+    from bayesgen import _replay
+
+    monkeypatch.setattr(_replay, "compile_graph", lambda graph, args: None)  # no C++ compiler, say
+    fused = Fused(lambda a: (a * 3.0,))
+    a = torch.randn(5)
+    fused(a)
+    scripted = fused.bind((a,))
+    fused.compile_recordings()
+    assert not fused.compile and fused.bind((a,)) is scripted
+    assert torch.equal(fused(a)[0], a * 3.0)
