@@ -206,7 +206,7 @@ def main() -> None:
           f"{'vs NumPyro':>10} {'MCSE gap':>9} {'load':>5}")
     for name, (model, load) in models.items():
         data = load()
-        # the peers run first: XLA's worker threads may keep a core busy for a while after NumPyro
+        # the peers run first, so that bayesgen's rows come one after the other
         peers = {}
         if use_numpyro:
             peers["numpyro"] = run_numpyro(name, data, 4, warmup, draws)
