@@ -571,10 +571,11 @@ class Fused:
         if graph is None:
             return None
         self._recordings[key] = (graph, tuple(a.clone() for a in args), _clone(expected))
-        candidates = [compile_graph(graph, args) if self.compile else None, script(graph, args), graph]
-        for replay in (c for c in candidates if c is not None):
-            if self._replays_correctly(replay, args, expected):
-                _log.debug("recorded %s in %.2f s", _name(self.fn), time.perf_counter() - started)
+        candidates = {"compiled": compile_graph(graph, args) if self.compile else None,
+                      "TorchScript": script(graph, args), "fx graph": graph}
+        for kind, replay in candidates.items():
+            if replay is not None and self._replays_correctly(replay, args, expected):
+                _log.debug("recorded %s (%s) in %.2f s", _name(self.fn), kind, time.perf_counter() - started)
                 return replay
         _log.debug("running %s eagerly", _name(self.fn))
         return None
