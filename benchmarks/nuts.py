@@ -194,11 +194,11 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="50 warmup + 50 draws, first model only")
     args = parser.parse_args()
     torch.set_default_dtype(torch.float64)
-    import_compiler_stack(use_numpyro="numpyro" in args.peers and importlib.util.find_spec("numpyro") is not None)
     warmup, draws = (50, 50) if args.smoke else (args.num_warmup, args.num_samples)
     models = {name: MODELS[name] for name in (args.models[:1] if args.smoke else args.models)}
     use_pyro = "pyro" in args.peers
     use_numpyro = "numpyro" in args.peers and importlib.util.find_spec("numpyro") is not None
+    import_compiler_stack(use_numpyro)
     print(f"{warmup} warmup + {draws} draws; machine: {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} torch threads, "
           f"device {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""))

@@ -291,6 +291,11 @@ def _unpack_subtree(flat: Sequence[torch.Tensor]) -> _Subtree:
     return _Subtree(PhasePoint(*flat[:5]), _Proposal(*flat[5:9]), *flat[9:16])
 
 
+def _metric_tensors(metric: Metric) -> tuple[torch.Tensor, ...]:
+    """The metric's one (diagonal) or two (dense) tensors; inverse of :func:`_bind_metric`."""
+    return tuple(metric) if metric.cholesky is not None else (metric.inverse_mass_matrix,)
+
+
 def _bind_metric(flat: Sequence[torch.Tensor], dense: bool) -> tuple[Metric, Sequence[torch.Tensor]]:
     """Take the metric's one (diagonal) or two (dense) tensors off the front of ``flat``."""
     return (Metric(flat[0], flat[1]), flat[2:]) if dense else (Metric(flat[0], None), flat[1:])
@@ -349,7 +354,7 @@ class FusedLeaves:
     def __call__(self, metric: Metric, energy0: torch.Tensor, signed: torch.Tensor, sub: _Subtree,
                  ckpts: _Checkpoints, uniforms: torch.Tensor) -> _Subtree:
         fused = self.fused[metric.cholesky is not None]
-        head = (*metric, energy0, signed) if metric.cholesky is not None else (metric.inverse_mass_matrix, energy0, signed)
+        head = (*_metric_tensors(metric), energy0, signed)
         state = _pack(sub, ckpts)
         n_leaves, size = uniforms.shape[0], ckpts.v.shape[1]
         step, stable = fused.fn, False
@@ -532,9 +537,7 @@ class FusedHMCStep:
 
     def __call__(self, metric: Metric, energy0: torch.Tensor, step_size: torch.Tensor, point: PhasePoint,
                  ok: torch.Tensor) -> tuple[PhasePoint, torch.Tensor, torch.Tensor, torch.Tensor]:
-        dense = metric.cholesky is not None
-        head = tuple(metric) if dense else (metric.inverse_mass_matrix,)
-        out = self.fused[dense](*head, energy0, step_size, *point, ok)
+        out = self.fused[metric.cholesky is not None](*_metric_tensors(metric), energy0, step_size, *point, ok)
         return PhasePoint(*out[:5]), out[5], out[6], out[7]
 
 
