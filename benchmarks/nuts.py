@@ -5,7 +5,9 @@ eight schools (non-centred), logistic regression on scikit-learn's breast-cancer
 (569 x 30, standardised, N(0, 1) priors) and a synthetic logistic regression (N=5000, D=20,
 fixed seed). For each sampler it reports wall seconds (from the call to the draws, JIT
 compilation included), the minimum bulk ESS over all parameters, min-ESS per second, and
-the ratios against the peers. A second table shows bayesgen's ESS/s as the chains grow.
+the ratios against the peers. A second table shows bayesgen's ESS/s as the chains grow, on
+eight schools (whose cost is per-call overhead, which batching shares between chains) and on
+the synthetic regression (whose cost is arithmetic, which grows with the chains).
 
 bayesgen records each leapfrog step (density, gradient and tree bookkeeping) once as a graph of
 tensor operations and replays it through TorchScript; by default it compiles that graph with
@@ -189,6 +191,9 @@ def main() -> None:
     parser.add_argument("--peers", nargs="*", default=["pyro", "numpyro"], choices=["pyro", "numpyro"],
                         help="peers to run beside bayesgen (numpyro only when installed)")
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--scaling-models", nargs="*", choices=list(MODELS),
+                        default=["eight_schools_noncentred", "logistic_synthetic_5000x20"],
+                        help="models of the scaling table: one dominated by per-call overhead, one by arithmetic")
     parser.add_argument("--num-warmup", type=int, default=1000)
     parser.add_argument("--num-samples", type=int, default=1000)
     parser.add_argument("--smoke", action="store_true", help="50 warmup + 50 draws, first model only")
@@ -223,16 +228,19 @@ def main() -> None:
             gap = f"{max_mcse_gap(post, rows['pyro'][1]):.2f}" if "pyro" in rows and sampler != "pyro" else "-"
             print(f"{name:<28} {sampler:<16} {wall:8.1f} {min_ess(post):8.0f} {rate[sampler]:8.1f} "
                   f"{vs_pyro:>8} {vs_numpyro:>10} {gap:>9} {os.getloadavg()[0]:5.1f}", flush=True)
-    print(f"\nbayesgen scaling, {list(models)[-1]}, {args.device}")
-    print(f"{'chains':>7} {'wall s':>8} {'min ESS':>9} {'ESS/s':>9} {'wall / wall(4)':>15} {'load':>5}")
-    model, load = list(models.values())[-1]
-    data = load()
-    base = None
-    for chains in args.chains:
-        wall, post = run_bayesgen(model, data, chains, warmup, draws, args.device)
-        base = base or wall
-        print(f"{chains:7d} {wall:8.1f} {min_ess(post):9.0f} {min_ess(post) / wall:9.1f} {wall / base:15.2f} "
-              f"{os.getloadavg()[0]:5.1f}", flush=True)
+    scaling = list(models) if args.smoke else args.scaling_models
+    print(f"\nbayesgen scaling, {args.device}")
+    print(f"{'model':<28} {'chains':>7} {'wall s':>8} {'min ESS':>9} {'ESS/s':>9} {'wall / wall(first)':>19} "
+          f"{'load':>5}")
+    for name in scaling:
+        model, load = MODELS[name]
+        data = load()
+        base = None
+        for chains in args.chains:
+            wall, post = run_bayesgen(model, data, chains, warmup, draws, args.device)
+            base = base or wall
+            print(f"{name:<28} {chains:7d} {wall:8.1f} {min_ess(post):9.0f} {min_ess(post) / wall:9.1f} "
+                  f"{wall / base:19.2f} {os.getloadavg()[0]:5.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -32,9 +32,12 @@ STAT_NAMES = ("lp", "diverging", "energy", "step_size", "tree_depth", "n_steps",
 _PROGRESS_EVERY = 25
 
 #: Leapfrog steps a run must still have ahead for ``jit_compile=None`` to compile its recorded
-#: step with TorchInductor. Compilation costs about 5 s on a CPU; the compiled step saves
-#: 150-450 microseconds a leapfrog step over the TorchScript replay on the benchmark's models.
-COMPILE_MIN_STEPS = 25_000
+#: step with TorchInductor: about where compiling pays for itself. On the benchmark's models
+#: compilation costs 4-6 s on a CPU and the compiled step saves 320-400 microseconds a leapfrog
+#: step of the sampler's loop over the TorchScript replay (eight schools 368 -> 45, breast
+#: cancer 410 -> 83, the synthetic 5000 x 20 regression 658 -> 262), so it breaks even after
+#: 12,000-17,000 steps.
+COMPILE_MIN_STEPS = 15_000
 
 #: NUTS transitions from whose leapfrog steps ``jit_compile=None`` projects those of the run.
 PROJECT_AFTER = 50

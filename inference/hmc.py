@@ -31,7 +31,7 @@ class HMC:
         Adapt a dense mass matrix instead of a diagonal one.
     jit_compile : bool or None
         Compile the recorded leapfrog step with TorchInductor (as ``torch.compile`` does).
-        None (the default) compiles when the run has at least 25,000 leapfrog steps
+        None (the default) compiles when the run has at least 15,000 leapfrog steps
         (warmup and draws times ``num_steps``). True compiles at the first step, False never. Compilation takes
         about 5 s on a CPU (a C++ compiler builds the kernels; less once Inductor's on-disk
         cache holds the model); the compiled step then costs 15-35% of the default
