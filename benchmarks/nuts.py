@@ -11,7 +11,7 @@ the synthetic regression (whose cost is arithmetic, which grows with the chains)
 
 bayesgen records each leapfrog step (density, gradient and tree bookkeeping) once as a graph of
 tensor operations and replays it through TorchScript; by default it compiles that graph with
-TorchInductor once the first 50 transitions project a long run. Recording and compilation are
+TorchInductor once the first 20 transitions project a long run. Recording and compilation are
 included in its wall time (each bayesgen row compiles in a fresh ``TORCHINDUCTOR_CACHE_DIR``).
 The "bayesgen replay" row passes ``jit_compile=False``: TorchScript replay only. Module imports
 (torch's compiler stack, JAX, NumPyro) happen before the clocks start, for every sampler, and

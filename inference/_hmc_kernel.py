@@ -114,6 +114,7 @@ class _Context(NamedTuple):
     energy0: torch.Tensor
     metric: Metric
     generator: torch.Generator
+    empty: _Subtree
 
 
 def make_metric(inverse_mass_matrix: torch.Tensor) -> Metric:
@@ -371,6 +372,15 @@ class FusedLeaves:
         return _unpack_subtree(state)
 
 
+def _empty_subtree(tree: _Tree) -> _Subtree:
+    """A subtree with no leaves yet, made once per transition: every doubling starts from it
+    with its own edge, proposal and running chains."""
+    no = torch.zeros_like(tree.running)
+    zeros = torch.zeros_like(tree.log_weight)
+    return _Subtree(tree.left, tree.proposal, torch.full_like(zeros, -torch.inf), torch.zeros_like(tree.r_sum),
+                    tree.running, no, no, torch.zeros_like(tree.n_steps), zeros)
+
+
 def _build_subtree(
     ctx: _Context, tree: _Tree, ckpts: _Checkpoints, going_right: torch.Tensor, depth: int
 ) -> _Subtree:
@@ -379,39 +389,32 @@ def _build_subtree(
     signed = torch.where(going_right, step_size, -step_size).unsqueeze(-1)
     n_leaves = 1 << depth
     uniforms = uniform_like(step_size, (n_leaves, step_size.shape[0]), ctx.generator)
-    zeros = torch.zeros_like(tree.log_weight)
-    sub = _Subtree(
-        edge=_where(going_right, tree.right, tree.left),
-        proposal=tree.proposal,
-        log_weight=torch.full_like(zeros, -torch.inf),
-        r_sum=torch.zeros_like(tree.r_sum),
-        active=tree.running,
-        turning=torch.zeros_like(tree.running),
-        diverging=torch.zeros_like(tree.running),
-        n_steps=torch.zeros_like(tree.n_steps),
-        sum_accept=zeros,
-    )
+    sub = ctx.empty._replace(edge=_where(going_right, tree.right, tree.left), proposal=tree.proposal,
+                             active=tree.running)
     return ctx.build_leaves(ctx.metric, ctx.energy0, signed, sub, ckpts, uniforms)
 
 
 def _combine(tree: _Tree, sub: _Subtree, going_right: torch.Tensor, uniform: torch.Tensor) -> _Tree:
-    """Merge a finished subtree into the trajectory (biased progressive sampling)."""
+    """Merge a finished subtree into the trajectory (biased progressive sampling).
+
+    A chain that was no longer running built nothing: its subtree still holds the edge it started
+    from, zero momentum sum, zero steps and log weight ``-inf`` (so it is never taken and its
+    ``logaddexp`` is its own weight). The updates below therefore need no mask for it, except
+    where it would still turn or deepen.
+    """
     run = tree.running
-    rejected = sub.turning | sub.diverging
+    kept = ~(sub.turning | sub.diverging)
     accept = torch.exp(sub.log_weight - tree.log_weight).clamp(max=1.0)
-    take = run & ~rejected & (uniform < accept)
-    left = _where(run & ~going_right, sub.edge, tree.left)
-    right = _where(run & going_right, sub.edge, tree.right)
-    r_sum = torch.where(run.unsqueeze(-1), tree.r_sum + sub.r_sum, tree.r_sum)
-    turning = _is_turning(left, right, r_sum)
-    log_weight = torch.logaddexp(tree.log_weight, sub.log_weight)
+    left = _where(~going_right, sub.edge, tree.left)
+    right = _where(going_right, sub.edge, tree.right)
+    r_sum = tree.r_sum + sub.r_sum
     return _Tree(
         left=left,
         right=right,
-        proposal=_where(take, sub.proposal, tree.proposal),
-        log_weight=torch.where(run, log_weight, tree.log_weight),
+        proposal=_where(kept & (uniform < accept), sub.proposal, tree.proposal),
+        log_weight=torch.logaddexp(tree.log_weight, sub.log_weight),
         r_sum=r_sum,
-        running=run & ~rejected & ~turning,
+        running=run & kept & ~_is_turning(left, right, r_sum),
         diverging=tree.diverging | sub.diverging,
         depth=tree.depth + run,
         n_steps=tree.n_steps + sub.n_steps,
@@ -481,7 +484,7 @@ def nuts_transition(
     chains, dim = state.z.shape
     buffer = state.z.new_zeros((chains, max_tree_depth, dim))
     ckpts = _Checkpoints(buffer, torch.zeros_like(buffer))
-    ctx = _Context(build_leaves, step_size, energy0, metric, generator)
+    ctx = _Context(build_leaves, step_size, energy0, metric, generator, _empty_subtree(tree))
     for depth in range(max_tree_depth):
         if depth > 0 and not bool(tree.running.any()):
             break

@@ -40,7 +40,7 @@ _PROGRESS_EVERY = 25
 COMPILE_MIN_STEPS = 15_000
 
 #: NUTS transitions from whose leapfrog steps ``jit_compile=None`` projects those of the run.
-PROJECT_AFTER = 50
+PROJECT_AFTER = 20
 
 
 class HMCResult(NamedTuple):
