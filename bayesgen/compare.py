@@ -64,7 +64,7 @@ def _wasserstein_test(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[float, f
 
 
 def compare(fits: Mapping[str, Fit] | Sequence[Fit], reference: str | None = None, *,
-            seed: int = 0) -> pd.DataFrame:
+            var_names: Sequence[str] | None = None, seed: int = 0) -> pd.DataFrame:
     """Compare posteriors from several fits against a reference, parameter by parameter.
 
     Parameters
@@ -72,6 +72,9 @@ def compare(fits: Mapping[str, Fit] | Sequence[Fit], reference: str | None = Non
     fits : mapping of name -> Fit, or a sequence of fits (named by engine)
     reference : str, optional
         The name of the reference fit; by default the first MCMC fit, else the first.
+    var_names : sequence of str, optional
+        Posterior sites to compare (all of each fit's sites shared with the reference by
+        default); the joint MMD test then covers these sites only.
     seed : int
         Seed of the permutation tests.
 
@@ -91,11 +94,15 @@ def compare(fits: Mapping[str, Fit] | Sequence[Fit], reference: str | None = Non
     if reference not in named:
         raise ValueError(f"reference '{reference}' is not one of the fits: {', '.join(named)}")
     ref = named[reference]
+    unknown = [name for name in var_names or () if name not in ref.posterior]
+    if unknown:
+        raise ValueError(f"var_names {unknown} are not posterior sites of the reference '{reference}' "
+                         f"(its sites: {', '.join(ref.posterior)})")
     rows = []
     for label, fit in named.items():
         if label == reference:
             continue
-        common = [k for k in ref.posterior if k in fit.posterior]
+        common = [k for k in (var_names or ref.posterior) if k in fit.posterior]
         if not common:
             raise ValueError(f"fit '{label}' shares no posterior site with the reference '{reference}'")
         ref_scalars, scalars = _scalars(ref, common), _scalars(fit, common)

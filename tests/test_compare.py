@@ -43,6 +43,14 @@ def test_a_posterior_shifted_by_half_an_sd_is_flagged_everywhere(two_runs):
     np.testing.assert_allclose(table["mean_diff_sd"], 0.5, atol=0.1)  # 0.5 plus the runs' MC noise
 
 
+def test_var_names_restrict_the_report_and_unknown_ones_are_named(two_runs):
+    table = bg.compare({"first": two_runs[0], "second": two_runs[1]}, var_names=["alpha", "sigma"])
+    assert list(table["parameter"]) == ["alpha", "sigma"]
+    assert table["mmd_pvalue"].iloc[0] > ALPHA
+    with pytest.raises(ValueError, match=r"\['tau'\] are not posterior sites of the reference 'first'"):
+        bg.compare({"first": two_runs[0], "second": two_runs[1]}, var_names=["alpha", "tau"])
+
+
 def test_unknown_reference_is_named(two_runs):
     with pytest.raises(ValueError, match="reference 'svi'"):
         bg.compare({"a": two_runs[0], "b": two_runs[1]}, reference="svi")
