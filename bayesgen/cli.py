@@ -1,4 +1,4 @@
-"""The ``bayesgen`` command line: demo, fit, summary, sbc and list."""
+"""The ``bayesgen`` command line: demo, fit, summary, compare, sbc and list."""
 
 from __future__ import annotations
 
@@ -57,6 +57,28 @@ def _summary(args: argparse.Namespace) -> None:
         print(f"warning: {finding}")
 
 
+def _compare(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    import bayesgen as bg
+
+    stems = [Path(path).stem for path in args.paths]
+    names = stems if len(set(stems)) == len(stems) else list(args.paths)
+    if len(names) < 2:
+        raise ValueError("compare needs at least two saved fits")
+    fits = {name: bg.load(path) for name, path in zip(names, args.paths)}
+    table = bg.compare(fits, reference=args.reference, var_names=args.var_names, seed=args.seed)
+    columns = ["engine", "parameter", "ref_mean", "mean", "mean_diff_sd", "sd_ratio", "ks_pvalue",
+               "w1_pvalue", "mmd_pvalue"]
+    print(table[columns].to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+    if args.out:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        bg.plot_compare(fits, var_names=args.var_names, path=args.out)
+        print(f"saved the overlay of posterior densities to {args.out}")
+
+
 def _sbc(args: argparse.Namespace) -> None:
     from bayesgen.sbc import sbc
 
@@ -106,6 +128,14 @@ def _parser() -> argparse.ArgumentParser:
     summary = sub.add_parser("summary", help="summarise a fit saved with --out or Fit.save")
     summary.add_argument("path")
     summary.set_defaults(run=_summary)
+    versus = sub.add_parser("compare", help="compare fits saved with --out or Fit.save, parameter by parameter")
+    versus.add_argument("paths", nargs="+", metavar="path", help="saved fits, named by file name in the report")
+    versus.add_argument("--reference", help="the fit the others are compared with, by file name "
+                        "(default: the first MCMC fit)")
+    versus.add_argument("--var-names", nargs="+", help="posterior sites to compare (default: all shared)")
+    versus.add_argument("--seed", type=int, default=0, help="seed of the permutation tests")
+    versus.add_argument("--out", help="write an overlay of the marginal posterior densities to this PNG")
+    versus.set_defaults(run=_compare)
     calibrate = sub.add_parser("sbc", help="simulation-based calibration of a zoo model under an engine")
     calibrate.add_argument("model", help="zoo model name (see 'bayesgen list')")
     calibrate.add_argument("--engine", default="nuts", help="engine name (default: nuts)")
@@ -130,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         args.run(args)
-    except (ValueError, TypeError, ImportError) as exc:
+    except (ValueError, TypeError, ImportError, FileNotFoundError) as exc:
         print(f"bayesgen: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import numpy as np
@@ -51,7 +52,12 @@ def load(path: str) -> Fit:
 
     The loaded fit has no program attached, so ``predict`` is unavailable on it.
     """
-    idata = az.from_netcdf(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no saved fit at {path}")
+    try:
+        idata = az.from_netcdf(path)
+    except OSError as exc:  # h5netcdf's error for a file that is not netCDF names HDF5 internals
+        raise ValueError(f"{path} is not a netCDF file written by Fit.save") from exc
     raw = idata.posterior.attrs.get(_META)
     if raw is None:
         raise ValueError(f"{path} was not written by bayesgen (no '{_META}' attribute)")

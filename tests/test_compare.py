@@ -93,3 +93,22 @@ def test_loo_compare_ranks_the_true_model_first():
     assert table.loc["intercept", "elpd_diff"] > 4 * table.loc["intercept", "dse"]
     with pytest.raises(ValueError, match="ic must be"):
         bg.loo_compare(fits, ic="aic")
+
+
+def test_cli_compares_saved_fits_and_names_a_missing_file(tmp_path, capsys, two_runs):
+    import matplotlib
+
+    from bayesgen.cli import main
+
+    matplotlib.use("Agg")
+    paths = [str(tmp_path / "first.nc"), str(tmp_path / "second.nc")]
+    for fit, path in zip(two_runs, paths):
+        fit.save(path)
+    overlay = tmp_path / "overlay.png"
+    assert main(["compare", *paths, "--var-names", "alpha", "sigma", "--out", str(overlay)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["engine", "parameter"]
+    assert [line.split()[:2] for line in lines[1:3]] == [["second", "alpha"], ["second", "sigma"]]
+    assert overlay.stat().st_size > 10_000
+    assert main(["compare", paths[0], str(tmp_path / "missing.nc")]) == 2
+    assert "no saved fit at" in capsys.readouterr().err
