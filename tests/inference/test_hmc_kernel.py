@@ -320,3 +320,40 @@ def test_reasonable_step_size_is_per_chain() -> None:
     assert step.shape == (2,)
     assert 0.25 <= step[0].item() <= 4.0
     assert 2.0 <= math.log2(step[0].item() / step[1].item()) <= 5.0
+
+
+def test_a_stopped_chain_is_left_as_it_was_by_later_doublings() -> None:
+    """`_combine` updates a chain that stopped running without masking it: its subtree must be
+    neutral (edge unchanged, zero momentum sum and steps, log weight -inf) so that its trajectory,
+    proposal and weight come out bitwise equal."""
+    from bayesgen.inference._hmc_kernel import (
+        _build_subtree,
+        _Checkpoints,
+        _combine,
+        _Context,
+        _empty_subtree,
+        _initial_tree,
+        eager_leaves,
+    )
+
+    logp = _diag_gaussian(torch.zeros(3, dtype=DTYPE), torch.ones(3, dtype=DTYPE))
+    state = initial_state(logp, torch.randn(4, 3, generator=_generator(0), dtype=DTYPE))
+    metric = make_metric(torch.ones(4, 3, dtype=DTYPE))
+    generator = _generator(1)
+    tree = _initial_tree(state, metric, generator)
+    tree = tree._replace(running=torch.tensor([True, False, True, False]))
+    step_size = torch.full((4,), 0.3, dtype=DTYPE)
+    ctx = _Context(eager_leaves(logp), step_size, tree.proposal.energy, metric, generator, _empty_subtree(tree))
+    ckpts = _Checkpoints(torch.zeros(4, 5, 3, dtype=DTYPE), torch.zeros(4, 5, 3, dtype=DTYPE))
+    for depth, right in enumerate([True, False, True]):
+        going_right = torch.full((4,), right)
+        sub = _build_subtree(ctx, tree, ckpts, going_right, depth)
+        after = _combine(tree, sub, going_right, torch.rand(4, generator=generator, dtype=DTYPE))
+        stopped = ~tree.running
+        for field in ("left", "right", "proposal"):
+            for new, old in zip(getattr(after, field), getattr(tree, field)):
+                assert torch.equal(new[stopped], old[stopped]), field
+        for field in ("log_weight", "r_sum", "depth", "n_steps", "sum_accept"):
+            assert torch.equal(getattr(after, field)[stopped], getattr(tree, field)[stopped]), field
+        assert not after.running[stopped].any()
+        tree = after
