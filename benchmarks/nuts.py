@@ -228,13 +228,14 @@ def main() -> None:
         rows = {"bayesgen": run_bayesgen(model, data, 4, warmup, draws, args.device),
                 "bayesgen replay": run_bayesgen(model, data, 4, warmup, draws, args.device, jit_compile=False)}
         rows.update(reversed(peers.items()))
-        rate = {k: min_ess(post) / wall for k, (wall, post) in rows.items()}
+        ess = {k: min_ess(post) for k, (_, post) in rows.items()}
+        rate = {k: ess[k] / wall for k, (wall, _) in rows.items()}
         for sampler, (wall, post) in rows.items():
             vs_pyro = f"{rate[sampler] / rate['pyro']:.2f}" if "pyro" in rate else "-"
             vs_numpyro = f"{rate[sampler] / rate['numpyro']:.2f}" if "numpyro" in rate else "-"
             # largest posterior-mean difference from Pyro's, in combined Monte Carlo standard errors
             gap = f"{max_mcse_gap(post, rows['pyro'][1]):.2f}" if "pyro" in rows and sampler != "pyro" else "-"
-            print(f"{name:<28} {sampler:<16} {wall:8.1f} {min_ess(post):8.0f} {rate[sampler]:8.1f} "
+            print(f"{name:<28} {sampler:<16} {wall:8.1f} {ess[sampler]:8.0f} {rate[sampler]:8.1f} "
                   f"{vs_pyro:>8} {vs_numpyro:>10} {gap:>9} {os.getloadavg()[0]:5.1f}", flush=True)
     scaling = list(models) if args.smoke else args.scaling_models
     print(f"\nbayesgen scaling, {args.device}")
@@ -246,8 +247,8 @@ def main() -> None:
         base = None
         for chains in args.chains:
             wall, post = run_bayesgen(model, data, chains, warmup, draws, args.device)
-            base = base or wall
-            print(f"{name:<28} {chains:7d} {wall:8.1f} {min_ess(post):9.0f} {min_ess(post) / wall:9.1f} "
+            base, chains_ess = base or wall, min_ess(post)
+            print(f"{name:<28} {chains:7d} {wall:8.1f} {chains_ess:9.0f} {chains_ess / wall:9.1f} "
                   f"{wall / base:19.2f} {os.getloadavg()[0]:5.1f}", flush=True)
 
 
