@@ -181,8 +181,10 @@ def import_compiler_stack(use_numpyro: bool) -> None:
         import torch.fx.experimental.proxy_tensor  # noqa: F401
         from torch._inductor.cpu_vec_isa import valid_vec_isa_list
 
-        # Inductor probes the CPU's vector instruction sets by compiling test programs (about 9 s),
-        # once per machine: the results are kept in its on-disk cache
+        # Inductor probes the CPU's vector instruction sets by compiling test programs once per
+        # process before it vectorises (9 s on a machine's first run, 1.2 s once its on-disk cache
+        # holds them): the synthetic regression's row would pay it; the smaller models' scalar
+        # kernels never probe (bayesgen._replay.compile_graph)
         valid_vec_isa_list()
         import pyro.infer  # noqa: F401
         if use_numpyro:

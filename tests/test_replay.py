@@ -9,7 +9,7 @@ import torch
 from programs import gaussian_mixture, linear_regression, regression_data
 
 import bayesgen as bg
-from bayesgen._replay import RECORD_AFTER, Fused, Replayed, agrees, record, script
+from bayesgen._replay import RECORD_AFTER, Fused, Replayed, agrees, compile_graph, record, script
 
 
 def constrained_model(y=None):
@@ -238,6 +238,29 @@ def test_fused_compiles_its_recordings_on_request(caplog):
     assert agrees(step(a2, b2), compiled(a2, b2))
     c = torch.randn(2, 3)  # a new layout after compile_recordings is compiled at once
     assert agrees(step(c, c), fused(c, c)) and fused.bind((c, c)) is not None
+
+
+@pytest.mark.skipif(not _compiler(), reason="TorchInductor needs a C++ compiler on the CPU")
+def test_small_graphs_compile_to_scalar_kernels_after_a_vectorised_compilation(monkeypatch):
+    from torch._inductor import cpu_vec_isa
+    from torch._inductor.utils import fresh_cache, run_and_get_code
+
+    class ProbedAVX2(cpu_vec_isa.VecAVX2):
+        def __bool__(self) -> bool:
+            return True  # like Inductor's AVX-512 checks once they ran: cached, blind to config.cpp.vec_isa_ok
+
+    def as_probed():
+        return [ProbedAVX2()]  # what Inductor keeps once anything in the process compiled with SIMD
+
+    monkeypatch.setattr(cpu_vec_isa, "valid_vec_isa_list", as_probed)
+    a, b = torch.randn(4, 40), torch.randn(4, 40)
+    graph = record(lambda a, b: (torch.exp(a) * b + a.sum(-1, keepdim=True),), (a, b))
+    with fresh_cache():
+        compiled, sources = run_and_get_code(compile_graph, graph, (a, b))
+    kernels = "".join(sources)
+    assert "cpp_pybinding" in kernels and "at::vec" not in kernels
+    assert cpu_vec_isa.valid_vec_isa_list is as_probed  # the choice of instruction sets is left as it was
+    assert agrees((torch.exp(a) * b + a.sum(-1, keepdim=True),), compiled(a, b))
 
 
 def test_fused_stops_compiling_when_no_recording_compiles(monkeypatch):
