@@ -33,11 +33,12 @@ _PROGRESS_EVERY = 25
 
 #: Leapfrog steps a run must still have ahead for ``jit_compile=None`` to compile its recorded
 #: step with TorchInductor: about where compiling pays for itself. On the benchmark's models
-#: compilation costs 4-6 s on a CPU and the compiled step saves 320-400 microseconds a leapfrog
-#: step of the sampler's loop over the TorchScript replay (eight schools 368 -> 45, breast
-#: cancer 410 -> 83, the synthetic 5000 x 20 regression 658 -> 262), so it breaks even after
-#: 12,000-17,000 steps.
-COMPILE_MIN_STEPS = 15_000
+#: compilation costs 2.3-3.4 s on a two-core CPU (4.9 s for the synthetic regression, whose
+#: vectorised kernels first make Inductor probe the CPU) and the compiled step saves 320-400
+#: microseconds a leapfrog step of the sampler's loop over the TorchScript replay (eight schools
+#: 368 -> 45, breast cancer 410 -> 83, the synthetic 5000 x 20 regression 658 -> 262), so it
+#: breaks even after 7,000-12,000 steps.
+COMPILE_MIN_STEPS = 10_000
 
 #: NUTS transitions from whose leapfrog steps ``jit_compile=None`` projects those of the run.
 PROJECT_AFTER = 20
