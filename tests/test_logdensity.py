@@ -77,6 +77,29 @@ def test_constrain_and_unconstrain_round_trip():
     assert torch.allclose(density.unconstrain(values), u, atol=1e-10)
 
 
+def test_constrain_runs_the_program_only_until_its_last_latent_and_deterministic_sites():
+    likelihoods = []
+
+    def program(late_deterministic: bool):
+        def model(y=None):
+            loc = pyro.sample("loc", dist.Normal(0.0, 1.0))
+            with pyro.plate("obs", 4):
+                likelihoods.append(loc)  # stands for an expensive likelihood
+                pyro.sample("y", dist.Normal(loc, 1.0), obs=y)
+            if late_deterministic:
+                pyro.deterministic("shifted", loc + 1.0)
+        return model
+
+    u = torch.randn(6, 1)
+    for late in (False, True):
+        density = bg.LogDensity(program(late), {"y": Y})
+        before = len(likelihoods)
+        values = density.constrain(u)
+        assert len(likelihoods) == before + late  # one batched run reaches a deterministic site after it
+        assert torch.equal(values["loc"], u[:, 0])
+    assert torch.equal(values["shifted"], u[:, 0] + 1.0)
+
+
 def test_enumerated_discrete_latents_are_summed_out():
     y = torch.tensor([-2.0, 0.1, 3.0, 2.5])
     density = bg.LogDensity(gaussian_mixture, {"y": y})
