@@ -306,21 +306,20 @@ def script(graph_module: fx.GraphModule, args: Sequence[torch.Tensor]) -> Callab
 def compile_graph(graph_module: fx.GraphModule, args: Sequence[torch.Tensor]) -> Callable[..., Any] | None:
     """Compile a recorded graph with TorchInductor; None (logged at debug level) if that fails.
 
-    On a CPU a C++ compiler builds the fused kernels, in this process (a pool of compiler
-    processes takes seconds to start). Graphs whose tensors all have fewer than
+    On a CPU a C++ compiler builds the fused kernels, one compiler process for each piece of
+    the graph between library calls (matrix products), run side by side from a pool of
+    threads: the breast-cancer regression's three pieces compile in 4.7-4.9 s instead of
+    5.6-6.0 s one after another on two cores. Graphs whose tensors all have fewer than
     :data:`VECTORIZE_MIN_ELEMENTS` elements get scalar kernels (:func:`_scalar_kernels`), which
     compile faster and skip the probe of the CPU's instruction sets: on two cores, the eight
-    schools' leapfrog step compiles in 2.7-3.2 s instead of 3.9-6.1 s and runs as fast (23-35
-    us a call either way); the breast-cancer regression's in 3.3 s instead of 5.4 s, at 85
-    instead of 65 us a call (0.6 s over its 30,000 steps). Much less when Inductor's on-disk cache
-    already holds the graph. On CUDA, Inductor emits Triton kernels.
+    schools' leapfrog step compiles in 2.2-3.2 s instead of 3.9-6.1 s and runs as fast (22-35
+    us a call either way). Much less when Inductor's on-disk cache already holds the graph.
+    On CUDA, Inductor emits Triton kernels.
     """
     on_cpu = all(a.device.type == "cpu" for a in args)
     # Fused replays a compilation only with the argument layout it was compiled for, so the
     # per-call checks of every input's size and strides (a third of a small step's time) go
     options: dict[str, Any] = {"size_asserts": False}
-    if on_cpu:
-        options["compile_threads"] = 1
     scalar = on_cpu and _largest_tensor(graph_module, args) < VECTORIZE_MIN_ELEMENTS
     try:
         with warnings.catch_warnings():

@@ -16,7 +16,8 @@ TorchInductor once the first 20 transitions project a long run. Recording and co
 included in its wall time (each bayesgen row starts with empty Inductor caches, on disk and in memory).
 The "bayesgen replay" row passes ``jit_compile=False``: TorchScript replay only. Module imports
 (torch's compiler stack, JAX, NumPyro) happen before the clocks start, for every sampler, and
-so does Inductor's probe of the CPU's vector instructions (done once per machine and cached).
+so does Inductor's probe of the CPU's vector instructions, which a process makes once, before its
+first vectorised kernel (1.2 s; 9 s on a machine's first run, whose result is kept on disk).
 Inductor's precompiled C++ header is also built once per machine (about 6.5 s) and kept on disk:
 on a fresh machine the first compiled row pays for it.
 The "MCSE gap" column is the largest difference between bayesgen's (or NumPyro's) posterior mean
