@@ -32,12 +32,12 @@ STAT_NAMES = ("lp", "diverging", "energy", "step_size", "tree_depth", "n_steps",
 _PROGRESS_EVERY = 25
 
 #: Leapfrog steps a run must still have ahead for ``jit_compile=None`` to compile its recorded
-#: step with TorchInductor: about where compiling pays for itself. On the benchmark's models
-#: compilation costs 2.3-3.4 s on a two-core CPU (4.9 s for the synthetic regression, whose
-#: vectorised kernels first make Inductor probe the CPU) and the compiled step saves 320-400
-#: microseconds a leapfrog step of the sampler's loop over the TorchScript replay (eight schools
-#: 368 -> 45, breast cancer 410 -> 83, the synthetic 5000 x 20 regression 658 -> 262), so it
-#: breaks even after 7,000-12,000 steps.
+#: step with TorchInductor: about where compiling pays for itself. On a two-core CPU compilation
+#: costs 2.2-3.2 s with scalar kernels (eight schools) and 4.5-5.3 s with SIMD ones (the
+#: benchmark's regressions; the first in a process also probes the CPU, 1.2 s), and the compiled
+#: step saves 330-400 microseconds a leapfrog step of the sampler's loop over the TorchScript
+#: replay (eight schools 368 -> 40, breast cancer 410 -> 80, the synthetic 5000 x 20
+#: regression 658 -> 260), so it breaks even after 7,000-16,000 steps.
 COMPILE_MIN_STEPS = 10_000
 
 #: NUTS transitions from whose leapfrog steps ``jit_compile=None`` projects those of the run.

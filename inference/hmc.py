@@ -31,11 +31,11 @@ class HMC:
         Adapt a dense mass matrix instead of a diagonal one.
     jit_compile : bool or None
         Compile the recorded leapfrog step with TorchInductor (as ``torch.compile`` does).
-        None (the default) compiles when the run has at least 15,000 leapfrog steps
+        None (the default) compiles when the run has at least 10,000 leapfrog steps
         (warmup and draws times ``num_steps``). True compiles at the first step, False never. Compilation takes
-        about 5 s on a CPU (a C++ compiler builds the kernels; less once Inductor's on-disk
-        cache holds the model); the compiled step then costs 12-40% of the default
-        TorchScript replay (eight schools: 45 against 368 microseconds). Draws differ from the
+        2-5 s on a two-core CPU (a C++ compiler builds the kernels; less once Inductor's
+        on-disk cache holds the model); the compiled step then costs 10-30% of the default
+        TorchScript replay (eight schools: about 40 against 368 microseconds). Draws differ from the
         replay's by rounding.
     """
 
