@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import warnings
@@ -233,14 +234,10 @@ class LogDensity:
                until: Collection[str] | None = None) -> Trace:
         """Run the program with latent values from ``values_for``; with ``until``, only until those sites ran."""
         program = _SetLatents(values_for)(self._batched(batch_size))
-        if until is None:
-            with pyro.validation_enabled(False):
-                return poutine.trace(program).get_trace(**self.data)
-        with pyro.validation_enabled(False), poutine.trace() as tracer:
-            try:
-                _StopAfter(until)(program)(**self.data)
-            except _Reached:
-                pass
+        if until is not None:
+            program = _StopAfter(until)(program)
+        with pyro.validation_enabled(False), poutine.trace() as tracer, contextlib.suppress(_Reached):
+            program(**self.data)
         return tracer.trace
 
     def fixed_program(self, values: Mapping[str, torch.Tensor], *, plated: bool = True,
