@@ -41,10 +41,12 @@ RECORD_AFTER = 3
 PROBE_SCALES = (0.1, 1.0, 3.0)
 
 #: Elements of the largest tensor in a graph from which TorchInductor's CPU kernels use SIMD
-#: instructions (:func:`compile_graph`); below it they are scalar loops, which compile 1.3-2 s
-#: faster. A vectorised exp or log1p saves about 12 ns an element a call: the 5000 x 20
-#: synthetic regression's likelihood kernel takes 382 us scalar, 103 us vectorised (one thread),
-#: and a run of 20,000-30,000 steps repays the compilation from about this size on.
+#: instructions (:func:`compile_graph`); below it they are scalar loops, which compile about 2 s
+#: faster. Vectorised exp and log1p save about 10 ns per element and call: the synthetic
+#: regression's likelihood kernel (4 x 5000 values) takes 382 us scalar, 103 us vectorised (one
+#: thread). The largest tensor stands in for that work: the breast-cancer regression (569 x 30
+#: data, 4 x 569 values through exp and log1p; 85 against 65 us a step, over 79,000 steps) is
+#: about where the saving meets the longer compilation.
 VECTORIZE_MIN_ELEMENTS = 2**14
 
 _aten = torch.ops.aten
