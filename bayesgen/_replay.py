@@ -19,6 +19,7 @@ then keep the eager function.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -40,14 +41,17 @@ RECORD_AFTER = 3
 #: Scales of the random points (standard normal times scale) at which a recording is validated.
 PROBE_SCALES = (0.1, 1.0, 3.0)
 
-#: Elements of the largest tensor in a graph from which TorchInductor's CPU kernels use SIMD
-#: instructions (:func:`compile_graph`); below it they are scalar loops, which compile about 2 s
-#: faster. Vectorised exp and log1p save about 10 ns per element and call: the synthetic
-#: regression's likelihood kernel (4 x 5000 values) takes 382 us scalar, 103 us vectorised (one
-#: thread). The largest tensor stands in for that work: the breast-cancer regression (569 x 30
-#: data, 4 x 569 values through exp and log1p; 85 against 65 us a step, over 79,000 steps) is
-#: about where the saving meets the longer compilation.
-VECTORIZE_MIN_ELEMENTS = 2**14
+#: Values the innermost loop of a TorchInductor CPU kernel must run over for the kernel to get
+#: SIMD instructions (:func:`compile_graph`); kernels with shorter inner loops stay scalar, and
+#: a graph with no tensor whose last dimension is this long is compiled without SIMD at all.
+#: Vectorised exp and log1p pay over a regression's observations: the breast-cancer
+#: likelihood (4 chains x 569 values, summed over the 569) makes a leapfrog step 57 us with
+#: SIMD against 103 us without. Loops over a model's parameters (31 there) or over NUTS's
+#: U-turn checkpoints gain nothing, and their vector code, with its masked tails, takes g++
+#: longer to compile (the whole step 4.8 s against 3.0-3.3 s) or even runs slower (eight
+#: schools with 64 chains: 74 against 40 us a step with its checkpoint loop over 10 values
+#: vectorised).
+VECTORIZE_MIN_LOOP = 256
 
 _aten = torch.ops.aten
 #: Operations that return their input unchanged when nothing is differentiated or mutated.
@@ -311,25 +315,25 @@ def compile_graph(graph_module: fx.GraphModule, args: Sequence[torch.Tensor]) ->
     On a CPU a C++ compiler builds the fused kernels, one compiler process for each piece of
     the graph between library calls (matrix products), run side by side from a pool of
     threads: the breast-cancer regression's three pieces compile in 4.7-4.9 s instead of
-    5.6-6.0 s one after another on two cores. Graphs whose tensors all have fewer than
-    :data:`VECTORIZE_MIN_ELEMENTS` elements get scalar kernels (:func:`_scalar_kernels`), which
-    compile faster and skip the probe of the CPU's instruction sets: on two cores, the eight
-    schools' leapfrog step compiles in 2.2-3.2 s instead of 3.9-6.1 s and runs as fast (22-35
-    us a call either way). Much less when Inductor's on-disk cache already holds the graph.
-    On CUDA, Inductor emits Triton kernels.
+    5.6-6.0 s one after another on two cores. Only kernels whose inner loop runs over at least
+    :data:`VECTORIZE_MIN_LOOP` values get SIMD instructions (:func:`_vectorise_long_loops`);
+    graphs with no tensor that long get scalar kernels only (:func:`_scalar_kernels`) and skip
+    the probe of the CPU's instruction sets. Much less time when Inductor's on-disk cache
+    already holds the graph. On CUDA, Inductor emits Triton kernels.
     """
     on_cpu = all(a.device.type == "cpu" for a in args)
     # Fused replays a compilation only with the argument layout it was compiled for, so the
     # per-call checks of every input's size and strides (a third of a small step's time) go
     options: dict[str, Any] = {"size_asserts": False}
-    scalar = on_cpu and _largest_tensor(graph_module, args) < VECTORIZE_MIN_ELEMENTS
+    scalar = on_cpu and _longest_row(graph_module, args) < VECTORIZE_MIN_LOOP
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # deprecation notices from Inductor's imports
             from torch._inductor import config
             from torch._inductor.compile_fx import compile_fx
 
-            with config.patch(options), _scalar_kernels() if scalar else contextlib.nullcontext():
+            kernels = _scalar_kernels() if scalar else _vectorise_long_loops() if on_cpu else contextlib.nullcontext()
+            with config.patch(options), kernels:
                 return compile_fx(graph_module, list(args))
     except Exception as exc:  # noqa: BLE001 - no compiler, unsupported operation, ...
         _log.debug("cannot compile the recorded graph: %s: %s", type(exc).__name__, exc)
@@ -358,15 +362,55 @@ def _scalar_kernels() -> Iterator[None]:
         cpu_vec_isa.valid_vec_isa_list = valid
 
 
-def _largest_tensor(graph_module: fx.GraphModule, args: Sequence[torch.Tensor]) -> int:
-    """Elements of the largest argument, constant or intermediate value of a recorded graph."""
-    sizes = [a.numel() for a in args] + [t.numel() for t in graph_module.buffers()]
-    sizes += [t.numel() for t in vars(graph_module).values() if isinstance(t, torch.Tensor)]
-    for node in graph_module.graph.nodes:
-        value = node.meta.get("val")
-        if isinstance(value, torch.Tensor):
-            sizes.append(value.numel())
-    return max(sizes, default=0)
+@contextlib.contextmanager
+def _vectorise_long_loops() -> Iterator[None]:
+    """Have Inductor's C++ code generator vectorise only kernels whose inner loop runs over at
+    least :data:`VECTORIZE_MIN_LOOP` values inside the block.
+
+    Uses Inductor's hook for customising its kernels (``CppScheduling.kernel_proxy_cls``),
+    restored on exit so that other compilations in the process are left as Inductor makes them.
+    """
+    from torch._inductor.codegen.cpp import CppScheduling
+
+    default = CppScheduling.kernel_proxy_cls
+    CppScheduling.kernel_proxy_cls = _long_loops_proxy(default)
+    try:
+        yield
+    finally:
+        CppScheduling.kernel_proxy_cls = default
+
+
+@functools.cache
+def _long_loops_proxy(base: type) -> type:
+    """A subclass of Inductor's C++ kernel proxy ``base`` that emits scalar code for short loops."""
+
+    class LongLoopsVectorised(base):  # type: ignore[misc,valid-type]
+        def codegen_functions(self, fn_list: list[Any], var_sizes_list: list[Any]) -> None:
+            if self.picked_vec_isa and _inner_loop(var_sizes_list) < VECTORIZE_MIN_LOOP:
+                self.picked_vec_isa = None  # Inductor's own switch for "scalar loops only"
+            super().codegen_functions(fn_list, var_sizes_list)
+
+    return LongLoopsVectorised
+
+
+def _inner_loop(var_sizes_list: list[Any]) -> float:
+    """Length of a kernel's innermost loop (the reduction's, if any) from the sizes of its loop
+    nest, chosen as Inductor chooses it; infinite where the size is symbolic."""
+    group, reduction = max(var_sizes_list, key=lambda sizes: len(sizes[1]))
+    loops = (*group, *reduction)
+    try:
+        return int(loops[-1]) if loops else 1
+    except TypeError:
+        return math.inf
+
+
+def _longest_row(graph_module: fx.GraphModule, args: Sequence[torch.Tensor]) -> int:
+    """Longest last dimension of an argument, constant or intermediate value of a recorded graph."""
+    tensors = [*args, *graph_module.buffers()]
+    tensors += [t for t in vars(graph_module).values() if isinstance(t, torch.Tensor)]
+    tensors += [node.meta["val"] for node in graph_module.graph.nodes
+                if isinstance(node.meta.get("val"), torch.Tensor)]
+    return max((t.shape[-1] for t in tensors if t.dim() > 0), default=0)
 
 
 def _name(fn: Callable[..., Any]) -> str:

@@ -9,7 +9,16 @@ import torch
 from programs import gaussian_mixture, linear_regression, regression_data
 
 import bayesgen as bg
-from bayesgen._replay import RECORD_AFTER, Fused, Replayed, agrees, compile_graph, record, script
+from bayesgen._replay import (
+    RECORD_AFTER,
+    VECTORIZE_MIN_LOOP,
+    Fused,
+    Replayed,
+    agrees,
+    compile_graph,
+    record,
+    script,
+)
 
 
 def constrained_model(y=None):
@@ -261,6 +270,31 @@ def test_small_graphs_compile_to_scalar_kernels_after_a_vectorised_compilation(m
     assert "cpp_pybinding" in kernels and "at::vec" not in kernels
     assert cpu_vec_isa.valid_vec_isa_list is as_probed  # the choice of instruction sets is left as it was
     assert agrees((torch.exp(a) * b + a.sum(-1, keepdim=True),), compiled(a, b))
+
+
+@pytest.mark.skipif(not _compiler(), reason="TorchInductor needs a C++ compiler on the CPU")
+def test_only_loops_over_many_values_are_vectorised():
+    from torch._inductor.codegen.cpp import CppScheduling
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+    from torch._inductor.utils import fresh_cache, run_and_get_code
+
+    if not pick_vec_isa():
+        pytest.skip("this CPU has no vector instruction set Inductor uses")
+    proxy = CppScheduling.kernel_proxy_cls
+    large, small = torch.randn(4, 1000), torch.randn(4, 10)  # rows of 1000 values and of 10
+    assert small.shape[-1] < VECTORIZE_MIN_LOOP <= large.shape[-1]
+
+    def step(large, small):
+        return torch.exp(large) * 2.0, torch.exp(small).sum(-1)
+
+    graph = record(step, (large, small))
+    with fresh_cache():
+        compiled, sources = run_and_get_code(compile_graph, graph, (large, small))
+    kernels = "".join(sources)
+    assert "loadu(in_ptr0" in kernels  # the large input is read a vector at a time
+    assert "in_ptr1[" in kernels and "loadu(in_ptr1" not in kernels  # the small one a value at a time
+    assert CppScheduling.kernel_proxy_cls is proxy  # Inductor's own kernels are back for others
+    assert agrees(step(large, small), compiled(large, small))
 
 
 def test_fused_stops_compiling_when_no_recording_compiles(monkeypatch):
