@@ -273,6 +273,21 @@ def test_small_graphs_compile_to_scalar_kernels_after_a_vectorised_compilation(m
 
 
 @pytest.mark.skipif(not _compiler(), reason="TorchInductor needs a C++ compiler on the CPU")
+def test_compiled_graphs_are_called_without_autograd_wrappers_and_keep_their_constants():
+    scale, shift = torch.randn(4, 3), torch.randn(3)  # constants of the recording, in this order
+
+    def step(a, b):
+        return torch.exp(a) * scale + b.sum(-1, keepdim=True), (a - shift).abs().sum()
+
+    a, b = torch.randn(4, 3), torch.randn(4, 3)
+    compiled = compile_graph(record(step, (a, b)), (a, b))
+    assert not hasattr(compiled, "__wrapped__")  # AOTAutograd's runtime wrapper has one
+    for _ in range(2):
+        a, b = torch.randn(4, 3), torch.randn(4, 3)
+        assert agrees(step(a, b), compiled(a, b))
+
+
+@pytest.mark.skipif(not _compiler(), reason="TorchInductor needs a C++ compiler on the CPU")
 def test_only_loops_over_many_values_are_vectorised():
     from torch._inductor.codegen.cpp import CppScheduling
     from torch._inductor.cpu_vec_isa import pick_vec_isa
