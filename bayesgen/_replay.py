@@ -314,8 +314,7 @@ def compile_graph(graph_module: fx.GraphModule, args: Sequence[torch.Tensor]) ->
 
     On a CPU a C++ compiler builds the fused kernels, one compiler process for each piece of
     the graph between library calls (matrix products), run side by side from a pool of
-    threads: the breast-cancer regression's three pieces compile in 4.7-4.9 s instead of
-    5.6-6.0 s one after another on two cores. Only kernels whose inner loop runs over at least
+    threads (the breast-cancer regression's step has three pieces). Only kernels whose inner loop runs over at least
     :data:`VECTORIZE_MIN_LOOP` values get SIMD instructions (:func:`_vectorise_long_loops`);
     graphs with no tensor that long get scalar kernels only (:func:`_scalar_kernels`) and skip
     the probe of the CPU's instruction sets. Much less time when Inductor's on-disk cache

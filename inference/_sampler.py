@@ -33,11 +33,11 @@ _PROGRESS_EVERY = 25
 
 #: Leapfrog steps a run must still have ahead for ``jit_compile=None`` to compile its recorded
 #: step with TorchInductor: about where compiling pays for itself. On a two-core CPU compilation
-#: costs 2.2-3.2 s with scalar kernels (eight schools) and 4.5-5.3 s with SIMD ones (the
-#: benchmark's regressions; the first in a process also probes the CPU, 1.2 s), and the compiled
-#: step saves 330-400 microseconds a leapfrog step of the sampler's loop over the TorchScript
-#: replay (eight schools 368 -> 40, breast cancer 410 -> 80, the synthetic 5000 x 20
-#: regression 658 -> 260), so it breaks even after 7,000-16,000 steps.
+#: costs 2.1-2.4 s with scalar kernels only (eight schools) and 3.0-3.5 s with SIMD ones for
+#: the likelihood (the benchmark's regressions; the first in a process also probes the CPU,
+#: 1.2 s), and the compiled step saves 340-480 microseconds a leapfrog step of the sampler's
+#: loop over the TorchScript replay (eight schools 368 -> 32, breast cancer 410 -> 64, the
+#: synthetic 5000 x 20 regression 658 -> 180), so it breaks even after 4,500-10,500 steps.
 COMPILE_MIN_STEPS = 10_000
 
 #: NUTS transitions from whose leapfrog steps ``jit_compile=None`` projects those of the run.
