@@ -314,11 +314,12 @@ def compile_graph(graph_module: fx.GraphModule, args: Sequence[torch.Tensor]) ->
 
     On a CPU a C++ compiler builds the fused kernels, one compiler process for each piece of
     the graph between library calls (matrix products), run side by side from a pool of
-    threads (the breast-cancer regression's step has three pieces). Only kernels whose inner loop runs over at least
-    :data:`VECTORIZE_MIN_LOOP` values get SIMD instructions (:func:`_vectorise_long_loops`);
-    graphs with no tensor that long get scalar kernels only (:func:`_scalar_kernels`) and skip
-    the probe of the CPU's instruction sets. Much less time when Inductor's on-disk cache
-    already holds the graph. On CUDA, Inductor emits Triton kernels.
+    threads (the breast-cancer regression's step has three pieces). Only kernels whose inner
+    loop runs over at least :data:`VECTORIZE_MIN_LOOP` values get SIMD instructions
+    (:func:`_vectorise_long_loops`); graphs with no tensor that long get scalar kernels only
+    (:func:`_scalar_kernels`) and skip the probe of the CPU's instruction sets. The result is
+    Inductor's program called directly (:func:`_direct`). Much less time when Inductor's
+    on-disk cache already holds the graph. On CUDA, Inductor emits Triton kernels.
     """
     on_cpu = all(a.device.type == "cpu" for a in args)
     # Fused replays a compilation only with the argument layout it was compiled for, so the
