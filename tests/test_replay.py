@@ -287,6 +287,25 @@ def test_compiled_graphs_are_called_without_autograd_wrappers_and_keep_their_con
         assert agrees(step(a, b), compiled(a, b))
 
 
+def test_a_compiled_program_is_called_directly_only_where_it_gives_the_same_outputs():
+    from bayesgen._replay import _direct
+
+    a = torch.randn(3)
+    graph = record(lambda t: (t * 2.0,), (a,))
+
+    def wrapped(t):  # stands in for the program inside AOTAutograd's wrappers
+        return (t * 2.0,)
+
+    class Program:  # stands in for Inductor's compiled program, called with a list of inputs
+        def __init__(self, factor: float) -> None:
+            self.current_callable = lambda inputs: (inputs[-1] * factor,)
+
+    assert _direct(wrapped, [Program(3.0)], graph, (a,)) is wrapped  # disagrees: keep the wrappers
+    assert _direct(wrapped, [], graph, (a,)) is wrapped  # no program seen (a cache served it whole)
+    direct = _direct(wrapped, [Program(2.0)], graph, (a,))
+    assert direct is not wrapped and torch.equal(direct(a)[0], a * 2.0)
+
+
 @pytest.mark.skipif(not _compiler(), reason="TorchInductor needs a C++ compiler on the CPU")
 def test_only_loops_over_many_values_are_vectorised():
     from torch._inductor.codegen.cpp import CppScheduling
