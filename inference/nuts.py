@@ -37,9 +37,9 @@ class NUTS:
         None (the default) compiles once the run proves long: when the leapfrog steps of the
         first 20 transitions project to 10,000 more (a rule on step counts, so a seed always
         gives the same draws). True compiles at the first step, False never. Compilation takes
-        2-5 s on a two-core CPU (a C++ compiler builds the kernels; less once Inductor's
-        on-disk cache holds the model); the compiled step then costs 10-30% of the default
-        TorchScript replay (eight schools: about 40 against 368 microseconds). Draws differ from the
+        2-3.5 s on a two-core CPU (a C++ compiler builds the kernels; less once Inductor's
+        on-disk cache holds the model); the compiled step then costs 9-27% of the default
+        TorchScript replay (eight schools: 32 against 368 microseconds). Draws differ from the
         replay's by rounding.
     """
 
