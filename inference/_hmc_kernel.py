@@ -331,7 +331,9 @@ class FusedLeaves:
     :meth:`compile` (:class:`bayesgen._replay.Fused`); where that is not possible the step runs
     eagerly. The loop over leaves passes the replay's flat outputs straight back in, binding the
     replay once per subtree. ``logp_and_grad`` should have been validated as recordable (a
-    ``bg.LogDensity`` whose ``value_and_grad`` replays).
+    ``bg.LogDensity`` whose ``value_and_grad`` replays). A compiled replay reuses its output
+    buffers every other call, so the subtree returned is only valid until leaves are built
+    again: :func:`_combine` merges it into the trajectory (new tensors) before that.
     """
 
     def __init__(self, logp_and_grad: LogDensityFn, compile: bool = False) -> None:  # noqa: A002
@@ -523,7 +525,8 @@ HMCStep = Callable[..., tuple[PhasePoint, torch.Tensor, torch.Tensor, torch.Tens
 
 class FusedHMCStep:
     """:func:`hmc_step` bound to ``logp_and_grad``, recorded and replayed as :class:`FusedLeaves` is
-    (compiled with TorchInductor with ``compile``)."""
+    (compiled with TorchInductor with ``compile``); a call's outputs are valid until the call
+    after next."""
 
     def __init__(self, logp_and_grad: LogDensityFn, compile: bool = False) -> None:  # noqa: A002
         self.logp_and_grad = logp_and_grad
