@@ -40,8 +40,12 @@ _PROGRESS_EVERY = 25
 #: synthetic 5000 x 20 regression 658 -> 180), so it breaks even after 4,500-10,500 steps.
 COMPILE_MIN_STEPS = 10_000
 
-#: NUTS transitions from whose leapfrog steps ``jit_compile=None`` projects those of the run.
+#: NUTS transitions from whose leapfrog steps ``jit_compile=None`` projects those of the run...
 PROJECT_AFTER = 20
+#: ... or fewer, once they took this many leapfrog steps: each runs in the TorchScript replay,
+#: 10-20 times slower than compiled, and a few hundred steps tell a long run (breast cancer's
+#: first 20 transitions take 1,500, half a second of replay).
+PROJECT_AFTER_STEPS = 400
 
 
 class HMCResult(NamedTuple):
@@ -95,9 +99,9 @@ class _Kernel:
     """The transition kernel ``(state, step_size, metric) -> Transition`` of a run.
 
     With ``jit_compile=None`` and a recorded NUTS step it counts the leapfrog steps of the first
-    :data:`PROJECT_AFTER` transitions and, if the run projects to :data:`COMPILE_MIN_STEPS` more,
-    compiles the step. The decision depends on step counts only, never on timings, so a seed
-    gives the same draws on every run.
+    :data:`PROJECT_AFTER` transitions (or of fewer that took :data:`PROJECT_AFTER_STEPS`) and, if
+    the run projects to :data:`COMPILE_MIN_STEPS` more, compiles the step. The decision depends
+    on step counts only, never on timings, so a seed gives the same draws on every run.
     """
 
     def __init__(self, logp_and_grad: LogDensityFn, generator: torch.Generator, algorithm: str,
@@ -124,7 +128,7 @@ class _Kernel:
         if self.project:
             self.done += 1
             self.steps += int(info.n_steps.max())  # chains in lockstep: the longest trajectory's
-            if self.done == min(PROJECT_AFTER, self.transitions):
+            if self.done == min(PROJECT_AFTER, self.transitions) or self.steps >= PROJECT_AFTER_STEPS:
                 self.project = False
                 if self.steps / self.done * (self.transitions - self.done) >= COMPILE_MIN_STEPS:
                     self.leaves.compile()

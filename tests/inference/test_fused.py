@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 import warnings
@@ -135,17 +136,20 @@ def test_by_default_nuts_compiles_runs_that_project_to_many_leapfrog_steps(monke
     state = _hmc_kernel.initial_state(_gaussian, init)
     metric = _hmc_kernel.make_metric(torch.ones_like(init))
     step_size = torch.full((4,), 0.05, dtype=DTYPE)  # a small step: long trajectories
-    kernels = {"long": _kernel("nuts", None, 10**5, 10**5), "short": _kernel("nuts", None, 25, 0),
+    kernels = {"long": _kernel("nuts", None, 10**5, 10**5), "short": _kernel("nuts", None, 10, 0),
                "never": _kernel("nuts", False, 10**5, 10**5)}
-    steps = 0
-    for _ in range(_sampler.PROJECT_AFTER):
-        for kernel in kernels.values():
+    steps, decided = [], None
+    for transition in range(1, _sampler.PROJECT_AFTER + 1):
+        for kernel in kernels.values():  # seeded alike: the kernels take the same steps
             info = kernel(state, step_size, metric)
-        steps += int(info.n_steps.max())
-    # the short run's 5 remaining transitions of at most 1023 steps stay below the threshold
-    assert (25 - _sampler.PROJECT_AFTER) * 1023 < _sampler.COMPILE_MIN_STEPS
-    assert steps / _sampler.PROJECT_AFTER * (2 * 10**5 - _sampler.PROJECT_AFTER) > _sampler.COMPILE_MIN_STEPS
+        steps.append(int(info.n_steps.max()))
+        decided = decided or (transition if compiled else None)
+    # the short run's 9 remaining transitions of at most 1023 steps stay below the threshold
+    assert 9 * 1023 < _sampler.COMPILE_MIN_STEPS
     assert compiled == [kernels["long"].leaves]
+    # long trajectories: decided as soon as the transitions took PROJECT_AFTER_STEPS, not after 20
+    enough = next(t for t, total in enumerate(itertools.accumulate(steps), 1) if total >= _sampler.PROJECT_AFTER_STEPS)
+    assert decided == enough < _sampler.PROJECT_AFTER
     assert _kernel("nuts", True, 1, 1).leaves.fused[False].compile
     assert not kernels["never"].leaves.fused[False].compile
 
