@@ -35,9 +35,9 @@ _PROGRESS_EVERY = 25
 #: step with TorchInductor: about where compiling pays for itself. On a two-core CPU compilation
 #: costs 2.1-2.4 s with scalar kernels only (eight schools) and 3.0-3.5 s with SIMD ones for
 #: the likelihood (the benchmark's regressions; the first in a process also probes the CPU,
-#: 1.2 s), and the compiled step saves 340-480 microseconds a leapfrog step of the sampler's
-#: loop over the TorchScript replay (eight schools 368 -> 32, breast cancer 410 -> 64, the
-#: synthetic 5000 x 20 regression 658 -> 180), so it breaks even after 4,500-10,500 steps.
+#: 1.2 s), and the compiled step saves 350-500 microseconds a leapfrog step of the sampler's
+#: loop over the TorchScript replay (eight schools 368 -> 16, breast cancer 410 -> 46, the
+#: synthetic 5000 x 20 regression 658 -> 160), so it breaks even after 6,000-10,000 steps.
 COMPILE_MIN_STEPS = 10_000
 
 #: NUTS transitions from whose leapfrog steps ``jit_compile=None`` projects those of the run...

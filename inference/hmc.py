@@ -34,8 +34,8 @@ class HMC:
         None (the default) compiles when the run has at least 10,000 leapfrog steps
         (warmup and draws times ``num_steps``). True compiles at the first step, False never. Compilation takes
         2-3.5 s on a two-core CPU (a C++ compiler builds the kernels; less once Inductor's
-        on-disk cache holds the model); the compiled step then costs 9-27% of the default
-        TorchScript replay (eight schools: 32 against 368 microseconds). Draws differ from the
+        on-disk cache holds the model); the compiled step then costs 4-25% of the default
+        TorchScript replay (eight schools: 16 against 368 microseconds). Draws differ from the
         replay's by rounding.
     """
 
