@@ -33,10 +33,10 @@ def _reads_values(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _run(logp_and_grad, algorithm: str, fuse: bool, num_warmup: int = 500, num_samples: int = 30,
-         dense: bool = False):
+         dense: bool = False, jit_compile: bool | None = False):
     init = torch.randn((4, 3), generator=torch.Generator().manual_seed(2), dtype=DTYPE)
     return run_hmc(logp_and_grad, init, num_warmup=num_warmup, num_samples=num_samples, algorithm=algorithm,
-                   generator=torch.Generator().manual_seed(3), fuse=fuse, dense_mass=dense)
+                   generator=torch.Generator().manual_seed(3), fuse=fuse, dense_mass=dense, jit_compile=jit_compile)
 
 
 @pytest.mark.parametrize("algorithm", ["nuts", "hmc"])
@@ -46,6 +46,29 @@ def test_an_unrecordable_density_runs_eagerly_with_identical_draws(algorithm):
     assert torch.equal(eager.draws, fused.draws)
     for key, value in eager.stats.items():
         assert torch.equal(value, fused.stats[key]), key
+
+
+def _compiler() -> bool:
+    return any(shutil.which(name) for name in ("c++", "g++", "clang++"))
+
+
+@pytest.mark.skipif(not _compiler(), reason="TorchInductor needs a C++ compiler on the CPU")
+@pytest.mark.parametrize("algorithm", ["nuts", "hmc"])
+def test_compiled_steps_reusing_their_buffers_give_the_chain_of_fresh_buffers(algorithm, monkeypatch):
+    """A compiled step's outputs are overwritten by the call after next (bayesgen._replay's
+    ``_reusing_buffers``): a sampler that kept any of them longer would change its draws."""
+    from bayesgen import _replay
+
+    reused = []
+    rewrite = _replay._reusing_buffers
+    monkeypatch.setattr(_replay, "_reusing_buffers", lambda program: reused.append(rewrite(program)) or reused[-1])
+    reusing = _run(_gaussian, algorithm, fuse=True, num_warmup=100, num_samples=100, jit_compile=True)
+    assert reused and all(program is not None for program in reused)
+    monkeypatch.setattr(_replay, "_reusing_buffers", lambda program: None)
+    allocating = _run(_gaussian, algorithm, fuse=True, num_warmup=100, num_samples=100, jit_compile=True)
+    assert torch.equal(reusing.draws, allocating.draws)
+    for key, value in reusing.stats.items():
+        assert torch.equal(value, allocating.stats[key]), key
 
 
 def _arviz():
