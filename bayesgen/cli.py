@@ -62,10 +62,13 @@ def _compare(args: argparse.Namespace) -> None:
 
     import bayesgen as bg
 
+    if len(args.paths) < 2:
+        swallowed = [name for name in args.var_names or () if Path(name).is_file()]
+        hint = (f" (--var-names also took {', '.join(swallowed)} as site names: put the fits before it, "
+                "or end its names with --)") if swallowed else ""
+        raise ValueError(f"compare needs at least two saved fits, got {len(args.paths)}{hint}")
     stems = [Path(path).stem for path in args.paths]
     names = stems if len(set(stems)) == len(stems) else list(args.paths)
-    if len(names) < 2:
-        raise ValueError("compare needs at least two saved fits")
     fits = {name: bg.load(path) for name, path in zip(names, args.paths)}
     table = bg.compare(fits, reference=args.reference, var_names=args.var_names, seed=args.seed)
     columns = ["engine", "parameter", "ref_mean", "mean", "mean_diff_sd", "sd_ratio", "ks_pvalue",
@@ -129,7 +132,8 @@ def _parser() -> argparse.ArgumentParser:
     summary.add_argument("path")
     summary.set_defaults(run=_summary)
     versus = sub.add_parser("compare", help="compare fits saved with --out or Fit.save, parameter by parameter")
-    versus.add_argument("paths", nargs="+", metavar="path", help="saved fits, named by file name in the report")
+    versus.add_argument("paths", nargs="*", metavar="path", help="saved fits (two or more), named by file name "
+                        "in the report")
     versus.add_argument("--reference", help="the fit the others are compared with, by file name "
                         "(default: the first MCMC fit)")
     versus.add_argument("--var-names", nargs="+", help="posterior sites to compare (default: all shared)")

@@ -112,3 +112,8 @@ def test_cli_compares_saved_fits_and_names_a_missing_file(tmp_path, capsys, two_
     assert overlay.stat().st_size > 10_000
     assert main(["compare", paths[0], str(tmp_path / "missing.nc")]) == 2
     assert "no saved fit at" in capsys.readouterr().err
+    # --var-names takes every word after it, the fits too: say so rather than "path is required"
+    assert main(["compare", "--var-names", "alpha", *paths]) == 2
+    error = capsys.readouterr().err
+    assert "at least two saved fits, got 0" in error and f"--var-names also took {paths[0]}, {paths[1]}" in error
+    assert main(["compare", "--var-names", "alpha", "--", *paths]) == 0
