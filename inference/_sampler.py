@@ -44,7 +44,7 @@ COMPILE_MIN_STEPS = 10_000
 PROJECT_AFTER = 20
 #: ... or fewer, once they took this many leapfrog steps: each runs in the TorchScript replay,
 #: 10-20 times slower than compiled, and a few hundred steps tell a long run (breast cancer's
-#: first 20 transitions take 1,500, half a second of replay).
+#: first 20 transitions take 1,550 steps, 0.65 s of replay).
 PROJECT_AFTER_STEPS = 400
 
 

@@ -30,13 +30,12 @@ class HMC:
     dense_mass : bool
         Adapt a dense mass matrix instead of a diagonal one.
     jit_compile : bool or None
-        Compile the recorded leapfrog step with TorchInductor (as ``torch.compile`` does).
-        None (the default) compiles when the run has at least 10,000 leapfrog steps
-        (warmup and draws times ``num_steps``). True compiles at the first step, False never. Compilation takes
-        2-3.5 s on a two-core CPU (a C++ compiler builds the kernels; less once Inductor's
-        on-disk cache holds the model); the compiled step then costs 4-25% of the default
-        TorchScript replay (eight schools: 16 against 368 microseconds). Draws differ from the
-        replay's by rounding.
+        Compile the recorded leapfrog step with TorchInductor (as ``torch.compile`` does). None (the
+        default) compiles when the run has at least 10,000 leapfrog steps (warmup and draws times
+        ``num_steps``). True compiles at the first step, False never. Compilation takes 2-3.5 s on a
+        two-core CPU (a C++ compiler builds the kernels; less once Inductor's on-disk cache holds
+        the model); the compiled step then costs 4-25% of the default TorchScript replay (eight
+        schools: 16 against 368 microseconds). Draws differ from the replay's by rounding.
     """
 
     name: ClassVar[str] = "hmc"

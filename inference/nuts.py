@@ -33,11 +33,11 @@ class NUTS:
     dense_mass : bool
         Adapt a dense mass matrix instead of a diagonal one.
     jit_compile : bool or None
-        Compile the recorded leapfrog step with TorchInductor (as ``torch.compile`` does).
-        None (the default) compiles once the run proves long: when the leapfrog steps of the
-        first 20 transitions (or of fewer that took 400) project to 10,000 more (a rule on step
-        counts, so a seed always gives the same draws). True compiles at the first step, False never. Compilation takes
-        2-3.5 s on a two-core CPU (a C++ compiler builds the kernels; less once Inductor's
+        Compile the recorded leapfrog step with TorchInductor (as ``torch.compile`` does). None (the
+        default) compiles once the run proves long: when the leapfrog steps of the first 20
+        transitions (or of fewer that took 400) project to 10,000 more (a rule on step counts, so a
+        seed always gives the same draws). True compiles at the first step, False never. Compilation
+        takes 2-3.5 s on a two-core CPU (a C++ compiler builds the kernels; less once Inductor's
         on-disk cache holds the model); the compiled step then costs 4-25% of the default
         TorchScript replay (eight schools: 16 against 368 microseconds). Draws differ from the
         replay's by rounding.
