@@ -1,15 +1,27 @@
-"""Small Pyro programs with known posteriors, shared by the tests."""
+"""Small Pyro programs with known posteriors, shared by the tests, and the skip mark of tests
+that compile with TorchInductor."""
 
 from __future__ import annotations
 
 import math
+import shutil
 
 import numpy as np
 import pyro
 import pyro.distributions as dist
+import pytest
 import torch
 
 PRIOR_SD = 2.0
+
+
+def cpp_compiler() -> bool:
+    """Whether a C++ compiler is on the PATH: TorchInductor needs one to compile for the CPU."""
+    return any(shutil.which(name) for name in ("c++", "g++", "clang++"))
+
+
+#: Skips a test that compiles with TorchInductor where there is no C++ compiler.
+needs_compiler = pytest.mark.skipif(not cpp_compiler(), reason="TorchInductor needs a C++ compiler on the CPU")
 
 
 def normal_normal(y=None, n=20):

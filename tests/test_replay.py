@@ -6,7 +6,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from programs import gaussian_mixture, linear_regression, regression_data
+from programs import gaussian_mixture, linear_regression, needs_compiler, regression_data
 
 import bayesgen as bg
 from bayesgen._replay import (
@@ -221,13 +221,7 @@ def test_fused_bind_returns_the_replay_for_a_layout():
     assert Fused(lambda t: (t * float(t.sum()),)).bind((a,)).__name__ == "<lambda>"  # unrecordable
 
 
-def _compiler() -> bool:
-    import shutil
-
-    return any(shutil.which(name) for name in ("c++", "g++", "clang++"))
-
-
-@pytest.mark.skipif(not _compiler(), reason="TorchInductor needs a C++ compiler on the CPU")
+@needs_compiler
 def test_fused_compiles_its_recordings_on_request(caplog):
     import logging
 
@@ -249,7 +243,7 @@ def test_fused_compiles_its_recordings_on_request(caplog):
     assert agrees(step(c, c), fused(c, c)) and fused.bind((c, c)) is not None
 
 
-@pytest.mark.skipif(not _compiler(), reason="TorchInductor needs a C++ compiler on the CPU")
+@needs_compiler
 def test_small_graphs_compile_to_scalar_kernels_after_a_vectorised_compilation(monkeypatch):
     from torch._inductor import cpu_vec_isa
     from torch._inductor.utils import fresh_cache, run_and_get_code
@@ -272,7 +266,7 @@ def test_small_graphs_compile_to_scalar_kernels_after_a_vectorised_compilation(m
     assert agrees((torch.exp(a) * b + a.sum(-1, keepdim=True),), compiled(a, b))
 
 
-@pytest.mark.skipif(not _compiler(), reason="TorchInductor needs a C++ compiler on the CPU")
+@needs_compiler
 def test_compiled_graphs_are_called_without_autograd_wrappers_and_keep_their_constants():
     scale, shift = torch.randn(4, 3), torch.randn(3)  # constants of the recording, in this order
 
@@ -287,7 +281,7 @@ def test_compiled_graphs_are_called_without_autograd_wrappers_and_keep_their_con
         assert agrees(step(a, b), compiled(a, b))
 
 
-@pytest.mark.skipif(not _compiler(), reason="TorchInductor needs a C++ compiler on the CPU")
+@needs_compiler
 def test_compiled_programs_take_their_buffers_from_two_sets_used_in_turn():
     def step(a, b):  # one intermediate (the row sums) and two outputs
         return torch.exp(-a.abs()) * b + a.sum(-1, keepdim=True), b - 0.5 * a
@@ -333,7 +327,7 @@ def test_a_compiled_program_is_called_directly_only_where_it_gives_the_same_outp
     assert direct is not wrapped and torch.equal(direct(a)[0], a * 2.0)
 
 
-@pytest.mark.skipif(not _compiler(), reason="TorchInductor needs a C++ compiler on the CPU")
+@needs_compiler
 def test_only_loops_over_many_values_are_vectorised():
     from torch._inductor.codegen.cpp import CppScheduling
     from torch._inductor.cpu_vec_isa import pick_vec_isa
