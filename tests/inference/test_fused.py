@@ -66,6 +66,28 @@ def test_compiled_steps_reusing_their_buffers_give_the_chain_of_fresh_buffers(al
         assert torch.equal(value, allocating.stats[key]), key
 
 
+@needs_compiler
+def test_the_leaf_loop_binds_its_replay_once_and_again_after_compiling():
+    """The loop over leaves looks its replay up once per argument layout, not at every subtree;
+    compiling the recordings must make it call the compiled step from then on."""
+    from bayesgen.inference import _hmc_kernel
+
+    kernel = _kernel("nuts", False, 10**5, 10**5)
+    init = torch.randn((4, 3), generator=torch.Generator().manual_seed(1), dtype=DTYPE)
+    state = _hmc_kernel.initial_state(_gaussian, init)
+    metric = _hmc_kernel.make_metric(torch.ones_like(init))
+    step_size = torch.full((4,), 0.3, dtype=DTYPE)
+    leaves, fused = kernel.leaves, kernel.leaves.fused[False]
+    for _ in range(3):
+        kernel(state, step_size, metric)
+    (key, scripted), = fused.replays.items()  # one layout: the outputs come back laid out as the inputs
+    assert leaves._bound == {key: (scripted, True)}
+    leaves.compile()
+    kernel(state, step_size, metric)
+    compiled = fused.replays[key]
+    assert compiled is not scripted and leaves._bound == {key: (compiled, True)}
+
+
 def _arviz():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
