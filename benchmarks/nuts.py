@@ -5,7 +5,9 @@ eight schools (non-centred), logistic regression on scikit-learn's breast-cancer
 (569 x 30, standardised, N(0, 1) priors) and a synthetic logistic regression (N=5000, D=20,
 fixed seed). For each sampler it reports wall seconds (from the call to the draws, JIT
 compilation included), the minimum bulk ESS over all parameters, min-ESS per second, and
-the ratios against the peers. A second table shows bayesgen's ESS/s as the chains grow: by
+the ratios against the peers. bayesgen and NumPyro run ``--repeats`` times (seeds 0, 1, ...;
+default 3) and their rows are medians, with the range of ESS/s: one run's min ESS moves by
++-15% with the seed, as much as the two samplers differ. A second table shows bayesgen's ESS/s as the chains grow: by
 default on eight schools, whose cost is per-call overhead that one batched call shares between
 the chains; ``--scaling-models`` adds the synthetic regression, whose cost is arithmetic that
 grows with them.
@@ -114,7 +116,8 @@ def max_mcse_gap(posterior: dict[str, np.ndarray], reference: dict[str, np.ndarr
     return float(np.max(np.abs(mean - ref_mean) / np.sqrt(mcse**2 + ref_mcse**2)))
 
 
-def run_bayesgen(model, data, chains, warmup, draws, device, jit_compile=None) -> tuple[float, dict[str, np.ndarray]]:
+def run_bayesgen(model, data, chains, warmup, draws, device, jit_compile=None,
+                 seed=0) -> tuple[float, dict[str, np.ndarray]]:
     from torch._inductor.utils import fresh_cache
 
     # a cold compile: Inductor's on-disk and in-memory caches start empty (a row that compiled the
@@ -122,7 +125,7 @@ def run_bayesgen(model, data, chains, warmup, draws, device, jit_compile=None) -
     with fresh_cache():
         start = time.perf_counter()
         fit = bg.fit(model, data, engine="nuts", num_chains=chains, num_warmup=warmup, num_samples=draws,
-                     jit_compile=jit_compile, device=device, progress=False)
+                     jit_compile=jit_compile, device=device, seed=seed, progress=False)
         wall = time.perf_counter() - start
     return wall, {k: v for k, v in fit.posterior.items() if k != "theta"}
 
@@ -143,7 +146,7 @@ def run_pyro(model, data, chains, warmup, draws) -> tuple[float, dict[str, np.nd
     return wall, {k: v.numpy() for k, v in samples.items()}
 
 
-def run_numpyro(name, data, chains, warmup, draws) -> tuple[float, dict[str, np.ndarray]]:
+def run_numpyro(name, data, chains, warmup, draws, seed=0) -> tuple[float, dict[str, np.ndarray]]:
     import jax
     import numpyro
     import numpyro.distributions as ndist
@@ -165,13 +168,37 @@ def run_numpyro(name, data, chains, warmup, draws) -> tuple[float, dict[str, np.
             numpyro.sample("y", ndist.Bernoulli(logits=alpha + X @ beta), obs=y)
 
     program = eight_schools if name.startswith("eight") else logistic
+    # a cold compile, as in bayesgen's rows: JAX would reuse an earlier run's XLA executables
+    jax.clear_caches()
     start = time.perf_counter()
     mcmc = MCMC(NUTS(program), num_warmup=warmup, num_samples=draws, num_chains=chains,
                 chain_method="vectorized", progress_bar=False)
-    mcmc.run(jax.random.PRNGKey(0), **data)
+    mcmc.run(jax.random.PRNGKey(seed), **data)
     samples = jax.device_get(mcmc.get_samples(group_by_chain=True))
     wall = time.perf_counter() - start
     return wall, {k: np.asarray(v) for k, v in samples.items()}
+
+
+class Row:
+    """One sampler's runs on one model: seeds 0, 1, ... with their wall times and min bulk ESS.
+
+    Medians over the runs, because one run's min ESS moves by +-15% with the seed (and its wall
+    time with the machine's load); the posterior kept for the MCSE gap is the first run's.
+    """
+
+    def __init__(self, runs: list[tuple[float, dict[str, np.ndarray]]]) -> None:
+        self.walls = np.array([wall for wall, _ in runs])
+        self.esses = np.array([min_ess(posterior) for _, posterior in runs])
+        self.rates = self.esses / self.walls
+        self.posterior = runs[0][1]
+
+    @property
+    def rate(self) -> float:
+        return float(np.median(self.rates))
+
+    def spread(self) -> str:
+        """The lowest and highest ESS/s of the runs ("-" for one run)."""
+        return f"{self.rates.min():.0f}-{self.rates.max():.0f}" if len(self.rates) > 1 else "-"
 
 
 def import_compiler_stack(use_numpyro: bool) -> None:
@@ -206,40 +233,46 @@ def main() -> None:
                              "half an hour on two CPU cores)")
     parser.add_argument("--num-warmup", type=int, default=1000)
     parser.add_argument("--num-samples", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs (seeds 0, 1, ...) of bayesgen's and NumPyro's rows, reported as medians; "
+                             "Pyro's and the replay's rows run once")
     parser.add_argument("--smoke", action="store_true", help="50 warmup + 50 draws, first model only")
     args = parser.parse_args()
     torch.set_default_dtype(torch.float64)
     warmup, draws = (50, 50) if args.smoke else (args.num_warmup, args.num_samples)
+    seeds = range(1 if args.smoke else args.repeats)
     models = {name: MODELS[name] for name in (args.models[:1] if args.smoke else args.models)}
     use_pyro = "pyro" in args.peers
     use_numpyro = "numpyro" in args.peers and importlib.util.find_spec("numpyro") is not None
     import_compiler_stack(use_numpyro)
     print(f"{warmup} warmup + {draws} draws; machine: {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} torch threads, "
-          f"device {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""))
+          f"device {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else "")
+          + f"; bayesgen and NumPyro: medians of {len(seeds)} run(s), seeds 0-{len(seeds) - 1}")
     if models:
-        print(f"{'model':<28} {'sampler':<16} {'wall s':>8} {'min ESS':>8} {'ESS/s':>8} {'vs Pyro':>8} "
-              f"{'vs NumPyro':>10} {'MCSE gap':>9} {'load':>5}")
+        print(f"{'model':<28} {'sampler':<16} {'wall s':>8} {'min ESS':>8} {'ESS/s':>8} {'ESS/s range':>12} "
+              f"{'vs Pyro':>8} {'vs NumPyro':>10} {'MCSE gap':>9} {'load':>5}")
     for name, (model, load) in models.items():
         data = load()
         # the peers run first, so that bayesgen's rows come one after the other
         peers = {}
         if use_numpyro:
-            peers["numpyro"] = run_numpyro(name, data, 4, warmup, draws)
+            peers["numpyro"] = Row([run_numpyro(name, data, 4, warmup, draws, seed) for seed in seeds])
         if use_pyro:
-            peers["pyro"] = run_pyro(model, data, 4, warmup, draws)
-        rows = {"bayesgen": run_bayesgen(model, data, 4, warmup, draws, args.device),
-                "bayesgen replay": run_bayesgen(model, data, 4, warmup, draws, args.device, jit_compile=False)}
+            peers["pyro"] = Row([run_pyro(model, data, 4, warmup, draws)])
+        rows = {"bayesgen": Row([run_bayesgen(model, data, 4, warmup, draws, args.device, seed=seed)
+                                 for seed in seeds]),
+                "bayesgen replay": Row([run_bayesgen(model, data, 4, warmup, draws, args.device, jit_compile=False)])}
         rows.update(reversed(peers.items()))
-        ess = {k: min_ess(post) for k, (_, post) in rows.items()}
-        rate = {k: ess[k] / wall for k, (wall, _) in rows.items()}
-        for sampler, (wall, post) in rows.items():
-            vs_pyro = f"{rate[sampler] / rate['pyro']:.2f}" if "pyro" in rate else "-"
-            vs_numpyro = f"{rate[sampler] / rate['numpyro']:.2f}" if "numpyro" in rate else "-"
+        for sampler, row in rows.items():
+            vs_pyro = f"{row.rate / rows['pyro'].rate:.2f}" if "pyro" in rows else "-"
+            vs_numpyro = f"{row.rate / rows['numpyro'].rate:.2f}" if "numpyro" in rows else "-"
             # largest posterior-mean difference from Pyro's, in combined Monte Carlo standard errors
-            gap = f"{max_mcse_gap(post, rows['pyro'][1]):.2f}" if "pyro" in rows and sampler != "pyro" else "-"
-            print(f"{name:<28} {sampler:<16} {wall:8.1f} {ess[sampler]:8.0f} {rate[sampler]:8.1f} "
-                  f"{vs_pyro:>8} {vs_numpyro:>10} {gap:>9} {os.getloadavg()[0]:5.1f}", flush=True)
+            gap = (f"{max_mcse_gap(row.posterior, rows['pyro'].posterior):.2f}"
+                   if "pyro" in rows and sampler != "pyro" else "-")
+            print(f"{name:<28} {sampler:<16} {np.median(row.walls):8.1f} {np.median(row.esses):8.0f} "
+                  f"{row.rate:8.1f} {row.spread():>12} {vs_pyro:>8} {vs_numpyro:>10} {gap:>9} "
+                  f"{os.getloadavg()[0]:5.1f}", flush=True)
     scaling = list(models) if args.smoke else args.scaling_models
     print(f"\nbayesgen scaling, {args.device}")
     print(f"{'model':<28} {'chains':>7} {'wall s':>8} {'min ESS':>9} {'ESS/s':>9} {'wall / wall(first)':>19} "
