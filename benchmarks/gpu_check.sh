@@ -12,4 +12,4 @@ python3 -c "import torch, pyro, arviz; print('torch', torch.__version__, 'pyro',
 out=${OUT:-/tmp}
 (cd tests && timeout 240 python3 -m pytest -q -x test_cuda.py 2>&1 | tee "$out/cuda_tests.log")
 timeout 330 python3 benchmarks/nuts.py --device cuda --peers numpyro --models logistic_synthetic_5000x20 --scaling-models logistic_synthetic_5000x20 \
-    --num-warmup 500 --num-samples 500 --chains 4 64 1024 2>&1 | tee "$out/gpu_benchmark.log"
+    --num-warmup 500 --num-samples 500 --repeats 1 --chains 4 64 1024 2>&1 | tee "$out/gpu_benchmark.log"
