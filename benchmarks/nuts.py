@@ -7,10 +7,10 @@ fixed seed). For each sampler it reports wall seconds (from the call to the draw
 compilation included), the minimum bulk ESS over all parameters, min-ESS per second, and
 the ratios against the peers. bayesgen and NumPyro run ``--repeats`` times (seeds 0, 1, ...;
 default 3) and their rows are medians, with the range of ESS/s: one run's min ESS moves by
-+-15% with the seed, as much as the two samplers differ. A second table shows bayesgen's ESS/s as the chains grow: by
-default on eight schools, whose cost is per-call overhead that one batched call shares between
-the chains; ``--scaling-models`` adds the synthetic regression, whose cost is arithmetic that
-grows with them.
++-15% with the seed, as much as the two samplers differ. A second table shows bayesgen's
+ESS/s as the chains grow: by default on eight schools, whose cost is per-call overhead that
+one batched call shares between the chains; ``--scaling-models`` adds the synthetic
+regression, whose cost is arithmetic that grows with them.
 
 bayesgen records each leapfrog step (density, gradient and tree bookkeeping) once as a graph of
 tensor operations and replays it through TorchScript; by default it compiles that graph with
@@ -238,6 +238,8 @@ def main() -> None:
                              "Pyro's and the replay's rows run once")
     parser.add_argument("--smoke", action="store_true", help="50 warmup + 50 draws, first model only")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
     torch.set_default_dtype(torch.float64)
     warmup, draws = (50, 50) if args.smoke else (args.num_warmup, args.num_samples)
     seeds = range(1 if args.smoke else args.repeats)
