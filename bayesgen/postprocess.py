@@ -87,8 +87,9 @@ def _recorded_chunks(density: LogDensity, flat: Mapping[str, torch.Tensor]
     """:func:`_evaluated_sites` of every :data:`RECORD_CHUNK` draws, through a recording; None
     where the program cannot be recorded or the recording disagrees with it.
 
-    Only for programs with data of at least :data:`RECORD_MIN_ELEMENTS` / :data:`RECORD_CHUNK`
-    elements (the choice depends on the data's size, never on timings). The program's operations
+    Only for vectorised programs without enumerated sites whose data have at least
+    :data:`RECORD_MIN_ELEMENTS` / :data:`RECORD_CHUNK` elements (the choice depends on the
+    program and the data's size, never on timings). The program's operations
     at one chunk are recorded as a graph (:func:`bayesgen._replay.record`)
     with products summed over a dimension turned into matrix products, as the samplers' steps
     are: a regression written ``(X * beta).sum(-1)`` to broadcast over draws would otherwise
@@ -98,8 +99,8 @@ def _recorded_chunks(density: LogDensity, flat: Mapping[str, torch.Tensor]
     """
     names, total = list(flat), next(iter(flat.values())).shape[0]
     largest = max((v.numel() for v in density.data.values() if isinstance(v, torch.Tensor)), default=0)
-    if largest * RECORD_CHUNK < RECORD_MIN_ELEMENTS or total < 3 * RECORD_CHUNK \
-            or any(not v.is_floating_point() for v in flat.values()):
+    if not density.vectorized or density.enumerated or largest * RECORD_CHUNK < RECORD_MIN_ELEMENTS \
+            or total < 3 * RECORD_CHUNK or any(not v.is_floating_point() for v in flat.values()):
         return None
     chunks = [[flat[name][i:i + RECORD_CHUNK] for name in names] for i in range(0, total, RECORD_CHUNK)]
     keys: list[tuple[str, str]] = []
@@ -144,9 +145,7 @@ def evaluate_draws(density: LogDensity, draws: Mapping[str, torch.Tensor]
         return {}, {}
     flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in draws.items()}
     lead = next(iter(draws.values())).shape[:2]
-    chunks = None
-    if density.vectorized and not density.enumerated:
-        chunks = _recorded_chunks(density, flat)
+    chunks = _recorded_chunks(density, flat)
     if chunks is None:
         chunks = _eager_chunks(density, flat)
     parts: dict[str, dict[str, list[torch.Tensor]]] = {"deterministic": {}, "log_likelihood": {}}
