@@ -16,7 +16,7 @@ import pyro
 import torch
 from pyro import poutine
 
-from bayesgen.logdensity import CHUNK, LogDensity, per_draw
+from bayesgen.logdensity import LogDensity, per_draw
 from bayesgen.result import Fit
 
 __all__ = ["discrete_marginals", "infer_discrete"]
@@ -83,8 +83,9 @@ def _decode(fit: Fit, density: LogDensity, temperature: int, num_samples: int | 
     pyro.set_rng_seed(seed)
     parts: dict[str, list[torch.Tensor]] = {}
     with torch.no_grad():
-        for start in range(0, total, CHUNK):
-            chunk = {k: v[start:start + CHUNK] for k, v in flat.items()}
+        size = density.chunk_size()
+        for start in range(0, total, size):
+            chunk = {k: v[start:start + size] for k, v in flat.items()}
             size = next(iter(chunk.values())).shape[0]
             program = density.fixed_program(chunk, enumerate=False)
             decoder = pyro.infer.infer_discrete(program, first_available_dim=batch_dim - 1,

@@ -24,10 +24,15 @@ from torch.distributions.transforms import Transform
 from bayesgen._replay import Replayed
 from bayesgen.program import BATCH_PLATE, LastSite, is_deterministic, is_latent, is_subsample, run_program
 
-__all__ = ["CHUNK", "LogDensity", "SiteLayout", "per_draw"]
+__all__ = ["CHUNK", "CHUNK_ELEMENTS", "LogDensity", "SiteLayout", "per_draw"]
 
-#: Points per program run when mapping or post-processing many draws at once.
+#: Points per program run when mapping or post-processing many draws at once...
 CHUNK = 1000
+#: ... fewer where the draws times the elements of the largest data tensor would pass this
+#: bound: a program written to broadcast over draws, such as a regression's ``(X * beta).sum(-1)``,
+#: materialises a draws x observations x covariates tensor in every eager run (1000 draws of a
+#: 20000 x 50 regression's predictions: 9.3 GB). 2**24 float64 elements are 134 MB.
+CHUNK_ELEMENTS = 2**24
 
 
 @dataclass(frozen=True)
@@ -415,11 +420,12 @@ class LogDensity:
     def constrain(self, u: torch.Tensor) -> dict[str, torch.Tensor]:
         """Map unconstrained points ``(batch, dim)`` to named constrained values ``(batch, *shape)``.
 
-        Deterministic sites are included. Large batches run in chunks of ``CHUNK`` points
-        to bound memory.
+        Deterministic sites are included. Large batches run in chunks of
+        :meth:`chunk_size` points to bound memory.
         """
         if self.vectorized:
-            parts = [self._constrain(u[i:i + CHUNK], True) for i in range(0, u.shape[0], CHUNK)]
+            size = self.chunk_size()
+            parts = [self._constrain(u[i:i + size], True) for i in range(0, u.shape[0], size)]
         else:
             parts = [self._constrain(row[None], False) for row in u]
         return {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
@@ -464,7 +470,8 @@ class LogDensity:
         if self.dim == 0:
             return True
         gen = torch.Generator().manual_seed(0)
-        u = (torch.rand(2, self.dim, generator=gen, dtype=torch.get_default_dtype(), device="cpu") * 2 - 1).to(self.device)
+        u = torch.rand(2, self.dim, generator=gen, dtype=torch.get_default_dtype(), device="cpu")
+        u = (u * 2 - 1).to(self.device)
         try:
             rows = [self._site_totals(row[None], False) for row in u]
         except Exception:  # noqa: BLE001 - the program fails at these points even unbatched
@@ -493,6 +500,14 @@ class LogDensity:
             stacklevel=3,
         )
         return False
+
+    def chunk_size(self, data: Mapping[str, Any] | None = None) -> int:
+        """Draws per batched run of the program when evaluating many: :data:`CHUNK`, or fewer
+        where the largest tensor of the program's data (or of ``data``, new data to run it
+        with) has more than :data:`CHUNK_ELEMENTS` / :data:`CHUNK` elements."""
+        tensors = [v for source in (self.data, data or {}) for v in source.values() if isinstance(v, torch.Tensor)]
+        largest = max((v.numel() for v in tensors), default=1)
+        return max(1, min(CHUNK, CHUNK_ELEMENTS // max(largest, 1)))
 
     @property
     def latent_names(self) -> list[str]:

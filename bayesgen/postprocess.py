@@ -12,7 +12,7 @@ from pyro.ops.packed import unpack
 from pyro.poutine.trace_struct import Trace
 
 from bayesgen._replay import agrees, record, script
-from bayesgen.logdensity import CHUNK, LogDensity, _score, per_draw, present_dims
+from bayesgen.logdensity import LogDensity, _score, per_draw, present_dims
 from bayesgen.program import is_deterministic, is_subsample
 
 __all__ = ["evaluate_draws", "simulate_sites"]
@@ -22,7 +22,8 @@ _log = logging.getLogger(__name__)
 
 def _traces(density: LogDensity, flat: Mapping[str, torch.Tensor], data: Mapping[str, Any] | None = None,
             simulate: bool = False) -> list[tuple[Trace, int]]:
-    """Traces of the program at flat draws ``(n, *shape)``: one batched run, or one per draw.
+    """Traces of the program at flat draws ``(n, *shape)``: one batched run per
+    :meth:`~bayesgen.logdensity.LogDensity.chunk_size` draws, or one per draw.
 
     ``simulate=True`` samples enumerable discrete sites and observed sites (rather than
     enumerating the former and conditioning on the latter).
@@ -30,8 +31,9 @@ def _traces(density: LogDensity, flat: Mapping[str, torch.Tensor], data: Mapping
     total = next(iter(flat.values())).shape[0]
     options = {"enumerate": not simulate, "uncondition": simulate}
     if density.vectorized:
-        return [(density.trace_constrained({k: v[i:i + CHUNK] for k, v in flat.items()}, data, **options),
-                 min(CHUNK, total - i)) for i in range(0, total, CHUNK)]
+        size = density.chunk_size(data)
+        return [(density.trace_constrained({k: v[i:i + size] for k, v in flat.items()}, data, **options),
+                 min(size, total - i)) for i in range(0, total, size)]
     return [(density.trace_constrained({k: v[i:i + 1] for k, v in flat.items()}, data, plated=False, **options), 1)
             for i in range(total)]
 
@@ -84,7 +86,8 @@ def _evaluated_sites(density: LogDensity, trace: Trace, size: int) -> dict[tuple
 
 def _recorded_chunks(density: LogDensity, flat: Mapping[str, torch.Tensor]
                      ) -> list[dict[tuple[str, str], torch.Tensor]] | None:
-    """:func:`_evaluated_sites` of every :data:`RECORD_CHUNK` draws, through a recording; None
+    """:func:`_evaluated_sites` of every :data:`RECORD_CHUNK` draws (fewer where
+    :meth:`~bayesgen.logdensity.LogDensity.chunk_size` says so), through a recording; None
     where the program cannot be recorded or the recording disagrees with it.
 
     Only for vectorised programs without enumerated sites whose data have at least
@@ -99,10 +102,11 @@ def _recorded_chunks(density: LogDensity, flat: Mapping[str, torch.Tensor]
     """
     names, total = list(flat), next(iter(flat.values())).shape[0]
     largest = max((v.numel() for v in density.data.values() if isinstance(v, torch.Tensor)), default=0)
+    size = min(RECORD_CHUNK, density.chunk_size())
     if not density.vectorized or density.enumerated or largest * RECORD_CHUNK < RECORD_MIN_ELEMENTS \
-            or total < 3 * RECORD_CHUNK or any(not v.is_floating_point() for v in flat.values()):
+            or total < 3 * size or any(not v.is_floating_point() for v in flat.values()):
         return None
-    chunks = [[flat[name][i:i + RECORD_CHUNK] for name in names] for i in range(0, total, RECORD_CHUNK)]
+    chunks = [[flat[name][i:i + size] for name in names] for i in range(0, total, size)]
     keys: list[tuple[str, str]] = []
 
     def evaluate(*values: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -119,7 +123,7 @@ def _recorded_chunks(density: LogDensity, flat: Mapping[str, torch.Tensor]
     if not all(agrees(reference, replay(*chunk)) for reference, chunk in zip(references, chunks)):
         _log.debug("evaluating the draws eagerly: the recording disagrees with the program")
         return None
-    values = references + [replay(*chunk) if chunk[0].shape[0] == RECORD_CHUNK else evaluate(*chunk)
+    values = references + [replay(*chunk) if chunk[0].shape[0] == size else evaluate(*chunk)
                            for chunk in chunks[2:]]
     return [dict(zip(keys, value)) for value in values]
 

@@ -29,6 +29,21 @@ def _mcse(draws: np.ndarray) -> tuple[float, float]:
     return float(az.mcse(draws, method="mean")), float(az.mcse(draws, method="sd"))
 
 
+def test_a_thousand_chains_in_lockstep_match_the_conjugate_posterior_within_4_mcse():
+    """1024 chains advance through one batched density call per leapfrog step, each with its
+    own tree, step size and mass matrix: the GPU's many-chain run, here on the CPU."""
+    fit = bg.fit(normal_normal, {"y": Y_NORMAL}, engine="nuts", num_warmup=200, num_samples=100,
+                 num_chains=1024, seed=4, progress=False)
+    draws = fit.posterior["mu"]
+    assert draws.shape == (1024, 100)
+    mean, sd = normal_normal_posterior(Y_NORMAL)
+    mcse_mean, mcse_sd = _mcse(draws)
+    assert abs(draws.mean() - mean) < 4 * mcse_mean
+    assert abs(draws.std() - sd) < 4 * mcse_sd
+    assert fit.sample_stats["diverging"].sum() == 0
+    assert np.unique(fit.sample_stats["step_size"][:, 0]).size > 1000  # adapted per chain
+
+
 @pytest.mark.parametrize("engine", ["nuts", "hmc"])
 @pytest.mark.parametrize("name,model,data,site,exact", CONJUGATE, ids=[c[0] for c in CONJUGATE])
 def test_mcmc_matches_conjugate_posterior_within_4_mcse(engine, name, model, data, site, exact):

@@ -1,4 +1,5 @@
-"""evaluate_draws: the deterministic sites and pointwise log-likelihood that every fit computes."""
+"""evaluate_draws and simulate_sites: the deterministic sites, pointwise log-likelihood and
+predictions that every fit computes, in runs of the program whose memory the data size bounds."""
 
 import numpy as np
 import pyro
@@ -8,8 +9,9 @@ import torch
 from scipy.special import expit
 
 import bayesgen as bg
-from bayesgen import postprocess
-from bayesgen.postprocess import RECORD_CHUNK, RECORD_MIN_ELEMENTS, evaluate_draws
+from bayesgen import logdensity, postprocess
+from bayesgen.logdensity import CHUNK
+from bayesgen.postprocess import RECORD_CHUNK, RECORD_MIN_ELEMENTS, evaluate_draws, simulate_sites
 
 DTYPE = torch.float64
 
@@ -89,3 +91,73 @@ def test_small_data_is_evaluated_eagerly(monkeypatch):
         _, loglik = evaluate_draws(bg.LogDensity(logistic, data), draws)
     assert not graphs
     np.testing.assert_allclose(loglik["y"].numpy(), _expected(data, draws), rtol=1e-10, atol=1e-12)
+
+
+def test_chunk_size_shrinks_with_the_largest_data_tensor_including_new_data(monkeypatch):
+    monkeypatch.setattr(logdensity, "CHUNK_ELEMENTS", 10_000)
+    density = bg.LogDensity(logistic, _data(n=50))  # X has 500 elements
+    assert density.chunk_size() == 20
+    assert density.chunk_size({"X": torch.zeros(400, 10)}) == 2
+    assert density.chunk_size({"X": torch.zeros(4000, 10)}) == 1  # never fewer than one draw
+    monkeypatch.setattr(logdensity, "CHUNK_ELEMENTS", 10**9)
+    assert density.chunk_size() == CHUNK
+
+
+class _DrawCounter(pyro.poutine.messenger.Messenger):
+    """Notes how many draws of beta each run of a program holds."""
+
+    def __init__(self, batches: list[int]) -> None:
+        super().__init__()
+        self.batches = batches
+
+    def _postprocess_message(self, msg: dict) -> None:
+        if msg["name"] == "beta":
+            self.batches.append(msg["value"].shape[0] if msg["value"].dim() > 1 else 1)
+
+
+def _counting(model, batches: list[int]):
+    def counted(X, y=None):
+        with _DrawCounter(batches):
+            model(X, y)
+
+    return counted
+
+
+@pytest.mark.parametrize("model", [logistic, reads_values])
+def test_no_run_holds_more_draws_than_the_data_size_allows(model, monkeypatch):
+    """A regression written to broadcast over draws materialises draws x n x d: a run of 1000
+    draws of a 20000 x 50 regression took 9.3 GB. Log-likelihood (recorded or eager),
+    predictions and constrained draws run in chunks that the data's size bounds."""
+    data, draws = _data(n=50), _draws()
+    with torch.no_grad():
+        _, expected = evaluate_draws(bg.LogDensity(model, data), draws)
+    monkeypatch.setattr(logdensity, "CHUNK_ELEMENTS", 40 * data["X"].numel())
+    batches: list[int] = []
+    density = bg.LogDensity(_counting(model, batches), data)
+    batches.clear()
+    with torch.no_grad():
+        _, loglik = evaluate_draws(density, draws)
+        np.testing.assert_allclose(loglik["y"].numpy(), expected["y"].numpy(), rtol=1e-12)
+        assert batches and max(batches) == 40
+        batches.clear()
+        predicted = simulate_sites(density, draws, {"X": data["X"][:5], "y": None}, ["y"])
+        assert predicted["y"].shape == (2, 3 * RECORD_CHUNK + 17, 5)
+        assert max(batches) == 40
+        batches.clear()
+        predicted = simulate_sites(density, draws, {"X": torch.cat([data["X"]] * 4), "y": None}, ["y"])
+        assert predicted["y"].shape == (2, 3 * RECORD_CHUNK + 17, 200)
+        assert max(batches) == 10  # the new data are four times larger
+        batches.clear()
+        density.constrain(torch.zeros(100, density.dim, dtype=DTYPE))
+        assert max(batches) == 40
+
+
+@pytest.mark.parametrize("engine,options", [("laplace", {}), ("svi", {"guide": "normal", "num_steps": 50})])
+def test_approximations_weigh_their_draws_in_chunks_that_the_data_size_bounds(engine, options, monkeypatch):
+    data = _data(n=50)
+    monkeypatch.setattr(logdensity, "CHUNK_ELEMENTS", 40 * data["X"].numel())
+    batches: list[int] = []
+    fit = bg.fit(_counting(logistic, batches), data, engine=engine, seed=0, progress=False, **options)
+    assert fit.posterior["beta"].shape == (1, 1000, 10)
+    assert max(batches) == 40  # the importance weights (Pareto k) of 1000 draws, and their values
+    assert np.isfinite(fit.info["pareto_k"])
