@@ -83,9 +83,9 @@ def _decode(fit: Fit, density: LogDensity, temperature: int, num_samples: int | 
     pyro.set_rng_seed(seed)
     parts: dict[str, list[torch.Tensor]] = {}
     with torch.no_grad():
-        size = density.chunk_size()
-        for start in range(0, total, size):
-            chunk = {k: v[start:start + size] for k, v in flat.items()}
+        step = density.chunk_size()
+        for start in range(0, total, step):
+            chunk = {k: v[start:start + step] for k, v in flat.items()}
             size = next(iter(chunk.values())).shape[0]
             program = density.fixed_program(chunk, enumerate=False)
             decoder = pyro.infer.infer_discrete(program, first_available_dim=batch_dim - 1,

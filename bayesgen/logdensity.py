@@ -195,6 +195,10 @@ class LogDensity:
             s["name"] for s in sites if s["is_observed"] and not is_deterministic(s)
         ]
         self.deterministic = [s["name"] for s in sites if is_deterministic(s)]
+        #: Plates that draw a random subsample of their items at each run: name -> (subsample size, size).
+        self.subsampled = {s["name"]: (s["fn"].subsample_size, s["fn"].size) for s in prototype.nodes.values()
+                           if s["type"] == "sample" and is_subsample(s) and s["fn"].subsample_size is not None
+                           and s["fn"].subsample_size < s["fn"].size}
         self.vectorized = self._check_vectorized()
 
     def _make_layout(self, sites: list[dict[str, Any]]) -> tuple[SiteLayout, ...]:
@@ -472,13 +476,17 @@ class LogDensity:
         gen = torch.Generator().manual_seed(0)
         u = torch.rand(2, self.dim, generator=gen, dtype=torch.get_default_dtype(), device="cpu")
         u = (u * 2 - 1).to(self.device)
+        # each run from the same random state, so that a plate that subsamples takes the same minibatch
         try:
-            rows = [self._site_totals(row[None], False) for row in u]
+            rows = []
+            for row in u:
+                with poutine.seed(rng_seed=0):
+                    rows.append(self._site_totals(row[None], False))
         except Exception:  # noqa: BLE001 - the program fails at these points even unbatched
             return True
         last = LastSite()
         try:
-            with last:
+            with last, poutine.seed(rng_seed=0):
                 batched = self._site_totals(u, True)
         except Exception as exc:  # noqa: BLE001 - any failure here means "cannot batch"
             first_line = (str(exc).splitlines() or [""])[0]
@@ -500,6 +508,16 @@ class LogDensity:
             stacklevel=3,
         )
         return False
+
+    def require_exact(self, engine: str) -> None:
+        """Raise where a plate subsamples: the log density is then a random estimate (the
+        minibatch's, rescaled), which a sampler or a deterministic optimiser would take for the
+        density itself and answer wrongly without a sign."""
+        for name, (subsample_size, size) in self.subsampled.items():
+            raise ValueError(f"engine '{engine}' needs the program's exact log density, but plate '{name}' "
+                             f"draws a random subsample of {subsample_size} of its {size} items at each run; "
+                             "remove subsample_size from the plate, or fit with engine='svi', which takes "
+                             "minibatches")
 
     def chunk_size(self, data: Mapping[str, Any] | None = None) -> int:
         """Draws per batched run of the program when evaluating many: :data:`CHUNK`, or fewer

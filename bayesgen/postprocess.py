@@ -78,7 +78,8 @@ def _evaluated_sites(density: LogDensity, trace: Trace, size: int) -> dict[tuple
         if is_deterministic(site):
             shape = tuple(density.prototype.nodes[name]["value"].shape)
             out["deterministic", name] = per_draw(site["value"], size, shape)
-        elif name in density.observed and not density.enumerated:
+        elif name in density.observed and not density.enumerated \
+                and not any(frame.name in density.subsampled for frame in site["cond_indep_stack"]):
             shape = tuple(density.prototype.nodes[name]["fn"].batch_shape)
             out["log_likelihood", name] = per_draw(site["fn"].log_prob(site["value"]), size, shape)
     return out
@@ -143,7 +144,8 @@ def evaluate_draws(density: LogDensity, draws: Mapping[str, torch.Tensor]
     log_likelihood)``, both site -> ``(chain, draw, *shape)``; the log-likelihood has the
     observed site's batch shape (one term per observation). In programs with enumerated
     discrete latents it is the marginal ``log p(y_n | theta)`` with the discrete sites
-    summed out (see ``_enumerated_log_likelihood``).
+    summed out (see ``_enumerated_log_likelihood``). Observed sites inside a plate that
+    subsamples have none: their terms would be a different random minibatch at every draw.
     """
     if not draws:
         return {}, {}

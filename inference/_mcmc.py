@@ -49,6 +49,7 @@ def run_mcmc(problem: Problem, *, seed: int, progress: bool, algorithm: str, num
                          "pyro.param/pyro.module parameters, so fit it with engine='svi'")
     if density.dim == 0:
         raise ValueError(f"engine '{engine}': the program has no continuous latent sites to sample")
+    density.require_exact(engine)
     generator = torch.Generator(device=problem.device).manual_seed(seed)
     with cpu_threads(threads_for(problem, num_chains)):
         init = initial_points(density, num_chains, generator)

@@ -126,6 +126,7 @@ def run_mode(problem: Problem, *, seed: int, num_steps: int, num_draws: int, jac
     if not prior and not density.observed:
         raise ValueError(f"engine '{engine}' maximises the likelihood, but the program has no "
                          "observed sites with the given data")
+    density.require_exact(engine)
     generator = torch.Generator(device=problem.device).manual_seed(seed)
     init = torch.rand(density.dim, generator=generator, dtype=torch.get_default_dtype(),
                       device=problem.device) * 4 - 2
