@@ -13,6 +13,7 @@ from bayesgen.engine import EngineResult, Problem
 from bayesgen.inference._gaussian_vi import elbo_converged, fit_gaussian
 from bayesgen.inference._pyro_vi import fit_pyro_guide
 from bayesgen.inference._threads import cpu_threads, threads_for
+from bayesgen.logdensity import LogDensity
 
 __all__ = ["SVI"]
 
@@ -74,6 +75,7 @@ class SVI:
         generator = torch.Generator(device=problem.device).manual_seed(seed)
         info: dict[str, Any] = {}
         if isinstance(self.guide, str) and self.guide in _FAMILIES:
+            _require_global_latents(density, self.guide)
             q, losses = fit_gaussian(density, family=self.guide, rank=self.rank, num_steps=self.num_steps,
                                      num_particles=self.num_particles, lr=self.lr, lr_decay=self.lr_decay,
                                      init_scale=self.init_scale, generator=generator, progress=progress)
@@ -97,3 +99,16 @@ class SVI:
         return EngineResult(kind="approximation", draws=draws,
                             sample_stats={"loss": torch.tensor(losses)[None]},
                             timing={"optimize": time.perf_counter() - started}, info=info)
+
+
+def _require_global_latents(density: LogDensity, guide: str) -> None:
+    """Raise where a latent site lives in a plate that subsamples: a Gaussian over the
+    unconstrained space would give its few values a different minibatch's items at every step."""
+    for name in density.latent_names:
+        plates = [frame.name for frame in density.prototype.nodes[name]["cond_indep_stack"]
+                  if frame.name in density.subsampled]
+        if plates:
+            raise ValueError(f"guide '{guide}' needs every latent site at its full size, but site '{name}' "
+                             f"lives in plate '{plates[0]}', which draws a minibatch at each run; use a Pyro "
+                             "AutoGuide such as AutoNormal (one parameter per item) or remove subsample_size")
+

@@ -112,3 +112,16 @@ def test_svi_fits_minibatches_and_reports_no_pointwise_log_likelihood_for_them()
     mean, sd = float(Y_MINIBATCHED.sum()) / precision, precision**-0.5
     assert abs(fit.posterior["mu"].mean() - mean) < sd
     assert "y" not in (fit.log_likelihood or {})  # a different random minibatch at every draw
+
+
+def minibatched_local_latents(y):
+    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+    with pyro.plate("obs", y.shape[0], subsample_size=10) as index:
+        z = pyro.sample("z", dist.Normal(mu, 1.0))
+        pyro.sample("y", dist.Normal(z, 0.5), obs=y[index])
+
+
+@pytest.mark.parametrize("guide", ["normal", "mvn", "lowrank"])
+def test_gaussian_guides_refuse_local_latents_in_a_subsampling_plate(guide):
+    with pytest.raises(ValueError, match=rf"guide '{guide}'.*site 'z'.*plate 'obs'.*AutoNormal"):
+        bg.fit(minibatched_local_latents, {"y": Y_MINIBATCHED}, engine="svi", guide=guide, num_steps=10)
