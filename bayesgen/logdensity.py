@@ -509,6 +509,17 @@ class LogDensity:
         )
         return False
 
+    @property
+    def minibatched_latents(self) -> dict[str, str]:
+        """Latent sites inside a plate that subsamples, with that plate's name: each run holds
+        their values for a random minibatch of the plate's items only."""
+        found = {}
+        for name in self.latent_names:
+            plates = [f.name for f in self.prototype.nodes[name]["cond_indep_stack"] if f.name in self.subsampled]
+            if plates:
+                found[name] = plates[0]
+        return found
+
     def require_exact(self, engine: str) -> None:
         """Raise where a plate subsamples: the log density is then a random estimate (the
         minibatch's, rescaled), which a sampler or a deterministic optimiser would take for the

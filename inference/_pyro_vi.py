@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import pyro
@@ -58,13 +59,25 @@ def fit_pyro_guide(problem: Problem, guide: Any, *, num_steps: int, num_particle
 
 def _guide_draws(guide: Callable[..., Any], problem: Problem, num_draws: int) -> dict[str, torch.Tensor]:
     """Draws of the latent sites from a fitted guide, ``(1, num_draws, *shape)``: one run of the
-    guide under an outer batch plate (or one run per draw when the program cannot be batched)."""
+    guide under an outer batch plate (or one run per draw when the program cannot be batched).
+
+    Latent sites inside a plate that subsamples are left out, with a warning: a run of the guide
+    holds them for one random minibatch of the plate's items, which later runs of the program
+    (deterministic sites, predictions) would pair with another. Those runs draw them afresh from
+    the program given the other sites.
+    """
     density = problem.density
+    local = density.minibatched_latents
+    if local:
+        warnings.warn(f"site(s) {', '.join(repr(name) for name in local)} are left out of the posterior "
+                      f"draws: they live in plate '{next(iter(local.values()))}', which subsamples, so a draw "
+                      "holds them for one random minibatch only; their variational parameters are in "
+                      "Pyro's param store", UserWarning, stacklevel=2)
+    sites = [s for s in density.layout if s.name not in local]
     if density.vectorized:
         with pyro.plate(BATCH_PLATE, num_draws, dim=-density.max_plate_nesting - 1):
             trace = poutine.trace(guide).get_trace(**problem.data)
-        return {s.name: per_draw(trace.nodes[s.name]["value"], num_draws, s.shape)[None]
-                for s in density.layout}
+        return {s.name: per_draw(trace.nodes[s.name]["value"], num_draws, s.shape)[None] for s in sites}
     traces = [poutine.trace(guide).get_trace(**problem.data) for _ in range(num_draws)]
     return {s.name: torch.stack([t.nodes[s.name]["value"].reshape(s.shape) for t in traces])[None]
-            for s in density.layout}
+            for s in sites}

@@ -104,11 +104,7 @@ class SVI:
 def _require_global_latents(density: LogDensity, guide: str) -> None:
     """Raise where a latent site lives in a plate that subsamples: a Gaussian over the
     unconstrained space would give its few values a different minibatch's items at every step."""
-    for name in density.latent_names:
-        plates = [frame.name for frame in density.prototype.nodes[name]["cond_indep_stack"]
-                  if frame.name in density.subsampled]
-        if plates:
-            raise ValueError(f"guide '{guide}' needs every latent site at its full size, but site '{name}' "
-                             f"lives in plate '{plates[0]}', which draws a minibatch at each run; use a Pyro "
-                             "AutoGuide such as AutoNormal (one parameter per item) or remove subsample_size")
-
+    for name, plate in density.minibatched_latents.items():
+        raise ValueError(f"guide '{guide}' needs every latent site at its full size, but site '{name}' "
+                         f"lives in plate '{plate}', which draws a minibatch at each run; use a Pyro "
+                         "AutoGuide such as AutoNormal (one parameter per item) or remove subsample_size")

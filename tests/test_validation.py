@@ -125,3 +125,20 @@ def minibatched_local_latents(y):
 def test_gaussian_guides_refuse_local_latents_in_a_subsampling_plate(guide):
     with pytest.raises(ValueError, match=rf"guide '{guide}'.*site 'z'.*plate 'obs'.*AutoNormal"):
         bg.fit(minibatched_local_latents, {"y": Y_MINIBATCHED}, engine="svi", guide=guide, num_steps=10)
+
+
+def test_autoguides_fit_local_latents_of_minibatches_and_leave_them_out_of_the_draws():
+    """The guide holds a minibatch's values of 'z' only, which post-fit runs would pair with
+    another minibatch: 'z' is left out (with a warning) and predictions draw it afresh."""
+    from pyro.infer.autoguide import AutoNormal
+
+    spec = bg.ModelSpec(name="minibatched", model=minibatched_local_latents, observed={"y": "y"})
+    with pytest.warns(UserWarning, match=r"'z' are left out of the posterior draws.*plate 'obs'"):
+        fit = bg.fit(spec, {"y": Y_MINIBATCHED}, engine="svi", guide=AutoNormal, num_steps=2000, lr=0.05,
+                     seed=0, progress=False)
+    assert set(fit.posterior) == {"mu"}
+    # y_i ~ N(mu, 1 + 0.5^2) with z summed out; flat-ish prior
+    precision = 1 / 25 + len(Y_MINIBATCHED) / 1.25
+    mean, sd = float(Y_MINIBATCHED.sum()) / 1.25 / precision, precision**-0.5
+    assert abs(fit.posterior["mu"].mean() - mean) < sd
+    assert fit.predict(num_samples=50)["y"].shape == (1, 50, 10)
