@@ -34,7 +34,7 @@ def to_inference_data(fit: "Fit") -> az.InferenceData:
     >>> import numpy as np
     >>> from bayesgen.result import Fit
     >>> fit = Fit("nuts", "samples", {"mu": np.zeros((2, 5))}, {"diverging": np.zeros((2, 5), bool)},
-    ...           {}, {}, {}, {})
+    ...           {}, {}, {})
     >>> idata = to_inference_data(fit)
     >>> dict(idata.posterior.sizes)
     {'chain': 2, 'draw': 5}

@@ -17,7 +17,7 @@ from scipy.special import logsumexp
 from bayesgen.engine import Problem
 from bayesgen.fitting import prepare
 from bayesgen.metrics import c2st, chi_square_test, ks_test, mmd_test
-from bayesgen.postprocess import evaluate_draws, simulate_sites
+from bayesgen.postprocess import pointwise_log_likelihood, simulate_sites
 from bayesgen.result import Fit
 from bayesgen.spec import ModelSpec
 
@@ -100,7 +100,7 @@ def evaluate(fit_or_model: Fit | ModelSpec | str | Callable[..., Any], real_data
     pyro.set_rng_seed(seed)
     with torch.no_grad():
         simulated = simulate_sites(heldout.density, draws, blank, list(heldout.spec.observed))
-        _, loglik = evaluate_draws(heldout.density, draws)
+        loglik = pointwise_log_likelihood(heldout.density, draws)
     rng = np.random.default_rng(seed)
     rows = []
     for site in heldout.spec.observed:

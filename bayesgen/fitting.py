@@ -13,7 +13,7 @@ import pyro
 import torch
 
 from bayesgen.engine import Engine, EngineResult, Problem
-from bayesgen.postprocess import evaluate_draws
+from bayesgen.postprocess import deterministic_sites, pointwise_log_likelihood
 from bayesgen.program import run_program
 from bayesgen.registry import get_model, make_engine
 from bayesgen.result import Fit
@@ -72,6 +72,16 @@ def _default_device(device: torch.device) -> contextlib.AbstractContextManager[A
     return contextlib.nullcontext() if device.type == "cpu" else torch.device(device)
 
 
+def pointwise_log_likelihood_of(problem: Problem, draws: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """The pointwise log-likelihood at a fit's latent draws (:attr:`Fit.log_likelihood`), observed
+    site -> ``(chain, draw, *batch_shape)``: one vectorised trace of the program per chunk of
+    draws, on the fit's device."""
+    if not problem.density.dim:
+        return {}
+    with _default_device(problem.device), torch.no_grad():
+        return _numpy(pointwise_log_likelihood(problem.density, draws)) or {}
+
+
 def _numpy(tensors: Mapping[str, torch.Tensor] | None) -> dict[str, np.ndarray] | None:
     if tensors is None:
         return None
@@ -121,16 +131,15 @@ def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
         result: EngineResult = engine.run(problem, seed=seed, progress=show)
         post_start = time.perf_counter()
         with torch.no_grad():
-            deterministic, loglik = evaluate_draws(problem.density, result.draws) \
-                if problem.density.dim else ({}, {})
+            deterministic = deterministic_sites(problem.density, result.draws) if problem.density.dim else {}
     timing = {**result.timing, "postprocess": time.perf_counter() - post_start}
     timing["total"] = time.perf_counter() - start
     observed = {name: problem.prototype.nodes[name]["value"] for name in problem.spec.observed}
     return Fit(
         engine=type(engine).name, kind=result.kind,
         posterior=_numpy({**result.draws, **deterministic}) or {},
-        sample_stats=_numpy(result.sample_stats) or {}, log_likelihood=_numpy(loglik) or {},
-        observed_data=_numpy(observed) or {}, settings={f.name: getattr(engine, f.name) for f in dataclasses.fields(engine)}, timing=timing,
+        sample_stats=_numpy(result.sample_stats) or {}, observed_data=_numpy(observed) or {},
+        settings={f.name: getattr(engine, f.name) for f in dataclasses.fields(engine)}, timing=timing,
         point=_numpy(result.point), stderr=_numpy(result.stderr), info=result.info,
         dims={k: list(v) for k, v in problem.spec.dims.items()}, model_name=problem.spec.name,
         problem=problem,

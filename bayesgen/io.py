@@ -65,7 +65,7 @@ def load(path: str) -> Fit:
     return Fit(
         engine=meta["engine"], kind=meta["kind"],
         posterior=_group(idata, "posterior"), sample_stats=_group(idata, "sample_stats"),
-        log_likelihood=_group(idata, "log_likelihood"), observed_data=_group(idata, "observed_data"),
+        observed_data=_group(idata, "observed_data"), _log_likelihood=_group(idata, "log_likelihood"),
         settings=meta["settings"], timing=meta["timing"], point=_arrays(meta["point"]),
         stderr=_arrays(meta["stderr"]), info=meta["info"], dims=meta["dims"],
         model_name=meta["model_name"], posterior_predictive=_group(idata, "posterior_predictive"),

@@ -350,6 +350,11 @@ class LogDensity:
             return torch.cat([self._log_density(row[None], jacobian, prior, False) for row in u])
         return self._log_density(u, jacobian, prior, True)
 
+    def log_density_in_chunks(self, u: torch.Tensor) -> torch.Tensor:
+        """:meth:`log_density` of many points ``(n, dim)`` (the draws of an approximation, say),
+        :meth:`chunk_size` points per run of the program so that memory stays bounded."""
+        return torch.cat([self.log_density(part) for part in u.split(self.chunk_size())])
+
     def _log_density(self, u: torch.Tensor, jacobian: bool, prior: bool, plated: bool) -> torch.Tensor:
         trace, log_jac = self.trace_unconstrained(u, plated)
         skip = set() if prior else {s.name for s in self.layout}
@@ -509,16 +514,16 @@ class LogDensity:
         )
         return False
 
+    def subsampling_plate(self, site: Mapping[str, Any]) -> str | None:
+        """The name of a plate that subsamples and holds the trace site ``site``, or None: each
+        run of the program gives such a site for a random minibatch of the plate's items only."""
+        return next((f.name for f in site["cond_indep_stack"] if f.name in self.subsampled), None)
+
     @property
     def minibatched_latents(self) -> dict[str, str]:
-        """Latent sites inside a plate that subsamples, with that plate's name: each run holds
-        their values for a random minibatch of the plate's items only."""
-        found = {}
-        for name in self.latent_names:
-            plates = [f.name for f in self.prototype.nodes[name]["cond_indep_stack"] if f.name in self.subsampled]
-            if plates:
-                found[name] = plates[0]
-        return found
+        """Latent sites inside a plate that subsamples, with that plate's name."""
+        plates = {name: self.subsampling_plate(self.prototype.nodes[name]) for name in self.latent_names}
+        return {name: plate for name, plate in plates.items() if plate is not None}
 
     def require_exact(self, engine: str) -> None:
         """Raise where a plate subsamples: the log density is then a random estimate (the
@@ -534,9 +539,13 @@ class LogDensity:
         """Draws per batched run of the program when evaluating many: :data:`CHUNK`, or fewer
         where the largest tensor of the program's data (or of ``data``, new data to run it
         with) has more than :data:`CHUNK_ELEMENTS` / :data:`CHUNK` elements."""
+        return max(1, min(CHUNK, CHUNK_ELEMENTS // max(self.largest_data(data), 1)))
+
+    def largest_data(self, data: Mapping[str, Any] | None = None) -> int:
+        """Elements of the largest tensor of the program's data or of ``data`` (0 if none): what
+        a run of the program costs per point, in time and memory, grows with it."""
         tensors = [v for source in (self.data, data or {}) for v in source.values() if isinstance(v, torch.Tensor)]
-        largest = max((v.numel() for v in tensors), default=1)
-        return max(1, min(CHUNK, CHUNK_ELEMENTS // max(largest, 1)))
+        return max((v.numel() for v in tensors), default=0)
 
     @property
     def latent_names(self) -> list[str]:

@@ -15,7 +15,7 @@ from bayesgen._replay import agrees, record, script
 from bayesgen.logdensity import LogDensity, _score, per_draw, present_dims
 from bayesgen.program import is_deterministic, is_subsample
 
-__all__ = ["evaluate_draws", "simulate_sites"]
+__all__ = ["deterministic_sites", "pointwise_log_likelihood", "simulate_sites"]
 
 _log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def _site_shape(density: LogDensity, site: Mapping[str, Any]) -> tuple[int, ...]
     return tuple(site["value"].shape[site["value"].dim() - keep:]) if keep else ()
 
 
-#: Draws per call of the recorded evaluation in :func:`evaluate_draws`: the two eager calls that
+#: Draws per call of the recorded evaluation in :func:`_evaluate`: the two eager calls that
 #: record and check it stay cheap even where the program materialises a broadcast product.
 RECORD_CHUNK = 100
 #: Elements of the largest data tensor times :data:`RECORD_CHUNK` from which the draws are
@@ -66,27 +66,27 @@ RECORD_CHUNK = 100
 RECORD_MIN_ELEMENTS = 2**20
 
 
-def _evaluated_sites(density: LogDensity, trace: Trace, size: int) -> dict[tuple[str, str], torch.Tensor]:
-    """``("deterministic" | "log_likelihood", site) -> (size, *shape)`` from one batched trace."""
-    out: dict[tuple[str, str], torch.Tensor] = {}
-    if density.enumerated:
-        for name, value in _enumerated_log_likelihood(density, trace, size).items():
-            out["log_likelihood", name] = value
+def _evaluated_sites(density: LogDensity, trace: Trace, size: int, kind: str) -> dict[str, torch.Tensor]:
+    """Site -> ``(size, *shape)`` from one batched trace: the deterministic sites' values
+    (``kind="deterministic"``) or the observed sites' pointwise log-likelihood
+    (``kind="log_likelihood"``)."""
+    if kind == "log_likelihood" and density.enumerated:
+        return _enumerated_log_likelihood(density, trace, size)
+    out: dict[str, torch.Tensor] = {}
     for name, site in trace.nodes.items():
         if site["type"] != "sample":
             continue
-        if is_deterministic(site):
+        if kind == "deterministic" and is_deterministic(site):
             shape = tuple(density.prototype.nodes[name]["value"].shape)
-            out["deterministic", name] = per_draw(site["value"], size, shape)
-        elif name in density.observed and not density.enumerated \
-                and not any(frame.name in density.subsampled for frame in site["cond_indep_stack"]):
+            out[name] = per_draw(site["value"], size, shape)
+        elif kind == "log_likelihood" and name in density.observed and density.subsampling_plate(site) is None:
             shape = tuple(density.prototype.nodes[name]["fn"].batch_shape)
-            out["log_likelihood", name] = per_draw(site["fn"].log_prob(site["value"]), size, shape)
+            out[name] = per_draw(site["fn"].log_prob(site["value"]), size, shape)
     return out
 
 
-def _recorded_chunks(density: LogDensity, flat: Mapping[str, torch.Tensor]
-                     ) -> list[dict[tuple[str, str], torch.Tensor]] | None:
+def _recorded_chunks(density: LogDensity, flat: Mapping[str, torch.Tensor], kind: str
+                     ) -> list[dict[str, torch.Tensor]] | None:
     """:func:`_evaluated_sites` of every :data:`RECORD_CHUNK` draws (fewer where
     :meth:`~bayesgen.logdensity.LogDensity.chunk_size` says so), through a recording; None
     where the program cannot be recorded or the recording disagrees with it.
@@ -102,17 +102,16 @@ def _recorded_chunks(density: LogDensity, flat: Mapping[str, torch.Tensor]
     (to rounding, :func:`bayesgen._replay.agrees`) at the first two chunks of draws.
     """
     names, total = list(flat), next(iter(flat.values())).shape[0]
-    largest = max((v.numel() for v in density.data.values() if isinstance(v, torch.Tensor)), default=0)
     size = min(RECORD_CHUNK, density.chunk_size())
-    if not density.vectorized or density.enumerated or largest * RECORD_CHUNK < RECORD_MIN_ELEMENTS \
+    if not density.vectorized or density.enumerated or density.largest_data() * RECORD_CHUNK < RECORD_MIN_ELEMENTS \
             or total < 3 * size or any(not v.is_floating_point() for v in flat.values()):
         return None
     chunks = [[flat[name][i:i + size] for name in names] for i in range(0, total, size)]
-    keys: list[tuple[str, str]] = []
+    keys: list[str] = []
 
     def evaluate(*values: torch.Tensor) -> tuple[torch.Tensor, ...]:
         trace = density.trace_constrained(dict(zip(names, values)))
-        sites = _evaluated_sites(density, trace, values[0].shape[0])
+        sites = _evaluated_sites(density, trace, values[0].shape[0], kind)
         keys[:] = sites
         return tuple(sites.values())
 
@@ -129,36 +128,48 @@ def _recorded_chunks(density: LogDensity, flat: Mapping[str, torch.Tensor]
     return [dict(zip(keys, value)) for value in values]
 
 
-def _eager_chunks(density: LogDensity, flat: Mapping[str, torch.Tensor]
-                  ) -> list[dict[tuple[str, str], torch.Tensor]]:
+def _eager_chunks(density: LogDensity, flat: Mapping[str, torch.Tensor], kind: str
+                  ) -> list[dict[str, torch.Tensor]]:
     """:func:`_evaluated_sites` of the draws, one trace of the program per chunk (or per draw)."""
-    return [_evaluated_sites(density, trace, size) for trace, size in _traces(density, flat)]
+    return [_evaluated_sites(density, trace, size, kind) for trace, size in _traces(density, flat)]
 
 
-def evaluate_draws(density: LogDensity, draws: Mapping[str, torch.Tensor]
-                   ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Deterministic sites and pointwise log-likelihood at constrained draws ``(chain, draw, *shape)``.
-
-    Vectorised traces of the program over chunks of draws, recorded and replayed where the
-    program allows it (:func:`_recorded_chunks`). Returns ``(deterministic,
-    log_likelihood)``, both site -> ``(chain, draw, *shape)``; the log-likelihood has the
-    observed site's batch shape (one term per observation). In programs with enumerated
-    discrete latents it is the marginal ``log p(y_n | theta)`` with the discrete sites
-    summed out (see ``_enumerated_log_likelihood``). Observed sites inside a plate that
-    subsamples have none: their terms would be a different random minibatch at every draw.
-    """
+def _evaluate(density: LogDensity, draws: Mapping[str, torch.Tensor], kind: str) -> dict[str, torch.Tensor]:
+    """Vectorised traces of the program at constrained draws ``(chain, draw, *shape)``, over
+    chunks of draws, recorded and replayed where the program allows it
+    (:func:`_recorded_chunks`); site -> ``(chain, draw, *shape)`` of ``kind``."""
     if not draws:
-        return {}, {}
+        return {}
     flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in draws.items()}
     lead = next(iter(draws.values())).shape[:2]
-    chunks = _recorded_chunks(density, flat)
+    chunks = _recorded_chunks(density, flat, kind)
     if chunks is None:
-        chunks = _eager_chunks(density, flat)
-    parts: dict[str, dict[str, list[torch.Tensor]]] = {"deterministic": {}, "log_likelihood": {}}
+        chunks = _eager_chunks(density, flat, kind)
+    parts: dict[str, list[torch.Tensor]] = {}
     for chunk in chunks:
-        for (kind, name), value in chunk.items():
-            parts[kind].setdefault(name, []).append(value)
-    return _stack(parts["deterministic"], lead), _stack(parts["log_likelihood"], lead)
+        for name, value in chunk.items():
+            parts.setdefault(name, []).append(value)
+    return _stack(parts, lead)
+
+
+def deterministic_sites(density: LogDensity, draws: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The ``pyro.deterministic`` sites at constrained draws ``(chain, draw, *shape)``, site ->
+    ``(chain, draw, *shape)``; no run of the program where it has none."""
+    if not any(is_deterministic(site) for site in density.prototype.nodes.values() if site["type"] == "sample"):
+        return {}
+    return _evaluate(density, draws, "deterministic")
+
+
+def pointwise_log_likelihood(density: LogDensity, draws: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Pointwise log-likelihood at constrained draws ``(chain, draw, *shape)``: observed site ->
+    ``(chain, draw, *batch_shape)``, one term per observation.
+
+    In programs with enumerated discrete latents it is the marginal ``log p(y_n | theta)`` with
+    the discrete sites summed out (see ``_enumerated_log_likelihood``). Observed sites inside a
+    plate that subsamples have none: their terms would be a different random minibatch at
+    every draw.
+    """
+    return _evaluate(density, draws, "log_likelihood")
 
 
 def _enumerated_log_likelihood(density: LogDensity, trace: Trace, size: int) -> dict[str, torch.Tensor]:

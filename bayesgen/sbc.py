@@ -21,7 +21,7 @@ from bayesgen.convert import az, plot_rank_ecdf
 from bayesgen.engine import Engine
 from bayesgen.fitting import fit, prepare
 from bayesgen.metrics import chi_square_test
-from bayesgen.postprocess import evaluate_draws
+from bayesgen.postprocess import pointwise_log_likelihood
 from bayesgen.program import is_subsample, run_program
 from bayesgen.registry import get_model, make_engine
 from bayesgen.result import Fit
@@ -315,7 +315,7 @@ def _log_likelihood(result: Fit, truth: Mapping[str, torch.Tensor]) -> tuple[flo
     assert result.problem is not None, "a fresh fit keeps its problem"
     density = result.problem.density
     with torch.no_grad():
-        _, at_truth = evaluate_draws(density, {name: truth[name][None, None] for name in density.latent_names})
+        at_truth = pointwise_log_likelihood(density, {name: truth[name][None, None] for name in density.latent_names})
     per_draw = sum(v.reshape(v.shape[:2] + (-1,)).sum(-1) for v in result.log_likelihood.values())
     return float(sum(v.sum() for v in at_truth.values())), np.asarray(per_draw)
 

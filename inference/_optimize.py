@@ -106,7 +106,7 @@ def mode_result(density: LogDensity, mode: Mode, *, jacobian: bool, prior: bool,
     if kind == "approximation" and positive:
         with torch.no_grad():
             normal = torch.distributions.MultivariateNormal(mode.u, scale_tril=scale_tril)
-            log_p = torch.cat([density.log_density(part) for part in u_draws.split(density.chunk_size())])
+            log_p = density.log_density_in_chunks(u_draws)
             log_weights = log_p - normal.log_prob(u_draws)
         info["pareto_k"] = pareto_khat(log_weights.cpu().numpy())
     return EngineResult(

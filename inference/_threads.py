@@ -37,6 +37,5 @@ def threads_for(problem: Problem, batch: int) -> int:
     current number. The choice depends only on the data's size, so a seed gives the same
     draws on every run on one machine.
     """
-    sizes = [v.numel() for v in problem.data.values() if isinstance(v, torch.Tensor)]
-    small = max(sizes, default=1) * batch < PARALLEL_MIN_ELEMENTS
+    small = problem.density.largest_data() * batch < PARALLEL_MIN_ELEMENTS
     return 1 if small and problem.device.type == "cpu" else torch.get_num_threads()

@@ -81,7 +81,7 @@ class SVI:
                                      init_scale=self.init_scale, generator=generator, progress=progress)
             with torch.no_grad():
                 u = q.sample(self.num_draws, generator)
-                log_p = torch.cat([density.log_density(part) for part in u.split(density.chunk_size())])
+                log_p = density.log_density_in_chunks(u)
                 log_weights = log_p - q.distribution().log_prob(u)
                 draws = {k: v[None] for k, v in density.constrain(u).items() if k in density.latent_names}
             info["pareto_k"] = pareto_khat(log_weights.cpu().numpy())

@@ -40,6 +40,26 @@ def test_pointwise_log_likelihood_is_the_normal_density(nuts_fit):
     np.testing.assert_allclose(fit.log_likelihood["y"][1, 7], expected, rtol=1e-10)
 
 
+def test_pointwise_log_likelihood_is_computed_at_first_use_and_kept(monkeypatch):
+    from bayesgen import fitting
+
+    calls = []
+    evaluate = fitting.pointwise_log_likelihood
+    monkeypatch.setattr(fitting, "pointwise_log_likelihood", lambda *args: calls.append(args) or evaluate(*args))
+    fit = bg.fit(linear_regression, DATA, engine="nuts", seed=1, **SMALL)
+    assert not calls and "log_likelihood" not in fit.timing  # bg.fit returns without it
+    first = fit.log_likelihood
+    assert len(calls) == 1 and fit.timing["log_likelihood"] > 0
+    assert fit.log_likelihood is first and len(calls) == 1  # kept
+    assert "log_likelihood" in fit.to_arviz().groups() and len(calls) == 1
+    from scipy.stats import norm
+
+    post = fit.posterior
+    mean = post["alpha"][..., None] + post["beta"] @ X.T
+    assert set(first) == {"y"}
+    np.testing.assert_allclose(first["y"], norm.logpdf(Y, mean, post["sigma"][..., None]), rtol=1e-10)
+
+
 def test_same_seed_gives_identical_draws_and_chains_differ():
     a = bg.fit(normal_normal, {"y": Y}, engine="nuts", seed=5, **SMALL)
     b = bg.fit(normal_normal, {"y": Y}, engine="nuts", seed=5, **SMALL)

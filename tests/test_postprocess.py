@@ -1,5 +1,5 @@
-"""evaluate_draws and simulate_sites: the deterministic sites, pointwise log-likelihood and
-predictions that every fit computes, in runs of the program whose memory the data size bounds."""
+"""deterministic_sites, pointwise_log_likelihood and simulate_sites: the deterministic sites,
+pointwise log-likelihood and predictions of a fit, in runs of the program whose memory the data size bounds."""
 
 import numpy as np
 import pyro
@@ -11,7 +11,8 @@ from scipy.special import expit
 import bayesgen as bg
 from bayesgen import logdensity, postprocess
 from bayesgen.logdensity import CHUNK
-from bayesgen.postprocess import RECORD_CHUNK, RECORD_MIN_ELEMENTS, evaluate_draws, simulate_sites
+from bayesgen.postprocess import (RECORD_CHUNK, RECORD_MIN_ELEMENTS, deterministic_sites, pointwise_log_likelihood,
+                                  simulate_sites)
 
 DTYPE = torch.float64
 
@@ -70,12 +71,14 @@ def test_large_data_is_evaluated_through_a_contracted_recording_where_the_progra
     data = _data(n=RECORD_MIN_ELEMENTS // (10 * RECORD_CHUNK) + 1)
     graphs = _recordings(monkeypatch)
     draws = _draws()
+    density = bg.LogDensity(model, data)
     with torch.no_grad():
-        deterministic, loglik = evaluate_draws(bg.LogDensity(model, data), draws)
+        loglik = pointwise_log_likelihood(density, draws)
+        (graph, contract), = graphs  # recorded once, at one chunk of draws
+        deterministic = deterministic_sites(density, draws)
     assert loglik["y"].shape == (2, 3 * RECORD_CHUNK + 17, len(data["y"]))
     np.testing.assert_allclose(loglik["y"].numpy(), _expected(data, draws), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(deterministic["odds"].numpy(), np.exp(draws["alpha"].numpy()), rtol=1e-12)
-    (graph, contract), = graphs  # recorded once, at one chunk of draws
     assert contract
     if model is logistic:  # the broadcast product became a matrix product
         assert any("einsum" in str(node.target) for node in graph.graph.nodes)
@@ -88,7 +91,7 @@ def test_small_data_is_evaluated_eagerly(monkeypatch):
     graphs = _recordings(monkeypatch)
     draws = _draws()
     with torch.no_grad():
-        _, loglik = evaluate_draws(bg.LogDensity(logistic, data), draws)
+        loglik = pointwise_log_likelihood(bg.LogDensity(logistic, data), draws)
     assert not graphs
     np.testing.assert_allclose(loglik["y"].numpy(), _expected(data, draws), rtol=1e-10, atol=1e-12)
 
@@ -130,13 +133,13 @@ def test_no_run_holds_more_draws_than_the_data_size_allows(model, monkeypatch):
     predictions and constrained draws run in chunks that the data's size bounds."""
     data, draws = _data(n=50), _draws()
     with torch.no_grad():
-        _, expected = evaluate_draws(bg.LogDensity(model, data), draws)
+        expected = pointwise_log_likelihood(bg.LogDensity(model, data), draws)
     monkeypatch.setattr(logdensity, "CHUNK_ELEMENTS", 40 * data["X"].numel())
     batches: list[int] = []
     density = bg.LogDensity(_counting(model, batches), data)
     batches.clear()
     with torch.no_grad():
-        _, loglik = evaluate_draws(density, draws)
+        loglik = pointwise_log_likelihood(density, draws)
         np.testing.assert_allclose(loglik["y"].numpy(), expected["y"].numpy(), rtol=1e-12)
         assert batches and max(batches) == 40
         batches.clear()

@@ -114,6 +114,42 @@ def test_contracted_recording_turns_broadcast_products_into_matrix_products():
             assert torch.allclose(actual, expected, rtol=1e-12, atol=1e-10)
 
 
+def logistic_value_and_grad(logits, y):
+    """A Bernoulli log-likelihood on logits, summed per row, with its gradient."""
+    logits = logits.detach().requires_grad_()
+    value = dist.Bernoulli(logits=logits, validate_args=False).log_prob(y).sum(-1)
+    (grad,) = torch.autograd.grad(value.sum(), logits)
+    return value, grad
+
+
+def test_contracted_recording_computes_a_logistic_likelihood_and_its_gradient_from_one_exponential():
+    y = (torch.rand(500, dtype=torch.float64) < 0.5).double()
+    logits = torch.randn(8, 500, dtype=torch.float64)
+    graph = record(logistic_value_and_grad, [logits, y], contract=True)
+    ops = [node.target for node in graph.graph.nodes]
+    aten = torch.ops.aten
+    assert aten.binary_cross_entropy_with_logits.default not in ops and aten.sigmoid.default not in ops
+    assert ops.count(aten.exp.default) == 1
+    assert "sigmoid" in record(logistic_value_and_grad, [logits, y]).code  # without contract: kept
+    extreme = torch.tensor([-800.0, -40.0, -1e-300, 0.0, 1e-300, 40.0, 800.0], dtype=torch.float64)
+    for point in (logits * 0.1, logits * 30.0, extreme[torch.arange(500) % 7].repeat(8, 1)):
+        target = (torch.rand(point.shape[-1], dtype=torch.float64) < 0.5).double()
+        expected, actual = logistic_value_and_grad(point, target), graph(point, target)
+        for a, e in zip(actual, expected):
+            assert torch.isfinite(a).all()
+            assert torch.allclose(a, e, rtol=1e-13, atol=1e-13)
+
+
+def test_folded_constants_are_stored_at_the_size_they_vary_in():
+    y = (torch.rand(500, dtype=torch.float64) < 0.5).double()
+    graph = record(lambda logits: logistic_value_and_grad(logits, y), [torch.randn(64, 500, dtype=torch.float64)])
+    # the data broadcast over rows and the minus ones that the sum passes back: stored once
+    assert max(buffer.numel() for buffer in graph.buffers()) <= 500
+    point = torch.randn(64, 500, dtype=torch.float64)
+    for a, e in zip(graph(point), logistic_value_and_grad(point, y)):
+        assert torch.allclose(a, e, rtol=1e-13, atol=1e-13)
+
+
 def test_record_refuses_random_functions_and_reads_of_values():
     x = torch.randn(3)
     assert record(lambda t: t + torch.randn_like(t), [x]) is None
