@@ -106,6 +106,34 @@ def test_chunk_size_shrinks_with_the_largest_data_tensor_including_new_data(monk
     assert density.chunk_size() == CHUNK
 
 
+@pytest.mark.parametrize("large", [False, True])  # evaluated eagerly / through a recording
+def test_chunks_are_written_into_the_result_as_they_come_not_all_held(monkeypatch, large):
+    import weakref
+
+    if not large:
+        monkeypatch.setattr(logdensity, "CHUNK_ELEMENTS", 10_000)  # 20 draws a run of the program
+    data = _data(n=RECORD_MIN_ELEMENTS // (10 * RECORD_CHUNK) + 1 if large else 50)
+    alive, gather = [], postprocess._gather
+
+    def spy(chunks, lead):
+        def watched():
+            for chunk in chunks:
+                held = sum(ref() is not None for ref in alive)
+                # at most the chunk just written and, through a recording, the two it was checked at
+                assert held <= 3, f"{held} earlier chunks still held"
+                alive.extend(weakref.ref(value) for value in chunk.values())
+                yield chunk
+
+        return gather(watched(), lead)
+
+    monkeypatch.setattr(postprocess, "_gather", spy)
+    draws = _draws()
+    with torch.no_grad():
+        loglik = pointwise_log_likelihood(bg.LogDensity(logistic, data), draws)
+    assert len(alive) >= 7  # many chunks
+    np.testing.assert_allclose(loglik["y"].numpy(), _expected(data, draws), rtol=1e-10, atol=1e-12)
+
+
 class _DrawCounter(pyro.poutine.messenger.Messenger):
     """Notes how many draws of beta each run of a program holds."""
 
