@@ -17,6 +17,7 @@ import torch
 from pyro import poutine
 
 from bayesgen.logdensity import LogDensity, per_draw
+from bayesgen.program import on_device
 from bayesgen.result import Fit
 
 __all__ = ["discrete_marginals", "infer_discrete"]
@@ -90,7 +91,7 @@ def _decode(fit: Fit, density: LogDensity, temperature: int, num_samples: int | 
             program = density.fixed_program(chunk, enumerate=False)
             decoder = pyro.infer.infer_discrete(program, first_available_dim=batch_dim - 1,
                                                 temperature=temperature)
-            with pyro.validation_enabled(False):
+            with on_device(density.device), pyro.validation_enabled(False):
                 trace = poutine.trace(decoder).get_trace(**problem.data)
             for name in density.enumerated:
                 shape = tuple(density.prototype.nodes[name]["value"].shape)

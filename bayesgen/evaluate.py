@@ -18,6 +18,7 @@ from bayesgen.engine import Problem
 from bayesgen.fitting import prepare
 from bayesgen.metrics import c2st, chi_square_test, ks_test, mmd_test
 from bayesgen.postprocess import pointwise_log_likelihood, simulate_sites
+from bayesgen.program import on_device
 from bayesgen.result import Fit
 from bayesgen.spec import ModelSpec
 
@@ -141,7 +142,7 @@ def _prior_draws(problem: Problem, num_samples: int, seed: int) -> dict[str, tor
     pyro.set_rng_seed(seed)
     predictive = Predictive(problem.spec.model, num_samples=num_samples, parallel=problem.density.vectorized,
                             return_sites=[site.name for site in layout])
-    with torch.no_grad():
+    with on_device(problem.device), torch.no_grad():
         prior = predictive(**blank)
     return {site.name: prior[site.name].reshape((1, num_samples) + site.shape) for site in layout}
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import sys
 import time
@@ -14,7 +13,7 @@ import torch
 
 from bayesgen.engine import Engine, EngineResult, Problem
 from bayesgen.postprocess import deterministic_sites, pointwise_log_likelihood
-from bayesgen.program import run_program
+from bayesgen.program import on_device, run_program
 from bayesgen.registry import get_model, make_engine
 from bayesgen.result import Fit
 from bayesgen.spec import ModelSpec
@@ -58,7 +57,7 @@ def prepare(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any]
     check_arguments(spec.model, data)
     resolved = _resolve_device(device, data)
     tensors = to_tensors(data, resolved)
-    with _default_device(resolved):
+    with on_device(resolved):
         prototype = run_program(spec.model, tensors)
     if not spec.observed:
         spec = dataclasses.replace(spec, observed=infer_observed(prototype, tensors))
@@ -66,19 +65,11 @@ def prepare(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any]
     return Problem(spec=spec, data=tensors, prototype=prototype, device=resolved)
 
 
-def _default_device(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """Make tensors that the program creates land on ``device``. On the CPU this is a no-op,
-    since torch's device context adds overhead to every operation."""
-    return contextlib.nullcontext() if device.type == "cpu" else torch.device(device)
-
-
 def pointwise_log_likelihood_of(problem: Problem, draws: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
     """The pointwise log-likelihood at a fit's latent draws (:attr:`Fit.log_likelihood`), observed
     site -> ``(chain, draw, *batch_shape)``: one vectorised trace of the program per chunk of
     draws, on the fit's device."""
-    if not problem.density.dim:
-        return {}
-    with _default_device(problem.device), torch.no_grad():
+    with torch.no_grad():
         return _numpy(pointwise_log_likelihood(problem.density, draws)) or {}
 
 
@@ -127,11 +118,10 @@ def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
     show = sys.stderr.isatty() if progress is None else progress
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
-    with _default_device(problem.device):
-        result: EngineResult = engine.run(problem, seed=seed, progress=show)
-        post_start = time.perf_counter()
-        with torch.no_grad():
-            deterministic = deterministic_sites(problem.density, result.draws) if problem.density.dim else {}
+    result: EngineResult = engine.run(problem, seed=seed, progress=show)
+    post_start = time.perf_counter()
+    with torch.no_grad():
+        deterministic = deterministic_sites(problem.density, result.draws)
     timing = {**result.timing, "postprocess": time.perf_counter() - post_start}
     timing["total"] = time.perf_counter() - start
     observed = {name: problem.prototype.nodes[name]["value"] for name in problem.spec.observed}

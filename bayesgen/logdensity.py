@@ -22,7 +22,7 @@ from torch.distributions import biject_to
 from torch.distributions.transforms import Transform
 
 from bayesgen._replay import Replayed
-from bayesgen.program import BATCH_PLATE, LastSite, is_deterministic, is_latent, is_subsample, run_program
+from bayesgen.program import BATCH_PLATE, LastSite, is_deterministic, is_latent, is_subsample, on_device, run_program
 
 __all__ = ["CHUNK", "CHUNK_ELEMENTS", "LogDensity", "SiteLayout", "per_draw"]
 
@@ -180,7 +180,8 @@ class LogDensity:
     def __init__(self, model: Callable[..., Any], data: Mapping[str, Any] | None = None) -> None:
         self.model = model
         self.data = dict(data or {})
-        prototype = run_program(model, self.data)
+        with on_device(self.device):
+            prototype = run_program(model, self.data)
         self.prototype = prototype
         sites = [s for s in prototype.nodes.values() if s["type"] == "sample" and not is_subsample(s)]
         self.max_plate_nesting = max(
@@ -245,7 +246,8 @@ class LogDensity:
         program = _SetLatents(values_for)(self._batched(batch_size))
         if until is not None:
             program = _StopAfter(until)(program)
-        with pyro.validation_enabled(False), poutine.trace() as tracer, contextlib.suppress(_Reached):
+        with on_device(self.device), pyro.validation_enabled(False), poutine.trace() as tracer, \
+                contextlib.suppress(_Reached):
             program(**self.data)
         return tracer.trace
 
@@ -314,7 +316,7 @@ class LogDensity:
         observed sites too (see ``fixed_program``).
         """
         program = self.fixed_program(values, plated=plated, enumerate=enumerate, uncondition=uncondition)
-        with pyro.validation_enabled(False):
+        with on_device(self.device), pyro.validation_enabled(False):
             return poutine.trace(program).get_trace(**(self.data if data is None else data))
 
     def _check_static(self, trace: Trace) -> None:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Mapping
 
 import pyro
 import pyro.poutine as poutine
+import torch
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 from pyro.poutine.trace_struct import Trace
 
-__all__ = ["BATCH_PLATE", "LastSite", "ProgramError", "is_deterministic", "is_latent", "is_subsample", "run_program"]
+__all__ = ["BATCH_PLATE", "LastSite", "ProgramError", "is_deterministic", "is_latent", "is_subsample", "on_device",
+           "run_program"]
 
 BATCH_PLATE = "_bayesgen_batch"
 
@@ -48,6 +51,17 @@ class LastSite(Messenger):
 
     def _pyro_sample(self, msg: Any) -> None:
         self.name = msg["name"]
+
+
+def on_device(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """Make the tensors that a program creates (``torch.zeros(3)``, ``torch.tensor(1.0)``) land on
+    ``device``, where its data are.
+
+    Enter it around runs of a program only, not around the code that calls them: torch's device
+    context is a Python function called before every torch operation in the block (a third of a
+    sampler's time on a GPU when it enclosed the sampling loop). On the CPU it is a no-op.
+    """
+    return contextlib.nullcontext() if device.type == "cpu" else torch.device(device)
 
 
 def run_program(model: Callable[..., Any], data: Mapping[str, Any]) -> Trace:

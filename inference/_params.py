@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from bayesgen.engine import EngineResult, Problem
 from bayesgen.inference._gaussian_vi import elbo_converged
+from bayesgen.program import on_device
 
 __all__ = ["optimise_params"]
 
@@ -63,10 +64,11 @@ def optimise_params(problem: Problem, *, prior: bool, num_steps: int, lr: float,
     else:
         elbo = Trace_ELBO()
     svi = SVI(model, guide, pyro.optim.Adam({"lr": lr}), elbo)
-    losses = [float(svi.step(**problem.data)) for _ in tqdm(range(num_steps), disable=not progress,
-                                                             desc=engine)]
-    with torch.no_grad():
-        latents = guide.median(**problem.data) if latent else {}
+    with on_device(problem.device):
+        losses = [float(svi.step(**problem.data)) for _ in tqdm(range(num_steps), disable=not progress,
+                                                                 desc=engine)]
+        with torch.no_grad():
+            latents = guide.median(**problem.data) if latent else {}
     params = {name: site["value"] for name, site in problem.prototype.nodes.items() if site["type"] == "param"}
     point = {**{name: pyro.param(name).detach() for name in params}, **latents}
     return EngineResult(

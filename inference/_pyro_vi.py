@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from bayesgen.engine import Problem
 from bayesgen.logdensity import per_draw
-from bayesgen.program import BATCH_PLATE
+from bayesgen.program import BATCH_PLATE, on_device
 
 __all__ = ["fit_pyro_guide"]
 
@@ -50,10 +50,11 @@ def fit_pyro_guide(problem: Problem, guide: Any, *, num_steps: int, num_particle
                             vectorize_particles=density.vectorized))
     optim = pyro.optim.ClippedAdam({"lr": lr, "lrd": lr_decay ** (1 / max(num_steps, 1))})
     svi = SVI(model, guide_fn, optim, elbo)
-    losses = [float(svi.step(**problem.data))
-              for _ in tqdm(range(num_steps), disable=not progress, desc="svi")]
-    with torch.no_grad():
-        draws = _guide_draws(guide_fn, problem, num_draws)
+    with on_device(problem.device):
+        losses = [float(svi.step(**problem.data))
+                  for _ in tqdm(range(num_steps), disable=not progress, desc="svi")]
+        with torch.no_grad():
+            draws = _guide_draws(guide_fn, problem, num_draws)
     return draws, losses
 
 

@@ -4,11 +4,15 @@ Without CUDA these tests are skipped; `benchmarks/gpu_check.sh` runs them on a G
 """
 
 import numpy as np
+import pyro
+import pyro.distributions as dist
 import pytest
 import torch
+from pyro.infer.autoguide import AutoNormal
+from scipy import stats
 
 import bayesgen as bg
-from programs import linear_regression, normal_normal, normal_normal_posterior, regression_data
+from programs import PRIOR_SD, linear_regression, normal_normal, normal_normal_posterior, regression_data
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -44,3 +48,34 @@ def test_a_thousand_chains_on_one_gpu():
     draws = fit.posterior["mu"]
     assert draws.shape == (1000, 100)
     assert abs(draws.mean() - mean) < 0.02 * sd * 10 and abs(draws.std() / sd - 1) < 0.05
+
+
+def normal_normal_made_here(y=None, n=20):
+    """``normal_normal`` with tensors that the program makes itself (``torch.tensor``,
+    ``torch.ones``): they have to land on the data's GPU for the program to run at all."""
+    mu = pyro.sample("mu", dist.Normal(torch.tensor(0.0), torch.tensor(PRIOR_SD)))
+    size = n if y is None else y.shape[0]
+    with pyro.plate("obs", size):
+        pyro.sample("y", dist.Normal(mu, torch.ones(size)), obs=y)
+
+
+@pytest.mark.parametrize("engine,options", [
+    ("nuts", {"num_warmup": 300, "num_samples": 300, "jit_compile": True}),  # recorded and compiled step
+    ("nuts", {"num_warmup": 50, "num_samples": 50, "jit_compile": False}),
+    ("svi", {"guide": AutoNormal, "num_steps": 1500, "lr": 0.05}),  # Pyro's own SVI loop
+    ("laplace", {}),
+])
+def test_tensors_that_a_program_makes_land_on_the_gpu(engine, options):
+    fit = bg.fit(normal_normal_made_here, {"y": Y}, engine=engine, device="cuda", **options)
+    mean, sd = normal_normal_posterior(Y)
+    draws = fit.posterior["mu"]
+    assert np.isfinite(draws).all()
+    if engine == "laplace":  # exact here: the posterior is normal
+        assert fit.point["mu"] == pytest.approx(mean, abs=1e-6)
+    else:
+        assert abs(draws.mean() - mean) < {"nuts": 0.3, "svi": 0.1}[engine] * sd
+    # the post-fit runs of the program, on the same device
+    assert fit.log_likelihood["y"].shape == draws.shape + Y.shape
+    expected = stats.norm.logpdf(Y, draws[..., None], 1.0)
+    np.testing.assert_allclose(fit.log_likelihood["y"], expected, rtol=1e-8, atol=1e-8)
+    assert fit.predict(num_samples=10)["y"].shape == (draws.shape[0], 10) + Y.shape
