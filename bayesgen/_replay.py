@@ -251,16 +251,15 @@ def _share_exponentials(graph: fx.Graph) -> bool:
             continue
         order = {n: i for i, n in enumerate(graph.nodes)}
         with graph.inserting_before(min([node, *sigmoids], key=order.__getitem__)):
-            e = graph.call_function(_aten.exp.default, (graph.call_function(
-                _aten.neg.default, (graph.call_function(_aten.abs.default, (x,)),)),))
-            inverse = graph.call_function(_aten.reciprocal.default, (graph.call_function(_aten.add.Scalar, (e, 1.0)),))
-            positive = graph.call_function(_aten.ge.Scalar, (x, 0.0))
-            sigmoid = graph.call_function(_aten.where.self, (positive, inverse, graph.call_function(
-                _aten.mul.Tensor, (e, inverse))))
+            op = graph.call_function
+            e = op(_aten.exp.default, (op(_aten.neg.default, (op(_aten.abs.default, (x,)),)),))
+            inverse = op(_aten.reciprocal.default, (op(_aten.add.Scalar, (e, 1.0)),))  # 1 / (1 + e)
+            positive = op(_aten.ge.Scalar, (x, 0.0))
+            sigmoid = op(_aten.where.self, (positive, inverse, op(_aten.mul.Tensor, (e, inverse))))
         with graph.inserting_before(node):
-            loss = graph.call_function(_aten.add.Tensor, (graph.call_function(_aten.sub.Tensor, (
-                graph.call_function(_aten.clamp_min.default, (x, 0.0)), graph.call_function(_aten.mul.Tensor, (x, y)))),
-                graph.call_function(_aten.log1p.default, (e,))))
+            positive_part = op(_aten.clamp_min.default, (x, 0.0))
+            linear = op(_aten.sub.Tensor, (positive_part, op(_aten.mul.Tensor, (x, y))))
+            loss = op(_aten.add.Tensor, (linear, op(_aten.log1p.default, (e,))))
         node.replace_all_uses_with(loss)
         graph.erase_node(node)
         for user in sigmoids:

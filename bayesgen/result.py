@@ -73,7 +73,7 @@ class Fit:
     posterior_predictive: dict[str, np.ndarray] = field(default_factory=dict)
     problem: "Problem | None" = field(default=None, repr=False, compare=False)
     #: The pointwise log-likelihood once computed (or loaded); None until then.
-    _log_likelihood: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    _log_likelihood: dict[str, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @property
     def log_likelihood(self) -> dict[str, np.ndarray]:
