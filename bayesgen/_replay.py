@@ -234,9 +234,12 @@ def _share_exponentials(graph: fx.Graph) -> bool:
     ``binary_cross_entropy_with_logits(x, y)``, whose backward pass records ``sigmoid(x)``:
     compiled, they evaluate ``exp(-|x|)`` and ``exp(-x)`` at every observation, two of the
     three transcendental functions that dominate a large regression's leapfrog step. Both are
-    rewritten from ``e = exp(-|x|)``: the loss as ``max(x, 0) - x y + log1p(e)`` and the
+    rewritten from ``e = exp(-|x|)``: the loss as ``max(x, 0) - x y + log(1 + e)`` and the
     sigmoid as ``1 / (1 + e)`` where ``x >= 0``, ``e / (1 + e)`` elsewhere (the same values, up
-    to rounding).
+    to rounding). ``log(1 + e)`` rather than ``log1p(e)``: vectorised, ``log`` takes about 60%
+    of ``log1p``'s time (the synthetic 5000 x 20 regression's compiled step 185-195 against
+    195-225 us), and where ``1 + e`` rounds off ``e`` the term is below ``1e-16`` in absolute
+    value, far inside the rounding of the sum over observations.
     """
     changed = False
     for node in list(graph.nodes):
@@ -253,13 +256,14 @@ def _share_exponentials(graph: fx.Graph) -> bool:
         with graph.inserting_before(min([node, *sigmoids], key=order.__getitem__)):
             op = graph.call_function
             e = op(_aten.exp.default, (op(_aten.neg.default, (op(_aten.abs.default, (x,)),)),))
-            inverse = op(_aten.reciprocal.default, (op(_aten.add.Scalar, (e, 1.0)),))  # 1 / (1 + e)
+            one_plus_e = op(_aten.add.Scalar, (e, 1.0))
+            inverse = op(_aten.reciprocal.default, (one_plus_e,))
             positive = op(_aten.ge.Scalar, (x, 0.0))
             sigmoid = op(_aten.where.self, (positive, inverse, op(_aten.mul.Tensor, (e, inverse))))
         with graph.inserting_before(node):
             positive_part = op(_aten.clamp_min.default, (x, 0.0))
             linear = op(_aten.sub.Tensor, (positive_part, op(_aten.mul.Tensor, (x, y))))
-            loss = op(_aten.add.Tensor, (linear, op(_aten.log1p.default, (e,))))
+            loss = op(_aten.add.Tensor, (linear, op(_aten.log.default, (one_plus_e,))))
         node.replace_all_uses_with(loss)
         graph.erase_node(node)
         for user in sigmoids:
