@@ -800,9 +800,10 @@ class Fused:
         if graph is None:
             return None
         self._recordings[key] = (graph, tuple(a.clone() for a in args), _clone(expected))
-        candidates = {"compiled": compile_graph(graph, args) if self.compile else None,
-                      "TorchScript": script(graph, args), "fx graph": graph}
-        for kind, replay in candidates.items():
+        candidates = {"compiled": lambda: compile_graph(graph, args) if self.compile else None,
+                      "TorchScript": lambda: script(graph, args), "fx graph": lambda: graph}
+        for kind, make in candidates.items():  # made one by one: a compiled step needs no script
+            replay = make()
             if replay is not None and self._replays_correctly(replay, args, expected):
                 _log.debug("recorded %s (%s) in %.2f s", _name(self.fn), kind, time.perf_counter() - started)
                 return replay
