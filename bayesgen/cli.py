@@ -24,21 +24,19 @@ def _options(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    import runpy
-    from pathlib import Path
+    import matplotlib
 
-    script = Path(__file__).resolve().parent.parent / "examples" / "quickstart.py"
-    if not script.exists():
-        raise SystemExit("bayesgen demo needs the examples/ folder of a source checkout")
-    sys.argv = [str(script)] + (["--smoke"] if args.smoke else [])
-    runpy.run_path(str(script), run_name="__main__")
+    matplotlib.use("Agg")
+    from bayesgen.demo import run_demo
+
+    run_demo(args.out, smoke=args.smoke)
 
 
 def _fit(args: argparse.Namespace) -> None:
     import bayesgen as bg
 
     fit = bg.fit(args.model, engine=args.engine, seed=args.seed, device=args.device,
-                 progress=not args.quiet, **_options(args.option))
+                 progress=False if args.quiet else None, **_options(args.option))
     print(fit.summary().to_string())
     for finding in bg.check(fit):
         print(f"warning: {finding}")
@@ -57,6 +55,15 @@ def _summary(args: argparse.Namespace) -> None:
         print(f"warning: {finding}")
 
 
+def _labels(paths: Sequence[str], engines: Sequence[str]) -> list[str]:
+    """Label saved fits by engine, with the file's name beside it where that adds anything."""
+    from pathlib import Path
+
+    stems = [Path(path).stem for path in paths]
+    names = stems if len(set(stems)) == len(stems) else list(paths)
+    return [engine if name == engine else f"{engine} ({name})" for engine, name in zip(engines, names)]
+
+
 def _compare(args: argparse.Namespace) -> None:
     from pathlib import Path
 
@@ -67,13 +74,27 @@ def _compare(args: argparse.Namespace) -> None:
         hint = (f" (--var-names also took {', '.join(swallowed)} as site names: put the fits before it, "
                 "or end its names with --)") if swallowed else ""
         raise ValueError(f"compare needs at least two saved fits, got {len(args.paths)}{hint}")
-    stems = [Path(path).stem for path in args.paths]
-    names = stems if len(set(stems)) == len(stems) else list(args.paths)
-    fits = {name: bg.load(path) for name, path in zip(names, args.paths)}
-    table = bg.compare(fits, reference=args.reference, var_names=args.var_names, seed=args.seed)
+    loaded = [bg.load(path) for path in args.paths]
+    labels = _labels(args.paths, [fit.engine for fit in loaded])
+    fits = dict(zip(labels, loaded))
+    reference = args.reference
+    if reference is not None:
+        by_file = {key: label for path, label in zip(args.paths, labels) for key in (path, Path(path).stem, label)}
+        if reference not in by_file:
+            raise ValueError(f"--reference '{reference}' names none of the fits: use an engine label "
+                             f"({', '.join(labels)}) or a file name ({', '.join(args.paths)})")
+        reference = by_file[reference]
+    else:
+        reference = next((label for label, fit in fits.items() if fit.kind == "samples"), labels[0])
+    for label, path in zip(labels, args.paths):
+        role = "reference" if label == reference else "compared"
+        print(f"{role:>9}: {label:<16} {path} ({fits[label].kind}, model {fits[label].model_name})")
+    table = bg.compare(fits, reference=reference, var_names=args.var_names, seed=args.seed)
     columns = ["engine", "parameter", "ref_mean", "mean", "mean_diff_sd", "sd_ratio", "ks_pvalue",
                "w1_pvalue", "mmd_pvalue"]
     print(table[columns].to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+    print(f"mean_diff_sd: mean shift in sds of {reference}; sd_ratio: sd / sd of {reference}; "
+          "p-values: two-sample tests against it")
     if args.out:
         import matplotlib
 
@@ -87,7 +108,7 @@ def _sbc(args: argparse.Namespace) -> None:
 
     result = sbc(args.model, engine=args.engine, options=_options(args.option), num_simulations=args.num_simulations,
                  num_draws=args.num_draws, alpha=args.alpha, seed=args.seed, num_workers=args.workers,
-                 progress=not args.quiet)
+                 progress=False if args.quiet else None)
     print(f"{args.model}: simulation-based calibration of engine {args.engine}, {args.num_simulations} simulations, "
           f"ranks among {args.num_draws} draws (chi-square uniformity tests, Holm-corrected)")
     print(result.tests.to_string())
@@ -112,11 +133,31 @@ def _list(args: argparse.Namespace) -> None:
     print("engines: " + ", ".join(bg.list_engines()))
 
 
+def _engines(args: argparse.Namespace) -> None:
+    import bayesgen as bg
+    from bayesgen.registry import engine_options, get_engine_class
+
+    import textwrap
+
+    for name in bg.list_engines():
+        paragraph = " ".join((get_engine_class(name).__doc__ or "").strip().split("\n\n")[0].split())
+        print(textwrap.fill(f"{name}: {paragraph.replace('``', '').split('. ')[0].rstrip('.')}", 100,
+                            subsequent_indent="  "))
+        for option, default, description in engine_options(name):
+            print(textwrap.fill(f"  {option:<15} {default!r:<9} {description}", 100, subsequent_indent=" " * 28))
+    print("set options with: bayesgen fit MODEL --engine NAME --option KEY=VALUE, "
+          "or bg.fit(..., engine=NAME, KEY=VALUE)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bayesgen", description="Fit Pyro programs with any engine.")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="fit the bundled regression with every engine, side by side")
-    demo.add_argument("--smoke", action="store_true", help="a seconds-long run")
+    demo = sub.add_parser("demo", help="fit the bundled diabetes regression with every engine, side by side, "
+                          "and save the fits and a plot")
+    demo.add_argument("--smoke", action="store_true",
+                      help="a seconds-long check that everything works (too few draws for valid inference)")
+    demo.add_argument("--out", default="bayesgen-demo", help="folder for the fit files and the plot "
+                      "(default: bayesgen-demo)")
     demo.set_defaults(run=_demo)
     fit = sub.add_parser("fit", help="fit a zoo model to its default data and print the summary")
     fit.add_argument("model", help="zoo model name (see 'bayesgen list')")
@@ -132,10 +173,10 @@ def _parser() -> argparse.ArgumentParser:
     summary.add_argument("path")
     summary.set_defaults(run=_summary)
     versus = sub.add_parser("compare", help="compare fits saved with --out or Fit.save, parameter by parameter")
-    versus.add_argument("paths", nargs="*", metavar="path", help="saved fits (two or more), named by file name "
-                        "in the report")
-    versus.add_argument("--reference", help="the fit the others are compared with, by file name "
-                        "(default: the first MCMC fit)")
+    versus.add_argument("paths", nargs="*", metavar="path", help="saved fits (two or more), labelled by engine "
+                        "in the report (and by file name where two share an engine)")
+    versus.add_argument("--reference", help="the fit the others are compared with, by engine label or file name "
+                        "(default: the first MCMC fit, else the first)")
     versus.add_argument("--var-names", nargs="+", help="posterior sites to compare (default: all shared)")
     versus.add_argument("--seed", type=int, default=0, help="seed of the permutation tests")
     versus.add_argument("--out", help="write an overlay of the marginal posterior densities to this PNG")
@@ -156,6 +197,8 @@ def _parser() -> argparse.ArgumentParser:
     calibrate.set_defaults(run=_sbc)
     listing = sub.add_parser("list", help="list the zoo models and the engines")
     listing.set_defaults(run=_list)
+    engines = sub.add_parser("engines", help="list the engines with their options, defaults and what each does")
+    engines.set_defaults(run=_engines)
     return parser
 
 

@@ -5,15 +5,19 @@ from __future__ import annotations
 import warnings
 from typing import Mapping, Sequence
 
-import numpy as np
-import pandas as pd
-from scipy import stats
+from typing import Any
 
+import numpy as np
+
+from bayesgen._lazy import LazyModule
 from bayesgen.convert import az
 from bayesgen.metrics import mmd_test
 from bayesgen.result import Fit
 
 __all__ = ["compare", "loo_compare", "plot_compare"]
+
+pd: Any = LazyModule("pandas")
+stats: Any = LazyModule("scipy.stats")
 
 _MAX_POINTS = 500  # draws per side in the joint MMD test (its cost is quadratic)
 

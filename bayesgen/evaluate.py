@@ -8,12 +8,11 @@ import warnings
 from typing import Any, Callable, Mapping
 
 import numpy as np
-import pandas as pd
 import pyro
 import torch
 from pyro.infer import Predictive
-from scipy.special import logsumexp
 
+from bayesgen._lazy import LazyModule
 from bayesgen.engine import Problem
 from bayesgen.fitting import prepare
 from bayesgen.metrics import c2st, chi_square_test, ks_test, mmd_test
@@ -23,6 +22,9 @@ from bayesgen.result import Fit
 from bayesgen.spec import ModelSpec
 
 __all__ = ["evaluate"]
+
+pd: Any = LazyModule("pandas")
+special: Any = LazyModule("scipy.special")
 
 _MAX_MMD_POINTS = 500  # model points in the MMD test (its cost is quadratic)
 _MIN_C2ST_OBS = 50  # fewer held-out observations cannot train and validate a classifier
@@ -169,7 +171,7 @@ def _site_rows(site: str, real: np.ndarray, simulated: np.ndarray, loglik: np.nd
     if loglik is not None:
         terms = int(np.prod(loglik.shape[2:]))
         flat = loglik.reshape(-1, terms)
-        lpd = float(np.sum(logsumexp(flat, axis=0) - math.log(len(flat))))
+        lpd = float(np.sum(special.logsumexp(flat, axis=0) - math.log(len(flat))))
     rows = []
     for feature in range(points.shape[1]):
         ks = ks_test(points[:, feature], model[:, feature]) if num_obs >= 2 else (math.nan, math.nan)

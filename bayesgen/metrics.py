@@ -7,13 +7,15 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
-from scipy import stats
-from scipy.spatial import cKDTree
-from scipy.spatial.distance import cdist
-from scipy.special import digamma, gammaln
+
+from bayesgen._lazy import LazyModule
 
 __all__ = ["HypothesisResult", "c2st", "chi_square_test", "entropy", "kl_divergence", "ks_test", "mmd_test",
            "mutual_information", "t_test"]
+
+stats: Any = LazyModule("scipy.stats")
+spatial: Any = LazyModule("scipy.spatial")
+special: Any = LazyModule("scipy.special")
 
 
 def _points(samples: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -23,7 +25,7 @@ def _points(samples: np.ndarray | torch.Tensor) -> np.ndarray:
 
 def _log_unit_ball(dim: int) -> float:
     """Log volume of the Euclidean unit ball in ``dim`` dimensions."""
-    return dim / 2 * math.log(math.pi) - float(gammaln(dim / 2 + 1))
+    return dim / 2 * math.log(math.pi) - float(special.gammaln(dim / 2 + 1))
 
 
 def entropy(p: torch.distributions.Distribution | np.ndarray, *, k: int = 3) -> float:
@@ -43,8 +45,8 @@ def entropy(p: torch.distributions.Distribution | np.ndarray, *, k: int = 3) -> 
         return float(p.entropy().sum())
     x = _points(p)
     n, dim = x.shape
-    radius = cKDTree(x).query(x, k=k + 1)[0][:, k]
-    return float(digamma(n) - digamma(k) + _log_unit_ball(dim) + dim * np.mean(np.log(radius)))
+    radius = spatial.cKDTree(x).query(x, k=k + 1)[0][:, k]
+    return float(special.digamma(n) - special.digamma(k) + _log_unit_ball(dim) + dim * np.mean(np.log(radius)))
 
 
 def kl_divergence(p: torch.distributions.Distribution | np.ndarray,
@@ -62,8 +64,8 @@ def kl_divergence(p: torch.distributions.Distribution | np.ndarray,
         raise TypeError("pass two torch distributions (closed form) or two sample arrays (estimator)")
     x, y = _points(p), _points(q)
     n, dim = x.shape
-    rho = cKDTree(x).query(x, k=k + 1)[0][:, k]
-    nu = cKDTree(y).query(x, k=k)[0]
+    rho = spatial.cKDTree(x).query(x, k=k + 1)[0][:, k]
+    nu = spatial.cKDTree(y).query(x, k=k)[0]
     nu = nu[:, k - 1] if nu.ndim == 2 else nu
     return float(dim * np.mean(np.log(nu / rho)) + math.log(len(y) / (n - 1)))
 
@@ -89,11 +91,12 @@ def mutual_information(x: torch.distributions.MultivariateNormal | np.ndarray,
     if len(a) != len(b):
         raise ValueError(f"x and y must be paired draws, got {len(a)} and {len(b)} rows")
     joint = np.concatenate([a, b], axis=1)
-    eps = cKDTree(joint).query(joint, k=k + 1, p=np.inf)[0][:, k]
-    count_a = cKDTree(a).query_ball_point(a, eps - 1e-12, p=np.inf, return_length=True) - 1
-    count_b = cKDTree(b).query_ball_point(b, eps - 1e-12, p=np.inf, return_length=True) - 1
+    eps = spatial.cKDTree(joint).query(joint, k=k + 1, p=np.inf)[0][:, k]
+    count_a = spatial.cKDTree(a).query_ball_point(a, eps - 1e-12, p=np.inf, return_length=True) - 1
+    count_b = spatial.cKDTree(b).query_ball_point(b, eps - 1e-12, p=np.inf, return_length=True) - 1
     n = len(a)
-    return float(digamma(k) + digamma(n) - np.mean(digamma(count_a + 1) + digamma(count_b + 1)))
+    return float(special.digamma(k) + special.digamma(n)
+                 - np.mean(special.digamma(count_a + 1) + special.digamma(count_b + 1)))
 
 
 def _mmd2(kernel: np.ndarray, n: int) -> float:
@@ -129,7 +132,7 @@ def mmd_test(x: np.ndarray, y: np.ndarray, *, num_permutations: int = 200, seed:
     x = np.asarray(x, dtype=float).reshape(len(x), -1)
     y = np.asarray(y, dtype=float).reshape(len(y), -1)
     pooled = np.concatenate([x, y])
-    dist2 = cdist(pooled, pooled, "sqeuclidean")
+    dist2 = spatial.distance.cdist(pooled, pooled, "sqeuclidean")
     bandwidth2 = np.median(dist2[np.triu_indices_from(dist2, k=1)]) or 1.0
     kernel = np.exp(-dist2 / bandwidth2)
     n = len(x)

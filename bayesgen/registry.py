@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import inspect
 import pkgutil
 from types import ModuleType
 from typing import Any
 
 from bayesgen.spec import ModelSpec
 
-__all__ = ["get_engine_class", "get_model", "list_engines", "list_models", "make_engine"]
+__all__ = ["engine_options", "get_engine_class", "get_model", "list_engines", "list_models", "make_engine"]
 
 
 def _modules(package: str) -> list[str]:
@@ -71,3 +72,38 @@ def make_engine(name: str, options: dict[str, Any]) -> Any:
                 f"engine '{name}' has no option '{key}'.{hint} Valid options: {', '.join(valid)}"
             )
     return cls(**options)
+
+
+def _documented(doc: str) -> dict[str, str]:
+    """Parameter name -> first sentence of its description, from a numpydoc ``Parameters`` section."""
+    lines = doc.splitlines()
+    start = next((i + 2 for i, line in enumerate(lines) if line.strip() == "Parameters"), len(lines))
+    described: dict[str, list[str]] = {}
+    names: list[str] = []
+    for line in lines[start:]:
+        if line and not line[0].isspace():
+            if ":" not in line:
+                break  # the next section's title
+            names = [name.strip() for name in line.split(":")[0].split(",")]
+            for name in names:
+                described[name] = []
+        elif line.strip():
+            for name in names:
+                described[name].append(line.strip())
+    first = {}
+    for name, words in described.items():
+        text = " ".join(words).replace("``", "")
+        first[name] = text.split(". ")[0].rstrip(".") + "." if text else ""
+    return first
+
+
+def engine_options(name: str) -> list[tuple[str, Any, str]]:
+    """Engine ``name``'s options as ``(option, default, first line of its description)``, in field order.
+
+    The descriptions come from the engine class's numpydoc ``Parameters`` section, so the
+    command line's ``bayesgen engines`` and ``help(bg.inference.NUTS)`` never disagree.
+    """
+    cls = get_engine_class(name)
+    described = _documented(inspect.getdoc(cls) or "")
+    return [(f.name, f.default if f.default is not dataclasses.MISSING else None, described.get(f.name, ""))
+            for f in dataclasses.fields(cls)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import multiprocessing
 import os
@@ -12,11 +13,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import numpy as np
-import pandas as pd
 import pyro
 import torch
 from tqdm.auto import tqdm
 
+from bayesgen._lazy import LazyModule
 from bayesgen.convert import az, plot_rank_ecdf
 from bayesgen.engine import Engine
 from bayesgen.fitting import fit, prepare
@@ -26,9 +27,11 @@ from bayesgen.program import is_subsample, run_program
 from bayesgen.registry import get_model, make_engine
 from bayesgen.result import Fit
 from bayesgen.spec import ModelSpec
-from bayesgen.validate import to_tensors
+from bayesgen.validate import missing_arguments, observed_by_name, to_tensors
 
 __all__ = ["LOG_LIKELIHOOD", "SBCResult", "sbc"]
+
+pd: Any = LazyModule("pandas")
 
 #: The name of the ranked test quantity log p(y | theta) of the simulated data.
 LOG_LIKELIHOOD = "log_likelihood"
@@ -73,31 +76,82 @@ class SBCResult:
         """The quantities whose ranks are not uniform at the corrected level: the engine is miscalibrated there."""
         return self.tests.index[self.tests["rejected"]].tolist()
 
-    def plot(self, path: str | None = None, *, ci_prob: float = 0.95) -> np.ndarray:
-        """ECDF-difference plots of the ranks, one panel per quantity, with ``ci_prob`` simultaneous bands.
+    @property
+    def band_prob(self) -> float:
+        """Per-panel probability of the simultaneous bands that :meth:`plot` draws by default.
+
+        The rule is Bonferroni over the panels: ``1 - alpha / m`` for ``m`` quantities, so
+        that for a calibrated engine every curve stays inside its band with probability at
+        least ``1 - alpha``, the family-wise level of the tests. The reason: Holm's first
+        step is this Bonferroni threshold (a quantity with ``pvalue * m <= alpha`` is
+        rejected), so picture and verdict both work at family-wise level ``alpha``. They
+        remain two different tests of uniformity (the band bounds the cumulative curve,
+        the chi-square compares binned counts), so in borderline cases a curve may leave
+        its band while the test passes or the reverse; but neither is looser than the
+        other by a factor of ``m``, as a 95% band per panel beside 1% tests would be.
+        """
+        return 1 - self.alpha / len(self.ranks)
+
+    def plot(self, path: str | None = None, *, ci_prob: float | None = None) -> np.ndarray:
+        """ECDF-difference plots of the ranks, one panel per quantity, with simultaneous bands.
 
         A calibrated engine's curve stays inside the band; a U-shape (curve falling then
         rising) means over-confident posteriors, a hump under-confident ones, and a curve
-        above or below zero a biased one. Returns the matplotlib axes; with ``path`` the
-        figure is also saved there.
+        above or below zero a biased one. Each panel's title gives the quantity and its
+        Holm-adjusted p-value, red when the test rejects it; the figure's title states
+        the band's level.
+
+        Parameters
+        ----------
+        path : str, optional
+            Also save the figure there.
+        ci_prob : float, optional
+            Probability that a calibrated engine's whole curve stays inside its panel's
+            band (a simultaneous band, not pointwise). By default :attr:`band_prob`,
+            ``1 - alpha / num_quantities``, which matches the family-wise level of the tests.
+
+        Returns
+        -------
+        numpy.ndarray
+            The matplotlib axes, ``(rows, columns)``.
         """
         import matplotlib.pyplot as plt
 
+        prob = self.band_prob if ci_prob is None else ci_prob
+        if not 0 < prob < 1:
+            raise ValueError(f"ci_prob must lie strictly between 0 and 1, got {ci_prob!r}")
         names = list(self.ranks)
         ncols = min(4, len(names))
         nrows = math.ceil(len(names) / ncols)
-        fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows), squeeze=False)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(max(5.0, 3.2 * ncols), 2.6 * nrows + 0.5),
+                                 squeeze=False)
         for ax, name in zip(axes.flat, names):
-            plot_rank_ecdf(self.ranks[name], self.num_draws, ci_prob=ci_prob, ax=ax)
-            ax.set_title(f"{name} (p_holm={self.tests.loc[name, 'pvalue_holm']:.2g})", fontsize=9)
+            plot_rank_ecdf(self.ranks[name], self.num_draws, ci_prob=prob, ax=ax)
+            ax.set_title(f"{name} (p_holm={self.tests.loc[name, 'pvalue_holm']:.2g})", fontsize=9,
+                         color="C3" if self.tests.loc[name, "rejected"] else "black")
         for ax in axes.flat[len(names):]:
             ax.set_visible(False)
+        fig.suptitle(_band_caption(prob, len(names), self.alpha), fontsize=9)
         fig.supxlabel("fractional rank")
         fig.supylabel("ECDF - uniform")
         fig.tight_layout()
         if path is not None:
             fig.savefig(path, dpi=100, bbox_inches="tight")
         return axes
+
+
+def _percent(prob: float) -> str:
+    """``prob`` as a percentage with two significant digits of its complement: 0.995 -> "99.5%"."""
+    digits = max(0, math.ceil(-math.log10(100 * (1 - prob)))) + 1
+    return f"{np.format_float_positional(round(100 * prob, digits), trim='-')}%"
+
+
+def _band_caption(prob: float, num_panels: int, alpha: float) -> str:
+    """The figure's title: the band's level per panel, its Bonferroni family-wise bound, and the test's rule."""
+    family = 1 - num_panels * (1 - prob)
+    bound = f" (family-wise at least {_percent(family)})" if num_panels > 1 and family > 0 else ""
+    return (f"shaded: {_percent(prob)} simultaneous band per panel{bound}\n"
+            f"p_holm: Holm-adjusted chi-square test of uniform ranks, rejected (red) at <= {alpha:g}")
 
 
 @dataclass(frozen=True)
@@ -144,7 +198,13 @@ def sbc(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
     ----------
     model : callable, str or ModelSpec
         A Pyro program, a zoo name or a ``ModelSpec``. Its ``observed`` mapping says which
-        arguments carry data; for a bare program they are found from ``data``.
+        arguments carry data. For a bare program they are the arguments whose tensors in
+        ``data`` the program passes as ``obs`` (as for ``bg.fit``); without those, Pyro's and
+        NumPyro's convention is assumed: keyword arguments that default to None and are
+        named like the sample site they observe (``def model(y=None): ...
+        pyro.sample("y", ..., obs=y)``), each confirmed by running the program with a
+        simulated value (``bayesgen.validate.observed_by_name``). A ``ValueError`` says so
+        when neither rule finds one.
     data : mapping, optional
         Program arguments. The observed ones are replaced by simulations (a bare program
         needs them only to identify them); the others (covariates, sizes) are kept. By
@@ -227,17 +287,33 @@ def _resolve(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any
     else:
         raise TypeError(f"model must be a Pyro program, a zoo name or a ModelSpec, got {type(model).__name__}")
     if not spec.observed:
-        if data is not None:
-            spec = prepare(spec, data).spec
-        if not spec.observed:
-            raise ValueError("cannot tell which program arguments carry observed data: pass them in data "
-                             "(their values only identify them) or a ModelSpec(observed={site: argument})")
+        spec = _with_observed(spec, data)
     if data is None and spec.simulate is not None:
         return spec, None
     if data is None:
         data = spec.load_data() if spec.load_data is not None else {}
     observed = set(spec.observed.values())
     return spec, {key: value for key, value in data.items() if key not in observed}
+
+
+def _with_observed(spec: ModelSpec, data: Mapping[str, Any] | None) -> ModelSpec:
+    """``spec`` with its observed arguments found: from the data's tensors if ``data`` give them
+    (``infer_observed``, as ``bg.fit`` does), else by Pyro's naming convention (``observed_by_name``:
+    arguments defaulting to None named like sites, confirmed by observing a simulated value)."""
+    if data is not None:
+        spec = prepare(spec, data).spec
+        if spec.observed:
+            return spec
+    given = data if data is not None else spec.load_data() if spec.load_data is not None else {}
+    observed = observed_by_name(spec.model, given)
+    if observed:
+        return dataclasses.replace(spec, observed=observed)
+    missing = missing_arguments(spec.model, given)
+    reason = (f"the program needs argument(s) {', '.join(missing)}, which data do not give" if missing else
+              "no program argument defaults to None and, set to a simulated value, becomes the obs of "
+              "the sample site it is named after")
+    raise ValueError(f"cannot tell which program arguments carry observed data: {reason}; pass them in data "
+                     "(their values only identify them) or a ModelSpec(observed={site: argument})")
 
 
 _JOB: _Job | None = None  # the job of this worker process

@@ -8,13 +8,33 @@ import numbers
 from typing import Any, Callable, Mapping
 
 import numpy as np
+import pyro.util
 import torch
 from pyro.poutine.trace_struct import Trace
 
-from bayesgen.program import is_deterministic, is_subsample
+from bayesgen.program import is_deterministic, is_subsample, run_program
 from bayesgen.spec import ModelSpec
 
-__all__ = ["check_arguments", "check_observed", "infer_observed", "to_tensors"]
+__all__ = ["check_arguments", "check_observed", "infer_observed", "missing_arguments", "observed_by_name",
+           "to_tensors"]
+
+
+def _keyword_parameters(model: Callable[..., Any]) -> dict[str, inspect.Parameter] | None:
+    """The program's parameters that can be passed by keyword; None if its signature cannot be read."""
+    try:
+        params = inspect.signature(model).parameters
+    except (TypeError, ValueError):
+        return None
+    return {n: p for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def missing_arguments(model: Callable[..., Any], data: Mapping[str, Any]) -> list[str]:
+    """The program's required arguments (no default) that ``data`` does not give, in signature order.
+
+    Empty when the signature cannot be read.
+    """
+    params = _keyword_parameters(model) or {}
+    return [n for n, p in params.items() if p.default is p.empty and n not in data]
 
 
 def check_arguments(model: Callable[..., Any], data: Mapping[str, Any], partial: bool = False) -> None:
@@ -27,15 +47,14 @@ def check_arguments(model: Callable[..., Any], data: Mapping[str, Any], partial:
         return
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return
-    names = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    names = list(_keyword_parameters(model) or {})
     for key in data:
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise TypeError(f"data key '{key}' is not an argument of the program.{hint} "
                             f"The program takes: {', '.join(names) or 'no arguments'}")
-    missing = [n for n, p in params.items()
-               if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in data]
+    missing = missing_arguments(model, data)
     if missing and not partial:
         raise TypeError(f"data is missing required program argument(s): {', '.join(missing)}")
 
@@ -80,6 +99,83 @@ def infer_observed(trace: Trace, data: Mapping[str, Any]) -> dict[str, str]:
                 if isinstance(value, torch.Tensor) and site["value"] is value:
                     found[name] = key
     return found
+
+
+def observed_by_name(model: Callable[..., Any], data: Mapping[str, Any]) -> dict[str, str]:
+    """Observed site -> argument, for a program that follows Pyro's and NumPyro's convention.
+
+    The convention: the data of an observed site reach the program through a keyword
+    argument named like the site and defaulting to None, passed on as the site's
+    ``obs``, so that the program simulates the site when the argument is left out.
+    ``infer_observed`` needs the data's tensors to recognise their arguments; this
+    finds the observed arguments when no data are at hand (``bg.sbc`` simulates them).
+
+    Rule: a candidate is a keyword parameter of ``model`` whose default is None and
+    whose name is a sample site (not deterministic, not a subsample index) of the
+    program's trace run with ``data`` (other arguments at their defaults). A candidate
+    is taken only once confirmed: the program is run with the candidates left None,
+    then again with this one set to the value its site took, and that site must now be
+    observed (``site["is_observed"]``) with exactly that value. The name alone is not
+    trusted, because an argument named like a site may serve another purpose (an
+    initial value, a mask) and treating it as data would fit the wrong model.
+
+    Parameters
+    ----------
+    model : callable
+        The Pyro program.
+    data : mapping
+        Program arguments to run it with (covariates, sizes); any value the data give
+        for a candidate is replaced by None, then by the simulated value.
+
+    Returns
+    -------
+    dict
+        Site -> argument (the same name); empty when nothing can be told: no confirmed
+        candidate, a signature that cannot be read, or required arguments (see
+        :func:`missing_arguments`) that ``data`` do not give. Pyro's global random state
+        is left as it was.
+
+    Raises
+    ------
+    bayesgen.program.ProgramError
+        If the program raises in one of these runs.
+    """
+    params = _keyword_parameters(model)
+    if params is None or missing_arguments(model, data):
+        return {}
+    state = pyro.util.get_rng_state()
+    try:
+        with torch.no_grad():
+            given = to_tensors(data, torch.device("cpu"))
+            sites = _sample_sites(run_program(model, given))
+            candidates = [name for name, p in params.items() if p.default is None and name in sites]
+            if not candidates:
+                return {}
+            blank = {**given, **{name: None for name in candidates}}
+            simulated = _sample_sites(run_program(model, blank))
+            found = {}
+            for name in candidates:
+                site = simulated.get(name)
+                if site is not None and not site["is_observed"] and _observes(model, blank, name, site["value"]):
+                    found[name] = name
+            return found
+    finally:
+        pyro.util.set_rng_state(state)
+
+
+def _sample_sites(trace: Trace) -> dict[str, dict[str, Any]]:
+    """The trace's sample sites, without deterministic and subsample-index sites."""
+    return {name: site for name, site in trace.nodes.items()
+            if site["type"] == "sample" and not is_deterministic(site) and not is_subsample(site)}
+
+
+def _observes(model: Callable[..., Any], blank: Mapping[str, Any], name: str, value: torch.Tensor) -> bool:
+    """Whether the program, run with argument ``name`` set to ``value``, observes site ``name`` at exactly it."""
+    site = run_program(model, {**blank, name: value}).nodes.get(name)
+    if site is None or site["type"] != "sample" or not site["is_observed"]:
+        return False
+    observed = torch.as_tensor(site["value"])
+    return observed.shape == value.shape and torch.equal(observed.to(value.dtype), value)
 
 
 def check_observed(trace: Trace, spec: ModelSpec) -> None:

@@ -26,11 +26,13 @@ class MAP:
         Maximum L-BFGS iterations (Adam steps for programs with parameters).
     num_draws : int
         Draws from the normal approximation at the mode.
-    lr, tol : float
-        Adam's learning rate and the relative tolerance of its convergence test, for
-        programs that declare ``pyro.param``/``pyro.module`` parameters (network weights):
-        those are fitted by Adam through Pyro's SVI, a minibatch per step when the program
-        subsamples, with latent sites as point masses and no standard errors.
+    lr : float
+        Adam's learning rate, for programs with network weights. Programs that declare
+        ``pyro.param``/``pyro.module`` parameters are fitted by Adam through Pyro's SVI, a
+        minibatch per step when the program subsamples, with latent sites as point masses
+        and no standard errors.
+    tol : float
+        Relative tolerance of Adam's convergence test, for programs with network weights.
     """
 
     name: ClassVar[str] = "map"

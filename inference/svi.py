@@ -33,6 +33,7 @@ class SVI:
     Parameters
     ----------
     guide : str, AutoGuide class or callable
+        The variational family: "normal", "mvn" or "lowrank" Gaussians, or a Pyro guide.
     num_steps : int
         Optimiser steps.
     num_particles : int

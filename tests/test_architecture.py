@@ -3,6 +3,8 @@
 import ast
 import dataclasses
 import inspect
+import subprocess
+import sys
 from pathlib import Path
 
 import bayesgen as bg
@@ -18,6 +20,9 @@ def _imports(path: Path) -> set[str]:
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
             names.add(node.module)
+        elif (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "LazyModule"
+              and isinstance(node.args[0], ast.Constant)):
+            names.add(node.args[0].value)  # imported at first use, an import all the same
     return names
 
 
@@ -70,3 +75,11 @@ def test_every_module_has_a_docstring_and_public_ones_an_all():
                             for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
                             if isinstance(t, ast.Name)}
                 assert "__all__" in assigned or path.name == "__main__.py", f"{path} has no __all__"
+
+
+def test_import_leaves_arviz_pandas_scipy_stats_and_matplotlib_for_first_use():
+    """``import bayesgen`` costs little beyond torch and pyro: the heavy analysis stack loads when used."""
+    probe = ("import sys, bayesgen; print(sorted(m for m in ('arviz', 'pandas', 'scipy.stats', 'scipy.spatial', "
+             "'matplotlib', 'xarray', 'sklearn') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

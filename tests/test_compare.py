@@ -107,8 +107,12 @@ def test_cli_compares_saved_fits_and_names_a_missing_file(tmp_path, capsys, two_
     overlay = tmp_path / "overlay.png"
     assert main(["compare", *paths, "--var-names", "alpha", "sigma", "--out", str(overlay)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:2] == ["engine", "parameter"]
-    assert [line.split()[:2] for line in lines[1:3]] == [["second", "alpha"], ["second", "sigma"]]
+    # fits are labelled by engine (and file, where that adds anything); the reference is named
+    assert lines[0].split()[:3] == ["reference:", "nuts", "(first)"] and lines[1].split()[:3] == [
+        "compared:", "nuts", "(second)"]
+    assert lines[2].split()[:2] == ["engine", "parameter"]
+    assert [line.split()[:3] for line in lines[3:5]] == [["nuts", "(second)", "alpha"], ["nuts", "(second)", "sigma"]]
+    assert lines[5].startswith("mean_diff_sd: mean shift in sds of nuts (first)")
     assert overlay.stat().st_size > 10_000
     assert main(["compare", paths[0], str(tmp_path / "missing.nc")]) == 2
     assert "no saved fit at" in capsys.readouterr().err

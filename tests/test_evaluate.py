@@ -30,6 +30,13 @@ def two_features(y=None, n=100):
         pyro.sample("y", dist.Normal(loc, 1.0).to_event(1), obs=y)
 
 
+def normal_program(y=None):
+    """The plain Pyro program of issue 20: no size argument, the observed one named like its site."""
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    with pyro.plate("obs", 20):
+        pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+
 @pytest.fixture(scope="module")
 def normal_fit():
     """Laplace is exact for the normal-normal posterior of mu."""
@@ -72,6 +79,20 @@ def test_prior_predictive_of_a_model():
     assert row["lpd"] == pytest.approx(norm(0.0, marginal).logpdf(heldout).sum(), abs=1.5)
     narrow = evaluate(normal_normal, {"y": heldout / 3, "n": 150}).iloc[0]
     assert narrow["ks_pvalue"] < 1e-3 and narrow["mmd_pvalue"] < ALPHA
+
+
+def test_a_plain_pyro_program_evaluates_with_only_its_observations():
+    # the held-out y alone identifies the observed argument (its tensor is the site's obs, as in bg.fit)
+    rng = np.random.default_rng(6)
+    heldout = rng.normal(0.0, math.sqrt(2.0), 20)  # marginally over the prior, y_i ~ N(0, 1 + 1)
+    prior = evaluate(normal_program, {"y": heldout}, num_samples=4000).iloc[0]
+    assert prior["site"] == "y" and prior["num_obs"] == 20 and prior["ks_pvalue"] > ALPHA
+    assert prior["lpd"] == pytest.approx(norm(0.0, math.sqrt(2.0)).logpdf(heldout).sum(), abs=0.5)
+    fit = bg.fit(normal_program, {"y": rng.normal(1.0, 1.0, 20)}, engine="laplace", num_draws=2000)
+    posterior = evaluate(fit, {"y": rng.normal(1.0, 1.0, 20)}).iloc[0]
+    assert posterior["site"] == "y" and posterior["num_obs"] == 20 and posterior["ks_pvalue"] > ALPHA
+    with pytest.raises(ValueError, match="real_data holds no observed site's data"):
+        evaluate(normal_program, {})
 
 
 def test_discrete_data_get_a_chi_square_test():

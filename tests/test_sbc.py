@@ -1,21 +1,46 @@
 """bg.sbc: the machinery (shapes, ranks, determinism, plot, CLI), and calibration verdicts on a conjugate model."""
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 
 import bayesgen as bg
 from bayesgen.engine import EngineResult, Problem
 from bayesgen.sbc import LOG_LIKELIHOOD, SBCResult, _holm, sbc
-from programs import PRIOR_SD, normal_normal
+from bayesgen.validate import observed_by_name
+from programs import PRIOR_SD, linear_regression, normal_normal
 
 ALPHA = 0.01
 NORMAL = bg.ModelSpec(name="normal_normal", model=normal_normal, observed={"y": "y"})
 SIZE = {"n": 20}
+
+
+def normal_program(y=None):
+    """The plain Pyro program of issue 20: its observed argument is named like its site and defaults to None."""
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    with pyro.plate("obs", 20):
+        pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+
+def renamed_data(data=None):
+    """Observes site 'y' through an argument named otherwise: nothing says which argument is data."""
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    with pyro.plate("obs", 5):
+        pyro.sample("y", dist.Normal(mu, 1.0), obs=data)
+
+
+def named_like_a_latent(mu=None, data=None):
+    """'mu' is named like a site and defaults to None but only moves the prior: it is no data."""
+    loc = pyro.sample("mu", dist.Normal(0.0 if mu is None else float(mu.mean()), 1.0))
+    with pyro.plate("obs", 5):
+        pyro.sample("y", dist.Normal(loc, 1.0), obs=data)
 
 
 @dataclass(frozen=True)
@@ -50,6 +75,36 @@ def test_ranks_tests_and_plot(tmp_path):
     path = tmp_path / "sbc.png"
     axes = result.plot(str(path))
     assert path.stat().st_size > 10_000 and axes.size == 2
+    assert axes[0, 0].get_title().startswith("mu (p_holm=")
+    matplotlib.pyplot.close("all")
+
+
+def _band_half_width(ax) -> float:
+    """The largest |y| of the shaded band (the fill_between polygons) of an ECDF-difference panel."""
+    return max(float(np.abs(path.vertices[:, 1]).max()) for coll in ax.collections for path in coll.get_paths())
+
+
+def test_plot_band_level_follows_alpha_and_is_written_on_the_figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    result = sbc(NORMAL, SIZE, engine=ExactPosterior(), num_simulations=40, num_draws=49, num_workers=1,
+                 progress=False)
+    assert result.band_prob == pytest.approx(1 - ALPHA / 2)  # Bonferroni over the 2 panels
+    strict = result.plot()
+    caption = strict[0, 0].figure.get_suptitle()
+    assert "99.5% simultaneous band per panel (family-wise at least 99%)" in caption and "<= 0.01" in caption
+    loose = dataclasses.replace(result, alpha=0.2)
+    assert loose.band_prob == pytest.approx(0.9)
+    wide = loose.plot()
+    assert "90% simultaneous band per panel (family-wise at least 80%)" in wide[0, 0].figure.get_suptitle()
+    # the drawn band is the stated one: a 99.5% band is wider than a 90% one, and an explicit ci_prob wins
+    assert _band_half_width(strict[0, 0]) > _band_half_width(wide[0, 0]) * 1.15
+    narrow = result.plot(ci_prob=0.5)
+    assert "shaded: 50% simultaneous band per panel\n" in narrow[0, 0].figure.get_suptitle()  # no family bound
+    assert _band_half_width(narrow[0, 0]) < _band_half_width(wide[0, 0])
+    with pytest.raises(ValueError, match="ci_prob"):
+        result.plot(ci_prob=1.0)
     matplotlib.pyplot.close("all")
 
 
@@ -72,6 +127,36 @@ def test_a_bare_program_finds_its_observed_argument_from_data():
     result = sbc(normal_normal, {"y": np.zeros(20)}, engine=ExactPosterior(), num_simulations=4, num_draws=9,
                  num_workers=1, progress=False)
     assert list(result.ranks) == ["mu", LOG_LIKELIHOOD]
+    # with only its size given, y is found by name (default None, observed once set) and the same ranks come out
+    by_name = sbc(normal_normal, SIZE, engine=ExactPosterior(), num_simulations=4, num_draws=9, num_workers=1,
+                  progress=False)
+    assert all(np.array_equal(by_name.ranks[k], result.ranks[k]) for k in result.ranks)
+
+
+def test_a_plain_pyro_program_is_calibrated_under_laplace_without_data():
+    # issue 20: the observed argument is found by Pyro's convention (named like its site, default None);
+    # Laplace is exact for this conjugate normal model, so its ranks are uniform and nothing is rejected
+    result = bg.sbc(normal_program, engine="laplace", num_simulations=40, num_workers=1, progress=False)
+    assert list(result.ranks) == ["mu", LOG_LIKELIHOOD] and result.num_draws == 99
+    for ranks in result.ranks.values():
+        assert ranks.shape == (40,) and ranks.dtype.kind == "i" and 0 <= ranks.min() and ranks.max() <= 99
+        assert np.mean(ranks < 50) == pytest.approx(0.5, abs=0.25)  # spread over the range, not piled up
+    assert result.rejected == [], result.tests
+
+
+def test_observed_arguments_are_found_by_name_and_confirmed():
+    assert observed_by_name(normal_program, {}) == {"y": "y"}
+    assert observed_by_name(normal_normal, {"n": 5}) == {"y": "y"}
+    assert observed_by_name(normal_normal, {"y": np.zeros(3)}) == {"y": "y"}  # given data are set aside
+    assert observed_by_name(linear_regression, {"X": np.zeros((6, 3))}) == {"y": "y"}
+    assert observed_by_name(linear_regression, {}) == {}  # X is required: the program cannot run
+    assert observed_by_name(renamed_data, {}) == {}  # no argument named like a site
+    assert observed_by_name(named_like_a_latent, {}) == {}  # named like site 'mu', but never its obs
+    pyro.set_rng_seed(7)
+    observed_by_name(normal_program, {})
+    after = torch.rand(3)
+    pyro.set_rng_seed(7)
+    assert torch.equal(after, torch.rand(3))  # the global random state is left alone
 
 
 def test_holm_adjusts_p_values_step_down():
@@ -84,8 +169,10 @@ def test_holm_adjusts_p_values_step_down():
 
 
 def test_bad_settings_are_named():
-    with pytest.raises(ValueError, match="which program arguments carry observed data"):
-        sbc(normal_normal, engine=ExactPosterior(), num_simulations=4)
+    with pytest.raises(ValueError, match="which program arguments carry observed data: no program argument"):
+        sbc(renamed_data, engine=ExactPosterior(), num_simulations=4)
+    with pytest.raises(ValueError, match=r"observed data: the program needs argument\(s\) X"):
+        sbc(linear_regression, engine=ExactPosterior(), num_simulations=4)
     with pytest.raises(TypeError, match="only accepted with an engine name"):
         sbc(NORMAL, SIZE, engine=ExactPosterior(), options={"num_draws": 10})
     with pytest.raises(TypeError, match="has no option 'num_sample'"):
