@@ -27,7 +27,7 @@ from bayesgen.result import Fit
 __all__ = ["DemoResult", "demo_engines", "run_demo"]
 
 MODEL = "linear_regression"
-HEADING = ("bayesgen demo: Bayesian linear regression of diabetes progression, one Pyro program, seven engines\n"
+HEADING = ("bayesgen demo: Bayesian linear regression of diabetes progression, one program, seven engines\n"
            "data: scikit-learn's diabetes data, 442 patients x 10 baseline covariates (age, sex, BMI, blood\n"
            "pressure, six blood serums), standardised; y = disease progression after one year, standardised")
 WIDTH = 100
@@ -82,7 +82,7 @@ def _verdict_lines(label: str, result: Fit) -> list[str]:
     findings = check(result)
     text = "no problems found" if not findings else "; ".join(findings)
     prefix = f"  {label:<8} {result.timing['total']:5.1f} s  "
-    return textwrap.wrap(text, WIDTH, initial_indent=prefix, subsequent_indent=" " * len(prefix))
+    return textwrap.wrap(text, WIDTH - 1, initial_indent=prefix, subsequent_indent=" " * len(prefix))
 
 
 def _next_steps(out: Path) -> str:
@@ -96,8 +96,8 @@ def _next_steps(out: Path) -> str:
     lines = ["next:"]
     for command, comment in steps:
         lines += [f"  # {comment}", f"  {command}"]
-    lines.append(f"  # and look at {out / 'compare.png'}: the coefficients' posteriors, overlaid by engine; a notebook")
-    lines.append("  # tour of compare, evaluate and sbc is examples/evaluation.ipynb in the source repository")
+    lines.append(f"  # and look at {out / 'compare.png'}: the coefficients' posteriors overlaid by engine;")
+    lines.append("  # a notebook tour of compare, evaluate and sbc: examples/evaluation.ipynb in the source tree")
     return "\n".join(lines)
 
 
