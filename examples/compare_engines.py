@@ -23,6 +23,7 @@ matplotlib.use("Agg")
 
 import pandas as pd  # noqa: E402
 
+import _smoke  # noqa: E402  (examples/_smoke.py: the banner and quiet diagnostics of --smoke runs)
 import bayesgen as bg  # noqa: E402
 
 
@@ -35,15 +36,18 @@ def main(smoke: bool = False, out: str = "compare_engines.png") -> pd.DataFrame:
         "svi-normal": bg.inference.SVI(guide="normal", num_steps=steps),
         "svi-mvn": bg.inference.SVI(guide="mvn", num_steps=steps),
     }
+    print("data: Eight schools (Rubin 1981), the estimated effect of coaching and its standard error in 8 schools")
     fits = {label: bg.fit("eight_schools", engine=engine, seed=0, progress=False)
             for label, engine in engines.items()}
     for label, fit in fits.items():
-        print(f"{label:>10}: " + ("; ".join(bg.check(fit)) or "no findings"))
+        print(f"{label:>10}: " + _smoke.verdict(fit, smoke))
     table = bg.compare(fits, reference="nuts")
     columns = ["engine", "parameter", "mean_diff_sd", "sd_ratio", "ks_pvalue", "w1_pvalue", "mmd_pvalue"]
     with pd.option_context("display.width", 200, "display.max_rows", 100):
         print(table.loc[table["parameter"].isin(["mu", "tau"]), columns].round(3).to_string(index=False))
-    bg.plot_compare(fits, var_names=["mu", "tau"], path=out)
+    axes = bg.plot_compare(fits, var_names=["mu", "tau"])
+    title = "Eight schools (Rubin 1981): posterior of the mean effect mu and the between-school sd tau"
+    _smoke.suptitle(axes, title, smoke).savefig(out, dpi=100, bbox_inches="tight")
     print(f"wrote {out}")
     return table
 
@@ -53,4 +57,5 @@ if __name__ == "__main__":
     parser.add_argument("--smoke", action="store_true", help="tiny run to check that everything works")
     parser.add_argument("--out", default="compare_engines.png", help="where to write the overlay plot")
     args = parser.parse_args()
-    main(args.smoke, args.out)
+    with _smoke.quiet(args.smoke):
+        main(args.smoke, args.out)

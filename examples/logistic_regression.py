@@ -28,6 +28,7 @@ matplotlib.use("Agg")
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+import _smoke  # noqa: E402  (examples/_smoke.py: the banner and quiet diagnostics of --smoke runs)
 import bayesgen as bg  # noqa: E402
 import arviz as az  # noqa: E402  (after bayesgen, which silences ArviZ's import-time notice)
 
@@ -43,12 +44,13 @@ def main(smoke: bool = False, out: str = "logistic_regression_forest.png") -> pd
         "svi-mvn": bg.inference.SVI(guide="mvn", num_steps=steps, lr=0.05),
     }
     data = bg.get_model("logistic_regression").load_data()
+    print(f"data: Wisconsin breast cancer data, {len(data['y'])} tumours, {data['X'].shape[1]} features")
     fits = {label: bg.fit("logistic_regression", data, engine=engine, seed=0, progress=False)
             for label, engine in engines.items()}
     for label, fit in fits.items():
         accuracy = ((fit.predict(num_samples=100)["y"].mean((0, 1)) > 0.5) == data["y"]).mean()
         print(f"{label:>8}: {fit.timing['total']:6.1f} s, in-sample accuracy {accuracy:.3f}; "
-              + ("; ".join(bg.check(fit)) or "no findings"))
+              + _smoke.verdict(fit, smoke))
     table = bg.compare(fits, reference="nuts")
     worst = table.assign(abs_mean_diff_sd=table["mean_diff_sd"].abs()).groupby("engine").agg(
         max_abs_mean_diff_sd=("abs_mean_diff_sd", "max"), min_sd_ratio=("sd_ratio", "min"),
@@ -58,7 +60,7 @@ def main(smoke: bool = False, out: str = "logistic_regression_forest.png") -> pd
         print(worst.round(3).to_string())
     axes = az.plot_forest([fit.to_arviz() for fit in fits.values()], model_names=list(fits),
                           var_names=["beta"], combined=True, hdi_prob=0.9, figsize=(7, 12))
-    axes[0].set_title("breast cancer: coefficients (90% intervals)")
+    axes[0].set_title(_smoke.title("Wisconsin breast cancer data: coefficients (90% intervals)", smoke))
     axes[0].figure.savefig(out, dpi=90, bbox_inches="tight")
     print(f"wrote {out}")
     return table
@@ -69,4 +71,5 @@ if __name__ == "__main__":
     parser.add_argument("--smoke", action="store_true", help="tiny run to check that everything works")
     parser.add_argument("--out", default="logistic_regression_forest.png", help="where to write the forest plot")
     args = parser.parse_args()
-    main(args.smoke, args.out)
+    with _smoke.quiet(args.smoke):
+        main(args.smoke, args.out)

