@@ -413,12 +413,35 @@ def compile_graph(graph_module: fx.GraphModule, args: Sequence[torch.Tensor]) ->
                 return programs[-1]
 
             kernels = _scalar_kernels() if scalar else _vectorise_long_loops() if on_cpu else contextlib.nullcontext()
-            with config.patch(options), kernels:
-                compiled = compile_fx(graph_module, list(args), inner_compile=compile_program)
+            with config.patch(options), kernels, _cacheable() as fake_mode:
+                examples = [fake_mode.from_tensor(a, static_shapes=True) for a in args]
+                compiled = compile_fx(graph_module, examples, inner_compile=compile_program)
     except Exception as exc:  # noqa: BLE001 - no compiler, unsupported operation, ...
         _log.debug("cannot compile the recorded graph: %s: %s", type(exc).__name__, exc)
         return None
     return _direct(compiled, programs, graph_module, args) if on_cpu else compiled
+
+
+@contextlib.contextmanager
+def _cacheable() -> Iterator[Any]:
+    """Inside the block, Inductor's on-disk FX graph cache can key the graph; yields the fake
+    tensor mode in which to describe the example inputs (``from_tensor(x, static_shapes=True)``).
+
+    Inductor keys a graph only under a tracing context whose fake tensors carry a shape
+    environment; without one it bypasses its cache ("No shape env") and every process
+    recompiled a model that an earlier one had compiled. The inputs are described with static
+    shapes, so the environment never receives a symbolic size and the kernels are those of a
+    compilation without it. AOTAutograd's own cache is off: it would answer before Inductor's
+    and hand back the program inside its wrappers only, which :func:`_direct` needs to get past.
+    """
+    from torch._functorch import config as functorch_config
+    from torch._guards import TracingContext, tracing
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    fake_mode = FakeTensorMode(shape_env=ShapeEnv(), allow_non_fake_inputs=True)
+    with functorch_config.patch(enable_autograd_cache=False), tracing(TracingContext(fake_mode)):
+        yield fake_mode
 
 
 def _direct(compiled: Callable[..., Any], programs: list[Any], graph_module: fx.GraphModule,

@@ -399,3 +399,24 @@ def test_fused_stops_compiling_when_no_recording_compiles(monkeypatch):
     fused.compile_recordings()
     assert not fused.compile and fused.bind((a,)) is scripted
     assert torch.equal(fused(a)[0], a * 3.0)
+
+
+def test_a_compiled_graph_is_kept_in_inductors_on_disk_cache_for_the_next_process(tmp_path, monkeypatch):
+    from torch._dynamo.utils import counters
+    from torch._inductor.utils import clear_caches
+
+    def step(a, b):
+        return torch.exp(-a.abs()) * b + a.sum(-1, keepdim=True), b - 0.5 * a
+
+    a, b = torch.randn(4, 3), torch.randn(4, 3)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    outputs = []
+    for _ in range(2):  # the second compilation finds the first on disk, as a new process would
+        clear_caches()
+        counters.clear()
+        compiled = compile_graph(record(step, (a, b)), (a, b))
+        outputs.append([t.clone() for t in compiled(a, b)])
+        found = dict(counters["inductor"])
+    clear_caches()
+    assert found.get("fxgraph_cache_hit") == 1 and "fxgraph_cache_bypass" not in found
+    assert all(torch.equal(x, y) for x, y in zip(*outputs))
