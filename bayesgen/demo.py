@@ -168,7 +168,7 @@ def _plot(fits: dict[str, Fit], path: Path) -> Path:
     axes = plot_compare(shown, var_names=["beta"])
     figure = np.ravel(axes)[0].figure
     figure.suptitle("diabetes data (442 patients): posterior of each regression coefficient beta by engine\n"
-                    "mean-field SVI is too narrow for beta[4]-beta[7], the correlated blood serums", fontsize=14)
+                    "mean-field SVI is too narrow for beta[4]-beta[8], the correlated blood serums s1-s5", fontsize=14)
     figure.tight_layout(rect=(0, 0, 1, 0.97))
     figure.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(figure)
