@@ -25,9 +25,9 @@ def _dims(fit: "Fit", groups: list[dict[str, np.ndarray]]) -> dict[str, list[str
 def to_inference_data(fit: "Fit") -> az.InferenceData:
     """Build ``arviz.InferenceData`` from a Fit.
 
-    Groups: posterior, sample_stats, log_likelihood, observed_data, and
-    posterior_predictive when computed. Every array has ``(chain, draw)`` leading dims
-    except observed data.
+    Groups: posterior, sample_stats, log_likelihood, observed_data, constant_data (the
+    program's other arguments), and posterior_predictive when computed. Every array has
+    ``(chain, draw)`` leading dims except observed and constant data.
 
     Examples
     --------
@@ -44,6 +44,7 @@ def to_inference_data(fit: "Fit") -> az.InferenceData:
         "sample_stats": fit.sample_stats or None,
         "log_likelihood": fit.log_likelihood or None,
         "observed_data": fit.observed_data or None,
+        "constant_data": fit.constant_data or None,
         "posterior_predictive": fit.posterior_predictive or None,
     }
     dims = _dims(fit, [g for g in groups.values() if g])

@@ -19,10 +19,11 @@ from bayesgen.result import Fit
 from bayesgen.spec import ModelSpec
 from bayesgen.validate import check_arguments, check_observed, infer_observed, to_tensors
 
-__all__ = ["fit", "prepare"]
+__all__ = ["fit", "prepare", "resolve_model"]
 
 
-def _resolve_model(model: Callable[..., Any] | str | ModelSpec) -> ModelSpec:
+def resolve_model(model: Callable[..., Any] | str | ModelSpec) -> ModelSpec:
+    """The ``ModelSpec`` of a zoo name, a Pyro program or a spec."""
     if isinstance(model, ModelSpec):
         return model
     if isinstance(model, str):
@@ -51,7 +52,7 @@ def prepare(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any]
     Raises clear ``TypeError``/``ValueError`` naming the argument or site for bad input
     (DESIGN.md section 7), before any engine runs.
     """
-    spec = _resolve_model(model)
+    spec = resolve_model(model)
     if data is None:
         data = spec.load_data() if spec.load_data is not None else {}
     check_arguments(spec.model, data)
@@ -138,6 +139,8 @@ def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
     result: EngineResult = engine.run(problem, seed=seed, progress=show)
+    # copies: a module registered with pyro.module keeps training (or being reset) after the fit
+    params = {name: pyro.param(name).detach().clone() for name in pyro.get_param_store().keys()}
     post_start = time.perf_counter()
     with torch.no_grad():
         deterministic = deterministic_sites(problem.density, result.draws)
@@ -151,5 +154,20 @@ def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
         settings={f.name: getattr(engine, f.name) for f in dataclasses.fields(engine)}, timing=timing,
         point=_numpy(result.point), stderr=_numpy(result.stderr), info=result.info,
         dims={k: list(v) for k, v in problem.spec.dims.items()}, model_name=problem.spec.name,
-        problem=problem,
+        params=_numpy(params) or {}, constant_data=_constant_data(problem), problem=problem,
     )
+
+
+def _constant_data(problem: Problem) -> dict[str, np.ndarray]:
+    """The program's arguments other than the observed ones, as arrays (0-d for numbers): what
+    ``bg.load(path, model=...)`` needs beside the observed data to rebuild the problem."""
+    observed = set(problem.spec.observed.values())
+    out = {}
+    for key, value in problem.data.items():
+        if key in observed or value is None or isinstance(value, str):
+            continue
+        if isinstance(value, torch.Tensor):
+            out[key] = value.detach().cpu().numpy()
+        elif isinstance(value, (bool, int, float, np.number)):
+            out[key] = np.asarray(value)
+    return out

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
+from bayesgen._lazy import LazyModule
 from bayesgen.convert import az
 from bayesgen.result import Fit
+from bayesgen.spec import ModelSpec
 
 __all__ = ["load", "save"]
 
 _META = "bayesgen_meta"
+#: The netCDF group that holds ``Fit.params``, one variable per parameter, written after ArviZ's groups.
+_PARAMS = "bayesgen_params"
+xr: Any = LazyModule("xarray")
 
 
 def _jsonable(arrays: dict[str, np.ndarray] | None) -> dict[str, Any] | None:
@@ -37,8 +42,15 @@ def save(fit: Fit, path: str) -> None:
         "point": _jsonable(fit.point), "stderr": _jsonable(fit.stderr), "info": fit.info,
         "dims": fit.dims, "model_name": fit.model_name,
     }
-    idata.posterior.attrs[_META] = json.dumps(meta, default=repr)
+    _meta_group(idata).attrs[_META] = json.dumps(meta, default=repr)
     idata.to_netcdf(path)
+    if fit.params:
+        # names such as "decoder$$$fc.weight" are kept in an attribute: netCDF variable names are restricted
+        names = list(fit.params)
+        variables = {f"p{i}": ([f"p{i}_{axis}" for axis in range(np.ndim(fit.params[name]))], fit.params[name])
+                     for i, name in enumerate(names)}
+        xr.Dataset(variables, attrs={"names": json.dumps(names)}).to_netcdf(path, mode="a", group=_PARAMS,
+                                                                             engine="h5netcdf")
 
 
 def _group(idata: Any, name: str) -> dict[str, np.ndarray]:
@@ -47,10 +59,18 @@ def _group(idata: Any, name: str) -> dict[str, np.ndarray]:
     return {str(k): v.values for k, v in idata[name].data_vars.items()}
 
 
-def load(path: str) -> Fit:
+def load(path: str, model: Callable[..., Any] | str | ModelSpec | None = None) -> Fit:
     """Read a Fit written by ``Fit.save``. Only netCDF and JSON are parsed; nothing is unpickled.
 
-    The loaded fit has no program attached, so ``predict`` is unavailable on it.
+    Parameters
+    ----------
+    path : str
+        The file.
+    model : callable, str or ModelSpec, optional
+        The program the fit belongs to (not stored in the file: code is never unpickled). With
+        it, the loaded fit is rebuilt from the file's observed and constant data and can
+        ``predict``, ``generate`` and be evaluated like a fresh one; without it, it holds the
+        draws, statistics and parameters only.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no saved fit at {path}")
@@ -58,15 +78,47 @@ def load(path: str) -> Fit:
         idata = az.from_netcdf(path)
     except OSError as exc:  # h5netcdf's error for a file that is not netCDF names HDF5 internals
         raise ValueError(f"{path} is not a netCDF file written by Fit.save") from exc
-    raw = idata.posterior.attrs.get(_META)
+    raw = _meta_group(idata).attrs.get(_META) if _meta_group(idata) is not None else None
     if raw is None:
         raise ValueError(f"{path} was not written by bayesgen (no '{_META}' attribute)")
     meta = json.loads(raw)
-    return Fit(
+    fit = Fit(
         engine=meta["engine"], kind=meta["kind"],
         posterior=_group(idata, "posterior"), sample_stats=_group(idata, "sample_stats"),
         observed_data=_group(idata, "observed_data"), _log_likelihood=_group(idata, "log_likelihood"),
         settings=meta["settings"], timing=meta["timing"], point=_arrays(meta["point"]),
         stderr=_arrays(meta["stderr"]), info=meta["info"], dims=meta["dims"],
         model_name=meta["model_name"], posterior_predictive=_group(idata, "posterior_predictive"),
+        params=_params(idata), constant_data=_group(idata, "constant_data"),
     )
+    if model is not None:
+        fit.problem = _problem(fit, model)
+    return fit
+
+
+def _meta_group(idata: Any) -> Any:
+    """The group whose attributes hold the fit's JSON record: the posterior, or for a program whose
+    only unknowns are network weights (nothing to draw) the observed data."""
+    for name in ("posterior", "observed_data", "sample_stats"):
+        if name in idata.groups():
+            return idata[name]
+    return None
+
+
+def _params(idata: Any) -> dict[str, np.ndarray]:
+    if _PARAMS not in idata.groups():
+        return {}
+    group = idata[_PARAMS]
+    names = json.loads(group.attrs["names"])
+    return {name: group[f"p{i}"].values for i, name in enumerate(names)}
+
+
+def _problem(fit: Fit, model: Callable[..., Any] | str | ModelSpec) -> Any:
+    """The fit's problem rebuilt from ``model`` and the data the file holds."""
+    from bayesgen.fitting import prepare, resolve_model
+
+    spec = resolve_model(model)
+    arguments = {key: value.item() if value.ndim == 0 else value for key, value in fit.constant_data.items()}
+    observed = dict(spec.observed) or {site: site for site in fit.observed_data}
+    arguments.update({observed.get(site, site): value for site, value in fit.observed_data.items()})
+    return prepare(spec, arguments)

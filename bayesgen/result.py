@@ -56,6 +56,15 @@ class Fit:
         The zoo name or program name.
     posterior_predictive : dict
         Filled by ``predict()`` with the original data.
+    params : dict
+        Trained network and guide parameters, name -> array (constrained values, as
+        ``pyro.param`` returns them): what the engine left in Pyro's parameter store. Empty for
+        purely Bayesian programs fitted by a density engine. Saved in the fit file as plain
+        arrays; :meth:`generate` and :meth:`predict` run the program with them.
+    constant_data : dict
+        The program's other arguments (covariates, sizes), argument -> array (0-d for
+        scalars): with ``observed_data`` they let ``bg.load(path, model=...)`` rebuild the
+        problem.
     """
 
     engine: str
@@ -71,6 +80,8 @@ class Fit:
     dims: dict[str, list[str]] = field(default_factory=dict)
     model_name: str = ""
     posterior_predictive: dict[str, np.ndarray] = field(default_factory=dict)
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+    constant_data: dict[str, np.ndarray] = field(default_factory=dict)
     problem: "Problem | None" = field(default=None, repr=False, compare=False)
     #: The pointwise log-likelihood once computed (or loaded); None until then.
     _log_likelihood: dict[str, np.ndarray] | None = field(default=None, repr=False, compare=False)
@@ -136,6 +147,7 @@ class Fit:
             data their arguments are set to None unless given, so the program sizes them
             from the new arguments.
         """
+        from bayesgen.generate import using_params
         from bayesgen.postprocess import simulate_sites
         from bayesgen.validate import check_arguments, to_tensors
 
@@ -152,11 +164,37 @@ class Fit:
             draws = {k: v[:, index] for k, v in draws.items()}
         pyro.set_rng_seed(seed)
         sites = list(problem.spec.observed)
-        with torch.no_grad():
+        with torch.no_grad(), using_params(self.params, problem.device):
             out = {k: v.cpu().numpy() for k, v in simulate_sites(problem.density, draws, data, sites).items()}
         if not new_data:
             self.posterior_predictive = out
         return out
+
+    def generate(self, num_samples: int, *, seed: int = 0) -> dict[str, np.ndarray]:
+        """New samples of every observed site from the fitted generative model.
+
+        Global latent sites and network weights come from the fit (one posterior draw, chosen at
+        random, per run of the program); local latent sites, those inside a plate that holds an
+        observed site (a VAE's codes, a mixture's assignments), are drawn afresh from their
+        prior. Each run of the program draws as many observations as its data hold; runs are
+        repeated until there are ``num_samples``.
+
+        Parameters
+        ----------
+        num_samples : int
+            Observations to generate per observed site.
+        seed : int
+            Seeds the choice of posterior draws and the simulation: the same seed gives the same
+            samples, also from a fit saved and loaded again.
+
+        Returns
+        -------
+        dict
+            Observed site -> array ``(num_samples, *event_shape)``.
+        """
+        from bayesgen.generate import generate
+
+        return generate(self, num_samples, seed=seed)
 
     def _latent_draws(self, problem: "Problem") -> dict[str, torch.Tensor]:
         """The posterior's latent sites as tensors on the program's device."""

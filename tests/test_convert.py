@@ -25,7 +25,8 @@ def idata():
 
 def test_groups_and_dims(idata):
     assert set(idata.groups()) == {"posterior", "sample_stats", "log_likelihood", "observed_data",
-                                   "posterior_predictive"}
+                                   "constant_data", "posterior_predictive"}
+    assert "chain" not in idata.constant_data.sizes  # the covariates, as the program took them
     for group in ("posterior", "sample_stats", "log_likelihood", "posterior_predictive"):
         assert idata[group].sizes["chain"] == 2 and idata[group].sizes["draw"] == 100
     assert idata.posterior["beta"].dims[:2] == ("chain", "draw")

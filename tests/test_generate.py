@@ -1,0 +1,110 @@
+"""fit.generate and Fit.params: new data from a fitted model, with its trained weights, before and after save/load."""
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+import bayesgen as bg
+from bayesgen.generate import local_latents
+from bayesgen.program import run_program
+
+
+def normal(y=None):
+    mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+    with pyro.plate("obs", 20):
+        pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+
+def random_effects(y=None):
+    mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+    with pyro.plate("obs", 30):
+        z = pyro.sample("z", dist.Normal(0.0, 2.0))
+        pyro.sample("y", dist.Normal(mu + z, 1.0), obs=y)
+
+
+NET = torch.nn.Linear(2, 1)
+
+
+def network_regression(X, y=None):
+    pyro.module("net", NET)
+    with pyro.plate("obs", X.shape[0]):
+        pyro.sample("y", dist.Normal(NET(X).squeeze(-1), 0.5), obs=y)
+
+
+@pytest.fixture(scope="module")
+def normal_fit():
+    y = np.random.default_rng(0).normal(3.0, 1.0, 20)
+    return bg.fit(normal, {"y": y}, engine="nuts", num_warmup=300, num_samples=500, seed=0, progress=False)
+
+
+def test_generated_data_follow_the_posterior_predictive(normal_fit):
+    generated = normal_fit.generate(4000, seed=1)["y"]
+    assert generated.shape == (4000,)
+    mu = normal_fit.posterior["mu"]
+    # y = mu + noise: mean of mu's posterior, variance 1 + var(mu); tolerances of 4 Monte Carlo standard errors
+    sd = np.sqrt(1.0 + mu.var())
+    assert abs(generated.mean() - mu.mean()) < 4 * sd / np.sqrt(4000)
+    assert abs(generated.var() / sd**2 - 1.0) < 4 * np.sqrt(2 / 4000)
+    assert normal_fit.params == {}  # a purely Bayesian program has no trained parameters
+
+
+def test_a_seed_gives_the_same_samples_also_after_save_and_load(normal_fit, tmp_path):
+    first = normal_fit.generate(50, seed=3)["y"]
+    assert np.array_equal(first, normal_fit.generate(50, seed=3)["y"])
+    assert not np.array_equal(first, normal_fit.generate(50, seed=4)["y"])
+    normal_fit.save(str(tmp_path / "fit.nc"))
+    loaded = bg.load(str(tmp_path / "fit.nc"), model=normal)
+    assert np.array_equal(first, loaded.generate(50, seed=3)["y"])
+    without_program = bg.load(str(tmp_path / "fit.nc"))
+    with pytest.raises(ValueError, match=r"bg.load\(path, model=...\)"):
+        without_program.generate(5)
+
+
+def test_local_latents_are_drawn_from_their_prior_and_globals_from_the_fit():
+    rng = np.random.default_rng(1)
+    y = 3.0 + rng.normal(0.0, 2.0, 30) + rng.normal(0.0, 1.0, 30)
+    fit = bg.fit(random_effects, {"y": y}, engine="nuts", num_warmup=300, num_samples=300, seed=0, progress=False)
+    assert local_latents(fit.problem.prototype, ["y"]) == {"z"}
+    generated = fit.generate(6000, seed=0)["y"]
+    # fresh z ~ N(0, 2) for every new observation: variance 4 + 1 + var(mu), not that of the fitted z
+    expected = 5.0 + fit.posterior["mu"].var()
+    assert generated.shape == (6000,)
+    assert abs(generated.var() / expected - 1.0) < 4 * np.sqrt(2 / 6000)
+    assert abs(generated.mean() - fit.posterior["mu"].mean()) < 4 * np.sqrt(expected / 6000)
+
+
+def test_network_weights_are_params_saved_as_arrays_and_drive_generate_after_load(tmp_path):
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(100, 2))
+    y = X @ np.array([1.0, -2.0]) + 0.5 + rng.normal(0.0, 0.5, 100)
+    fit = bg.fit(network_regression, {"X": X, "y": y}, engine="mle", num_steps=800, lr=0.05, progress=False)
+    assert set(fit.params) == {"net$$$weight", "net$$$bias"}
+    np.testing.assert_allclose(fit.params["net$$$weight"], [[1.0, -2.0]], atol=0.2)
+    generated = fit.generate(300, seed=0)["y"]
+    assert generated.shape == (300,)
+    # the first 100 samples are one run of the program at the training X: mean X @ w + b, sd 0.5
+    residual = generated[:100] - (X @ fit.params["net$$$weight"][0] + fit.params["net$$$bias"][0])
+    assert abs(residual.std() - 0.5) < 0.15
+    fit.save(str(tmp_path / "net.nc"))
+    with torch.no_grad():  # a new process would start from an untrained network
+        NET.weight.zero_()
+        NET.bias.zero_()
+    loaded = bg.load(str(tmp_path / "net.nc"), model=network_regression)
+    for name, value in fit.params.items():
+        assert np.array_equal(loaded.params[name], value)
+    assert np.array_equal(loaded.generate(300, seed=0)["y"], generated)
+    assert float(NET.weight.detach().abs().sum()) == 0.0  # the network is left as it was
+    assert "X" in loaded.to_arviz().constant_data
+
+
+def test_generate_names_a_bad_num_samples(normal_fit):
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="num_samples must be a positive integer"):
+            normal_fit.generate(bad)
+
+
+def test_the_prototype_of_a_local_latent_program_runs():
+    trace = run_program(random_effects, {})
+    assert local_latents(trace, ["y"]) == {"z"}
