@@ -33,6 +33,9 @@ class ModelSpec:
         ``simulate(seed, ...) -> (data, true_params)`` drawing synthetic data.
     engines : tuple of str
         The engines that apply to this model.
+    guide : callable, optional
+        The guide the model ships (an amortised encoder, for instance), a Pyro guide taking the
+        program's arguments; the ``svi`` engine uses it when no other guide is asked for.
     """
 
     name: str
@@ -44,6 +47,7 @@ class ModelSpec:
     load_data: Callable[[], dict[str, Any]] | None = None
     simulate: Callable[..., tuple[dict[str, Any], dict[str, Any]]] | None = None
     engines: tuple[str, ...] = ("nuts", "hmc", "svi", "mle", "map", "laplace")
+    guide: Callable[..., Any] | None = None
 
     @classmethod
     def from_callable(cls, model: Callable[..., Any]) -> "ModelSpec":

@@ -32,8 +32,9 @@ class SVI:
 
     Parameters
     ----------
-    guide : str, AutoGuide class or callable
-        The variational family: "normal", "mvn" or "lowrank" Gaussians, or a Pyro guide.
+    guide : str, AutoGuide class, callable or None
+        The variational family: "normal", "mvn" or "lowrank" Gaussians, or a Pyro guide. None
+        (the default) takes the guide the model's ``ModelSpec`` ships, else "normal".
     num_steps : int
         Optimiser steps.
     num_particles : int
@@ -53,7 +54,7 @@ class SVI:
     """
 
     name: ClassVar[str] = "svi"
-    guide: Any = "normal"
+    guide: Any = None
     num_steps: int = 3000
     num_particles: int = 8
     lr: float = 0.02
@@ -75,9 +76,10 @@ class SVI:
             raise ValueError("engine 'svi': the program has no continuous latent sites or parameters to fit")
         generator = torch.Generator(device=problem.device).manual_seed(seed)
         info: dict[str, Any] = {}
-        if isinstance(self.guide, str) and self.guide in _FAMILIES:
-            _require_global_latents(density, self.guide)
-            q, losses = fit_gaussian(density, family=self.guide, rank=self.rank, num_steps=self.num_steps,
+        guide = self.guide if self.guide is not None else problem.spec.guide or "normal"
+        if isinstance(guide, str) and guide in _FAMILIES:
+            _require_global_latents(density, guide)
+            q, losses = fit_gaussian(density, family=guide, rank=self.rank, num_steps=self.num_steps,
                                      num_particles=self.num_particles, lr=self.lr, lr_decay=self.lr_decay,
                                      init_scale=self.init_scale, generator=generator, progress=progress)
             with torch.no_grad():
@@ -86,11 +88,11 @@ class SVI:
                 log_weights = log_p - q.distribution().log_prob(u)
                 draws = {k: v[None] for k, v in density.constrain(u).items() if k in density.latent_names}
             info["pareto_k"] = pareto_khat(log_weights.cpu().numpy())
-        elif isinstance(self.guide, str):
-            raise ValueError(f"unknown guide '{self.guide}'; use one of {', '.join(_FAMILIES)}, "
+        elif isinstance(guide, str):
+            raise ValueError(f"unknown guide '{guide}'; use one of {', '.join(_FAMILIES)}, "
                              "an AutoGuide class or a guide callable")
         else:
-            draws, losses = fit_pyro_guide(problem, self.guide, num_steps=self.num_steps,
+            draws, losses = fit_pyro_guide(problem, guide, num_steps=self.num_steps,
                                            num_particles=self.num_particles, lr=self.lr,
                                            lr_decay=self.lr_decay, num_draws=self.num_draws,
                                            progress=progress)

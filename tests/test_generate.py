@@ -108,3 +108,21 @@ def test_generate_names_a_bad_num_samples(normal_fit):
 def test_the_prototype_of_a_local_latent_program_runs():
     trace = run_program(random_effects, {})
     assert local_latents(trace, ["y"]) == {"z"}
+
+
+def _normal_guide(y=None):
+    loc = pyro.param("q_loc", torch.tensor(0.0))
+    scale = pyro.param("q_scale", torch.tensor(1.0), constraint=dist.constraints.positive)
+    pyro.sample("mu", dist.Normal(loc, scale))
+
+
+def test_svi_uses_the_guide_a_model_spec_ships_and_keeps_its_parameters():
+    spec = bg.ModelSpec(name="normal", model=normal, guide=_normal_guide)
+    y = np.random.default_rng(3).normal(3.0, 1.0, 20)
+    fit = bg.fit(spec, {"y": y}, engine="svi", num_steps=1500, lr=0.05, progress=False)
+    assert set(fit.params) == {"q_loc", "q_scale"} and fit.settings["guide"] is None
+    # the conjugate posterior: N(sum(y) / (n + 1/100), 1 / (n + 1/100))
+    precision = 20 + 1 / 100
+    np.testing.assert_allclose(fit.params["q_loc"], y.sum() / precision, atol=0.05)
+    np.testing.assert_allclose(fit.params["q_scale"], precision ** -0.5, rtol=0.25)
+    assert abs(fit.posterior["mu"].mean() - y.sum() / precision) < 0.05
