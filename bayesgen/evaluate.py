@@ -15,6 +15,7 @@ from pyro.infer import Predictive
 from bayesgen._lazy import LazyModule
 from bayesgen.engine import Problem
 from bayesgen.fitting import prepare
+from bayesgen.generate import trained
 from bayesgen.metrics import c2st, chi_square_test, ks_test, mmd_test
 from bayesgen.postprocess import pointwise_log_likelihood, simulate_sites
 from bayesgen.program import on_device
@@ -82,8 +83,10 @@ def evaluate(fit_or_model: Fit | ModelSpec | str | Callable[..., Any], real_data
         The model points are one predictive observation per parameter draw, at an
         observation index chosen uniformly at random: independent draws from the
         predictive distribution pooled over the held-out design, which the held-out
-        observations, taken as exchangeable, are tested against. Small p-values say
-        that the model's samples do not look like the data.
+        observations, taken as exchangeable, are tested against (a fit with one
+        parameter value, such as network weights fitted by ``mle``, contributes all the
+        observations of its one simulated data set). Small p-values say that the model's
+        samples do not look like the data.
     """
     if not isinstance(num_samples, int) or num_samples < 2:
         raise ValueError(f"num_samples must be an integer of at least 2, got {num_samples!r}")
@@ -100,8 +103,9 @@ def evaluate(fit_or_model: Fit | ModelSpec | str | Callable[..., Any], real_data
         raise ValueError("real_data holds no observed site's data: pass the held-out observations "
                          "under the program arguments that carry them")
     blank = {**heldout.data, **{argument: None for argument in heldout.spec.observed.values()}}
-    pyro.set_rng_seed(seed)
-    with torch.no_grad():
+    params = fit_or_model.params if isinstance(fit_or_model, Fit) else {}
+    with torch.no_grad(), trained(heldout, params):
+        pyro.set_rng_seed(seed)
         simulated = simulate_sites(heldout.density, draws, blank, list(heldout.spec.observed))
         loglik = pointwise_log_likelihood(heldout.density, draws)
     rng = np.random.default_rng(seed)
@@ -155,7 +159,10 @@ def _site_rows(site: str, real: np.ndarray, simulated: np.ndarray, loglik: np.nd
     num_obs = real.shape[0] if real.ndim else 1
     points = real.reshape(num_obs, -1).astype(float)
     sims = simulated.reshape(len(simulated), num_obs, -1).astype(float)
-    model = sims[np.arange(len(sims)), rng.integers(num_obs, size=len(sims))]
+    if len(sims) > 1:
+        model = sims[np.arange(len(sims)), rng.integers(num_obs, size=len(sims))]
+    else:  # one parameter value (a point fit of network weights): its simulated observations, all iid given it
+        model = sims[0]
     joint: dict[str, float] = {"mmd": math.nan, "mmd_pvalue": math.nan,
                                "c2st_accuracy": math.nan, "c2st_pvalue": math.nan}
     if num_obs >= 2:

@@ -10,16 +10,17 @@ import numpy as np
 import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.poutine.messenger import Messenger
 from pyro.poutine.trace_struct import Trace
+from torch.distributions import transform_to
 
 from bayesgen.logdensity import _Uncondition
 from bayesgen.program import is_latent, on_device, run_program
 
 if TYPE_CHECKING:
+    from bayesgen.engine import Problem
     from bayesgen.result import Fit
 
-__all__ = ["ModuleWeights", "generate", "local_latents", "using_params"]
+__all__ = ["generate", "local_latents", "trained"]
 
 
 def local_latents(trace: Trace, observed: list[str]) -> set[str]:
@@ -35,50 +36,46 @@ def local_latents(trace: Trace, observed: list[str]) -> set[str]:
             and any(frame.name in frames for frame in site["cond_indep_stack"])}
 
 
-class ModuleWeights(Messenger):
-    """Put the store's values into the ``torch.nn.Module`` parameters that ``pyro.module`` registers,
-    and put the modules' own values back when the run ends.
-
-    ``pyro.module(name, module)`` runs the module with its own weights, not the store's (unless
-    asked to update them), so a program loaded with a fresh, untrained network would ignore the
-    fit's weights. ``PyroModule`` and ``pyro.param`` read the store and need no help.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.originals: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def _pyro_post_param(self, msg: Any) -> None:
-        own = msg["args"][1] if len(msg["args"]) > 1 else None
-        if isinstance(own, torch.nn.Parameter) and own is not msg["value"]:
-            with torch.no_grad():
-                self.originals.setdefault(id(own), (own, own.detach().clone()))
-                own.copy_(msg["value"])
-
-    def __exit__(self, *args: Any) -> Any:
-        with torch.no_grad():
-            for own, value in self.originals.values():
-                own.copy_(value)
-        self.originals.clear()
-        return super().__exit__(*args)
-
-
 @contextlib.contextmanager
-def using_params(params: Mapping[str, np.ndarray], device: torch.device) -> Iterator[None]:
-    """Inside the block Pyro's parameter store holds the fit's parameters ``params`` (constrained
-    values) and nothing else; afterwards it holds what it held before. Programs whose weights are
-    ``PyroModule`` or ``pyro.param`` read them from the store; wrap a program that registers plain
-    modules with ``pyro.module`` in :class:`ModuleWeights` too.
+def trained(problem: "Problem", params: Mapping[str, np.ndarray]) -> Iterator[None]:
+    """Inside the block the program's weights hold the fit's trained values ``params``; afterwards
+    Pyro's parameter store and the networks hold what they held before.
+
+    The program (and the guide its ``ModelSpec`` ships) runs once in an empty, scoped parameter
+    store, so that every parameter it uses is registered under its name, as the very tensor it
+    reads: a ``torch.nn.Module``'s own ``nn.Parameter`` for ``pyro.module`` and ``PyroModule``
+    weights (which run on their own values, not the store's), the unconstrained tensor of a
+    ``pyro.param`` or ``PyroParam``. The fit's values are then copied into those tensors in place
+    (mapped to the unconstrained space of each parameter's constraint) and copied back at the end.
+    Writing the values into the store instead would leave the networks on their own weights.
+    Parameters the program does not use (an AutoGuide's, whose draws are in the posterior) are
+    left out.
     """
-    store = pyro.get_param_store()
-    saved = store.get_state()
-    store.clear()
-    try:
-        for name, value in params.items():
-            store[name] = torch.as_tensor(value, dtype=_float_or_int(value), device=device)
+    if not params:
         yield
-    finally:
-        store.set_state(saved)
+        return
+    store = pyro.get_param_store()
+    with store.scope():
+        programs = [problem.spec.model] + ([problem.spec.guide] if problem.spec.guide is not None else [])
+        with torch.no_grad(), on_device(problem.device):
+            for program in programs:
+                run_program(program, problem.data)
+        live = store.get_state()
+        backups = {}
+        with torch.no_grad():
+            for name, value in params.items():
+                target = live["params"].get(name)
+                if target is None:
+                    continue
+                backups[name] = target.detach().clone()
+                constrained = torch.as_tensor(value, device=target.device)
+                target.copy_(transform_to(live["constraints"][name]).inv(constrained))
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for name, value in backups.items():
+                    live["params"][name].copy_(value)
 
 
 def _float_or_int(value: np.ndarray) -> torch.dtype:
@@ -99,10 +96,10 @@ def generate(fit: "Fit", num_samples: int, *, seed: int = 0) -> dict[str, np.nda
     rng = np.random.default_rng(seed)
     total = fit.num_chains * fit.num_draws if draws else 0
     picks = rng.choice(total, runs, replace=runs > total) if total else [None] * runs
-    pyro.set_rng_seed(seed)
-    program = ModuleWeights()(_Uncondition()(problem.spec.model))
+    program = _Uncondition()(problem.spec.model)
     pieces: dict[str, list[np.ndarray]] = {name: [] for name in observed}
-    with using_params(fit.params, problem.device), torch.no_grad(), on_device(problem.device):
+    with trained(problem, fit.params), torch.no_grad(), on_device(problem.device):
+        pyro.set_rng_seed(seed)
         for pick in picks:
             fixed = {name: torch.as_tensor(value.reshape((-1,) + value.shape[2:])[pick], device=problem.device,
                                            dtype=_float_or_int(value)) for name, value in draws.items()}

@@ -96,8 +96,11 @@ class Fit:
                 return {}
             from bayesgen.fitting import pointwise_log_likelihood_of
 
+            from bayesgen.generate import trained
+
             started = time.perf_counter()
-            self._log_likelihood = pointwise_log_likelihood_of(self.problem, self._latent_draws(self.problem))
+            with trained(self.problem, self.params):
+                self._log_likelihood = pointwise_log_likelihood_of(self.problem, self._latent_draws(self.problem))
             self.timing["log_likelihood"] = time.perf_counter() - started
         return self._log_likelihood
 
@@ -147,7 +150,7 @@ class Fit:
             data their arguments are set to None unless given, so the program sizes them
             from the new arguments.
         """
-        from bayesgen.generate import using_params
+        from bayesgen.generate import trained
         from bayesgen.postprocess import simulate_sites
         from bayesgen.validate import check_arguments, to_tensors
 
@@ -164,7 +167,7 @@ class Fit:
             draws = {k: v[:, index] for k, v in draws.items()}
         pyro.set_rng_seed(seed)
         sites = list(problem.spec.observed)
-        with torch.no_grad(), using_params(self.params, problem.device):
+        with torch.no_grad(), trained(problem, self.params):
             out = {k: v.cpu().numpy() for k, v in simulate_sites(problem.density, draws, data, sites).items()}
         if not new_data:
             self.posterior_predictive = out

@@ -126,3 +126,35 @@ def test_svi_uses_the_guide_a_model_spec_ships_and_keeps_its_parameters():
     np.testing.assert_allclose(fit.params["q_loc"], y.sum() / precision, atol=0.05)
     np.testing.assert_allclose(fit.params["q_scale"], precision ** -0.5, rtol=0.25)
     assert abs(fit.posterior["mu"].mean() - y.sum() / precision) < 0.05
+
+
+NOISY_NET = torch.nn.Linear(2, 1)
+
+
+def noisy_network_regression(X, y=None):
+    pyro.module("noisy_net", NOISY_NET)
+    sigma = pyro.sample("sigma", dist.HalfNormal(1.0))
+    with pyro.plate("obs", X.shape[0]):
+        pyro.sample("y", dist.Normal(NOISY_NET(X).squeeze(-1), sigma), obs=y)
+
+
+def test_a_loaded_network_fit_predicts_and_scores_with_its_trained_weights(tmp_path):
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(60, 2))
+    y = X @ np.array([0.5, 1.5]) - 1.0 + rng.normal(0.0, 0.5, 60)
+    fit = bg.fit(noisy_network_regression, {"X": X, "y": y}, engine="map", num_steps=1500, lr=0.05,
+                 progress=False)
+    fit.save(str(tmp_path / "net.nc"))
+    with torch.no_grad():  # an untrained network, as a new process would build
+        NOISY_NET.weight.fill_(5.0)
+        NOISY_NET.bias.fill_(5.0)
+    loaded = bg.load(str(tmp_path / "net.nc"), model=noisy_network_regression)
+    replicated = loaded.predict(seed=0)["y"][0, 0]
+    fitted = X @ fit.params["noisy_net$$$weight"][0] + fit.params["noisy_net$$$bias"][0]
+    sigma = float(fit.posterior["sigma"].mean())
+    assert abs(sigma - 0.5) < 0.15
+    assert abs((replicated - fitted).std() / sigma - 1.0) < 0.3 and abs((replicated - fitted).mean()) < 0.2
+    heldout = bg.evaluate(loaded, {"X": X, "y": y}, num_samples=50)
+    expected = float(np.mean(-np.log(sigma * np.sqrt(2 * np.pi)) - 0.5 * ((y - fitted) / sigma) ** 2))
+    assert abs(heldout["lpd_per_obs"].iloc[0] - expected) < 1e-6  # the trained network's likelihood
+    assert float(NOISY_NET.weight.detach().sum()) == 10.0  # left as it was
