@@ -1,5 +1,7 @@
 """Gaussian mixture: enumerated likelihood, recovered assignments, parameter recovery, NUTS vs TraceEnum SVI."""
 
+import warnings
+
 import numpy as np
 import pytest
 from pyro.infer.autoguide import AutoMultivariateNormal
@@ -79,12 +81,21 @@ def test_parameters_are_recovered(engine, options):
 
 
 @pytest.mark.slow
-def test_nuts_with_enumeration_and_traceenum_svi_agree_within_0_2_sd():
+def test_nuts_with_enumeration_and_traceenum_svi_agree_within_monte_carlo_error():
     data, _ = SPEC.simulate(seed=4, num_obs=200)
     nuts = bg.fit(SPEC, data, engine="nuts", num_chains=2, num_warmup=500, num_samples=1000, progress=False)
     svi = bg.fit(SPEC, data, engine="svi", guide=AutoMultivariateNormal, num_steps=4000, lr=0.02,
                  num_draws=2000, progress=False)
     table = bg.compare({"nuts": nuts, "svi": svi}, reference="nuts")
-    shift = table.loc[table["engine"] == "svi", ["parameter", "mean_diff_sd"]].dropna()
-    worst = shift.loc[shift["mean_diff_sd"].abs().idxmax()]
-    assert (shift["mean_diff_sd"].abs() < 0.2).all(), f"largest shift {worst.to_dict()}"
+    shift = table.loc[table["engine"] == "svi"].dropna(subset=["mean_diff_sd"]).set_index("parameter")
+    # Monte Carlo standard error of the shift, in reference sds: NUTS's mean over its bulk ESS, SVI's
+    # over its independent draws; allowed: 0.1 sd of approximation bias plus 4 such errors (the
+    # shifts themselves move by up to 0.05 sd between machines whose floating point differs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # R-hat of the Cholesky factors' constant entries
+        summary = nuts.summary()
+    summary.index = summary.index.str.replace(", ", ",")  # ArviZ's labels "scales[0, 1]", compare's "scales[0,1]"
+    ess = summary.loc[shift.index, "ess_bulk"].to_numpy()
+    mcse = np.sqrt(1 / ess + shift["sd_ratio"].to_numpy() ** 2 / 2000)
+    excess = shift["mean_diff_sd"].abs().to_numpy() - (0.1 + 4 * mcse)
+    assert (excess < 0).all(), f"largest excess {shift.index[excess.argmax()]}: {excess.max():.3f} sd"
