@@ -130,9 +130,11 @@ def _posterior_draws(fit: Fit, heldout: Problem, num_samples: int) -> dict[str, 
     """``num_samples`` posterior draws evenly spaced over the pooled chains, shape ``(1, S, *shape)``."""
     names = heldout.density.latent_names
     missing = [name for name in names if name not in fit.posterior]
-    if missing or not names:
+    if missing:
         raise ValueError(f"the fit has no posterior draws of the latent site(s) {missing or names} "
                          "that the program has with real_data")
+    if not names:
+        return {}  # network weights only: the program is one model, run once
     total = fit.num_chains * fit.num_draws
     index = np.linspace(0, total - 1, min(num_samples, total)).round().astype(int)
     return {name: _as_tensor(fit.posterior[name].reshape((total,) + fit.posterior[name].shape[2:])[index][None],

@@ -31,7 +31,7 @@ def _traces(density: LogDensity, flat: Mapping[str, torch.Tensor], data: Mapping
     ``simulate=True`` samples enumerable discrete sites and observed sites (rather than
     enumerating the former and conditioning on the latter).
     """
-    total = next(iter(flat.values())).shape[0]
+    total = next(iter(flat.values())).shape[0] if flat else 1  # a program without latent sites: one run
     options = {"enumerate": not simulate, "uncondition": simulate}
     if density.vectorized:
         size = density.chunk_size(data)
@@ -142,11 +142,12 @@ def _evaluate(density: LogDensity, draws: Mapping[str, torch.Tensor], kind: str)
     """Vectorised traces of the program at constrained draws ``(chain, draw, *shape)``, over
     chunks of draws, recorded and replayed where the program allows it
     (:func:`_recorded_chunks`); site -> ``(chain, draw, *shape)`` of ``kind``."""
-    if not draws:
+    if not draws and density.latent_names:
         return {}
     flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in draws.items()}
-    lead = next(iter(draws.values())).shape[:2]
-    chunks = _recorded_chunks(density, flat, kind)
+    # a program without latent sites (network weights only) is one run: chain and draw of size 1
+    lead = next(iter(draws.values())).shape[:2] if draws else torch.Size((1, 1))
+    chunks = _recorded_chunks(density, flat, kind) if flat else None
     return _gather(_eager_chunks(density, flat, kind) if chunks is None else chunks, lead)
 
 
@@ -227,7 +228,7 @@ def simulate_sites(density: LogDensity, draws: Mapping[str, torch.Tensor], data:
     not have (sites that the new data switched on, such as forecasts).
     """
     flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in draws.items()}
-    lead = next(iter(draws.values())).shape[:2]
+    lead = next(iter(draws.values())).shape[:2] if draws else torch.Size((1, 1))
 
     def chunks() -> Iterator[dict[str, torch.Tensor]]:
         for trace, size in _traces(density, flat, data, simulate=True):

@@ -158,3 +158,18 @@ def test_a_loaded_network_fit_predicts_and_scores_with_its_trained_weights(tmp_p
     expected = float(np.mean(-np.log(sigma * np.sqrt(2 * np.pi)) - 0.5 * ((y - fitted) / sigma) ** 2))
     assert abs(heldout["lpd_per_obs"].iloc[0] - expected) < 1e-6  # the trained network's likelihood
     assert float(NOISY_NET.weight.detach().sum()) == 10.0  # left as it was
+
+
+def test_a_program_with_network_weights_only_predicts_and_has_a_pointwise_likelihood():
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(80, 2))
+    y = X @ np.array([1.0, -1.0]) + rng.normal(0.0, 0.5, 80)
+    fit = bg.fit(network_regression, {"X": X, "y": y}, engine="mle", num_steps=800, lr=0.05, progress=False)
+    assert fit.posterior == {}  # nothing to draw: the weights are the model
+    fitted = X @ fit.params["net$$$weight"][0] + fit.params["net$$$bias"][0]
+    expected = -np.log(0.5 * np.sqrt(2 * np.pi)) - 0.5 * ((y - fitted) / 0.5) ** 2
+    np.testing.assert_allclose(fit.log_likelihood["y"], expected[None, None], rtol=1e-10)
+    replicated = fit.predict(seed=0)["y"]
+    assert replicated.shape == (1, 1, 80) and abs((replicated[0, 0] - fitted).std() - 0.5) < 0.15
+    table = bg.evaluate(fit, {"X": X, "y": y}, num_samples=10)
+    np.testing.assert_allclose(table["lpd"].iloc[0], expected.sum(), rtol=1e-10)
