@@ -78,10 +78,6 @@ def trained(problem: "Problem", params: Mapping[str, np.ndarray]) -> Iterator[No
                     live["params"][name].copy_(value)
 
 
-def _float_or_int(value: np.ndarray) -> torch.dtype:
-    return torch.get_default_dtype() if np.issubdtype(np.asarray(value).dtype, np.floating) else torch.int64
-
-
 def generate(fit: "Fit", num_samples: int, *, seed: int = 0) -> dict[str, np.ndarray]:
     """New samples of every observed site, ``(num_samples, *event_shape)``: see :meth:`Fit.generate`."""
     if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
@@ -89,8 +85,9 @@ def generate(fit: "Fit", num_samples: int, *, seed: int = 0) -> dict[str, np.nda
     problem = fit._require_problem()
     observed = list(problem.spec.observed)
     local = local_latents(problem.prototype, observed)
-    draws = {name: value for name, value in fit.posterior.items()
-             if name in problem.density.latent_names and name not in local}
+    # the global latents' draws as tensors, flat over chains: (chain * draw, *shape)
+    draws = {name: value.reshape((-1,) + value.shape[2:])
+             for name, value in fit._latent_draws(problem).items() if name not in local}
     per_run = min(_observations_per_run(problem.prototype.nodes[name]) for name in observed)
     runs = math.ceil(num_samples / per_run)
     rng = np.random.default_rng(seed)
@@ -101,8 +98,7 @@ def generate(fit: "Fit", num_samples: int, *, seed: int = 0) -> dict[str, np.nda
     with trained(problem, fit.params), torch.no_grad(), on_device(problem.device):
         pyro.set_rng_seed(seed)
         for pick in picks:
-            fixed = {name: torch.as_tensor(value.reshape((-1,) + value.shape[2:])[pick], device=problem.device,
-                                           dtype=_float_or_int(value)) for name, value in draws.items()}
+            fixed = {name: value[pick] for name, value in draws.items()}
             trace = run_program(poutine.condition(program, data=fixed), problem.data)
             for name in observed:
                 site = trace.nodes[name]

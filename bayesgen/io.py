@@ -78,7 +78,8 @@ def load(path: str, model: Callable[..., Any] | str | ModelSpec | None = None) -
         idata = az.from_netcdf(path)
     except OSError as exc:  # h5netcdf's error for a file that is not netCDF names HDF5 internals
         raise ValueError(f"{path} is not a netCDF file written by Fit.save") from exc
-    raw = _meta_group(idata).attrs.get(_META) if _meta_group(idata) is not None else None
+    group = _meta_group(idata)
+    raw = group.attrs.get(_META) if group is not None else None
     if raw is None:
         raise ValueError(f"{path} was not written by bayesgen (no '{_META}' attribute)")
     meta = json.loads(raw)
