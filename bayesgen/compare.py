@@ -34,7 +34,7 @@ def _named(fits: Mapping[str, Fit] | Sequence[Fit]) -> dict[str, Fit]:
     return named
 
 
-def _scalars(fit: Fit, names: Sequence[str]) -> dict[str, np.ndarray]:
+def scalar_draws(fit: Fit, names: Sequence[str]) -> dict[str, np.ndarray]:
     """Parameter label (``beta[1]``) -> ``(chain, draw)`` array, for every scalar of ``names``."""
     out = {}
     for name in names:
@@ -109,7 +109,7 @@ def compare(fits: Mapping[str, Fit] | Sequence[Fit], reference: str | None = Non
         common = [k for k in (var_names or ref.posterior) if k in fit.posterior]
         if not common:
             raise ValueError(f"fit '{label}' shares no posterior site with the reference '{reference}'")
-        ref_scalars, scalars = _scalars(ref, common), _scalars(fit, common)
+        ref_scalars, scalars = scalar_draws(ref, common), scalar_draws(fit, common)
         joint_ref, joint = [], []
         for name, ref_draws in ref_scalars.items():
             draws = scalars[name]

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bayesgen.compare import plot_compare
+from bayesgen.compare import plot_compare, scalar_draws
 from bayesgen.diagnostics import check
 from bayesgen.fitting import fit
 from bayesgen.inference import HMC, MAP, MLE, NUTS, SVI, Laplace
@@ -65,15 +65,9 @@ def _side_by_side(fits: dict[str, Fit]) -> Any:
     """Parameter rows, engine columns, each cell ``mean±sd`` to two decimals (fits 100 columns for 7 engines)."""
     import pandas as pd
 
-    columns = {}
-    for label, result in fits.items():
-        cells = {}
-        for site, draws in result.posterior.items():
-            flat = draws.reshape(draws.shape[:2] + (-1,))
-            for i in range(flat.shape[-1]):
-                name = site if draws.ndim == 2 else f"{site}[{i}]"
-                cells[name] = f"{flat[..., i].mean():.2f}±{flat[..., i].std():.2f}"
-        columns[label] = cells
+    columns = {label: {name: f"{draws.mean():.2f}±{draws.std():.2f}"
+                       for name, draws in scalar_draws(result, list(result.posterior)).items()}
+               for label, result in fits.items()}
     return pd.DataFrame(columns)
 
 
