@@ -16,6 +16,7 @@ from bayesgen._lazy import LazyModule
 from bayesgen.engine import Problem
 from bayesgen.fitting import prepare
 from bayesgen.generate import trained
+from bayesgen.marginal import importance_log_likelihood, is_amortised, undrawn_local_latents
 from bayesgen.metrics import c2st, chi_square_test, ks_test, mmd_test
 from bayesgen.postprocess import pointwise_log_likelihood, simulate_sites
 from bayesgen.program import on_device
@@ -77,7 +78,11 @@ def evaluate(fit_or_model: Fit | ModelSpec | str | Callable[..., Any], real_data
         - ``lpd``: held-out log predictive density, ``sum_i log (1/S) sum_s
           p(y_i | theta_s)`` over the site's likelihood terms ``i`` and the ``S``
           parameter draws (posterior, or prior for a model); higher is better.
-          NaN for programs with enumerated discrete latents.
+          NaN for programs with enumerated discrete latents. For a fit that holds no
+          draws of the local latents (a VAE's codes) and trained the guide its model
+          ships, each term is the importance-weighted bound on ``log p(y_i)`` with
+          that guide as proposal (``bayesgen.marginal``, 1,000 samples per
+          observation); NaN where nothing integrates them out (a GAN's noise).
         - ``lpd_per_obs``: ``lpd`` divided by the number of likelihood terms.
 
         The model points are one predictive observation per parameter draw, at an
@@ -90,12 +95,14 @@ def evaluate(fit_or_model: Fit | ModelSpec | str | Callable[..., Any], real_data
     """
     if not isinstance(num_samples, int) or num_samples < 2:
         raise ValueError(f"num_samples must be an integer of at least 2, got {num_samples!r}")
+    undrawn: set[str] = set()
     if isinstance(fit_or_model, Fit):
         if fit_or_model.problem is None:
             raise ValueError("this fit was loaded from a file without its program; "
                              "pass the model to bg.load(path, model=...) to evaluate it")
         heldout = prepare(fit_or_model.problem.spec, real_data, fit_or_model.problem.device)
-        draws = _posterior_draws(fit_or_model, heldout, num_samples)
+        undrawn = undrawn_local_latents(fit_or_model, heldout)
+        draws = _posterior_draws(fit_or_model, heldout, num_samples, undrawn)
     else:
         heldout = prepare(fit_or_model, real_data)
         draws = _prior_draws(heldout, num_samples, seed)
@@ -107,7 +114,18 @@ def evaluate(fit_or_model: Fit | ModelSpec | str | Callable[..., Any], real_data
     with torch.no_grad(), trained(heldout, params):
         pyro.set_rng_seed(seed)
         simulated = simulate_sites(heldout.density, draws, blank, list(heldout.spec.observed))
-        loglik = pointwise_log_likelihood(heldout.density, draws)
+        if not _shapes_match(simulated, heldout) and _sized_by_data(heldout):
+            # a program that takes its observations' number and size from the data alone (an
+            # image model): simulate with the data in place, the observed sites drawn afresh
+            pyro.set_rng_seed(seed)
+            simulated = simulate_sites(heldout.density, draws, heldout.data, list(heldout.spec.observed))
+        if not undrawn:
+            loglik = pointwise_log_likelihood(heldout.density, draws)
+        elif isinstance(fit_or_model, Fit) and is_amortised(fit_or_model):
+            loglik = {name: value[None, None]
+                      for name, value in importance_log_likelihood(heldout, seed=seed).items()}
+        else:
+            loglik = {}
     rng = np.random.default_rng(seed)
     rows = []
     for site in heldout.spec.observed:
@@ -122,13 +140,26 @@ def evaluate(fit_or_model: Fit | ModelSpec | str | Callable[..., Any], real_data
     return pd.DataFrame(rows)
 
 
+def _shapes_match(simulated: Mapping[str, torch.Tensor], heldout: Problem) -> bool:
+    return all(tuple(simulated[site].shape[2:]) == tuple(heldout.prototype.nodes[site]["value"].shape)
+               for site in heldout.spec.observed)
+
+
+def _sized_by_data(heldout: Problem) -> bool:
+    """Whether each observed site's distribution has exactly the shape of its held-out data (so
+    that drawing it afresh with the data in place gives observations of that shape)."""
+    return all(tuple(site["fn"].shape()) == tuple(site["value"].shape)
+               for site in (heldout.prototype.nodes[name] for name in heldout.spec.observed))
+
+
 def _as_tensor(value: np.ndarray, problem: Problem) -> torch.Tensor:
     return torch.as_tensor(np.asarray(value, dtype=float), dtype=torch.get_default_dtype(), device=problem.device)
 
 
-def _posterior_draws(fit: Fit, heldout: Problem, num_samples: int) -> dict[str, torch.Tensor]:
-    """``num_samples`` posterior draws evenly spaced over the pooled chains, shape ``(1, S, *shape)``."""
-    names = heldout.density.latent_names
+def _posterior_draws(fit: Fit, heldout: Problem, num_samples: int, undrawn: set[str]) -> dict[str, torch.Tensor]:
+    """``num_samples`` posterior draws evenly spaced over the pooled chains, shape ``(1, S, *shape)``;
+    the ``undrawn`` local latents are left to the simulation, which draws them from the prior."""
+    names = [name for name in heldout.density.latent_names if name not in undrawn]
     missing = [name for name in names if name not in fit.posterior]
     if missing:
         raise ValueError(f"the fit has no posterior draws of the latent site(s) {missing or names} "

@@ -12,6 +12,7 @@ import pyro
 import torch
 
 from bayesgen.engine import Engine, EngineResult, Problem
+from bayesgen.generate import kept_networks
 from bayesgen.postprocess import deterministic_sites, pointwise_log_likelihood
 from bayesgen.program import on_device, run_program
 from bayesgen.registry import get_model, make_engine
@@ -138,9 +139,11 @@ def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
     show = sys.stderr.isatty() if progress is None else progress
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
-    result: EngineResult = engine.run(problem, seed=seed, progress=show)
-    # copies: a module registered with pyro.module keeps training (or being reset) after the fit
-    params = {name: pyro.param(name).detach().clone() for name in pyro.get_param_store().keys()}
+    with kept_networks(problem):
+        result: EngineResult = engine.run(problem, seed=seed, progress=show)
+        params = {name: pyro.param(name).detach().clone() for name in pyro.get_param_store().keys()}
+        # copies before the networks are reset: an engine may hand back their very tensors
+        point = None if result.point is None else {k: v.detach().cpu().numpy().copy() for k, v in result.point.items()}
     post_start = time.perf_counter()
     with torch.no_grad():
         deterministic = deterministic_sites(problem.density, result.draws)
@@ -152,7 +155,7 @@ def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
         posterior=_numpy({**result.draws, **deterministic}) or {},
         sample_stats=_numpy(result.sample_stats) or {}, observed_data=_numpy(observed) or {},
         settings={f.name: getattr(engine, f.name) for f in dataclasses.fields(engine)}, timing=timing,
-        point=_numpy(result.point), stderr=_numpy(result.stderr), info=result.info,
+        point=point, stderr=_numpy(result.stderr), info=result.info,
         dims={k: list(v) for k, v in problem.spec.dims.items()}, model_name=problem.spec.name,
         params=_numpy(params) or {}, constant_data=_constant_data(problem), problem=problem,
     )

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from bayesgen.engine import Problem
     from bayesgen.result import Fit
 
-__all__ = ["generate", "local_latents", "trained"]
+__all__ = ["generate", "kept_networks", "local_latents", "trained"]
 
 
 def local_latents(trace: Trace, observed: list[str]) -> set[str]:
@@ -36,24 +36,11 @@ def local_latents(trace: Trace, observed: list[str]) -> set[str]:
             and any(frame.name in frames for frame in site["cond_indep_stack"])}
 
 
-@contextlib.contextmanager
-def trained(problem: "Problem", params: Mapping[str, np.ndarray]) -> Iterator[None]:
-    """Inside the block the program's weights hold the fit's trained values ``params``; afterwards
-    Pyro's parameter store and the networks hold what they held before.
-
-    The program (and the guide its ``ModelSpec`` ships) runs once in an empty, scoped parameter
-    store, so that every parameter it uses is registered under its name, as the very tensor it
-    reads: a ``torch.nn.Module``'s own ``nn.Parameter`` for ``pyro.module`` and ``PyroModule``
-    weights (which run on their own values, not the store's), the unconstrained tensor of a
-    ``pyro.param`` or ``PyroParam``. The fit's values are then copied into those tensors in place
-    (mapped to the unconstrained space of each parameter's constraint) and copied back at the end.
-    Writing the values into the store instead would leave the networks on their own weights.
-    Parameters the program does not use (an AutoGuide's, whose draws are in the posterior) are
-    left out.
-    """
-    if not params:
-        yield
-        return
+def _live_parameters(problem: "Problem") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors the program and its spec's guide really read, by parameter name, with each
+    one's constraint: both programs run once in an empty, scoped parameter store, so that every
+    parameter is registered as the tensor it is (a module's own ``nn.Parameter`` under
+    ``pyro.module`` or ``PyroModule``; the unconstrained tensor of a ``pyro.param``)."""
     store = pyro.get_param_store()
     with store.scope():
         programs = [problem.spec.model] + ([problem.spec.guide] if problem.spec.guide is not None else [])
@@ -61,21 +48,57 @@ def trained(problem: "Problem", params: Mapping[str, np.ndarray]) -> Iterator[No
             for program in programs:
                 run_program(program, problem.data)
         live = store.get_state()
-        backups = {}
+    return live["params"], live["constraints"]
+
+
+@contextlib.contextmanager
+def kept_networks(problem: "Problem") -> Iterator[None]:
+    """Inside the block the program's networks may train; afterwards they hold their old weights.
+
+    ``bg.fit`` trains inside it, so that a network (a ``pyro.module`` or ``PyroModule``, which
+    outlives the parameter store) starts every fit from the same weights, and one seed gives
+    one fit; the trained weights are kept in ``Fit.params``.
+    """
+    tensors, _ = _live_parameters(problem)
+    backups = {name: tensor.detach().clone() for name, tensor in tensors.items()}
+    try:
+        yield
+    finally:
         with torch.no_grad():
-            for name, value in params.items():
-                target = live["params"].get(name)
-                if target is None:
-                    continue
-                backups[name] = target.detach().clone()
-                constrained = torch.as_tensor(value, device=target.device)
-                target.copy_(transform_to(live["constraints"][name]).inv(constrained))
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for name, value in backups.items():
-                    live["params"][name].copy_(value)
+            for name, value in backups.items():
+                tensors[name].copy_(value)
+
+
+@contextlib.contextmanager
+def trained(problem: "Problem", params: Mapping[str, np.ndarray]) -> Iterator[None]:
+    """Inside the block the program's weights hold the fit's trained values ``params``; afterwards
+    Pyro's parameter store and the networks hold what they held before.
+
+    The fit's values are copied into the very tensors the program reads (see
+    :func:`_live_parameters`), mapped to the unconstrained space of each parameter's
+    constraint, and copied back at the end. Writing the values into the store instead would
+    leave the networks on their own weights. Parameters the program does not use (an
+    AutoGuide's, whose draws are in the posterior) are left out.
+    """
+    if not params:
+        yield
+        return
+    tensors, constraints = _live_parameters(problem)
+    backups = {}
+    with torch.no_grad():
+        for name, value in params.items():
+            target = tensors.get(name)
+            if target is None:
+                continue
+            backups[name] = target.detach().clone()
+            constrained = torch.as_tensor(value, device=target.device)
+            target.copy_(transform_to(constraints[name]).inv(constrained))
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, value in backups.items():
+                tensors[name].copy_(value)
 
 
 def generate(fit: "Fit", num_samples: int, *, seed: int = 0) -> dict[str, np.ndarray]:

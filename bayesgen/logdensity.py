@@ -204,13 +204,13 @@ class LogDensity:
 
     def _make_layout(self, sites: list[dict[str, Any]]) -> tuple[SiteLayout, ...]:
         layout, offset = [], 0
+        #: Discrete latent sites that cannot be enumerated (a vector of binary units): the density
+        #: engines cannot use this program (see :meth:`require_continuous`); Pyro's ELBOs can.
+        self.discrete_latents = {site["name"]: type(site["fn"]).__name__ for site in sites
+                                 if site["fn"].support.is_discrete}
         for site in sites:
-            if site["fn"].support.is_discrete:
-                raise ValueError(
-                    f"site '{site['name']}' is a discrete latent variable "
-                    f"({type(site['fn']).__name__}) that cannot be enumerated; "
-                    "density-based engines need continuous or enumerable latents"
-                )
+            if site["name"] in self.discrete_latents:
+                continue
             shape = tuple(site["value"].shape)
             transform: Transform = biject_to(site["fn"].support)
             unconstrained = tuple(transform.inverse_shape(torch.Size(shape)))
@@ -527,10 +527,20 @@ class LogDensity:
         plates = {name: self.subsampling_plate(self.prototype.nodes[name]) for name in self.latent_names}
         return {name: plate for name, plate in plates.items() if plate is not None}
 
+    def require_continuous(self, engine: str) -> None:
+        """Raise where a discrete latent site cannot be enumerated: the density over the flat
+        vector of continuous latents leaves it out, so engines built on it cannot fit it."""
+        for name, family in self.discrete_latents.items():
+            raise ValueError(f"site '{name}' is a discrete latent variable ({family}) that cannot be "
+                             f"enumerated; engine '{engine}' needs continuous or enumerable latents: fit it "
+                             "with engine='svi' and a guide for it (e.g. the model's own, or a guide callable)")
+
     def require_exact(self, engine: str) -> None:
         """Raise where a plate subsamples: the log density is then a random estimate (the
         minibatch's, rescaled), which a sampler or a deterministic optimiser would take for the
-        density itself and answer wrongly without a sign."""
+        density itself and answer wrongly without a sign; and where a discrete latent cannot be
+        enumerated (:meth:`require_continuous`)."""
+        self.require_continuous(engine)
         for name, (subsample_size, size) in self.subsampled.items():
             raise ValueError(f"engine '{engine}' needs the program's exact log density, but plate '{name}' "
                              f"draws a random subsample of {subsample_size} of its {size} items at each run; "

@@ -90,7 +90,12 @@ class Fit:
     def log_likelihood(self) -> dict[str, np.ndarray]:
         """Observed site -> pointwise log-likelihood ``(chain, draw, *batch_shape)``, computed at
         first use from the program and the posterior's draws (then kept, its seconds in
-        ``timing["log_likelihood"]``); empty for a fit without its program."""
+        ``timing["log_likelihood"]``); empty for a fit without its program.
+
+        Where the fit holds no draws of local latents (a VAE's codes) and trained the guide its
+        model ships, it is the importance-weighted estimate of each observation's marginal
+        log-likelihood (``bayesgen.marginal``), one chain of one draw; where nothing can integrate
+        them out (a GAN's noise) or the program subsamples its observations, it is empty."""
         if self._log_likelihood is None:
             if self.problem is None:
                 return {}
@@ -98,9 +103,17 @@ class Fit:
 
             from bayesgen.generate import trained
 
+            from bayesgen.marginal import importance_log_likelihood, is_amortised, undrawn_local_latents
+
             started = time.perf_counter()
             with trained(self.problem, self.params):
-                self._log_likelihood = pointwise_log_likelihood_of(self.problem, self._latent_draws(self.problem))
+                if not undrawn_local_latents(self, self.problem):
+                    self._log_likelihood = pointwise_log_likelihood_of(self.problem, self._latent_draws(self.problem))
+                elif is_amortised(self) and not self.problem.density.subsampled:
+                    self._log_likelihood = {name: value[None, None].cpu().numpy() for name, value
+                                            in importance_log_likelihood(self.problem).items()}
+                else:  # local latents nobody can integrate out here (a GAN's noise), or a minibatch
+                    self._log_likelihood = {}
             self.timing["log_likelihood"] = time.perf_counter() - started
         return self._log_likelihood
 

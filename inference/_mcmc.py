@@ -47,6 +47,7 @@ def run_mcmc(problem: Problem, *, seed: int, progress: bool, algorithm: str, num
     if problem.has_params:
         raise ValueError(f"engine '{engine}' samples sample sites only; this program declares "
                          "pyro.param/pyro.module parameters, so fit it with engine='svi'")
+    density.require_continuous(engine)
     if density.dim == 0:
         raise ValueError(f"engine '{engine}': the program has no continuous latent sites to sample")
     density.require_exact(engine)

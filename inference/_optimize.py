@@ -121,6 +121,7 @@ def run_mode(problem: Problem, *, seed: int, num_steps: int, num_draws: int, jac
     """Optimise ``problem``'s log density from a seeded start and build the EngineResult."""
     started = time.perf_counter()
     density = problem.density
+    density.require_continuous(engine)
     if density.dim == 0:
         raise ValueError(f"engine '{engine}': the program has no continuous latent sites to estimate")
     if not prior and not density.observed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable
 
@@ -11,10 +12,10 @@ import torch
 from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, config_enumerate
 from pyro.infer.autoguide import AutoDelta
 from pyro.poutine.messenger import Messenger
-from tqdm.auto import tqdm
 
 from bayesgen.engine import EngineResult, Problem
 from bayesgen.inference._gaussian_vi import elbo_converged
+from bayesgen.inference._pyro_vi import run_steps
 from bayesgen.program import on_device
 
 __all__ = ["optimise_params"]
@@ -36,13 +37,13 @@ def _no_guide(*args: Any, **kwargs: Any) -> None:
     """The guide of a program whose only unknowns are parameters."""
 
 
-def optimise_params(problem: Problem, *, prior: bool, num_steps: int, lr: float, tol: float,
+def optimise_params(problem: Problem, *, prior: bool, num_steps: int, lr: float, lr_decay: float, tol: float,
                     progress: bool, engine: str) -> EngineResult:
     """Maximise the likelihood (or likelihood times prior) over parameters and latent sites.
 
     Parameters declared with ``pyro.param``/``pyro.module`` (network weights) and the
-    continuous latent sites (as point masses, ``AutoDelta``) are fitted together with Adam,
-    one SVI step per iteration, so a program that subsamples with
+    continuous latent sites (as point masses, ``AutoDelta``) are fitted together with Adam
+    (the learning rate decayed exponentially to ``lr * lr_decay``), one SVI step per iteration, so a program that subsamples with
     ``pyro.plate(..., subsample_size=...)`` pays for a minibatch per step. Enumerable
     discrete sites are summed out with ``TraceEnum_ELBO``. Standard errors are not
     computed for network weights.
@@ -54,6 +55,7 @@ def optimise_params(problem: Problem, *, prior: bool, num_steps: int, lr: float,
     if not prior and not density.observed:
         raise ValueError(f"engine '{engine}' maximises the likelihood, but the program has no "
                          "observed sites with the given data")
+    density.require_continuous(engine)
     if not prior:
         model = _Unscored(latent)(model)
     hidden = poutine.block(model, hide=density.enumerated)
@@ -63,10 +65,10 @@ def optimise_params(problem: Problem, *, prior: bool, num_steps: int, lr: float,
         elbo = TraceEnum_ELBO(max_plate_nesting=density.max_plate_nesting)
     else:
         elbo = Trace_ELBO()
-    svi = SVI(model, guide, pyro.optim.Adam({"lr": lr}), elbo)
+    optim = pyro.optim.ClippedAdam({"lr": lr, "lrd": lr_decay ** (1 / max(num_steps, 1)), "clip_norm": math.inf})
+    svi = SVI(model, guide, optim, elbo)
     with on_device(problem.device):
-        losses = [float(svi.step(**problem.data)) for _ in tqdm(range(num_steps), disable=not progress,
-                                                                 desc=engine)]
+        losses = run_steps(lambda: svi.step(**problem.data), num_steps, progress=progress, desc=engine)
         with torch.no_grad():
             latents = guide.median(**problem.data) if latent else {}
     params = {name: site["value"] for name, site in problem.prototype.nodes.items() if site["type"] == "param"}

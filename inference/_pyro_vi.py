@@ -8,15 +8,16 @@ from typing import Any, Callable
 import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, config_enumerate
+from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, config_enumerate
 from pyro.infer.autoguide import AutoGuide
 from tqdm.auto import tqdm
 
 from bayesgen.engine import Problem
 from bayesgen.logdensity import per_draw
-from bayesgen.program import BATCH_PLATE, on_device
+from bayesgen.generate import local_latents
+from bayesgen.program import BATCH_PLATE, is_subsample, on_device
 
-__all__ = ["fit_pyro_guide"]
+__all__ = ["fit_pyro_guide", "run_steps"]
 
 
 def _make_guide(guide: Any, model: Callable[..., Any], hide: list[str]) -> Callable[..., Any]:
@@ -40,41 +41,75 @@ def fit_pyro_guide(problem: Problem, guide: Any, *, num_steps: int, num_particle
     sites come from the fitted guide, ``(1, num_draws, *shape)``.
     """
     density = problem.density
-    hide = density.enumerated
+    guide_fn = _make_guide(guide, problem.spec.model, density.enumerated)
+    with on_device(problem.device):
+        scored = _score_function_sites(guide_fn, problem)
+    # a guide that draws discrete values the model cannot sum out (a belief network's hidden
+    # units) needs the score-function gradient, with the variance reduction of TraceGraph_ELBO
+    hide = [] if scored else density.enumerated
     model = config_enumerate(problem.spec.model, "parallel") if hide else problem.spec.model
-    guide_fn = _make_guide(guide, problem.spec.model, hide)
     nesting = density.max_plate_nesting
-    elbo = (TraceEnum_ELBO(num_particles=num_particles, max_plate_nesting=nesting,
-                           vectorize_particles=density.vectorized) if hide
-            else Trace_ELBO(num_particles=num_particles, max_plate_nesting=nesting,
-                            vectorize_particles=density.vectorized))
+    if scored:
+        elbo = TraceGraph_ELBO(num_particles=num_particles, max_plate_nesting=nesting)
+    elif hide:
+        elbo = TraceEnum_ELBO(num_particles=num_particles, max_plate_nesting=nesting,
+                              vectorize_particles=density.vectorized)
+    else:
+        elbo = Trace_ELBO(num_particles=num_particles, max_plate_nesting=nesting,
+                          vectorize_particles=density.vectorized)
     optim = pyro.optim.ClippedAdam({"lr": lr, "lrd": lr_decay ** (1 / max(num_steps, 1))})
     svi = SVI(model, guide_fn, optim, elbo)
     with on_device(problem.device):
-        losses = [float(svi.step(**problem.data))
-                  for _ in tqdm(range(num_steps), disable=not progress, desc="svi")]
+        losses = run_steps(lambda: svi.step(**problem.data), num_steps, progress=progress, desc="svi")
         with torch.no_grad():
-            draws = _guide_draws(guide_fn, problem, num_draws)
+            draws = _guide_draws(guide_fn, problem, num_draws, amortised=not isinstance(guide, type))
     return draws, losses
 
 
-def _guide_draws(guide: Callable[..., Any], problem: Problem, num_draws: int) -> dict[str, torch.Tensor]:
+def run_steps(step: Callable[[], float], num_steps: int, *, progress: bool, desc: str) -> list[float]:
+    """Call ``step`` ``num_steps`` times and return its losses; the progress bar shows the mean
+    loss of the last 100 steps (one step's loss is a noisy minibatch estimate)."""
+    losses: list[float] = []
+    bar = tqdm(range(num_steps), disable=not progress, desc=desc)
+    for i in bar:
+        losses.append(float(step()))
+        if progress and (i % 50 == 0 or i == num_steps - 1):
+            recent = losses[-100:]
+            bar.set_postfix(loss=f"{sum(recent) / len(recent):.4g}", refresh=False)
+    return losses
+
+
+def _score_function_sites(guide: Callable[..., Any], problem: Problem) -> list[str]:
+    """The guide's latent sites drawn without a reparameterised sample (discrete ones)."""
+    trace = poutine.trace(guide).get_trace(**problem.data)
+    return [name for name, site in trace.nodes.items()
+            if site["type"] == "sample" and not site["is_observed"] and not is_subsample(site)
+            and not getattr(site["fn"], "has_rsample", False)]
+
+
+def _guide_draws(guide: Callable[..., Any], problem: Problem, num_draws: int, *,
+                 amortised: bool) -> dict[str, torch.Tensor]:
     """Draws of the latent sites from a fitted guide, ``(1, num_draws, *shape)``: one run of the
     guide under an outer batch plate (or one run per draw when the program cannot be batched).
 
-    Latent sites inside a plate that subsamples are left out, with a warning: a run of the guide
-    holds them for one random minibatch of the plate's items, which later runs of the program
-    (deterministic sites, predictions) would pair with another. Those runs draw them afresh from
-    the program given the other sites.
+    A guide callable (``amortised``) leaves out the local latents, the sites in a plate with an
+    observed site (see ``generate.local_latents``): it gives them as a function of each
+    observation (a VAE's encoder), which its trained parameters in ``Fit.params`` hold, and
+    their draws would be ``num_draws`` copies of the data's size (1.6 GB for a VAE of 4,000
+    MNIST digits). Latent sites inside a plate that subsamples are left out too, with a warning
+    for an AutoGuide: a run of the guide holds them for one random minibatch of the plate's
+    items, which later runs of the program (deterministic sites, predictions) would pair with
+    another. Those runs draw them afresh from the program given the other sites.
     """
     density = problem.density
-    local = density.minibatched_latents
+    skipped = local_latents(problem.prototype, list(problem.spec.observed)) if amortised else set()
+    local = {name: plate for name, plate in density.minibatched_latents.items() if name not in skipped}
     if local:
         warnings.warn(f"site(s) {', '.join(repr(name) for name in local)} are left out of the posterior "
                       f"draws: they live in plate '{next(iter(local.values()))}', which subsamples, so a draw "
                       "holds them for one random minibatch only; their variational parameters are in "
                       "Pyro's param store", UserWarning, stacklevel=2)
-    sites = [s for s in density.layout if s.name not in local]
+    sites = [s for s in density.layout if s.name not in local and s.name not in skipped]
     if density.vectorized:
         with pyro.plate(BATCH_PLATE, num_draws, dim=-density.max_plate_nesting - 1):
             trace = poutine.trace(guide).get_trace(**problem.data)

@@ -33,6 +33,9 @@ class MLE:
         ``pyro.param``/``pyro.module`` parameters are fitted by Adam through Pyro's SVI, a
         minibatch per step when the program subsamples, with latent sites as point masses
         and no standard errors.
+    lr_decay : float
+        Factor by which Adam's learning rate has decayed at the last step (an exponential
+        schedule), for programs with network weights; 1 keeps it constant.
     tol : float
         Relative tolerance of Adam's convergence test, for programs with network weights.
     """
@@ -41,12 +44,13 @@ class MLE:
     num_steps: int = 1000
     num_draws: int = 1000
     lr: float = 0.01
+    lr_decay: float = 1.0
     tol: float = 1e-3
 
     def run(self, problem: Problem, *, seed: int, progress: bool) -> EngineResult:
         """Maximise the likelihood of ``problem``."""
         if problem.has_params:
             return optimise_params(problem, prior=False, num_steps=self.num_steps, lr=self.lr,
-                                   tol=self.tol, progress=progress, engine=self.name)
+                                   lr_decay=self.lr_decay, tol=self.tol, progress=progress, engine=self.name)
         return run_mode(problem, seed=seed, num_steps=self.num_steps, num_draws=self.num_draws,
                         jacobian=False, prior=False, kind="point", engine=self.name)

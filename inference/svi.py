@@ -78,6 +78,7 @@ class SVI:
         info: dict[str, Any] = {}
         guide = self.guide if self.guide is not None else problem.spec.guide or "normal"
         if isinstance(guide, str) and guide in _FAMILIES:
+            density.require_continuous(f"svi' with guide '{guide}")
             _require_global_latents(density, guide)
             q, losses = fit_gaussian(density, family=guide, rank=self.rank, num_steps=self.num_steps,
                                      num_particles=self.num_particles, lr=self.lr, lr_decay=self.lr_decay,

@@ -116,8 +116,8 @@ def test_bad_input_is_named(normal_fit):
     fit, _ = normal_fit
     with pytest.raises(ValueError, match="num_samples"):
         evaluate(fit, {"y": np.zeros(5), "n": 5}, num_samples=1)
-    with pytest.raises(ValueError, match="size arguments"):
-        evaluate(fit, {"y": np.zeros(5)})  # n defaults to 20
+    # n defaults to 20, but the program takes its size from y when given: simulated alike
+    assert evaluate(fit, {"y": np.zeros(5)})["num_obs"].iloc[0] == 5
     with pytest.raises(TypeError, match="data key 'z'"):
         evaluate(fit, {"z": np.zeros(5)})
     detached = bg.Fit(**{**fit.__dict__, "problem": None})
