@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from bayesgen.engine import Problem
     from bayesgen.result import Fit
 
-__all__ = ["NUM_PARTICLES", "importance_log_likelihood", "is_amortised", "undrawn_local_latents"]
+__all__ = ["NUM_PARTICLES", "importance_log_likelihood", "is_amortised", "per_observation", "undrawn_local_latents"]
 
 #: Importance samples per observation: the bound at 1,000 is within a few hundredths of a nat of
 #: the one at 5,000 for the zoo's image models.
@@ -84,14 +84,16 @@ def importance_log_likelihood(problem: "Problem", *, num_particles: int = NUM_PA
     pieces = []
     with torch.no_grad(), on_device(problem.device):
         for start in range(0, total, chunk):
-            data = {key: value[start:start + chunk] if _per_observation(value, total) else value
+            data = {key: value[start:start + chunk] if per_observation(value, total) else value
                     for key, value in problem.data.items()}
             pieces.append(_log_weights(problem.spec.model, guide, data, plate.name, nesting, num_particles))
     log_w = torch.cat(pieces, dim=-1)
     return {site: torch.logsumexp(log_w, 0) - math.log(num_particles)}
 
 
-def _per_observation(value: Any, total: int) -> bool:
+def per_observation(value: Any, total: int) -> bool:
+    """Whether a program argument holds one row per observation (of ``total``): a tensor whose
+    first dimension has that length, which a chunk or minibatch of observations cuts alike."""
     return isinstance(value, torch.Tensor) and value.dim() > 0 and len(value) == total
 
 

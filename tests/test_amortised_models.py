@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 import bayesgen as bg
 from bayesgen.baselines import BernoulliMixture, IndependentBernoulli
@@ -58,18 +59,26 @@ def test_held_out_likelihood_is_the_importance_weighted_bound(small_fit):
     assert small_fit.log_likelihood["images"].shape == (1, 1, 200)
 
 
+@pytest.fixture
+def single_precision():
+    """Networks and data in float32, as one would train them: twice as fast as float64."""
+    torch.set_default_dtype(torch.float32)
+    yield
+    torch.set_default_dtype(torch.float64)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name, num_steps", [("vae", 3000), ("sigmoid_belief_net", 3000)])
-def test_beats_the_mixture_of_bernoullis_on_held_out_digits(name, num_steps):
-    fit = bg.fit(name, {"images": TRAIN}, num_steps=num_steps, **OPTIONS)
-    nll = -bg.evaluate(fit, {"images": TEST}, num_samples=100)["lpd_per_obs"].iloc[0]
+@pytest.mark.parametrize("name, lr", [("vae", 3e-3), ("sigmoid_belief_net", 1e-2)])
+def test_beats_the_mixture_of_bernoullis_on_held_out_digits(name, lr, single_precision):
+    train, test = TRAIN.astype(np.float32), TEST.astype(np.float32)
+    fit = bg.fit(name, {"images": train}, **{**OPTIONS, "lr": lr, "num_steps": 3000})
+    nll = -bg.evaluate(fit, {"images": test}, num_samples=100)["lpd_per_obs"].iloc[0]
     mixture = -BernoulliMixture(10).fit(TRAIN).log_likelihood(TEST).mean()
     print(f"{name}: held-out NLL {nll:.2f} nats per image, 10-component mixture {mixture:.2f}")
     assert nll < mixture
-    if name == "vae":
-        samples = fit.generate(len(TEST), seed=1)["images"]
-        independent = IndependentBernoulli().fit(TRAIN).sample(len(TEST), seed=1)
-        flat = TEST.reshape(len(TEST), -1)
-        ours, theirs = (c2st(flat, s.reshape(len(s), -1), seed=0)[0] for s in (samples, independent))
-        print(f"c2st accuracy: vae {ours:.3f}, independent Bernoulli {theirs:.3f}")
-        assert ours < theirs
+    samples = fit.generate(len(TEST), seed=1)["images"]
+    independent = IndependentBernoulli().fit(TRAIN).sample(len(TEST), seed=1)
+    flat = TEST.reshape(len(TEST), -1)
+    ours, theirs = (c2st(flat, s.reshape(len(s), -1), seed=0)[0] for s in (samples, independent))
+    print(f"c2st accuracy: {name} {ours:.3f}, independent Bernoulli {theirs:.3f}")
+    assert ours < theirs

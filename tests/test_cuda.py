@@ -79,3 +79,22 @@ def test_tensors_that_a_program_makes_land_on_the_gpu(engine, options):
     expected = stats.norm.logpdf(Y, draws[..., None], 1.0)
     np.testing.assert_allclose(fit.log_likelihood["y"], expected, rtol=1e-8, atol=1e-8)
     assert fit.predict(num_samples=10)["y"].shape == (draws.shape[0], 10) + Y.shape
+
+
+@pytest.mark.parametrize("name, engine, options", [
+    ("vae", "svi", {"num_particles": 1, "lr": 3e-3}),
+    ("sigmoid_belief_net", "svi", {"num_particles": 1, "lr": 1e-2}),
+    ("pixelcnn", "mle", {"lr": 3e-3}),
+    ("gan", "gan", {"batch_size": 64}),
+])
+def test_deep_image_models_train_generate_and_evaluate_on_cuda(name, engine, options):
+    from bayesgen.datasets import binary_digits
+
+    train, test = binary_digits()
+    fit = bg.fit(name, {"images": train[:256]}, engine=engine, num_steps=50, device="cuda", progress=False,
+                 **options)
+    assert fit.problem.device.type == "cuda" and fit.params
+    images = fit.generate(10, seed=0)["images"]
+    assert images.shape == (10, 8, 8) and set(np.unique(images)) <= {0.0, 1.0}
+    row = bg.evaluate(fit, {"images": test[:60]}, num_samples=20).iloc[0]
+    assert np.isfinite(row["c2st_accuracy"]) and (np.isnan(row["lpd_per_obs"]) == (name == "gan"))

@@ -6,7 +6,7 @@ import bayesgen as bg
 
 
 def test_list_engines():
-    assert bg.list_engines() == ["hmc", "laplace", "map", "mle", "nuts", "svi"]
+    assert bg.list_engines() == ["gan", "hmc", "laplace", "map", "mle", "nuts", "svi"]
 
 
 def test_list_models_gives_one_line_descriptions():
