@@ -109,6 +109,10 @@ def evaluate(fit_or_model: Fit | ModelSpec | str | Callable[..., Any], real_data
     if not heldout.spec.observed:
         raise ValueError("real_data holds no observed site's data: pass the held-out observations "
                          "under the program arguments that carry them")
+    for plate, (subsample_size, size) in heldout.density.subsampled.items():
+        raise ValueError(f"with real_data, plate '{plate}' draws a minibatch of {subsample_size} of its {size} "
+                         "items: held-out data are scored whole, so leave out the minibatch argument "
+                         "(batch_size)")
     blank = {**heldout.data, **{argument: None for argument in heldout.spec.observed.values()}}
     params = fit_or_model.params if isinstance(fit_or_model, Fit) else {}
     with torch.no_grad(), trained(heldout, params):

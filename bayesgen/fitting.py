@@ -72,7 +72,10 @@ def pointwise_log_likelihood_of(problem: Problem, draws: Mapping[str, torch.Tens
     site -> ``(chain, draw, *batch_shape)``: one vectorised trace of the program per chunk of
     draws, on the fit's device."""
     with torch.no_grad():
-        return _numpy(pointwise_log_likelihood(problem.density, draws)) or {}
+        loglik = pointwise_log_likelihood(problem.density, draws)
+    # the spec's observed sites: a pyro.factor (a penalty, a weight prior) is no observation
+    observed = problem.spec.observed or loglik
+    return _numpy({name: value for name, value in loglik.items() if name in observed}) or {}
 
 
 def _numpy(tensors: Mapping[str, torch.Tensor] | None) -> dict[str, np.ndarray] | None:
@@ -149,7 +152,7 @@ def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
         deterministic = deterministic_sites(problem.density, result.draws)
     timing = {**result.timing, "postprocess": time.perf_counter() - post_start}
     timing["total"] = time.perf_counter() - start
-    observed = {name: problem.prototype.nodes[name]["value"] for name in problem.spec.observed}
+    observed = {name: _observed_data(problem, name) for name in problem.spec.observed}
     return Fit(
         engine=type(engine).name, kind=result.kind,
         posterior=_numpy({**result.draws, **deterministic}) or {},
@@ -159,6 +162,15 @@ def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
         dims={k: list(v) for k, v in problem.spec.dims.items()}, model_name=problem.spec.name,
         params=_numpy(params) or {}, constant_data=_constant_data(problem), problem=problem,
     )
+
+
+def _observed_data(problem: Problem, site: str) -> torch.Tensor:
+    """What the site observed in the first run of the program; for a site in a plate that
+    subsamples, that run saw one minibatch, so the data are taken from its argument whole."""
+    node = problem.prototype.nodes[site]
+    if any(frame.name in problem.density.subsampled for frame in node["cond_indep_stack"]):
+        return problem.data[problem.spec.observed[site]]
+    return node["value"]
 
 
 def _constant_data(problem: Problem) -> dict[str, np.ndarray]:

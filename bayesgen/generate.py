@@ -90,6 +90,10 @@ def trained(problem: "Problem", params: Mapping[str, np.ndarray]) -> Iterator[No
             target = tensors.get(name)
             if target is None:
                 continue
+            if tuple(target.shape) != tuple(np.shape(value)):
+                raise ValueError(f"parameter '{name}' of the fit has shape {tuple(np.shape(value))}, but the program "
+                                 f"with these arguments builds it with shape {tuple(target.shape)}: pass the "
+                                 "arguments the fit was made with (sizes of its networks: see fit.constant_data)")
             backups[name] = target.detach().clone()
             constrained = torch.as_tensor(value, device=target.device)
             target.copy_(transform_to(constraints[name]).inv(constrained))

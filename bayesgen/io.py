@@ -41,6 +41,8 @@ def save(fit: Fit, path: str) -> None:
         "engine": fit.engine, "kind": fit.kind, "settings": fit.settings, "timing": fit.timing,
         "point": _jsonable(fit.point), "stderr": _jsonable(fit.stderr), "info": fit.info,
         "dims": fit.dims, "model_name": fit.model_name,
+        # ArviZ gives a number a dimension of length 1: the shapes bring back 0-d arguments as 0-d
+        "constant_shapes": {key: list(np.shape(value)) for key, value in fit.constant_data.items()},
     }
     _meta_group(idata).attrs[_META] = json.dumps(meta, default=repr)
     idata.to_netcdf(path)
@@ -90,7 +92,7 @@ def load(path: str, model: Callable[..., Any] | str | ModelSpec | None = None) -
         settings=meta["settings"], timing=meta["timing"], point=_arrays(meta["point"]),
         stderr=_arrays(meta["stderr"]), info=meta["info"], dims=meta["dims"],
         model_name=meta["model_name"], posterior_predictive=_group(idata, "posterior_predictive"),
-        params=_params(idata), constant_data=_group(idata, "constant_data"),
+        params=_params(idata), constant_data=_reshaped(_group(idata, "constant_data"), meta.get("constant_shapes", {})),
     )
     if model is not None:
         fit.problem = _problem(fit, model)
@@ -104,6 +106,10 @@ def _meta_group(idata: Any) -> Any:
         if name in idata.groups():
             return idata[name]
     return None
+
+
+def _reshaped(arrays: dict[str, np.ndarray], shapes: dict[str, list[int]]) -> dict[str, np.ndarray]:
+    return {key: value.reshape(shapes[key]) if key in shapes else value for key, value in arrays.items()}
 
 
 def _params(idata: Any) -> dict[str, np.ndarray]:
