@@ -16,7 +16,6 @@ Each has ``fit(images)``, ``log_likelihood(images)`` (one value per image) and
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch

@@ -60,7 +60,13 @@ def kept_networks(problem: "Problem") -> Iterator[None]:
     one fit; the trained weights are kept in ``Fit.params``.
     """
     tensors, _ = _live_parameters(problem)
-    backups = {name: tensor.detach().clone() for name, tensor in tensors.items()}
+    with _restored(tensors, {name: tensor.detach().clone() for name, tensor in tensors.items()}):
+        yield
+
+
+@contextlib.contextmanager
+def _restored(tensors: Mapping[str, torch.Tensor], backups: Mapping[str, torch.Tensor]) -> Iterator[None]:
+    """Copy ``backups`` back into ``tensors`` (in place, by name) when the block ends."""
     try:
         yield
     finally:
@@ -97,12 +103,8 @@ def trained(problem: "Problem", params: Mapping[str, np.ndarray]) -> Iterator[No
             backups[name] = target.detach().clone()
             constrained = torch.as_tensor(value, device=target.device)
             target.copy_(transform_to(constraints[name]).inv(constrained))
-    try:
+    with _restored(tensors, backups):
         yield
-    finally:
-        with torch.no_grad():
-            for name, value in backups.items():
-                tensors[name].copy_(value)
 
 
 def generate(fit: "Fit", num_samples: int, *, seed: int = 0) -> dict[str, np.ndarray]:

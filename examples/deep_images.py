@@ -148,6 +148,7 @@ def main(data: str = "digits", smoke: bool = False, seed: int = 0) -> pd.DataFra
                      "c2st": c2st_accuracy(test, samples), "seconds": seconds,
                      "check": _smoke.verdict(fit, smoke, max_chars=60)})
         panels[label] = samples
+        print(f"{label}: fitted in {seconds:.0f} s", flush=True)
     table = pd.DataFrame(rows)
     if data == "mnist":
         table["published (full MNIST)"] = table["model"].map(PUBLISHED)

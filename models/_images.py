@@ -9,13 +9,15 @@ Programs register it with ``pyro.module`` under its role's name.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import pyro
 import torch
 from torch import nn
 
-__all__ = ["device_of", "image_plate", "image_size", "network"]
+from bayesgen.datasets import binary_digits
+
+__all__ = ["device_of", "image_plate", "image_size", "load_digits", "network"]
 
 _NETWORKS: dict[tuple[object, ...], nn.Module] = {}
 
@@ -56,3 +58,10 @@ def image_plate(num_images: int, batch_size: int | None) -> pyro.plate:
 def device_of(images: torch.Tensor | None) -> torch.device:
     """Where the networks run: with the images, else torch's default device."""
     return images.device if images is not None else torch.empty(0).device
+
+
+def load_digits() -> dict[str, Any]:
+    """The image models' default data: the training split of the binarised 8x8 digits
+    (:func:`bayesgen.datasets.binary_digits`, 1,347 images), as ``{"images": array (N, 8, 8)}``."""
+    train, _ = binary_digits()
+    return {"images": train}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import pyro
 import torch
 import torch.nn.functional as F
@@ -21,7 +20,7 @@ from pyro.distributions import TorchDistribution
 from torch import nn
 from torch.distributions import constraints
 
-from bayesgen.datasets import binary_digits
+from bayesgen.models._images import load_digits as load_data
 from bayesgen.models._images import device_of, image_plate, image_size, network
 from bayesgen.spec import ModelSpec
 
@@ -241,12 +240,6 @@ def model(images: torch.Tensor | None = None, *, num_images: int = 64, height: i
     with image_plate(num, batch_size) as index:
         batch = images[index] if images is not None else None
         pyro.sample("images", PixelCNNBernoulli(net, height, width).expand([len(index)]), obs=batch)
-
-
-def load_data() -> dict[str, Any]:
-    """The training split of :func:`bayesgen.datasets.binary_digits`: 1,347 binarised 8x8 digits."""
-    train, _ = binary_digits()
-    return {"images": np.asarray(train, dtype=np.float64)}
 
 
 SPEC = ModelSpec(

@@ -9,7 +9,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from bayesgen.datasets import binary_digits
+from bayesgen.models._images import load_digits as load_data
 from bayesgen.models._images import device_of, image_plate, image_size, network
 from bayesgen.spec import ModelSpec
 
@@ -98,12 +98,6 @@ def guide(images: torch.Tensor | None = None, *, num_images: int = 64, height: i
             baseline = {"nn_baseline": net.baselines[layer - 1], "nn_baseline_input": pixels}
             units = pyro.sample(f"h{layer}", dist.Bernoulli(logits=net.up[layer - 1](units)).to_event(1),
                                 infer={"baseline": baseline})
-
-
-def load_data() -> dict[str, Any]:
-    """The training split of the binarised 8x8 digits (``bayesgen.datasets.binary_digits``)."""
-    train, _ = binary_digits()
-    return {"images": train}
 
 
 SPEC = ModelSpec(

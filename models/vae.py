@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 import pyro
 import pyro.distributions as dist
 import torch
 from torch import nn
 
-from bayesgen.datasets import binary_digits
+from bayesgen.models._images import load_digits as load_data
 from bayesgen.models._images import device_of, image_plate, image_size, network
 from bayesgen.spec import ModelSpec
 
@@ -91,12 +90,6 @@ def guide(images: torch.Tensor | None = None, *, num_images: int = 64, height: i
     with image_plate(n, batch_size) as index:
         loc, scale = net(images[index])
         pyro.sample("z", dist.Normal(loc, scale).to_event(1))
-
-
-def load_data() -> dict[str, Any]:
-    """The training split of the binarised 8x8 digits (``bayesgen.datasets.binary_digits``)."""
-    train, _ = binary_digits()
-    return {"images": train}
 
 
 SPEC = ModelSpec(
