@@ -8,7 +8,7 @@ import math
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Collection, Mapping
+from typing import Any, Callable, Collection, Iterator, Mapping
 
 import pyro
 import pyro.poutine as poutine
@@ -125,9 +125,29 @@ def _scored(name: str, site: Any) -> bool:
 
 
 def _score(trace: Trace) -> None:
-    """Compute every scored site's log-prob, without Pyro's NaN warnings (NaN is handled by callers)."""
-    with pyro.validation_enabled(False):
-        trace.compute_log_prob(site_filter=_scored)
+    """Compute every scored site's log-prob, without Pyro's NaN warnings (NaN is handled by callers)
+    and without checking the values against each distribution's support: the values are the
+    constrained images of unconstrained points, inside it by construction, and the check reads a
+    tensor into Python, which keeps the density from being recorded (:mod:`bayesgen._replay`).
+    Distributions built before the program ran (a ``PyroSample`` prior on a module) check by
+    default, so their flag is switched off while they are scored and restored after."""
+    checking = [fn for site in trace.nodes.values() if site["type"] == "sample"
+                for fn in _nested(site["fn"]) if getattr(fn, "_validate_args", False)]
+    for fn in checking:
+        fn._validate_args = False
+    try:
+        with pyro.validation_enabled(False):
+            trace.compute_log_prob(site_filter=_scored)
+    finally:
+        for fn in checking:
+            fn._validate_args = True
+
+
+def _nested(fn: Any) -> Iterator[Any]:
+    """A distribution and those it wraps (``Independent``, ``ExpandedDistribution``, masks)."""
+    while fn is not None:
+        yield fn
+        fn = getattr(fn, "base_dist", None)
 
 
 def present_dims(tree: Mapping[frozenset[str], list[torch.Tensor]], symbols: set[str]) -> frozenset[str]:
@@ -348,9 +368,20 @@ class LogDensity:
         """
         if u.dim() != 2 or u.shape[1] != self.dim:
             raise ValueError(f"expected unconstrained points of shape (batch, {self.dim}), got {tuple(u.shape)}")
-        if not self.vectorized:
-            return torch.cat([self._log_density(row[None], jacobian, prior, False) for row in u])
-        return self._log_density(u, jacobian, prior, True)
+        if self.vectorized:
+            return self._log_density(u, jacobian, prior, True)
+        if self.mapped:
+            return self._mapped_log_density(u, jacobian, prior)
+        return torch.cat([self._log_density(row[None], jacobian, prior, False) for row in u])
+
+    def _mapped_log_density(self, u: torch.Tensor, jacobian: bool, prior: bool) -> torch.Tensor:
+        """The program run at one point, vectorised over the rows of ``u`` by ``torch.func.vmap``
+        (one random state for all rows: a plate that subsamples takes one minibatch, as under the
+        batch plate)."""
+        def one(row: torch.Tensor) -> torch.Tensor:
+            return self._log_density(row[None], jacobian, prior, False)[0]
+
+        return torch.func.vmap(one, randomness="same")(u)
 
     def log_density_in_chunks(self, u: torch.Tensor) -> torch.Tensor:
         """:meth:`log_density` of many points ``(n, dim)`` (the draws of an approximation, say),
@@ -477,7 +508,10 @@ class LogDensity:
         }
 
     def _check_vectorized(self) -> bool:
-        """Compare a batched run with row-by-row runs; fall back to a loop if they differ."""
+        """Compare a batched run with row-by-row runs; where they differ, map the unbatched program
+        with ``torch.func.vmap`` (:attr:`mapped`), else fall back to a loop, with a warning."""
+        #: Whether the unbatched program is vectorised by ``torch.func.vmap`` instead of a batch plate.
+        self.mapped = False
         if self.dim == 0:
             return True
         gen = torch.Generator().manual_seed(0)
@@ -507,14 +541,40 @@ class LogDensity:
                     break
             else:
                 return True
-        warnings.warn(
-            f"the program cannot be vectorised over chains/particles: {reason}. Falling back "
-            "to one program run per point, which is much slower; let every site broadcast "
-            "over leading batch dimensions to avoid this.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        self.mapped = self._check_mapped(u)
+        if not self.mapped:
+            warnings.warn(
+                f"the program cannot be vectorised over chains/particles: {reason}, and torch.func.vmap "
+                "cannot map it either. Falling back to one program run per point, which is much slower; "
+                "let every site broadcast over leading batch dimensions to avoid this.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         return False
+
+    def _check_mapped(self, u: torch.Tensor) -> bool:
+        """Whether ``torch.func.vmap`` evaluates the unbatched program at the rows of ``u`` (and its
+        gradient) as a loop over them does. It does for programs whose sites do not broadcast over
+        an outer plate but whose operations are all tensor operations: a ``PyroModule`` whose
+        weights are ``PyroSample`` priors (a Bayesian neural network), which ``F.linear`` cannot
+        batch. It does not for ``.item()``, ``float(tensor)`` or Python control flow on values."""
+        try:
+            with torch.enable_grad():
+                points = u.detach().clone().requires_grad_(True)
+                mapped = self._mapped_log_density(points, True, True)
+                (grad,) = torch.autograd.grad(mapped.sum(), points)
+            looped = []
+            for row in u:
+                with torch.enable_grad():
+                    point = row[None].detach().clone().requires_grad_(True)
+                    value = self._log_density(point, True, True, False)
+                    looped.append((value.detach(), torch.autograd.grad(value.sum(), point)[0]))
+        except Exception:  # noqa: BLE001 - any failure means "vmap cannot map it"
+            return False
+        expected = torch.cat([value for value, _ in looped])
+        expected_grad = torch.cat([g for _, g in looped])
+        return bool(torch.allclose(mapped.detach(), expected, rtol=1e-5, atol=1e-6)
+                    and torch.allclose(grad, expected_grad, rtol=1e-5, atol=1e-6))
 
     def subsampling_plate(self, site: Mapping[str, Any]) -> str | None:
         """The name of a plate that subsamples and holds the trace site ``site``, or None: each

@@ -44,12 +44,15 @@ def is_amortised(fit: "Fit") -> bool:
 
 def undrawn_local_latents(fit: "Fit", problem: "Problem") -> set[str]:
     """The program's local latent sites (see ``generate.local_latents``) that the fit holds no
-    draws of: an amortised guide's codes, or a GAN's noise. Their log-likelihood is then not the
+    draws of and the plain log-likelihood does not sum out: an amortised guide's codes, or a
+    GAN's noise. Their log-likelihood is then not the
     plain one at the posterior draws but needs them integrated out."""
     from bayesgen.generate import local_latents
 
     local = local_latents(problem.prototype, list(problem.spec.observed))
-    return {name for name in local if name not in fit.posterior}
+    # enumerated sites (a mixture's assignments) are summed out by the plain log-likelihood
+    drawable = set(problem.density.latent_names) | set(problem.density.discrete_latents)
+    return {name for name in local & drawable if name not in fit.posterior}
 
 
 def importance_log_likelihood(problem: "Problem", *, num_particles: int = NUM_PARTICLES,

@@ -6,6 +6,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from pyro.nn import PyroModule, PyroSample
 from torch.distributions import biject_to
 
 import bayesgen as bg
@@ -143,3 +144,34 @@ def test_dependent_support_uses_the_bijection_of_each_evaluation():
     u = torch.randn(4, 2)
     values = density.constrain(u)
     assert ((values["x"] > values["low"]) & (values["x"] < values["low"] + 2)).all()
+
+
+class _BayesianRegression(PyroModule):
+    """Pyro's Bayesian regression tutorial: ``PyroModule[nn.Linear]`` with ``PyroSample`` weights,
+    which ``F.linear`` cannot run for a batch of weight matrices."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = PyroModule[torch.nn.Linear](3, 1)
+        self.linear.weight = PyroSample(dist.Normal(0.0, 1.0).expand([1, 3]).to_event(2))
+        self.linear.bias = PyroSample(dist.Normal(0.0, 10.0).expand([1]).to_event(1))
+
+    def forward(self, x, y=None):
+        sigma = pyro.sample("sigma", dist.Uniform(0.0, 10.0))
+        mean = self.linear(x).squeeze(-1)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("obs", dist.Normal(mean, sigma), obs=y)
+
+
+def test_a_module_with_pyrosample_weights_is_mapped_by_vmap_and_recorded():
+    x = torch.randn(50, 3, generator=torch.Generator().manual_seed(0))
+    y = x @ torch.tensor([1.0, -2.0, 0.5])
+    density = bg.LogDensity(_BayesianRegression(), {"x": x, "y": y})  # no warning: they are errors here
+    assert density.mapped and not density.vectorized
+    u = torch.randn(5, density.dim, generator=torch.Generator().manual_seed(1))
+    looped = torch.cat([density._log_density(row[None], True, True, False) for row in u])
+    assert torch.allclose(density.log_density(u), looped, atol=1e-10)
+    for _ in range(3):  # the third call at one shape records the program's operations
+        value, grad = density.value_and_grad(u)
+    assert density._replays[(True, True)].ready(u)
+    assert torch.allclose(value, looped, atol=1e-10) and grad.shape == u.shape
