@@ -16,9 +16,9 @@ from bayesgen._lazy import LazyModule
 from bayesgen.engine import Problem
 from bayesgen.fitting import prepare
 from bayesgen.generate import trained
-from bayesgen.marginal import importance_log_likelihood, is_amortised, undrawn_local_latents
+from bayesgen.marginal import observation_log_likelihood, undrawn_local_latents
 from bayesgen.metrics import c2st, chi_square_test, ks_test, mmd_test
-from bayesgen.postprocess import pointwise_log_likelihood, simulate_sites
+from bayesgen.postprocess import simulate_sites
 from bayesgen.program import on_device
 from bayesgen.result import Fit
 from bayesgen.spec import ModelSpec
@@ -123,13 +123,8 @@ def evaluate(fit_or_model: Fit | ModelSpec | str | Callable[..., Any], real_data
             # image model): simulate with the data in place, the observed sites drawn afresh
             pyro.set_rng_seed(seed)
             simulated = simulate_sites(heldout.density, draws, heldout.data, list(heldout.spec.observed))
-        if not undrawn:
-            loglik = pointwise_log_likelihood(heldout.density, draws)
-        elif isinstance(fit_or_model, Fit) and is_amortised(fit_or_model):
-            loglik = {name: value[None, None]
-                      for name, value in importance_log_likelihood(heldout, seed=seed).items()}
-        else:
-            loglik = {}
+        fit = fit_or_model if isinstance(fit_or_model, Fit) else None
+        loglik = observation_log_likelihood(fit, heldout, draws, seed=seed)
     rng = np.random.default_rng(seed)
     rows = []
     for site in heldout.spec.observed:

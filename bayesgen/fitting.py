@@ -13,7 +13,8 @@ import torch
 
 from bayesgen.engine import Engine, EngineResult, Problem
 from bayesgen.generate import kept_networks
-from bayesgen.postprocess import deterministic_sites, pointwise_log_likelihood
+from bayesgen.marginal import observation_log_likelihood
+from bayesgen.postprocess import deterministic_sites
 from bayesgen.program import on_device, run_program
 from bayesgen.registry import get_model, make_engine
 from bayesgen.result import Fit
@@ -67,12 +68,15 @@ def prepare(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any]
     return Problem(spec=spec, data=tensors, prototype=prototype, device=resolved)
 
 
-def pointwise_log_likelihood_of(problem: Problem, draws: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """The pointwise log-likelihood at a fit's latent draws (:attr:`Fit.log_likelihood`), observed
-    site -> ``(chain, draw, *batch_shape)``: one vectorised trace of the program per chunk of
-    draws, on the fit's device."""
+def pointwise_log_likelihood_of(fit: Fit, draws: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """The pointwise log-likelihood of a fit's own data (:attr:`Fit.log_likelihood`), observed
+    site -> ``(chain, draw, *batch_shape)`` (see ``marginal.observation_log_likelihood``), on the
+    fit's device, the trained parameters already in place."""
+    problem = fit.problem
+    if problem is None:
+        raise ValueError("this fit was loaded from a file without its program")
     with torch.no_grad():
-        loglik = pointwise_log_likelihood(problem.density, draws)
+        loglik = observation_log_likelihood(fit, problem, draws)
     # the spec's observed sites: a pyro.factor (a penalty, a weight prior) is no observation
     observed = problem.spec.observed or loglik
     return _numpy({name: value for name, value in loglik.items() if name in observed}) or {}

@@ -18,13 +18,15 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.trace_struct import Trace
 
+from bayesgen.postprocess import pointwise_log_likelihood
 from bayesgen.program import is_subsample, on_device
 
 if TYPE_CHECKING:
     from bayesgen.engine import Problem
     from bayesgen.result import Fit
 
-__all__ = ["NUM_PARTICLES", "importance_log_likelihood", "is_amortised", "per_observation", "undrawn_local_latents"]
+__all__ = ["NUM_PARTICLES", "importance_log_likelihood", "is_amortised", "observation_log_likelihood",
+           "per_observation", "undrawn_local_latents"]
 
 #: Importance samples per observation: the bound at 1,000 is within a few hundredths of a nat of
 #: the one at 5,000 for the zoo's image models.
@@ -55,6 +57,24 @@ def undrawn_local_latents(fit: "Fit", problem: "Problem") -> set[str]:
     return {name for name in local & drawable if name not in fit.posterior}
 
 
+def observation_log_likelihood(fit: "Fit | None", problem: "Problem", draws: Mapping[str, torch.Tensor], *,
+                               seed: int = 0) -> dict[str, torch.Tensor]:
+    """The pointwise log-likelihood of ``problem``'s observations under ``fit`` (or under the
+    prior ``draws`` when ``fit`` is None): observed site -> ``(chain, draw, *batch_shape)``.
+
+    At the latent ``draws`` where they hold every latent site; the importance-weighted bound with
+    the shipped guide, one chain of one draw, where a fit that trained that guide holds no draws of
+    the local latents; empty where nothing integrates them out (a GAN's noise) or the observations'
+    plate subsamples. The program's parameters must already hold the fit's values
+    (``generate.trained``).
+    """
+    if fit is None or not undrawn_local_latents(fit, problem):
+        return pointwise_log_likelihood(problem.density, draws)
+    if is_amortised(fit) and not problem.density.subsampled:
+        return {name: value[None, None] for name, value in importance_log_likelihood(problem, seed=seed).items()}
+    return {}
+
+
 def importance_log_likelihood(problem: "Problem", *, num_particles: int = NUM_PARTICLES,
                               seed: int = 0) -> dict[str, torch.Tensor]:
     """``log (1/K) sum_k p(x_n, z_k) / q(z_k | x_n)`` for each observation ``n`` of each observed
@@ -80,7 +100,7 @@ def importance_log_likelihood(problem: "Problem", *, num_particles: int = NUM_PA
         raise ValueError(f"plate '{plate.name}' draws a minibatch at each run: pass batch_size=None "
                          "(or leave it out) for the importance-weighted likelihood")
     total = len(problem.data[argument])
-    nesting = _plate_nesting(problem.prototype)
+    nesting = problem.density.max_plate_nesting
     per_obs = max(1, observed["value"][0].numel()) if observed["value"].dim() else 1
     chunk = max(1, _MAX_ELEMENTS // (num_particles * per_obs))
     pyro.set_rng_seed(seed)
@@ -107,12 +127,6 @@ def _observation_plate(site: Mapping[str, Any]) -> Any:
         raise ValueError(f"site '{site['name']}' is in no plate: the importance-weighted likelihood needs "
                          "its observations in a pyro.plate")
     return min(frames, key=lambda f: f.dim)
-
-
-def _plate_nesting(trace: Trace) -> int:
-    sites = [s for s in trace.nodes.values() if s["type"] == "sample" and not is_subsample(s)]
-    return max([len(s["fn"].batch_shape) for s in sites]
-               + [-f.dim for s in sites for f in s["cond_indep_stack"] if f.dim is not None] + [0])
 
 
 def _log_weights(model: Callable[..., Any], guide: Callable[..., Any], data: Mapping[str, Any], plate: str,

@@ -100,20 +100,11 @@ class Fit:
             if self.problem is None:
                 return {}
             from bayesgen.fitting import pointwise_log_likelihood_of
-
             from bayesgen.generate import trained
-
-            from bayesgen.marginal import importance_log_likelihood, is_amortised, undrawn_local_latents
 
             started = time.perf_counter()
             with trained(self.problem, self.params):
-                if not undrawn_local_latents(self, self.problem):
-                    self._log_likelihood = pointwise_log_likelihood_of(self.problem, self._latent_draws(self.problem))
-                elif is_amortised(self) and not self.problem.density.subsampled:
-                    self._log_likelihood = {name: value[None, None].cpu().numpy() for name, value
-                                            in importance_log_likelihood(self.problem).items()}
-                else:  # local latents nobody can integrate out here (a GAN's noise), or a minibatch
-                    self._log_likelihood = {}
+                self._log_likelihood = pointwise_log_likelihood_of(self, self._latent_draws(self.problem))
             self.timing["log_likelihood"] = time.perf_counter() - started
         return self._log_likelihood
 

@@ -41,11 +41,11 @@ def test_pointwise_log_likelihood_is_the_normal_density(nuts_fit):
 
 
 def test_pointwise_log_likelihood_is_computed_at_first_use_and_kept(monkeypatch):
-    from bayesgen import fitting
+    from bayesgen import marginal
 
     calls = []
-    evaluate = fitting.pointwise_log_likelihood
-    monkeypatch.setattr(fitting, "pointwise_log_likelihood", lambda *args: calls.append(args) or evaluate(*args))
+    evaluate = marginal.pointwise_log_likelihood
+    monkeypatch.setattr(marginal, "pointwise_log_likelihood", lambda *args: calls.append(args) or evaluate(*args))
     fit = bg.fit(linear_regression, DATA, engine="nuts", seed=1, **SMALL)
     assert not calls and "log_likelihood" not in fit.timing  # bg.fit returns without it
     first = fit.log_likelihood
