@@ -83,7 +83,9 @@ def evaluate(fit_or_model: Fit | ModelSpec | str | Callable[..., Any], real_data
           ships, each term is the importance-weighted bound on ``log p(y_i)`` with
           that guide as proposal (``bayesgen.marginal``, 1,000 samples per
           observation); NaN where nothing integrates them out (a GAN's noise).
-        - ``lpd_per_obs``: ``lpd`` divided by the number of likelihood terms.
+        - ``lpd_per_obs``: ``lpd`` divided by the number of likelihood terms, those the
+          program masks out (padding after a sequence's end) not counted: nats per
+          observation, per image, per symbol.
 
         The model points are one predictive observation per parameter draw, at an
         observation index chosen uniformly at random: independent draws from the
@@ -134,7 +136,7 @@ def evaluate(fit_or_model: Fit | ModelSpec | str | Callable[..., Any], real_data
                              f"{tuple(simulated[site].shape[2:])}, but the held-out data have shape "
                              f"{tuple(proto['value'].shape)}: pass the program's size arguments in real_data too")
         rows += _site_rows(site, proto["value"].cpu().numpy(), simulated[site][0].cpu().numpy(),
-                           loglik[site].cpu().numpy() if site in loglik else None,
+                           loglik[site].cpu().numpy() if site in loglik else None, _likelihood_terms(proto),
                            discrete=proto["fn"].support.is_discrete, rng=rng, seed=seed)
     return pd.DataFrame(rows)
 
@@ -149,6 +151,20 @@ def _sized_by_data(heldout: Problem) -> bool:
     that drawing it afresh with the data in place gives observations of that shape)."""
     return all(tuple(site["fn"].shape()) == tuple(site["value"].shape)
                for site in (heldout.prototype.nodes[name] for name in heldout.spec.observed))
+
+
+def _likelihood_terms(site: Mapping[str, Any]) -> int:
+    """How many likelihood terms an observed site has: its batch elements that the program does not
+    mask out (with ``poutine.mask`` or a distribution's ``.mask(...)``: a sequence's padding after
+    its end symbol, say)."""
+    shape = site["fn"].batch_shape
+    mask = torch.ones(shape, dtype=torch.bool)
+    for given in (site["mask"], getattr(site["fn"], "_mask", None)):
+        if isinstance(given, torch.Tensor):
+            mask = mask & given.to(mask.device).expand(shape)
+        elif given is False:
+            return 0
+    return int(mask.sum())
 
 
 def _as_tensor(value: np.ndarray, problem: Problem) -> torch.Tensor:
@@ -185,9 +201,10 @@ def _prior_draws(problem: Problem, num_samples: int, seed: int) -> dict[str, tor
     return {site.name: prior[site.name].reshape((1, num_samples) + site.shape) for site in layout}
 
 
-def _site_rows(site: str, real: np.ndarray, simulated: np.ndarray, loglik: np.ndarray | None, *,
+def _site_rows(site: str, real: np.ndarray, simulated: np.ndarray, loglik: np.ndarray | None, terms: int, *,
                discrete: bool, rng: np.random.Generator, seed: int) -> list[dict[str, Any]]:
-    """The rows of one observed site: ``real`` has the site's shape, ``simulated`` ``(S, *shape)``."""
+    """The rows of one observed site: ``real`` has the site's shape, ``simulated`` ``(S, *shape)``,
+    ``terms`` the number of its likelihood terms that count."""
     num_obs = real.shape[0] if real.ndim else 1
     points = real.reshape(num_obs, -1).astype(float)
     sims = simulated.reshape(len(simulated), num_obs, -1).astype(float)
@@ -206,10 +223,8 @@ def _site_rows(site: str, real: np.ndarray, simulated: np.ndarray, loglik: np.nd
         else:
             joint["c2st_accuracy"], joint["c2st_pvalue"] = c2st(points, model, seed=seed)
     lpd = math.nan
-    terms = 1
     if loglik is not None:
-        terms = int(np.prod(loglik.shape[2:]))
-        flat = loglik.reshape(-1, terms)
+        flat = loglik.reshape(-1, int(np.prod(loglik.shape[2:])))
         lpd = float(np.sum(special.logsumexp(flat, axis=0) - math.log(len(flat))))
     rows = []
     for feature in range(points.shape[1]):

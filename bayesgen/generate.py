@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
@@ -20,7 +21,30 @@ if TYPE_CHECKING:
     from bayesgen.engine import Problem
     from bayesgen.result import Fit
 
-__all__ = ["generate", "kept_networks", "local_latents", "trained"]
+__all__ = ["generate", "kept_networks", "local_latents", "sampling_temperature", "tempered", "trained"]
+
+_TEMPERATURE: contextvars.ContextVar[float] = contextvars.ContextVar("bayesgen_sampling_temperature", default=1.0)
+
+
+@contextlib.contextmanager
+def tempered(temperature: float) -> Iterator[None]:
+    """Inside the block, autoregressive categorical sites draw with logits divided by ``temperature``.
+
+    Below 1 the draws keep to the likeliest continuations, above 1 they wander; 1 draws from the
+    fitted model itself. ``fit.generate(..., temperature=...)`` sets it.
+    """
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+    token = _TEMPERATURE.set(float(temperature))
+    try:
+        yield
+    finally:
+        _TEMPERATURE.reset(token)
+
+
+def sampling_temperature() -> float:
+    """The temperature that :func:`tempered` set (1 outside it)."""
+    return _TEMPERATURE.get()
 
 
 def local_latents(trace: Trace, observed: list[str]) -> set[str]:
@@ -107,33 +131,56 @@ def trained(problem: "Problem", params: Mapping[str, np.ndarray]) -> Iterator[No
         yield
 
 
-def generate(fit: "Fit", num_samples: int, *, seed: int = 0) -> dict[str, np.ndarray]:
-    """New samples of every observed site, ``(num_samples, *event_shape)``: see :meth:`Fit.generate`."""
+def generate(fit: "Fit", num_samples: int, *, seed: int = 0, temperature: float = 1.0) -> Any:
+    """New samples of every observed site, ``(num_samples, *event_shape)``, decoded where the model
+    has a decoder: see :meth:`Fit.generate`."""
     if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
     problem = fit._require_problem()
-    observed = list(problem.spec.observed)
+    spec = problem.spec
+    observed = list(spec.observed)
     local = local_latents(problem.prototype, observed)
     # the global latents' draws as tensors, flat over chains: (chain * draw, *shape)
     draws = {name: value.reshape((-1,) + value.shape[2:])
              for name, value in fit._latent_draws(problem).items() if name not in local}
-    per_run = min(_observations_per_run(problem.prototype.nodes[name]) for name in observed)
-    runs = math.ceil(num_samples / per_run)
+    arguments = dict(problem.data)
+    if spec.size_argument is not None:
+        # one run simulates exactly num_samples observations, the observed arguments left out
+        arguments.update({argument: None for argument in spec.observed.values()})
+        arguments[spec.size_argument] = num_samples
+        runs = 1
+    else:
+        per_run = min(_observations_per_run(problem.prototype.nodes[name]) for name in observed)
+        runs = math.ceil(num_samples / per_run)
     rng = np.random.default_rng(seed)
     total = fit.num_chains * fit.num_draws if draws else 0
     picks = rng.choice(total, runs, replace=runs > total) if total else [None] * runs
-    program = _Uncondition()(problem.spec.model)
+    program = _Uncondition()(spec.model)
     pieces: dict[str, list[np.ndarray]] = {name: [] for name in observed}
-    with trained(problem, fit.params), torch.no_grad(), on_device(problem.device):
+    with trained(problem, fit.params), torch.no_grad(), on_device(problem.device), tempered(temperature):
         pyro.set_rng_seed(seed)
         for pick in picks:
             fixed = {name: value[pick] for name, value in draws.items()}
-            trace = run_program(poutine.condition(program, data=fixed), problem.data)
+            trace = run_program(poutine.condition(program, data=fixed), arguments)
             for name in observed:
                 site = trace.nodes[name]
-                event = tuple(site["fn"].event_shape)
-                pieces[name].append(site["value"].reshape((-1,) + event).cpu().numpy())
-    return {name: np.concatenate(chunks)[:num_samples] for name, chunks in pieces.items()}
+                if temperature != 1 and not getattr(site["fn"], "supports_temperature", False):
+                    raise ValueError(f"temperature applies to sites drawn symbol by symbol from an autoregressive "
+                                     f"network (char_lm, wavenet); site '{name}' is drawn from "
+                                     f"{type(site['fn']).__name__}: leave temperature at 1")
+                # a run sized by the size argument draws (num_samples, ...) as they are (a
+                # sequence's symbols are one observation); else each batch element is one
+                value = site["value"]
+                if spec.size_argument is None:
+                    value = value.reshape((-1,) + tuple(site["fn"].event_shape))
+                pieces[name].append(value.cpu().numpy())
+    samples = {name: np.concatenate(chunks)[:num_samples] for name, chunks in pieces.items()}
+    if spec.decode is None:
+        return samples
+    values = {key: value.cpu().numpy() if isinstance(value, torch.Tensor) else value
+              for key, value in problem.data.items()}
+    values.update({spec.observed[name]: value for name, value in samples.items()})
+    return spec.decode(values)
 
 
 def _observations_per_run(site: Mapping[str, Any]) -> int:

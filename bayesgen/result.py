@@ -177,31 +177,38 @@ class Fit:
             self.posterior_predictive = out
         return out
 
-    def generate(self, num_samples: int, *, seed: int = 0) -> dict[str, np.ndarray]:
+    def generate(self, num_samples: int, *, seed: int = 0, temperature: float = 1.0) -> Any:
         """New samples of every observed site from the fitted generative model.
 
         Global latent sites and network weights come from the fit (one posterior draw, chosen at
         random, per run of the program); local latent sites, those inside a plate that holds an
         observed site (a VAE's codes, a mixture's assignments), are drawn afresh from their
         prior. Each run of the program draws as many observations as its data hold; runs are
-        repeated until there are ``num_samples``.
+        repeated until there are ``num_samples``. A model whose spec names a ``size_argument``
+        (the sequence models) draws exactly ``num_samples`` in one run instead.
 
         Parameters
         ----------
         num_samples : int
-            Observations to generate per observed site.
+            Observations to generate per observed site: images, strings, signal samples.
         seed : int
             Seeds the choice of posterior draws and the simulation: the same seed gives the same
             samples, also from a fit saved and loaded again.
+        temperature : float
+            For sites drawn symbol by symbol from an autoregressive network (``char_lm``,
+            ``wavenet``): the logits are divided by it, so below 1 the draws keep to likely
+            continuations and above 1 they wander. Other sites take only 1.
 
         Returns
         -------
-        dict
-            Observed site -> array ``(num_samples, *event_shape)``.
+        dict or decoded observations
+            Observed site -> array ``(num_samples, *event_shape)``; for a model with a decoder
+            (its spec's ``decode``), what that returns: a list of strings from ``char_lm``, a
+            signal in [-1, 1] from ``wavenet``.
         """
         from bayesgen.generate import generate
 
-        return generate(self, num_samples, seed=seed)
+        return generate(self, num_samples, seed=seed, temperature=temperature)
 
     def _latent_draws(self, problem: "Problem") -> dict[str, torch.Tensor]:
         """The posterior's latent sites as tensors on the program's device."""

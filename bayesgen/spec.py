@@ -36,6 +36,16 @@ class ModelSpec:
     guide : callable, optional
         The guide the model ships (an amortised encoder, for instance), a Pyro guide taking the
         program's arguments; the ``svi`` engine uses it when no other guide is asked for.
+    size_argument : str, optional
+        The program argument that sets how many observations a run simulates when its observed
+        arguments are None (a text model's number of sequences, a signal model's length):
+        ``fit.generate(n)`` sets it to ``n`` and runs the program once, so that drawing costs
+        what it returns. Without it, ``generate`` repeats runs of the data's size.
+    decode : callable, optional
+        Maps program arguments (numpy arrays), the observed ones holding generated values, to
+        what the observations mean (strings for a text model, a signal in [-1, 1] for a signal
+        model): ``fit.generate`` returns its result. The module's ``decode``, the inverse of
+        its ``encode``.
     """
 
     name: str
@@ -48,6 +58,8 @@ class ModelSpec:
     simulate: Callable[..., tuple[dict[str, Any], dict[str, Any]]] | None = None
     engines: tuple[str, ...] = ("nuts", "hmc", "svi", "mle", "map", "laplace")
     guide: Callable[..., Any] | None = None
+    size_argument: str | None = None
+    decode: Callable[[Mapping[str, Any]], Any] | None = None
 
     @classmethod
     def from_callable(cls, model: Callable[..., Any]) -> "ModelSpec":

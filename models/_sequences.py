@@ -1,0 +1,307 @@
+"""What the zoo's sequence models share: causal networks over symbols, and drawing from them.
+
+A sequence model here is autoregressive over categorical symbols: ``p(x) = prod_t p(x_t | x_<t)``,
+each factor a softmax over the symbols computed by a network that sees only the symbols before
+``t``. Two networks implement that:
+
+- :class:`CausalConvNet`, the WaveNet design (van den Oord et al. 2016): a stack of dilated causal
+  convolutions of kernel 2 with gated activations and residual and skip connections; its
+  receptive field doubles with each layer of a dilation cycle.
+- :class:`RecurrentNet`: a GRU (Cho et al. 2014), whose state summarises the whole past.
+
+Both score every position of a sequence in one pass (teacher forcing; training and evaluation
+cost one pass), and both draw new sequences symbol by symbol through a *stepper* that carries the
+network's state from one symbol to the next (the convolutions' past inputs in one queue per
+layer, Paine et al. 2016's fast WaveNet generation; the GRU's hidden state), so that drawing is
+linear in the length. The steppers run in numpy: a step is a few small matrix products, and
+numpy's per-call cost is a fraction of torch's.
+
+The input at position ``t`` is the symbol at ``t - 1``, and at position 0 a start symbol (index
+``num_symbols``, outside the vocabulary), so the output at ``t`` depends on ``x_<t`` only.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pyro.distributions import TorchDistribution
+from torch import nn
+from torch.distributions import constraints
+
+from bayesgen.generate import sampling_temperature
+
+__all__ = ["AutoregressiveCategorical", "CausalConvNet", "RecurrentNet", "until_end"]
+
+class Stepper(Protocol):
+    """A network's state while drawing: ``step(previous symbols (B,)) -> logits (B, V)`` in numpy."""
+
+    def step(self, previous: np.ndarray) -> np.ndarray: ...
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy()
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (np.tanh(0.5 * x) + 1.0)
+
+
+class CausalConvNet(nn.Module):
+    """Symbols ``(B, T)`` -> logits ``(B, T, V)``, position ``t`` seeing symbols ``< t``: a WaveNet stack.
+
+    Each layer ``l`` with dilation ``d`` maps the residual stream ``h`` (``channels`` wide) by a
+    causal convolution of kernel 2 over ``h[t - d]`` and ``h[t]`` to a filter and a gate,
+    ``a = tanh(filter) * sigmoid(gate)``, and then by a 1x1 convolution to a residual added to
+    ``h`` and a skip output added to the sum of all layers' skips; the head maps
+    ``relu(skips)`` through a 1x1 convolution and a ReLU to the logits. Channels are last and each
+    convolution is one matrix product over the taps it reads, which runs as one BLAS call.
+
+    Parameters
+    ----------
+    num_symbols : int
+        Size of the vocabulary ``V``.
+    channels : int
+        Width of the residual stream and of each gated activation.
+    skip_channels : int
+        Width of the skip outputs and of the head.
+    dilations : sequence of int
+        One layer per entry; WaveNet uses cycles ``1, 2, 4, ..., 512``. The receptive field is
+        ``1 + sum(dilations)`` symbols, the input's shift by one included.
+    """
+
+    def __init__(self, num_symbols: int, channels: int, skip_channels: int, dilations: tuple[int, ...]) -> None:
+        super().__init__()
+        if num_symbols < 2 or channels < 1 or skip_channels < 1:
+            raise ValueError(f"need num_symbols >= 2 and positive widths, got num_symbols={num_symbols}, "
+                             f"channels={channels}, skip_channels={skip_channels}")
+        if not dilations or any(int(d) < 1 for d in dilations):
+            raise ValueError(f"dilations must be positive integers, got {dilations!r}")
+        self.num_symbols = num_symbols
+        self.channels = channels
+        self.skip_channels = skip_channels
+        self.dilations = tuple(int(d) for d in dilations)
+        self.embed = nn.Embedding(num_symbols + 1, channels)  # the last row is the start symbol
+        self.gated = nn.ModuleList(nn.Linear(2 * channels, 2 * channels) for _ in self.dilations)
+        self.mix = nn.ModuleList(nn.Linear(channels, channels + skip_channels) for _ in self.dilations)
+        self.hidden = nn.Linear(skip_channels, skip_channels)
+        self.out = nn.Linear(skip_channels, num_symbols)
+
+    @property
+    def receptive_field(self) -> int:
+        """How many symbols before a position its logits can depend on."""
+        return 1 + sum(self.dilations)
+
+    def forward(self, symbols: torch.Tensor) -> torch.Tensor:
+        h = self.embed(_shifted(symbols, self.num_symbols))
+        skips = torch.zeros(h.shape[:-1] + (self.skip_channels,), dtype=h.dtype, device=h.device)
+        length = h.shape[-2]
+        for dilation, gated, mix in zip(self.dilations, self.gated, self.mix):
+            past = F.pad(h, (0, 0, dilation, 0))[..., :length, :]  # h[t - d], zeros before the start
+            filt, gate = gated(torch.cat([past, h], dim=-1)).chunk(2, dim=-1)
+            residual, skip = mix(torch.tanh(filt) * torch.sigmoid(gate)).split(
+                [self.channels, self.skip_channels], dim=-1)
+            h = h + residual
+            skips = skips + skip
+        return self.out(torch.relu(self.hidden(torch.relu(skips))))
+
+    def stepper(self, batch: int) -> "_ConvStepper":
+        """A state for drawing ``batch`` sequences symbol by symbol."""
+        return _ConvStepper(self, batch)
+
+
+class _ConvStepper:
+    """The convolutions' past inputs, one ring buffer per layer: at step ``t`` the slot ``t % d`` of
+    a layer with dilation ``d`` holds ``h[t - d]``, read and then overwritten with ``h[t]``."""
+
+    def __init__(self, net: CausalConvNet, batch: int) -> None:
+        self.embed = _numpy(net.embed.weight)
+        dtype = self.embed.dtype
+        self.layers = [(d, _numpy(g.weight).T.copy(), _numpy(g.bias), _numpy(m.weight).T.copy(), _numpy(m.bias),
+                        np.zeros((d, batch, net.channels), dtype=dtype))
+                       for d, g, m in zip(net.dilations, net.gated, net.mix)]
+        self.hidden = (_numpy(net.hidden.weight).T.copy(), _numpy(net.hidden.bias))
+        self.out = (_numpy(net.out.weight).T.copy(), _numpy(net.out.bias))
+        self.channels = net.channels
+        self.time = 0
+
+    def step(self, previous: np.ndarray) -> np.ndarray:
+        h = self.embed[previous]
+        skips = 0.0
+        c = self.channels
+        for dilation, w_gated, b_gated, w_mix, b_mix, queue in self.layers:
+            slot = self.time % dilation
+            z = np.concatenate([queue[slot], h], axis=-1) @ w_gated + b_gated
+            queue[slot] = h
+            mixed = (np.tanh(z[:, :c]) * _sigmoid(z[:, c:])) @ w_mix + b_mix
+            h = h + mixed[:, :c]
+            skips = skips + mixed[:, c:]
+        self.time += 1
+        hidden = np.maximum(np.maximum(skips, 0.0) @ self.hidden[0] + self.hidden[1], 0.0)
+        return hidden @ self.out[0] + self.out[1]
+
+
+class RecurrentNet(nn.Module):
+    """Symbols ``(B, T)`` -> logits ``(B, T, V)`` by a GRU over the shifted symbols and a linear head.
+
+    Parameters
+    ----------
+    num_symbols : int
+        Size of the vocabulary ``V``.
+    hidden : int
+        Width of the GRU's state (also of the symbol embedding).
+    num_layers : int
+        Stacked GRU layers.
+    """
+
+    def __init__(self, num_symbols: int, hidden: int, num_layers: int) -> None:
+        super().__init__()
+        if num_symbols < 2 or hidden < 1 or num_layers < 1:
+            raise ValueError(f"need num_symbols >= 2, hidden >= 1 and num_layers >= 1, got num_symbols={num_symbols}, "
+                             f"hidden={hidden}, num_layers={num_layers}")
+        self.num_symbols = num_symbols
+        self.embed = nn.Embedding(num_symbols + 1, hidden)
+        self.gru = nn.GRU(hidden, hidden, num_layers=num_layers, batch_first=True)
+        self.out = nn.Linear(hidden, num_symbols)
+
+    @property
+    def receptive_field(self) -> float:
+        """How many symbols before a position its logits can depend on: all of them."""
+        return math.inf
+
+    def forward(self, symbols: torch.Tensor) -> torch.Tensor:
+        leading = symbols.shape[:-1]
+        inputs = self.embed(_shifted(symbols, self.num_symbols))
+        states, _ = self.gru(inputs.reshape((-1,) + inputs.shape[-2:]))
+        return self.out(states).reshape(leading + states.shape[-2:-1] + (self.num_symbols,))
+
+    def stepper(self, batch: int) -> "_RecurrentStepper":
+        """A state for drawing ``batch`` sequences symbol by symbol."""
+        return _RecurrentStepper(self, batch)
+
+
+class _RecurrentStepper:
+    """The GRU's state per layer, updated by torch's GRU equations (gates r, z, n) in numpy."""
+
+    def __init__(self, net: RecurrentNet, batch: int) -> None:
+        self.embed = _numpy(net.embed.weight)
+        gru = net.gru
+        self.layers = [(_numpy(getattr(gru, f"weight_ih_l{k}")).T.copy(), _numpy(getattr(gru, f"bias_ih_l{k}")),
+                        _numpy(getattr(gru, f"weight_hh_l{k}")).T.copy(), _numpy(getattr(gru, f"bias_hh_l{k}")))
+                       for k in range(gru.num_layers)]
+        self.states = [np.zeros((batch, gru.hidden_size), dtype=self.embed.dtype) for _ in self.layers]
+        self.out = (_numpy(net.out.weight).T.copy(), _numpy(net.out.bias))
+
+    def step(self, previous: np.ndarray) -> np.ndarray:
+        x = self.embed[previous]
+        for k, (w_ih, b_ih, w_hh, b_hh) in enumerate(self.layers):
+            state = self.states[k]
+            gi, gh = x @ w_ih + b_ih, state @ w_hh + b_hh
+            size = state.shape[-1]
+            reset = _sigmoid(gi[:, :size] + gh[:, :size])
+            update = _sigmoid(gi[:, size:2 * size] + gh[:, size:2 * size])
+            candidate = np.tanh(gi[:, 2 * size:] + reset * gh[:, 2 * size:])
+            x = self.states[k] = (1.0 - update) * candidate + update * state
+        return x @ self.out[0] + self.out[1]
+
+
+def _shifted(symbols: torch.Tensor, start: int) -> torch.Tensor:
+    """The network's inputs: the start symbol, then the symbols but the last."""
+    first = torch.full(symbols.shape[:-1] + (1,), start, dtype=torch.long, device=symbols.device)
+    return torch.cat([first, symbols[..., :-1].long()], dim=-1)
+
+
+def until_end(symbols: torch.Tensor, end: int) -> torch.Tensor:
+    """Which positions of each sequence count: those up to and including its first ``end`` symbol
+    (all of a sequence without one). What follows the end is padding."""
+    is_end = symbols == end
+    return (is_end.long().cumsum(-1) - is_end.long()) == 0
+
+
+class AutoregressiveCategorical(TorchDistribution):
+    """Sequences of symbols drawn from a causal network, symbol by symbol: what a sequence model
+    simulates when its data are not given.
+
+    The batch shape is ``(*sequences, length)`` with one element per symbol, as the program's
+    observed site has one likelihood term per symbol; the elements of a sequence are not
+    independent, so this distribution is drawn whole (:meth:`sample`), and :meth:`log_prob`
+    gives each symbol's conditional term ``log p(x_t | x_<t)`` (their sum is the sequence's
+    exact log-probability; terms after the end symbol are 0, the padding being certain).
+
+    Parameters
+    ----------
+    network : CausalConvNet or RecurrentNet
+        The fitted network.
+    batch_shape : sequence of int
+        ``(*sequences, length)``.
+    end : int, optional
+        The end symbol: once drawn, the rest of the sequence is filled with it. None for
+        signals, which run for ``length`` symbols.
+    validate_args : bool, optional
+    """
+
+    arg_constraints: dict[str, constraints.Constraint] = {}
+    has_rsample = False
+    #: ``fit.generate(..., temperature=...)`` applies to this distribution
+    supports_temperature = True
+
+    def __init__(self, network: nn.Module, batch_shape: tuple[int, ...] | torch.Size, end: int | None = None,
+                 validate_args: bool | None = None) -> None:
+        self.network = network
+        self.end = end
+        super().__init__(torch.Size(batch_shape), torch.Size(), validate_args=validate_args)
+
+    @constraints.dependent_property(is_discrete=True, event_dim=0)
+    def support(self) -> constraints.Constraint:
+        return constraints.integer_interval(0, self.network.num_symbols - 1)
+
+    def expand(self, batch_shape: tuple[int, ...] | torch.Size, _instance: Any = None) -> "AutoregressiveCategorical":
+        new = self._get_checked_instance(AutoregressiveCategorical, _instance)
+        new.network, new.end = self.network, self.end
+        super(AutoregressiveCategorical, new).__init__(torch.Size(batch_shape), torch.Size(), validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        logits = self.network(value.reshape((-1, value.shape[-1])))
+        terms = torch.gather(torch.log_softmax(logits, -1), -1, value.reshape(logits.shape[:-1] + (1,)).long())
+        terms = terms.reshape(value.shape)
+        if self.end is not None:
+            terms = terms.masked_fill(~until_end(value, self.end), 0.0)
+        return terms
+
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
+        """Symbols ``(*sample_shape, *batch_shape)``, long, drawn one position at a time.
+
+        The draws use torch's global generator (which ``pyro.set_rng_seed`` seeds): one uniform
+        per symbol, turned into a symbol by the inverse of the tempered softmax's distribution
+        function.
+        """
+        shape = self._extended_shape(torch.Size(sample_shape))
+        count, length = math.prod(shape[:-1]), shape[-1]
+        reference = next(self.network.parameters())
+        uniforms = torch.rand((length, count), dtype=torch.float64).numpy()
+        temperature = sampling_temperature()
+        with torch.no_grad():
+            stepper = self.network.stepper(count)
+        symbols = np.full((count, length), 0 if self.end is None else self.end, dtype=np.int64)
+        previous = np.full(count, self.network.num_symbols, dtype=np.int64)
+        running = np.ones(count, dtype=bool)
+        for t in range(length):
+            logits = stepper.step(previous) / temperature
+            weights = np.exp(logits - logits.max(-1, keepdims=True))
+            cumulative = np.cumsum(weights, -1)
+            drawn = (cumulative < uniforms[t, :, None] * cumulative[:, -1:]).sum(-1)
+            drawn = np.minimum(drawn, self.network.num_symbols - 1)
+            if self.end is not None:
+                drawn = np.where(running, drawn, self.end)
+                running &= drawn != self.end
+            symbols[:, t] = previous = drawn
+            if not running.any():
+                break
+        return torch.from_numpy(symbols).to(reference.device).reshape(shape)
