@@ -41,8 +41,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
               "networks": {"gru": {"network": "gru", "hidden": 128, "num_layers": 1},
                            "wavenet": {"network": "wavenet", "hidden": 64, "num_layers": 6}}},
     "shakespeare": {"batch_size": 32, "num_steps": 3000,
-                    "networks": {"gru": {"network": "gru", "hidden": 256, "num_layers": 1},
-                                 "wavenet": {"network": "wavenet", "hidden": 96, "num_layers": 10}}},
+                    "networks": {"gru": {"network": "gru", "hidden": 128, "num_layers": 1},
+                                 "wavenet": {"network": "wavenet", "hidden": 64, "num_layers": 10}}},
 }
 
 

@@ -136,13 +136,14 @@ def model(symbols: torch.Tensor | None = None, *, alphabet: torch.Tensor | None 
     if symbols.dim() != 2 or symbols.is_floating_point():
         raise ValueError(f"symbols must be integer codes of shape (N, T) (see char_lm.encode), got "
                          f"{symbols.dtype} of shape {tuple(symbols.shape)}")
-    if symbols.numel() and not 0 <= int(symbols.min()) <= int(symbols.max()) < num_symbols:
-        raise ValueError(f"symbols must lie in 0..{num_symbols - 1} (the end symbol and the {num_symbols - 1} "
-                         f"characters of the alphabet), got {int(symbols.min())}..{int(symbols.max())}")
     num, length = symbols.shape
     size = None if batch_size is None or batch_size >= num else batch_size
     with pyro.plate("sequence", num, subsample_size=size, dim=-2) as index:
         batch = symbols[index]
+        # the texts this run scores (a minibatch's, not all: checking all at every step costs more than the step)
+        if batch.numel() and not 0 <= int(batch.min()) <= int(batch.max()) < num_symbols:
+            raise ValueError(f"symbols must lie in 0..{num_symbols - 1} (the end symbol and the {num_symbols - 1} "
+                             f"characters of the alphabet), got {int(batch.min())}..{int(batch.max())}")
         logits = net(batch)
         with pyro.plate("position", length, dim=-1):
             pyro.sample("symbols", dist.Categorical(logits=logits).mask(until_end(batch, END)), obs=batch)

@@ -10,7 +10,8 @@ import torch
 from scipy import stats
 
 import bayesgen as bg
-from bayesgen.baselines import CharacterBigram, UnigramCoder
+from bayesgen import datasets
+from bayesgen.baselines import CharacterBigram, QuantisedLinearAR, UnigramCoder, histogram_entropy_bits
 from bayesgen.models import char_lm, wavenet
 from bayesgen.models._sequences import AutoregressiveCategorical, CausalConvNet, RecurrentNet
 
@@ -247,3 +248,56 @@ def test_sequence_models_reject_bad_data_by_argument():
         bg.fit("wavenet", {"codes": np.arange(100) % 4, "num_codes": 4, "batch_size": 2}, engine="mle", num_steps=1)
     with pytest.raises(ValueError, match=r"codes must lie in 0..3"):
         bg.fit("wavenet", {"codes": np.arange(100), "num_codes": 4}, engine="mle", num_steps=1)
+
+
+@pytest.fixture
+def single_precision():
+    """Networks in float32, as one would train them: twice as fast as float64."""
+    torch.set_default_dtype(torch.float32)
+    yield
+    torch.set_default_dtype(torch.float64)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("corpus", ["names", "shakespeare"])
+def test_char_lm_beats_the_bigram_on_held_out_text(corpus, single_precision):
+    """The target: fewer held-out nats per character (end symbol counted) than a Laplace-smoothed
+    bigram fitted on the same split (names split by name, Shakespeare by play)."""
+    try:
+        train, _, test = datasets.first_names() if corpus == "names" else datasets.shakespeare(max_length=80)
+    except ImportError as missing:
+        pytest.skip(str(missing))
+    if corpus == "shakespeare":
+        train, test = train[::4], test[::4]  # a quarter of the lines of each split keeps it to a minute or two
+    alphabet = char_lm.alphabet_of(train + test)
+    architecture = {"hidden": 128}
+    fit = bg.fit("char_lm", {**char_lm.encode(train, alphabet), **architecture, "batch_size": 64}, engine="mle",
+                 num_steps=1000, lr=0.01, lr_decay=0.1, seed=0)
+    nats = -bg.evaluate(fit, {**char_lm.encode(test, alphabet), **architecture}, num_samples=2)["lpd_per_obs"].iloc[0]
+    bigram = CharacterBigram().fit(train, alphabet).nats_per_symbol(test)
+    print(f"{corpus}: char_lm {nats:.3f} nats per character, bigram {bigram:.3f}")
+    assert nats < bigram - 0.1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["speech", "ppg"])
+def test_wavenet_beats_the_histogram_and_a_linear_autoregression_on_held_out_signal(name, single_precision):
+    """The target: fewer held-out bits per sample on 8-bit mu-law codes than the entropy of the test
+    codes' own histogram and than a least-squares AR(16) quantised to the same codes."""
+    try:
+        signal, _ = datasets.speech_clip() if name == "speech" else datasets.ppg()
+    except ImportError as missing:
+        pytest.skip(str(missing))
+    train, _, test = datasets.split_by_time(signal)
+    if name == "ppg":
+        train, test = datasets.scale_to_unit(train, train), datasets.scale_to_unit(test, train)
+    test = test[:20000]  # 1.25 s of speech, 200 s of PPG
+    architecture = {"channels": 32, "num_layers": 10}
+    fit = bg.fit("wavenet", {**wavenet.encode(train), **architecture, "batch_size": 8, "window": 1024},
+                 engine="mle", num_steps=600, lr=0.01, lr_decay=0.1, seed=0)
+    report = bg.evaluate(fit, {**wavenet.encode(test), **architecture}, num_samples=2)
+    bits = -report["lpd_per_obs"].iloc[0] / np.log(2)
+    histogram = histogram_entropy_bits(wavenet.encode(test)["codes"], 256)
+    linear = QuantisedLinearAR(16).fit(train).bits_per_sample(test)
+    print(f"{name}: wavenet {bits:.3f} bits per sample, histogram entropy {histogram:.3f}, AR(16) {linear:.3f}")
+    assert bits < linear < histogram
