@@ -39,7 +39,7 @@ TEMPERATURES = (0.5, 1.0, 1.5)
 SETTINGS: dict[str, dict[str, Any]] = {
     "names": {"batch_size": 64, "num_steps": 3000,
               "networks": {"gru": {"network": "gru", "hidden": 128, "num_layers": 1},
-                           "wavenet": {"network": "wavenet", "hidden": 64, "num_layers": 6}}},
+                           "wavenet": {"network": "wavenet", "hidden": 32, "num_layers": 5}}},
     "shakespeare": {"batch_size": 32, "num_steps": 3000,
                     "networks": {"gru": {"network": "gru", "hidden": 128, "num_layers": 1},
                                  "wavenet": {"network": "wavenet", "hidden": 64, "num_layers": 10}}},

@@ -34,7 +34,7 @@ from torch.distributions import constraints
 
 from bayesgen.generate import sampling_temperature
 
-__all__ = ["AutoregressiveCategorical", "CausalConvNet", "RecurrentNet", "until_end"]
+__all__ = ["AutoregressiveCategorical", "CausalConvNet", "RecurrentNet", "logistic_mixture_logits", "until_end"]
 
 class Stepper(Protocol):
     """A network's state while drawing: ``step(previous symbols (B,)) -> logits (B, V)`` in numpy."""
@@ -73,8 +73,12 @@ class CausalConvNet(nn.Module):
         ``1 + sum(dilations)`` symbols, the input's shift by one included.
     """
 
-    def __init__(self, num_symbols: int, channels: int, skip_channels: int, dilations: tuple[int, ...]) -> None:
+    def __init__(self, num_symbols: int, channels: int, skip_channels: int, dilations: tuple[int, ...], *,
+                 ordinal: bool = False, mixture: int | None = None) -> None:
         super().__init__()
+        if mixture is not None and (not ordinal or mixture < 1):
+            raise ValueError(f"a mixture of logistics (mixture={mixture!r}) needs a positive number of components "
+                             "and ordered symbols (ordinal=True)")
         if num_symbols < 2 or channels < 1 or skip_channels < 1:
             raise ValueError(f"need num_symbols >= 2 and positive widths, got num_symbols={num_symbols}, "
                              f"channels={channels}, skip_channels={skip_channels}")
@@ -88,15 +92,40 @@ class CausalConvNet(nn.Module):
         self.gated = nn.ModuleList(nn.Linear(2 * channels, 2 * channels) for _ in self.dilations)
         self.mix = nn.ModuleList(nn.Linear(channels, channels + skip_channels) for _ in self.dilations)
         self.hidden = nn.Linear(skip_channels, skip_channels)
-        self.out = nn.Linear(skip_channels, num_symbols)
+        self.mixture = mixture
+        self.out = nn.Linear(skip_channels, num_symbols if mixture is None else 3 * mixture)
+        self.level = nn.Linear(1, channels) if ordinal else None
 
     @property
     def receptive_field(self) -> int:
         """How many symbols before a position its logits can depend on."""
         return 1 + sum(self.dilations)
 
+    def inputs(self) -> torch.Tensor:
+        """The residual stream's first value for each input symbol (the start symbol last), ``(V + 1, C)``:
+        its embedding, plus for ordered symbols a linear function of its level in [-1, 1] (the start
+        symbol's level 0), so that neighbouring levels start out alike."""
+        if self.level is None:
+            return self.embed.weight
+        levels = torch.linspace(-1.0, 1.0, self.num_symbols, dtype=self.embed.weight.dtype,
+                                device=self.embed.weight.device)
+        levels = torch.cat([levels, levels.new_zeros(1)])
+        return self.embed.weight + self.level(levels[:, None])
+
+    def logits(self, out: torch.Tensor) -> torch.Tensor:
+        """The head's output to the symbols' logits: as they are, or through :func:`logistic_mixture_logits`."""
+        return out if self.mixture is None else logistic_mixture_logits(out, self.num_symbols)
+
     def forward(self, symbols: torch.Tensor) -> torch.Tensor:
-        h = self.embed(_shifted(symbols, self.num_symbols))
+        return self.head(self.features(symbols))
+
+    def head(self, skips: torch.Tensor) -> torch.Tensor:
+        """Summed skip outputs ``(..., skip_channels)`` to logits ``(..., V)``."""
+        return self.logits(self.out(torch.relu(self.hidden(torch.relu(skips)))))
+
+    def features(self, symbols: torch.Tensor) -> torch.Tensor:
+        """The summed skip outputs ``(B, T, skip_channels)`` of symbols ``(B, T)``: what the head reads."""
+        h = F.embedding(_shifted(symbols, self.num_symbols), self.inputs())
         skips = torch.zeros(h.shape[:-1] + (self.skip_channels,), dtype=h.dtype, device=h.device)
         length = h.shape[-2]
         for dilation, gated, mix in zip(self.dilations, self.gated, self.mix):
@@ -106,7 +135,7 @@ class CausalConvNet(nn.Module):
                 [self.channels, self.skip_channels], dim=-1)
             h = h + residual
             skips = skips + skip
-        return self.out(torch.relu(self.hidden(torch.relu(skips))))
+        return skips
 
     def stepper(self, batch: int) -> "_ConvStepper":
         """A state for drawing ``batch`` sequences symbol by symbol."""
@@ -118,7 +147,8 @@ class _ConvStepper:
     a layer with dilation ``d`` holds ``h[t - d]``, read and then overwritten with ``h[t]``."""
 
     def __init__(self, net: CausalConvNet, batch: int) -> None:
-        self.embed = _numpy(net.embed.weight)
+        self.net = net
+        self.embed = _numpy(net.inputs())
         dtype = self.embed.dtype
         self.layers = [(d, _numpy(g.weight).T.copy(), _numpy(g.bias), _numpy(m.weight).T.copy(), _numpy(m.bias),
                         np.zeros((d, batch, net.channels), dtype=dtype))
@@ -141,7 +171,8 @@ class _ConvStepper:
             skips = skips + mixed[:, c:]
         self.time += 1
         hidden = np.maximum(np.maximum(skips, 0.0) @ self.hidden[0] + self.hidden[1], 0.0)
-        return hidden @ self.out[0] + self.out[1]
+        out = hidden @ self.out[0] + self.out[1]
+        return out if self.net.mixture is None else _numpy(self.net.logits(torch.from_numpy(out)))
 
 
 class RecurrentNet(nn.Module):
@@ -206,6 +237,31 @@ class _RecurrentStepper:
             candidate = np.tanh(gi[:, 2 * size:] + reset * gh[:, 2 * size:])
             x = self.states[k] = (1.0 - update) * candidate + update * state
         return x @ self.out[0] + self.out[1]
+
+
+def logistic_mixture_logits(params: torch.Tensor, num_symbols: int) -> torch.Tensor:
+    """Log-probabilities ``(..., V)`` of ``V`` ordered levels under a discretised mixture of logistics.
+
+    The levels are ``V`` equal bins of [-1, 1] (for mu-law codes, of the companded value), the
+    outer two reaching to minus and plus infinity; ``params`` ``(..., 3K)`` holds the ``K``
+    components' weight logits, locations and log-scales (clamped below at -7). A level's
+    probability is the mixture's mass over its bin (Salimans et al. 2017, PixelCNN++), so that
+    probability moves smoothly from a level to its neighbours.
+    """
+    k = params.shape[-1] // 3
+    weights = torch.log_softmax(params[..., :k], -1)[..., None]
+    locations = params[..., k:2 * k, None]
+    inverse_scales = torch.exp(-torch.clamp(params[..., 2 * k:, None], min=-7.0))
+    half = 1.0 / (num_symbols - 1)
+    centres = torch.linspace(-1.0, 1.0, num_symbols, dtype=params.dtype, device=params.device)
+    upper = (centres + half - locations) * inverse_scales  # (..., K, V)
+    lower = (centres - half - locations) * inverse_scales
+    # log(sigmoid(upper) - sigmoid(lower)), stably: the bin's width in standard units is 2 * half * inverse_scale
+    inner = (upper + torch.log(-torch.expm1(lower - upper)) - F.softplus(upper) - F.softplus(lower))
+    first = -F.softplus(-upper[..., :1])  # log sigmoid(upper): the bin reaching to minus infinity
+    last = -F.softplus(lower[..., -1:])  # log(1 - sigmoid(lower)): the bin reaching to plus infinity
+    mass = torch.cat([first, inner[..., 1:-1], last], dim=-1)
+    return torch.logsumexp(weights + mass, dim=-2)
 
 
 def _shifted(symbols: torch.Tensor, start: int) -> torch.Tensor:

@@ -52,14 +52,15 @@ def _window_logits(net: CausalConvNet, codes: torch.Tensor, starts: torch.Tensor
     reach = net.receptive_field
     begins = torch.clamp(starts - reach, min=0)
     offsets = torch.arange(reach + window, device=codes.device)
-    logits = net(codes[begins[:, None] + offsets])
+    features = net.features(codes[begins[:, None] + offsets])
     rows = torch.arange(len(starts), device=codes.device)[:, None]
     kept = (starts - begins)[:, None] + torch.arange(window, device=codes.device)
-    return logits[rows, kept].reshape((-1, logits.shape[-1]))
+    return net.head(features[rows, kept].reshape((-1, features.shape[-1])))  # the head on kept positions only
 
 
 def model(codes: torch.Tensor | None = None, *, length: int = 16000, num_codes: int = 256,
-          batch_size: int | None = None, window: int = 1024, channels: int = 32, num_layers: int = 10) -> None:
+          batch_size: int | None = None, window: int = 1024, channels: int = 32, num_layers: int = 10,
+          mixture: int | None = 10) -> None:
     """``codes[t] ~ Categorical(softmax(f(codes[:t])))``, one likelihood term per signal sample.
 
     Parameters
@@ -83,12 +84,18 @@ def model(codes: torch.Tensor | None = None, *, length: int = 16000, num_codes: 
     num_layers : int
         Dilated convolution layers, dilations cycling 1, 2, 4, ..., 512; the receptive field is
         ``1 + sum(dilations)`` samples (1,024 for the default ten layers).
+    mixture : int, optional
+        Each code's probability is the mass over its bin of a mixture of this many logistic
+        distributions on the companded level (PixelCNN++'s discretised logistic mixture), so that
+        neighbouring codes get similar probabilities; None gives every code its own logit
+        (WaveNet's softmax), which must learn that from data.
     """
     if num_codes < 2:
         raise ValueError(f"num_codes must be at least 2, got {num_codes!r}")
     device = device_of(codes)
-    net = pyro.module("wavenet", network(("wavenet", num_codes, channels, num_layers),
-                                         lambda: CausalConvNet(num_codes, channels, channels, _dilations(num_layers)),
+    net = pyro.module("wavenet", network(("wavenet", num_codes, channels, num_layers, mixture),
+                                         lambda: CausalConvNet(num_codes, channels, channels, _dilations(num_layers),
+                                                               ordinal=True, mixture=mixture),
                                          device))
     if codes is None:
         with pyro.plate("time", length, dim=-1):

@@ -13,7 +13,7 @@ import bayesgen as bg
 from bayesgen import datasets
 from bayesgen.baselines import CharacterBigram, QuantisedLinearAR, UnigramCoder, histogram_entropy_bits
 from bayesgen.models import char_lm, wavenet
-from bayesgen.models._sequences import AutoregressiveCategorical, CausalConvNet, RecurrentNet
+from bayesgen.models._sequences import AutoregressiveCategorical, CausalConvNet, RecurrentNet, logistic_mixture_logits
 
 
 def _random(net, seed=0, scale=0.7):
@@ -25,7 +25,9 @@ def _random(net, seed=0, scale=0.7):
     return net
 
 
-NETWORKS = {"wavenet": lambda v: CausalConvNet(v, 6, 5, (1, 2, 1)), "gru": lambda v: RecurrentNet(v, 6, 2)}
+NETWORKS = {"wavenet": lambda v: CausalConvNet(v, 6, 5, (1, 2, 1)),
+            "wavenet, logistic mixture": lambda v: CausalConvNet(v, 6, 5, (1, 2, 1), ordinal=True, mixture=3),
+            "gru": lambda v: RecurrentNet(v, 6, 2)}
 
 
 def _site_terms(model, data):
@@ -223,6 +225,18 @@ def test_wavenet_generates_signals_deterministically_and_after_loading(walk_fit,
     path = tmp_path / "wave.nc"
     fit.save(str(path))
     assert np.array_equal(bg.load(str(path), model="wavenet").generate(3000, seed=1), signal)
+
+
+def test_the_logistic_mixture_spreads_probability_over_neighbouring_levels():
+    """Its level probabilities sum to 1, match the logistic's mass over each bin computed directly,
+    and the stepper draws from the same distribution as one pass (checked in the tests above)."""
+    params = torch.tensor([[0.0, 0.3, -3.0]])  # one component: location 0.3, scale exp(-3)
+    probabilities = logistic_mixture_logits(params, 9).exp()[0]
+    edges = torch.linspace(-1.0, 1.0, 9)[:-1] + 1.0 / 8
+    cdf = torch.sigmoid((edges - 0.3) / np.exp(-3.0))
+    direct = torch.cat([cdf[:1], cdf[1:] - cdf[:-1], 1.0 - cdf[-1:]])
+    assert torch.allclose(probabilities, direct, atol=1e-12) and probabilities.sum() == pytest.approx(1.0)
+    assert probabilities.argmax() == 5  # the level nearest 0.3 (levels -1, -0.75, ..., 1)
 
 
 def test_windows_score_exactly_what_one_pass_over_the_signal_scores():
