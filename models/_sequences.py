@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+import pyro.distributions as dist
 import torch.nn.functional as F
 from pyro.distributions import TorchDistribution
 from torch import nn
@@ -34,7 +35,8 @@ from torch.distributions import constraints
 
 from bayesgen.generate import sampling_temperature
 
-__all__ = ["AutoregressiveCategorical", "CausalConvNet", "RecurrentNet", "logistic_mixture_logits", "until_end"]
+__all__ = ["AutoregressiveCategorical", "CausalConvNet", "DiscretisedLogisticMixture", "RecurrentNet",
+           "logistic_mixture_logits", "until_end"]
 
 class Stepper(Protocol):
     """A network's state while drawing: ``step(previous symbols (B,)) -> logits (B, V)`` in numpy."""
@@ -121,7 +123,19 @@ class CausalConvNet(nn.Module):
 
     def head(self, skips: torch.Tensor) -> torch.Tensor:
         """Summed skip outputs ``(..., skip_channels)`` to logits ``(..., V)``."""
-        return self.logits(self.out(torch.relu(self.hidden(torch.relu(skips)))))
+        return self.logits(self.head_output(skips))
+
+    def head_output(self, skips: torch.Tensor) -> torch.Tensor:
+        """What the head computes before :meth:`logits`: the logits, or the logistic mixture's parameters."""
+        return self.out(torch.relu(self.hidden(torch.relu(skips))))
+
+    def likelihood(self, skips: torch.Tensor) -> TorchDistribution:
+        """The distribution of the symbols at the positions whose skip outputs are ``skips``: a
+        categorical, or for a mixture head one that scores only each observed level."""
+        output = self.head_output(skips)
+        if self.mixture is None:
+            return dist.Categorical(logits=output)
+        return DiscretisedLogisticMixture(output, self.num_symbols)
 
     def features(self, symbols: torch.Tensor) -> torch.Tensor:
         """The summed skip outputs ``(B, T, skip_channels)`` of symbols ``(B, T)``: what the head reads."""
@@ -239,8 +253,11 @@ class _RecurrentStepper:
         return x @ self.out[0] + self.out[1]
 
 
-def logistic_mixture_logits(params: torch.Tensor, num_symbols: int) -> torch.Tensor:
-    """Log-probabilities ``(..., V)`` of ``V`` ordered levels under a discretised mixture of logistics.
+def logistic_mixture_logits(params: torch.Tensor, num_symbols: int, levels: torch.Tensor | None = None
+                            ) -> torch.Tensor:
+    """Log-probabilities of ``V`` ordered levels under a discretised mixture of logistics: of every
+    level, ``(..., V)``, or with ``levels`` ``(...)`` of those levels only, ``(...)`` (``K`` times
+    cheaper than all ``V``: what training needs).
 
     The levels are ``V`` equal bins of [-1, 1] (for mu-law codes, of the companded value), the
     outer two reaching to minus and plus infinity; ``params`` ``(..., 3K)`` holds the ``K``
@@ -249,19 +266,62 @@ def logistic_mixture_logits(params: torch.Tensor, num_symbols: int) -> torch.Ten
     probability moves smoothly from a level to its neighbours.
     """
     k = params.shape[-1] // 3
-    weights = torch.log_softmax(params[..., :k], -1)[..., None]
-    locations = params[..., k:2 * k, None]
-    inverse_scales = torch.exp(-torch.clamp(params[..., 2 * k:, None], min=-7.0))
+    weights = torch.log_softmax(params[..., :k], -1)
+    locations = params[..., k:2 * k]
+    inverse_scales = torch.exp(-torch.clamp(params[..., 2 * k:], min=-7.0))
+    if levels is None:  # every level: components (..., K, 1) against levels (V,)
+        grid = torch.arange(num_symbols, device=params.device)
+        weights, locations, inverse_scales = weights[..., None], locations[..., None], inverse_scales[..., None]
+    else:  # one level per position: (..., 1) against components (..., K)
+        grid = levels.long()[..., None]
     half = 1.0 / (num_symbols - 1)
-    centres = torch.linspace(-1.0, 1.0, num_symbols, dtype=params.dtype, device=params.device)
-    upper = (centres + half - locations) * inverse_scales  # (..., K, V)
+    centres = 2.0 * half * grid.to(params.dtype) - 1.0
+    upper = (centres + half - locations) * inverse_scales
     lower = (centres - half - locations) * inverse_scales
     # log(sigmoid(upper) - sigmoid(lower)), stably: the bin's width in standard units is 2 * half * inverse_scale
-    inner = (upper + torch.log(-torch.expm1(lower - upper)) - F.softplus(upper) - F.softplus(lower))
-    first = -F.softplus(-upper[..., :1])  # log sigmoid(upper): the bin reaching to minus infinity
-    last = -F.softplus(lower[..., -1:])  # log(1 - sigmoid(lower)): the bin reaching to plus infinity
-    mass = torch.cat([first, inner[..., 1:-1], last], dim=-1)
-    return torch.logsumexp(weights + mass, dim=-2)
+    inner = upper + torch.log(-torch.expm1(lower - upper)) - F.softplus(upper) - F.softplus(lower)
+    mass = torch.where(grid == 0, -F.softplus(-upper),  # the bin reaching to minus infinity: log sigmoid(upper)
+                       torch.where(grid == num_symbols - 1, -F.softplus(lower), inner))  # ... to plus infinity
+    return torch.logsumexp(weights + mass, dim=-2 if levels is None else -1)
+
+
+class DiscretisedLogisticMixture(TorchDistribution):
+    """Ordered levels ``0 .. V-1``, one per batch element, with the probabilities of
+    :func:`logistic_mixture_logits`; ``log_prob`` computes only the observed level's mass.
+
+    Parameters
+    ----------
+    params : Tensor ``(*batch, 3K)``
+        The components' weight logits, locations and log-scales.
+    num_symbols : int
+        ``V``.
+    """
+
+    arg_constraints: dict[str, constraints.Constraint] = {}
+    has_enumerate_support = False
+
+    def __init__(self, params: torch.Tensor, num_symbols: int, validate_args: bool | None = None) -> None:
+        self.params, self.num_symbols = params, num_symbols
+        super().__init__(params.shape[:-1], torch.Size(), validate_args=validate_args)
+
+    @constraints.dependent_property(is_discrete=True, event_dim=0)
+    def support(self) -> constraints.Constraint:
+        return constraints.integer_interval(0, self.num_symbols - 1)
+
+    def expand(self, batch_shape: tuple[int, ...] | torch.Size, _instance: Any = None
+               ) -> "DiscretisedLogisticMixture":
+        params = self.params.expand(torch.Size(batch_shape) + self.params.shape[-1:])
+        return DiscretisedLogisticMixture(params, self.num_symbols, validate_args=False)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        params = self.params.expand(torch.broadcast_shapes(value.shape, self.batch_shape) + self.params.shape[-1:])
+        return logistic_mixture_logits(params, self.num_symbols, value.expand(params.shape[:-1]))
+
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
+        logits = logistic_mixture_logits(self.params, self.num_symbols)
+        return torch.distributions.Categorical(logits=logits).sample(torch.Size(sample_shape))
 
 
 def _shifted(symbols: torch.Tensor, start: int) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """WaveNet: an autoregressive model of a signal's samples, quantised to mu-law codes, exact likelihood.
 
-``p(x) = prod_t p(x_t | x_<t)``, each factor a softmax over ``num_codes`` mu-law codes (8 bits by
-default) computed by a stack of dilated causal convolutions with gated activations and residual
-and skip connections (van den Oord et al. 2016, :class:`bayesgen.models._sequences.CausalConvNet`).
+``p(x) = prod_t p(x_t | x_<t)``, each factor a distribution over ``num_codes`` mu-law codes (8 bits
+by default: a discretised mixture of logistics, or a softmax) computed by a stack of dilated causal
+convolutions with gated activations and residual and skip connections (van den Oord et al. 2016,
+:class:`bayesgen.models._sequences.CausalConvNet`).
 A signal in [-1, 1] becomes the program's arguments with :func:`encode` and comes back with
 :func:`decode`; ``fit.generate(n)`` draws a new signal of ``n`` samples, one at a time, with the
 convolutions' past inputs kept in queues so that drawing is linear in the length.
@@ -14,7 +15,6 @@ from typing import Any, Mapping
 
 import numpy as np
 import pyro
-import pyro.distributions as dist
 import torch
 
 from bayesgen.models._networks import device_of, network
@@ -45,17 +45,17 @@ def _dilations(num_layers: int) -> tuple[int, ...]:
     return tuple(2 ** (layer % 10) for layer in range(num_layers))
 
 
-def _window_logits(net: CausalConvNet, codes: torch.Tensor, starts: torch.Tensor, window: int) -> torch.Tensor:
-    """Logits ``(len(starts) * window, V)`` of the positions ``start .. start + window - 1`` of each window,
-    each computed from a segment that holds the window's whole receptive field before it (or
-    begins where the signal does), so that they equal the logits of one pass over the signal."""
+def _window_features(net: CausalConvNet, codes: torch.Tensor, starts: torch.Tensor, window: int) -> torch.Tensor:
+    """Skip features ``(len(starts) * window, C)`` of the positions ``start .. start + window - 1`` of each
+    window, each computed from a segment that holds the window's whole receptive field before it
+    (or begins where the signal does), so that they equal those of one pass over the signal."""
     reach = net.receptive_field
     begins = torch.clamp(starts - reach, min=0)
     offsets = torch.arange(reach + window, device=codes.device)
     features = net.features(codes[begins[:, None] + offsets])
     rows = torch.arange(len(starts), device=codes.device)[:, None]
     kept = (starts - begins)[:, None] + torch.arange(window, device=codes.device)
-    return net.head(features[rows, kept].reshape((-1, features.shape[-1])))  # the head on kept positions only
+    return features[rows, kept].reshape((-1, features.shape[-1]))
 
 
 def model(codes: torch.Tensor | None = None, *, length: int = 16000, num_codes: int = 256,
@@ -109,7 +109,7 @@ def model(codes: torch.Tensor | None = None, *, length: int = 16000, num_codes: 
     total = len(codes)
     if batch_size is None:
         with pyro.plate("time", total, dim=-1):
-            pyro.sample("codes", dist.Categorical(logits=net(codes)), obs=codes)
+            pyro.sample("codes", net.likelihood(net.features(codes)), obs=codes)
         return
     if batch_size < 1 or window < 1 or total < net.receptive_field + window:
         raise ValueError(f"windows need batch_size >= 1, window >= 1 and a signal of at least the receptive field "
@@ -118,8 +118,7 @@ def model(codes: torch.Tensor | None = None, *, length: int = 16000, num_codes: 
     starts = torch.randint(0, total - window + 1, (batch_size,), device=device)
     positions = (starts[:, None] + torch.arange(window, device=device)).reshape(-1)
     with pyro.plate("time", total, subsample=positions, dim=-1):
-        pyro.sample("codes", dist.Categorical(logits=_window_logits(net, codes, starts, window)),
-                    obs=codes[positions])
+        pyro.sample("codes", net.likelihood(_window_features(net, codes, starts, window)), obs=codes[positions])
 
 
 def load_data() -> dict[str, Any]:
@@ -174,7 +173,11 @@ SPEC = ModelSpec(
         "dilated causal convolutions computes from the samples before it. Kernels of width 2 with dilations "
         "1, 2, 4, ..., 512 give a receptive field of 1,024 samples from ten layers; each layer's gated unit "
         "tanh(filter) * sigmoid(gate) feeds a residual connection and a skip connection, and the sum of the "
-        "skips goes through two 1x1 convolutions to the 256 logits. The likelihood is exact; the weights "
+        "skips goes through two 1x1 convolutions to the code's distribution: by default the mass over each "
+        "code's bin of a mixture of 10 logistics on the companded level (Salimans et al. 2017, PixelCNN++), "
+        "so that neighbouring codes are alike from the start (mixture=None: WaveNet's softmax over the 256 "
+        "codes, which must learn that from data); the input codes enter ordered, an embedding plus their "
+        "level. The likelihood is exact; the weights "
         "are point estimates (engine 'mle' or 'map', Adam through Pyro's SVI) trained on random windows "
         "(batch_size windows of window samples per step, each with its receptive field as context), and "
         "held-out lpd_per_obs from bg.evaluate is nats per sample. fit.generate(n) draws n new samples one "

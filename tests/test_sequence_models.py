@@ -13,7 +13,8 @@ import bayesgen as bg
 from bayesgen import datasets
 from bayesgen.baselines import CharacterBigram, QuantisedLinearAR, UnigramCoder, histogram_entropy_bits
 from bayesgen.models import char_lm, wavenet
-from bayesgen.models._sequences import AutoregressiveCategorical, CausalConvNet, RecurrentNet, logistic_mixture_logits
+from bayesgen.models._sequences import (AutoregressiveCategorical, CausalConvNet, DiscretisedLogisticMixture,
+                                        RecurrentNet, logistic_mixture_logits)
 
 
 def _random(net, seed=0, scale=0.7):
@@ -237,6 +238,11 @@ def test_the_logistic_mixture_spreads_probability_over_neighbouring_levels():
     direct = torch.cat([cdf[:1], cdf[1:] - cdf[:-1], 1.0 - cdf[-1:]])
     assert torch.allclose(probabilities, direct, atol=1e-12) and probabilities.sum() == pytest.approx(1.0)
     assert probabilities.argmax() == 5  # the level nearest 0.3 (levels -1, -0.75, ..., 1)
+    params = torch.randn(4, 7, 12)
+    every = logistic_mixture_logits(params, 9)
+    levels = torch.randint(0, 9, (4, 7))
+    assert torch.allclose(logistic_mixture_logits(params, 9, levels), every.gather(-1, levels[..., None])[..., 0])
+    assert torch.allclose(DiscretisedLogisticMixture(params, 9).log_prob(levels), every.gather(-1, levels[..., None])[..., 0])
 
 
 def test_windows_score_exactly_what_one_pass_over_the_signal_scores():
@@ -247,7 +253,7 @@ def test_windows_score_exactly_what_one_pass_over_the_signal_scores():
     starts = torch.tensor([0, 3, 50, 136])
     with torch.no_grad():
         full = net(codes)
-        windows = wavenet._window_logits(net, codes, starts, 64)
+        windows = net.head(wavenet._window_features(net, codes, starts, 64))
     positions = (starts[:, None] + torch.arange(64)).reshape(-1)
     assert torch.allclose(windows, full[positions], atol=1e-12)
 
