@@ -37,7 +37,7 @@ TEMPERATURES = (0.5, 1.0, 1.5)
 
 #: Per corpus: texts per minibatch, Adam steps, and each network's program arguments.
 SETTINGS: dict[str, dict[str, Any]] = {
-    "names": {"batch_size": 64, "num_steps": 3000,
+    "names": {"batch_size": 64, "num_steps": 1000,
               "networks": {"gru": {"network": "gru", "hidden": 128, "num_layers": 1},
                            "wavenet": {"network": "wavenet", "hidden": 32, "num_layers": 5}}},
     "shakespeare": {"batch_size": 32, "num_steps": 3000,

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 import bayesgen as bg
 from bayesgen.baselines import BernoulliMixture, IndependentBernoulli
@@ -58,13 +57,6 @@ def test_held_out_likelihood_is_the_importance_weighted_bound(small_fit):
     # the fit's own pointwise log-likelihood is the same bound on its training images
     assert small_fit.log_likelihood["images"].shape == (1, 1, 200)
 
-
-@pytest.fixture
-def single_precision():
-    """Networks and data in float32, as one would train them: twice as fast as float64."""
-    torch.set_default_dtype(torch.float32)
-    yield
-    torch.set_default_dtype(torch.float64)
 
 
 @pytest.mark.slow

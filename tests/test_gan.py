@@ -173,14 +173,6 @@ def test_on_cuda():
     assert images.shape == (16, 8, 8) and set(np.unique(images)) <= {0.0, 1.0}
 
 
-@pytest.fixture
-def single_precision():
-    """Networks and data in float32, as one would train them: about twice as fast as float64."""
-    torch.set_default_dtype(torch.float32)
-    yield
-    torch.set_default_dtype(torch.float64)
-
-
 def _c2st(images):
     return c2st(images.reshape(len(images), -1), TEST.reshape(len(TEST), -1), seed=0)[0]
 
