@@ -54,6 +54,20 @@ def test_changing_a_future_symbol_never_changes_an_earlier_term(kind):
                 assert not torch.allclose(other[:, position + 1:], base[:, position + 1:])
 
 
+@pytest.mark.parametrize("kind", NETWORKS)
+def test_the_stepper_computes_what_one_pass_computes(kind):
+    net = _random(NETWORKS[kind](9), seed=3)
+    x = torch.randint(0, 9, (4, 15), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        full = net(x).numpy()
+        stepper = net.stepper(4)
+        previous, steps = np.full(4, 9), []
+        for t in range(15):
+            steps.append(stepper.step(previous))
+            previous = x[:, t].numpy()
+    assert np.allclose(np.stack(steps, 1), full, atol=1e-10)
+
+
 @pytest.mark.parametrize("model,data", [
     (char_lm.model, {**char_lm.encode(["abcab", "ba", "c"], "abc"), "hidden": 6, "num_layers": 2}),
     (char_lm.model, {**char_lm.encode(["abcab", "ba", "c"], "abc"), "network": "wavenet", "hidden": 6,
