@@ -23,7 +23,7 @@ The input at position ``t`` is the symbol at ``t - 1``, and at position 0 a star
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,12 +37,6 @@ from bayesgen.generate import sampling_temperature
 
 __all__ = ["AutoregressiveCategorical", "CausalConvNet", "DiscretisedLogisticMixture", "RecurrentNet",
            "logistic_mixture_logits", "until_end"]
-
-class Stepper(Protocol):
-    """A network's state while drawing: ``step(previous symbols (B,)) -> logits (B, V)`` in numpy."""
-
-    def step(self, previous: np.ndarray) -> np.ndarray: ...
-
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().cpu().numpy()
@@ -227,11 +221,6 @@ class RecurrentNet(nn.Module):
         self.embed = nn.Embedding(num_symbols + 1, hidden)
         self.gru = nn.GRU(hidden, hidden, num_layers=num_layers, batch_first=True)
         self.out = nn.Linear(hidden, num_symbols)
-
-    @property
-    def receptive_field(self) -> float:
-        """How many symbols before a position its logits can depend on: all of them."""
-        return math.inf
 
     def forward(self, symbols: torch.Tensor) -> torch.Tensor:
         leading = symbols.shape[:-1]
