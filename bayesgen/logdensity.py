@@ -13,8 +13,11 @@ from typing import Any, Callable, Collection, Iterator, Mapping
 import pyro
 import pyro.poutine as poutine
 import torch
+from opt_einsum import get_symbol
 from pyro.infer import config_enumerate
 from pyro.ops.contract import contract_to_tensor
+from pyro.ops.packed import scale_and_mask
+from pyro.poutine.enum_messenger import EnumMessenger
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.uncondition_messenger import UnconditionMessenger
@@ -22,9 +25,10 @@ from torch.distributions import biject_to
 from torch.distributions.transforms import Transform
 
 from bayesgen._replay import Replayed
-from bayesgen.program import BATCH_PLATE, LastSite, is_deterministic, is_latent, is_subsample, on_device, run_program
+from bayesgen.program import (BATCH_PLATE, LastSite, is_deterministic, is_latent, is_subsample, on_device,
+                              run_program, support_bijection)
 
-__all__ = ["CHUNK", "CHUNK_ELEMENTS", "LogDensity", "SiteLayout", "per_draw"]
+__all__ = ["CHUNK", "CHUNK_ELEMENTS", "LogDensity", "SiteLayout", "log_factor", "per_draw"]
 
 #: Points per program run when mapping or post-processing many draws at once...
 CHUNK = 1000
@@ -85,6 +89,27 @@ class _SetLatents(Messenger):
             msg["value"] = value
             msg["done"] = True
             msg["infer"] = {**msg["infer"], "_bg_fixed": True}
+
+
+class _Enumerate(EnumMessenger):
+    """Pyro's parallel enumeration (``poutine.enum``), able to run under ``torch.func.vmap``.
+
+    After each sample site Pyro notes which enumeration dims the site's value has, reading its
+    shape as ``value.data.shape``, and a tensor that vmap maps refuses ``.data``. The shape is all
+    that is read, so a mapped value is shown to Pyro as a meta tensor (no memory) of its shape,
+    the shape of one row, which is what the unbatched program has.
+    """
+
+    def _pyro_post_sample(self, msg: Any) -> None:
+        value = msg["value"]
+        if not (isinstance(value, torch.Tensor) and torch._C._functorch.is_batchedtensor(value)):
+            super()._pyro_post_sample(msg)
+            return
+        msg["value"] = torch.empty(value.shape, dtype=value.dtype, device="meta")
+        try:
+            super()._pyro_post_sample(msg)
+        finally:
+            msg["value"] = value
 
 
 class _Reached(Exception):
@@ -155,6 +180,21 @@ def present_dims(tree: Mapping[frozenset[str], list[torch.Tensor]], symbols: set
     of one point) is dropped by packing and cannot be a contraction target."""
     have = {dim for factors in tree.values() for factor in factors for dim in factor._pyro_dims}
     return frozenset(symbols & have)
+
+
+def log_factor(site: Mapping[str, Any]) -> torch.Tensor:
+    """The packed log-prob factor of a scored, packed site in the enumerated log joint.
+
+    An enumerated site enters unmasked, as in ``TraceEnum_ELBO``: its distribution is what the sum
+    over its values weighs them by. Masked, each value would weigh 1 and the sum count the states
+    (log K more per masked step of an HMM whose padded steps are masked, as in Pyro's
+    ``examples/hmm.py``), and a masked step inside a chain would pass on a sum rather than a
+    marginal. The sites that depend on it keep their mask: that is what leaves their data out.
+    """
+    packed = site["packed"]
+    if site["infer"].get("_enumerate_dim") is None or packed["mask"] is None:
+        return packed["log_prob"]
+    return scale_and_mask(packed["unscaled_log_prob"], scale=site["scale"])
 
 
 def per_draw(value: torch.Tensor, batch_size: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -232,7 +272,7 @@ class LogDensity:
             if site["name"] in self.discrete_latents:
                 continue
             shape = tuple(site["value"].shape)
-            transform: Transform = biject_to(site["fn"].support)
+            transform: Transform = support_bijection(site)  # a clear error where torch has no bijection
             unconstrained = tuple(transform.inverse_shape(torch.Size(shape)))
             size = math.prod(unconstrained)
             pad = self.max_plate_nesting - len(site["fn"].batch_shape)
@@ -257,7 +297,7 @@ class LogDensity:
 
         program = model if batch_size is None else batched_model
         if self.enumerated and enumerate:
-            return poutine.enum(program, first_available_dim=batch_dim - 1)
+            return _Enumerate(first_available_dim=batch_dim - 1)(program)
         return program
 
     def _trace(self, values_for: Callable[[Any], torch.Tensor | None], batch_size: int | None,
@@ -377,11 +417,48 @@ class LogDensity:
     def _mapped_log_density(self, u: torch.Tensor, jacobian: bool, prior: bool) -> torch.Tensor:
         """The program run at one point, vectorised over the rows of ``u`` by ``torch.func.vmap``
         (one random state for all rows: a plate that subsamples takes one minibatch, as under the
-        batch plate)."""
+        batch plate). Programs with enumerated sites: see :meth:`_mapped_contraction`."""
+        if self.enumerated:
+            return self._mapped_contraction(u, jacobian, prior)
+
         def one(row: torch.Tensor) -> torch.Tensor:
             return self._log_density(row[None], jacobian, prior, False)[0]
 
         return torch.func.vmap(one, randomness="same")(u)
+
+    def _mapped_contraction(self, u: torch.Tensor, jacobian: bool, prior: bool) -> torch.Tensor:
+        """:meth:`_mapped_log_density` of a program with enumerated sites: vmap maps the program
+        only up to its packed log-prob factors, which come out with the rows as their leading dim;
+        that dim then joins Pyro's contraction as a plate, as the batch plate does in a batched
+        run.
+
+        The contraction itself stays outside vmap because Pyro's log-space einsum takes its
+        logarithm through an ``autograd.Function`` without a vmap rule
+        (``pyro.ops.special.safe_log``), which vmap refuses to map. A user's HMM written as Pyro's
+        ``examples/hmm.py`` (``probs_x[x]`` indexes the parameter with the enumerated state, which
+        cannot broadcast over an outer batch plate) takes this path.
+        """
+        skip = set() if prior else {s.name for s in self.layout}
+        rows = get_symbol(0)  # the symbol of the rows' plate, left free in each row's packing
+        labels: list[tuple[frozenset[str], str]] = []
+        sum_dims: set[str] = set()
+
+        def factors(row: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+            trace, log_jac = self.trace_unconstrained(row[None], plated=False)
+            _score(trace)
+            tree, enumerated = self._factor_tree(trace, skip, {BATCH_PLATE: rows})
+            labels[:] = [(ordinal | {rows}, factor._pyro_dims)
+                         for ordinal, group in tree.items() for factor in group]
+            sum_dims.update(enumerated)
+            return log_jac[0], [factor for group in tree.values() for factor in group]
+
+        log_jac, flat = torch.func.vmap(factors, randomness="same")(u)
+        tree: OrderedDict[frozenset[str], list[torch.Tensor]] = OrderedDict()
+        for (ordinal, dims), factor in zip(labels, flat):
+            factor._pyro_dims = rows + dims
+            tree.setdefault(ordinal, []).append(factor)
+        total = contract_to_tensor(tree, sum_dims, target_ordinal=frozenset({rows}))
+        return total + log_jac if jacobian else total
 
     def log_density_in_chunks(self, u: torch.Tensor) -> torch.Tensor:
         """:meth:`log_density` of many points ``(n, dim)`` (the draws of an approximation, say),
@@ -407,7 +484,17 @@ class LogDensity:
         return total
 
     def _contract(self, trace: Trace, skip: set[str], plated: bool) -> torch.Tensor:
-        trace.pack_tensors()
+        tree, sum_dims = self._factor_tree(trace, skip)
+        target = present_dims(tree, {trace.plate_to_symbol[BATCH_PLATE]} if plated else set())
+        return contract_to_tensor(tree, sum_dims, target_ordinal=target).reshape(-1)
+
+    @staticmethod
+    def _factor_tree(trace: Trace, skip: set[str], plate_to_symbol: dict[str, str] | None = None
+                     ) -> tuple[OrderedDict[frozenset[str], list[torch.Tensor]], set[str]]:
+        """The packed log-prob factors of a scored trace (but those of ``skip``) by the set of
+        plate symbols they live in, and the symbols of the enumerated dims to sum out.
+        ``plate_to_symbol`` fixes the symbols of some plates (``Trace.pack_tensors``)."""
+        trace.pack_tensors(plate_to_symbol)
         tree: OrderedDict[frozenset[str], list[torch.Tensor]] = OrderedDict()
         for name, site in trace.nodes.items():
             if site["type"] == "sample" and "packed" in site and "log_prob" in site["packed"] \
@@ -415,10 +502,8 @@ class LogDensity:
                 ordinal = frozenset(
                     trace.plate_to_symbol[f.name] for f in site["cond_indep_stack"] if f.vectorized
                 )
-                tree.setdefault(ordinal, []).append(site["packed"]["log_prob"])
-        sum_dims = set(trace.symbol_to_dim) - set(trace.plate_to_symbol.values())
-        target = present_dims(tree, {trace.plate_to_symbol[BATCH_PLATE]} if plated else set())
-        return contract_to_tensor(tree, sum_dims, target_ordinal=target).reshape(-1)
+                tree.setdefault(ordinal, []).append(log_factor(site))
+        return tree, set(trace.symbol_to_dim) - set(trace.plate_to_symbol.values())
 
     def value_and_grad(self, u: torch.Tensor, *, jacobian: bool = True,
                        prior: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -557,7 +642,9 @@ class LogDensity:
         gradient) as a loop over them does. It does for programs whose sites do not broadcast over
         an outer plate but whose operations are all tensor operations: a ``PyroModule`` whose
         weights are ``PyroSample`` priors (a Bayesian neural network), which ``F.linear`` cannot
-        batch. It does not for ``.item()``, ``float(tensor)`` or Python control flow on values."""
+        batch, or an HMM that indexes its parameters with its enumerated states (``probs_x[x]``,
+        as Pyro's ``examples/hmm.py`` does). It does not for ``.item()``, ``float(tensor)`` or
+        Python control flow on values."""
         try:
             with torch.enable_grad():
                 points = u.detach().clone().requires_grad_(True)

@@ -14,7 +14,7 @@ from pyro.ops.packed import unpack
 from pyro.poutine.trace_struct import Trace
 
 from bayesgen._replay import agrees, record, script
-from bayesgen.logdensity import LogDensity, _score, per_draw, present_dims
+from bayesgen.logdensity import LogDensity, _score, log_factor, per_draw, present_dims
 from bayesgen.program import is_deterministic, is_subsample
 
 __all__ = ["deterministic_sites", "pointwise_log_likelihood", "simulate_sites"]
@@ -166,8 +166,12 @@ def pointwise_log_likelihood(density: LogDensity, draws: Mapping[str, torch.Tens
     In programs with enumerated discrete latents it is the marginal ``log p(y_n | theta)`` with
     the discrete sites summed out (see ``_enumerated_log_likelihood``). Observed sites inside a
     plate that subsamples have none: their terms would be a different random minibatch at
-    every draw.
+    every draw. Enumerated programs with several observed sites have none either (see
+    ``_enumerated_log_likelihood``), known without running the program at each draw (an HMM
+    written with ``pyro.markov`` has one observed site per step).
     """
+    if density.enumerated and len(density.observed) != 1:
+        return {}
     return _evaluate(density, draws, "log_likelihood")
 
 
@@ -192,7 +196,7 @@ def _enumerated_log_likelihood(density: LogDensity, trace: Trace, size: int) -> 
     for name in [*density.enumerated, observed]:
         site = trace.nodes[name]
         ordinal = frozenset(trace.plate_to_symbol[f.name] for f in site["cond_indep_stack"] if f.vectorized)
-        tree.setdefault(ordinal, []).append(site["packed"]["log_prob"])
+        tree.setdefault(ordinal, []).append(log_factor(site))
         ordinals.append(ordinal)
     target = present_dims(tree, set(frozenset.intersection(*ordinals)))
     sum_dims = set(trace.symbol_to_dim) - set(trace.plate_to_symbol.values())
