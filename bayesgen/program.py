@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Any, Callable, Mapping
 
 import pyro
@@ -11,9 +12,11 @@ import torch
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 from pyro.poutine.trace_struct import Trace
+from torch.distributions import biject_to, constraints, transform_to
+from torch.distributions.transforms import Transform
 
 __all__ = ["BATCH_PLATE", "LastSite", "ProgramError", "is_deterministic", "is_latent", "is_subsample", "on_device",
-           "run_program"]
+           "run_program", "support_bijection"]
 
 BATCH_PLATE = "_bayesgen_batch"
 
@@ -50,7 +53,8 @@ class LastSite(Messenger):
         self.name: str | None = None
 
     def _pyro_sample(self, msg: Any) -> None:
-        self.name = msg["name"]
+        if not isinstance(msg["fn"], _Subsample):  # a plate's index site is not where a program fails
+            self.name = msg["name"]
 
 
 def on_device(device: torch.device) -> contextlib.AbstractContextManager[Any]:
@@ -69,8 +73,12 @@ def run_program(model: Callable[..., Any], data: Mapping[str, Any]) -> Trace:
 
     Raises
     ------
+    ValueError
+        If a site's shape disagrees with a plate's size and a data argument explains it: the
+        message names the argument, the plate and both sizes (:func:`plate_mismatch`).
     ProgramError
-        If the program raises; the message names the last site it reached.
+        If the program raises otherwise; the message names the last site it reached, and
+        data arguments that are 0-d or empty where the error suggests them.
     """
     last = LastSite()
     try:
@@ -78,7 +86,123 @@ def run_program(model: Callable[..., Any], data: Mapping[str, Any]) -> Trace:
             with last:
                 return poutine.trace(model).get_trace(**data)
     except Exception as exc:
+        mismatch = plate_mismatch(exc, data)
+        if mismatch is not None:
+            raise ValueError(mismatch) from exc
         where = f"at or after site '{last.name}'" if last.name else "before its first sample site"
         raise ProgramError(
-            f"the program raised {type(exc).__name__} {where}: {exc}"
+            f"the program raised {type(exc).__name__} {where}: {exc}{_data_hint(exc, data)}"
+        ) from exc
+
+
+#: Pyro's message for a site whose batch shape disagrees with an enclosing plate
+#: (``pyro.poutine.broadcast_messenger``): plate name, site, dim, plate size, the site's size.
+_PLATE_MISMATCH = re.compile(r"Shape mismatch inside plate\('([^']*)'\) at site (\S+) dim (-?\d+), (\d+) vs (\d+)")
+
+
+def _quote(keys: list[str]) -> str:
+    return " or ".join(f"data['{key}']" for key in keys)
+
+
+def plate_mismatch(exc: BaseException, data: Mapping[str, Any]) -> str | None:
+    """A message naming the data argument behind Pyro's plate shape mismatch, or None.
+
+    Pyro reports only the site, the plate and the sizes ("Shape mismatch inside
+    plate('data') at site y dim -1, 32 vs 30") with its trace table. The offending tensor
+    is found by its shape: rule, a data tensor whose size along the plate's dim (counted
+    from the right, as plates count) is the site's size, or failing that whose first dim
+    is, and whose shape does not already fit the plate there. The plate's size is
+    attributed to the integer arguments equal to it, else to the tensors whose first dim
+    is that size. With no tensor of the site's size, None (the size came from inside the
+    program, which Pyro's own message then describes).
+    """
+    match = _PLATE_MISMATCH.search(str(exc))
+    if match is None:
+        return None
+    plate, site, dim, size, other = match.group(1), match.group(2), int(match.group(3)), int(match.group(4)), \
+        int(match.group(5))
+    tensors = {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
+
+    def along(value: torch.Tensor) -> int | None:
+        return value.shape[dim] if value.dim() >= -dim else None
+
+    culprits = [k for k, v in tensors.items() if along(v) == other]
+    if not culprits:
+        culprits = [k for k, v in tensors.items() if v.dim() >= 1 and v.shape[0] == other and along(v) != size]
+    if not culprits:
+        return None
+    sources = [k for k, v in data.items() if k not in culprits and not isinstance(v, bool)
+               and isinstance(v, int) and v == size]
+    if not sources:
+        sources = [k for k, v in tensors.items() if k not in culprits and v.dim() >= 1 and v.shape[0] == size]
+    by = f" (set by {_quote(sources)})" if sources else ""
+    first = tensors[culprits[0]]
+    if first.dim() == 1:
+        has = f"{_quote(culprits)} has {other} rows"
+    else:
+        has = f"{_quote(culprits)} has shape {tuple(first.shape)}, size {other} along dim {dim},"
+    return (f"{has} but plate '{plate}' has size {size}{by}, at site '{site}' (plate dim {dim}); the data "
+            "arguments used inside a plate must have its size along its dim")
+
+
+def _data_hint(exc: BaseException, data: Mapping[str, Any]) -> str:
+    """Data arguments that the error of a failed run probably came from, as a sentence (or '').
+
+    Rule: an error about 0-d tensors (``len() of a 0-d tensor``) names the 0-d tensors of
+    ``data``; an error about a size of zero names the empty ones.
+    """
+    text = str(exc)
+    tensors = {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
+    if "0-d" in text:
+        scalars = [k for k, v in tensors.items() if v.dim() == 0]
+        if scalars:
+            verb = "is" if len(scalars) == 1 else "are"
+            return f". {_quote(scalars)} {verb} 0-d (a single number); pass a 1-d array if it holds observations"
+    if "zero" in text or "empty" in text:
+        empty = [k for k, v in tensors.items() if v.numel() == 0]
+        if empty:
+            verb = "is" if len(empty) == 1 else "are"
+            return f". {_quote(empty)} {verb} empty; pass at least one observation"
+    return ""
+
+
+def _register_mixture_support() -> None:
+    """Let ``biject_to``/``transform_to`` map ``MixtureSameFamily`` supports (torch >= 2.5 wraps the
+    components' support in ``MixtureSameFamilyConstraint``, which torch's registries do not know):
+    the mixture's support is its components', so their bijection serves. Registered only where
+    torch has none of its own, so that a future torch's choice wins."""
+    wrapper = getattr(constraints, "MixtureSameFamilyConstraint", None)
+    if wrapper is None:
+        return
+    for registry in (biject_to, transform_to):
+        try:
+            registry(wrapper(constraints.real))
+        except NotImplementedError:
+            registry.register(wrapper)(lambda constraint, registry=registry: registry(constraint.base_constraint))
+
+
+_register_mixture_support()
+
+
+def support_bijection(site: Mapping[str, Any]) -> Transform:
+    """``biject_to(site["fn"].support)``: the map from unbounded values to a latent site's support.
+
+    Raises
+    ------
+    ValueError
+        Where torch has no bijection onto the support (a ``Wishart``'s positive-definite
+        matrices, a ``dependent`` support): the message names the site, its distribution
+        and its support, and the fixes.
+    """
+    fn = site["fn"]
+    try:
+        return biject_to(fn.support)
+    except NotImplementedError as exc:
+        raise ValueError(
+            f"latent site '{site['name']}' has distribution {type(fn).__name__} with support {fn.support}, "
+            "which torch.distributions.biject_to cannot map to unbounded values, so the engines built on the "
+            "log density (nuts, hmc, mle, map, laplace, svi's Gaussian guides) cannot move it. Fix: write the "
+            "site through a supported parameterisation (e.g. a covariance as an LKJCholesky correlation factor "
+            "and HalfNormal scales instead of a Wishart; a bounded value as a Uniform/Beta of fixed bounds, "
+            "transformed), or fit with engine='svi' and a guide for it"
         ) from exc

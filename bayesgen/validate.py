@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 import numbers
 from typing import Any, Callable, Mapping
 
 import numpy as np
+import pyro
 import pyro.util
 import torch
 from pyro.poutine.trace_struct import Trace
@@ -60,13 +62,34 @@ def check_arguments(model: Callable[..., Any], data: Mapping[str, Any], partial:
 
 
 def _as_tensor(key: str, value: Any, device: torch.device) -> Any:
+    """One data value as a tensor on ``device``; values that are not arrays pass through.
+
+    Rules: tensors, numpy arrays, lists, tuples and anything with ``to_numpy`` (pandas) are
+    arrays. Their elements must be bool, integer or floating numbers (not strings, objects,
+    complex numbers or ragged nested lists: a ``TypeError`` naming ``data[key]``). Floating
+    arrays take the default dtype and must be finite (a ``ValueError`` with the first bad
+    index), since a NaN in a likelihood or a covariate makes every density NaN. Integer
+    and bool arrays keep their dtype (counts, indices, masks).
+    """
     if isinstance(value, torch.Tensor):
         array = value
+        if not (array.is_floating_point() or array.dtype == torch.bool or _integer(array.dtype)):
+            raise TypeError(f"data['{key}'] has dtype {array.dtype}; expected numbers (bool, int or float)")
     elif isinstance(value, (np.ndarray, list, tuple)) or hasattr(value, "to_numpy"):
-        raw = np.asarray(value.to_numpy() if hasattr(value, "to_numpy") else value)
+        try:
+            raw = np.asarray(value.to_numpy() if hasattr(value, "to_numpy") else value)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"data['{key}'] cannot be read as an array of numbers ({exc}); nested lists "
+                            "must be rectangular") from exc
         if raw.dtype.kind not in "biuf":
             raise TypeError(f"data['{key}'] has dtype {raw.dtype}; expected numbers (bool, int or float)")
-        array = torch.as_tensor(raw.astype(np.float64) if raw.dtype.kind == "f" else raw)
+        if raw.dtype.kind == "u" and raw.dtype.itemsize == 8:
+            raw = raw.astype(np.int64)  # torch has no uint64 arithmetic
+        if raw.dtype.kind == "f":
+            raw = raw.astype(np.float64)
+        elif not raw.flags.writeable:  # a pandas column under copy-on-write: torch warns on sharing it
+            raw = raw.copy()
+        array = torch.as_tensor(raw)
     else:
         return value
     if array.is_floating_point():
@@ -79,10 +102,26 @@ def _as_tensor(key: str, value: Any, device: torch.device) -> Any:
     return array.to(device)
 
 
+def _integer(dtype: torch.dtype) -> bool:
+    """Whether ``dtype`` is one of torch's integer dtypes."""
+    return dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
 def to_tensors(data: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-    """Convert arrays to tensors on ``device`` (floats in the default dtype); scalars pass through."""
+    """Convert arrays to tensors on ``device`` (floats in the default dtype); scalars pass through.
+
+    Numpy scalars (``np.float32(2.0)``, ``np.int64(3)``) become the Python numbers they
+    hold, so that they act as the numbers they are (a plate size, a scalar observation).
+    A NaN number is refused with a ``ValueError`` naming the argument: no program means
+    it (infinite numbers may be bounds, and observed ones are refused by
+    :func:`check_observed`).
+    """
     out = {}
     for key, value in data.items():
+        if isinstance(value, np.generic) and value.dtype.kind in "biuf":
+            value = value.item()
+        if isinstance(value, float) and math.isnan(value):
+            raise ValueError(f"data['{key}'] is nan; data must be finite (drop or impute missing values)")
         if isinstance(value, (bool, numbers.Number, str)) or value is None:
             out[key] = value
         else:
@@ -178,13 +217,34 @@ def _observes(model: Callable[..., Any], blank: Mapping[str, Any], name: str, va
     return observed.shape == value.shape and torch.equal(observed.to(value.dtype), value)
 
 
+def _check_scorable(name: str, site: Mapping[str, Any], value: torch.Tensor, spec: ModelSpec) -> None:
+    """Bool or integer data must be ones the site's distribution can score.
+
+    Torch refuses some of them deep inside ``log_prob`` (``Normal`` on a bool tensor: "Subtraction
+    ... with a bool tensor is not supported"), which would surface only once an engine runs.
+    One ``log_prob`` of the data here turns that into a ``TypeError`` naming the site and the fix.
+    """
+    try:
+        with torch.no_grad(), pyro.validation_enabled(False):
+            site["fn"].log_prob(value)
+    except (RuntimeError, TypeError) as exc:
+        argument = spec.observed.get(name)
+        data = f"data['{argument}']" if argument else "the data"
+        raise TypeError(
+            f"observed site '{name}' has data of dtype {value.dtype}, which its distribution "
+            f"{type(site['fn']).__name__} cannot score ({(str(exc).splitlines() or [''])[0]}); pass {data} "
+            "as floats (e.g. y.astype(float))"
+        ) from exc
+
+
 def check_observed(trace: Trace, spec: ModelSpec) -> None:
-    """Observed values must have exactly the site's shape (no silent broadcasting) and be finite."""
+    """Observed values must have exactly the site's shape (no silent broadcasting), be finite,
+    and (bool or integer data) be of a dtype the site's distribution can score."""
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or not site["is_observed"] or is_deterministic(site) or is_subsample(site):
             continue
         expected = tuple(site["fn"].batch_shape + site["fn"].event_shape)
-        value = site["value"]
+        value = torch.as_tensor(site["value"])  # a number observed as such (``obs=1.0``) has no shape
         if tuple(value.shape) != expected:
             raise ValueError(
                 f"observed site '{name}' has data of shape {tuple(value.shape)} but the site's "
@@ -195,6 +255,8 @@ def check_observed(trace: Trace, spec: ModelSpec) -> None:
         if value.is_floating_point() and not torch.isfinite(value).all():
             index = tuple(int(i) for i in (~torch.isfinite(value)).nonzero()[0])
             raise ValueError(f"observed site '{name}' has a non-finite value at index {index}")
+        if not value.is_floating_point():
+            _check_scorable(name, site, value, spec)
     for name in spec.observed:
         site = trace.nodes.get(name)
         if site is None or not site["is_observed"]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -11,22 +13,76 @@ import torch
 from bayesgen.diagnostics import pareto_khat
 from bayesgen.engine import EngineResult, Problem
 from bayesgen.logdensity import LogDensity
+from bayesgen.program import LastSite
 
-__all__ = ["Mode", "find_mode", "mode_result", "run_mode"]
+__all__ = ["Mode", "coordinate_labels", "curvature_message", "find_mode", "mode_result", "negative_hessian", "run_mode",
+           "runaway_sites"]
 
 
 #: Objective value that stands in for a non-finite one during the line search.
 _WALL = 1e30
 
+#: Errors that a program raises at a numerically bad point rather than because it is wrong: a
+#: covariance that is not positive definite (``torch.linalg.cholesky``), a singular solve, Python
+#: arithmetic on tensors made numbers. L-BFGS treats a point that raises one as a wall.
+_NUMERICAL_ERRORS: tuple[type[BaseException], ...] = (
+    torch.linalg.LinAlgError, FloatingPointError, ZeroDivisionError, OverflowError)
+
+#: Scales of the displacement from the start at which :func:`runaway_sites` re-evaluates the
+#: objective: an optimum that is really there is passed by the first of them.
+_RUNAWAY_SCALES = (2.0, 10.0, 100.0)
+
+#: An eigenvalue of the negative Hessian at most this fraction of the largest counts as zero: the
+#: direction is not identified by the data (collinear covariates, a parameter the objective
+#: does not involve). Between float64's precision and the curvature of a weakly informed
+#: parameter, so that near-singular matrices whose inverse would be noise are flagged too.
+_SINGULAR_RTOL = 1e-10
+
+#: Coordinates of an eigenvector with at least this absolute weight are named in its description
+#: (at most :data:`_DIRECTION_TERMS` of them, the heaviest), for at most :data:`_DIRECTIONS_SHOWN`
+#: directions of each kind: a message, not a matrix dump.
+_DIRECTION_WEIGHT = 0.1
+_DIRECTION_TERMS = 6
+_DIRECTIONS_SHOWN = 3
+
+
+def _is_numerical(exc: BaseException) -> bool:
+    """Whether ``exc`` is a numerical failure at a point rather than a bug in the program.
+
+    Rule: one of :data:`_NUMERICAL_ERRORS`, or torch's ``ValueError`` for a distribution
+    parameter outside its constraint (``Expected parameter scale ... to satisfy the
+    constraint``) raised by a distribution the program built with ``validate_args=True``.
+    Anything else (a wrong shape, a missing argument) is re-raised, since walling it
+    would hide a mistake in the program behind an optimiser that never moves.
+    """
+    if isinstance(exc, _NUMERICAL_ERRORS):
+        return True
+    return isinstance(exc, ValueError) and "Expected parameter" in str(exc)
+
 
 @dataclass(frozen=True)
 class Mode:
-    """An optimum in the unconstrained space and how the search went."""
+    """An optimum in the unconstrained space and how the search went.
+
+    Attributes
+    ----------
+    u : Tensor
+        The point, ``(dim,)``.
+    losses : Tensor
+        The objective (negative log density) at every evaluation, walls included.
+    converged : bool
+        Whether the gradient there is small relative to the objective.
+    message : str
+        How the search ended.
+    failed_evaluations : int
+        Trial points where the program raised a numerical error (walled, see :func:`find_mode`).
+    """
 
     u: torch.Tensor
     losses: torch.Tensor
     converged: bool
     message: str
+    failed_evaluations: int = 0
 
 
 def find_mode(density: LogDensity, init: torch.Tensor, *, jacobian: bool, prior: bool,
@@ -34,20 +90,46 @@ def find_mode(density: LogDensity, init: torch.Tensor, *, jacobian: bool, prior:
     """Maximise the log density from ``init`` (``(dim,)``) with L-BFGS and a strong-Wolfe line search.
 
     A trial point where the objective or its gradient is not finite (a rate that overflowed,
-    say) is reported to the line search as a wall of height :data:`_WALL` with zero slope,
-    so the search backs off instead of carrying NaN into every later iterate, as Stan's
-    line search does after a failed evaluation.
+    say), or where the program raises a numerical error (a covariance that is not positive
+    definite makes ``torch.linalg.cholesky`` raise; see :func:`_is_numerical`), is reported
+    to the line search as a wall of height :data:`_WALL` with zero slope, so the search
+    backs off instead of carrying NaN into every later iterate or crashing, as Stan's line
+    search does after a failed evaluation.
+
+    Raises
+    ------
+    ValueError
+        If the program raises a numerical error at ``init`` itself: there is no point to
+        back off to. The message names the error and the last site the program reached.
     """
     u = init.detach().clone().requires_grad_(True)
     optimizer = torch.optim.LBFGS([u], lr=1.0, max_iter=num_steps, max_eval=2 * num_steps,
                                   tolerance_grad=tol, tolerance_change=1e-14, history_size=50,
                                   line_search_fn="strong_wolfe")
     losses: list[float] = []
+    failed = 0
 
     def closure() -> torch.Tensor:
+        nonlocal failed
         optimizer.zero_grad()
-        loss = -density.log_density(u[None], jacobian=jacobian, prior=prior)[0]
-        loss.backward()
+        last = LastSite()
+        try:
+            with last:
+                loss = -density.log_density(u[None], jacobian=jacobian, prior=prior)[0]
+                loss.backward()
+        except Exception as exc:
+            if not _is_numerical(exc):
+                raise
+            if not losses:
+                where = f"at or after site '{last.name}'" if last.name else "before its first sample site"
+                raise ValueError(
+                    f"the program raised {type(exc).__name__} {where} at the optimiser's starting point, "
+                    f"so there is no point to back off to: {exc}. Check the starting values (the "
+                    "priors' supports) or make the program valid for every value of its latent sites"
+                ) from exc
+            failed += 1
+            u.grad = torch.zeros_like(u)
+            loss = torch.tensor(_WALL, dtype=u.dtype, device=u.device)
         if not (torch.isfinite(loss) and torch.isfinite(u.grad).all()):
             u.grad.zero_()
             loss = torch.tensor(_WALL, dtype=u.dtype, device=u.device)
@@ -55,7 +137,13 @@ def find_mode(density: LogDensity, init: torch.Tensor, *, jacobian: bool, prior:
         return loss
 
     optimizer.step(closure)
-    value, grad = density.value_and_grad(u.detach()[None], jacobian=jacobian, prior=prior)
+    try:
+        value, grad = density.value_and_grad(u.detach()[None], jacobian=jacobian, prior=prior)
+    except Exception as exc:
+        if not _is_numerical(exc):
+            raise
+        value = torch.full((1,), float("nan"), dtype=u.dtype, device=u.device)
+        grad = torch.full((1, u.shape[0]), float("nan"), dtype=u.dtype, device=u.device)
     grad_norm = float(grad.abs().max())
     final = -float(value[0])
     # a gradient small relative to the objective: the cube root of the dtype's precision
@@ -63,7 +151,188 @@ def find_mode(density: LogDensity, init: torch.Tensor, *, jacobian: bool, prior:
     threshold = max(tol, torch.finfo(u.dtype).eps ** (1 / 3)) * max(1.0, abs(final))
     converged = math.isfinite(final) and bool(torch.isfinite(u).all()) and grad_norm < threshold
     message = f"max |gradient| = {grad_norm:.3g} after {len(losses)} evaluations"
-    return Mode(u.detach(), torch.tensor(losses), converged, message)
+    if failed:
+        message += f" ({failed} of them raised a numerical error and were treated as walls)"
+    return Mode(u.detach(), torch.tensor(losses), converged, message, failed)
+
+
+def negative_hessian(density: LogDensity, u: torch.Tensor, *, jacobian: bool = True,
+                     prior: bool = True) -> torch.Tensor:
+    """Minus the Hessian of the log density at one unconstrained point ``u`` ``(dim,)``,
+    symmetrised: the precision of the Gaussian approximation there. NaN where evaluating it
+    raised a numerical error (:func:`_is_numerical`)."""
+    try:
+        hessian = torch.autograd.functional.hessian(
+            lambda x: density.log_density(x[None], jacobian=jacobian, prior=prior)[0], u)
+    except Exception as exc:
+        if not _is_numerical(exc):
+            raise
+        hessian = torch.full((u.shape[0],) * 2, float("nan"), dtype=u.dtype, device=u.device)
+    return -(hessian + hessian.T) / 2
+
+
+def coordinate_labels(density: LogDensity) -> list[str]:
+    """A name for each coordinate of the flat unconstrained vector: the site and, for sites with
+    several values, the index (of the unconstrained value, which differs for e.g. simplexes)."""
+    labels = []
+    for site in density.layout:
+        if site.size == 1 and not site.unconstrained_shape:
+            labels.append(site.name)
+            continue
+        for position in range(site.size):
+            index = [int(i) for i in torch.unravel_index(torch.tensor(position), site.unconstrained_shape)]
+            labels.append(f"{site.name}[{', '.join(map(str, index))}]")
+    return labels
+
+
+def _site_of(density: LogDensity) -> list[str]:
+    """The site name of each coordinate of the flat unconstrained vector."""
+    return [site.name for site in density.layout for _ in range(site.size)]
+
+
+def runaway_sites(density: LogDensity, u: torch.Tensor, init: torch.Tensor, *, jacobian: bool,
+                  prior: bool) -> list[str]:
+    """The sites that run off to infinity along a direction in which the objective keeps increasing.
+
+    An objective with no finite maximum (the likelihood of a logistic regression on
+    perfectly separable classes, which grows towards 0 as the coefficients grow) leaves
+    L-BFGS at a point where the gradient has vanished, the values huge and meaningless.
+
+    Rule: from the start ``init`` and from the origin, the point ``u`` is moved out along
+    its own direction, to ``origin + k * (u - origin)`` for each k in
+    :data:`_RUNAWAY_SCALES`; if the objective is finite there, strictly higher (beyond
+    rounding) at the first scale and not lower at each further one, it has no maximum
+    within reach along that direction. A strict maximum is passed by the first scale
+    (the displacement doubled), and a flat direction (non-identified parameters) gives no
+    strict increase, so neither is flagged. The named sites are those whose constrained
+    values move by more than ``max(1, |value|)`` from ``u`` to the farthest point: a site
+    that only creeps to the edge of its support (a scale towards 0, a probability towards
+    1) has a finite estimate there and is not named.
+
+    Returns
+    -------
+    list of str
+        Site names in layout order; empty when the objective has a maximum within reach.
+    """
+    if not bool(torch.isfinite(u).all()):
+        return []
+    with torch.no_grad():
+        for origin in (init, torch.zeros_like(u)):
+            direction = u - origin
+            if not bool(direction.abs().max() > 0):
+                continue
+            points = torch.stack([u] + [origin + k * direction for k in _RUNAWAY_SCALES])
+            try:
+                values = torch.cat([density.log_density(p[None], jacobian=jacobian, prior=prior) for p in points])
+            except Exception as exc:
+                if not _is_numerical(exc):
+                    raise
+                continue
+            if not bool(torch.isfinite(values).all()):
+                continue
+            rounding = 64 * torch.finfo(values.dtype).eps * max(1.0, float(values[0].abs()))
+            steps = values[1:] - values[:-1]
+            if not (steps[0] > rounding and bool((steps[1:] >= -rounding).all())):
+                continue
+            start = density.constrain(points[[0]])
+            far = density.constrain(points[[-1]])
+            names = [site.name for site in density.layout
+                     if bool(((far[site.name] - start[site.name]).abs()
+                              > start[site.name].abs().clamp(min=1.0)).any())]
+            if names:
+                return names
+    return []
+
+
+def _normalised(precision: torch.Tensor) -> torch.Tensor:
+    """``precision`` scaled to unit diagonal (where its diagonal is positive): its eigenvalues
+    then say how close it is to singular whatever the units of the parameters (a coefficient
+    of income in dollars has a curvature 1e10 times that of a noise scale, and is identified)."""
+    diagonal = torch.diagonal(precision)
+    if not bool((diagonal > 0).all()):
+        return precision
+    root = diagonal.sqrt()
+    return precision / root[:, None] / root[None, :]
+
+
+def _singular(precision: torch.Tensor) -> bool:
+    """Whether a positive-definite ``precision`` is singular up to rounding: the smallest
+    eigenvalue of :func:`_normalised` below :data:`_SINGULAR_RTOL` times the largest (a
+    Cholesky factorisation succeeds on such a matrix and its inverse is rounding noise)."""
+    values = torch.linalg.eigvalsh(_normalised(precision))
+    return bool(values[0] <= _SINGULAR_RTOL * values[-1])
+
+
+def curvature_message(precision: torch.Tensor, labels: list[str], sites: list[str]) -> str:
+    """Why a negative Hessian ``precision`` is not positive definite, naming the directions.
+
+    Rule: the eigenvalues of the matrix scaled to unit diagonal (:func:`_normalised`, so
+    that the units of the parameters do not matter) are split into negative ones beyond rounding (the point is a
+    saddle or a minimum along that direction, not a maximum) and those within
+    :data:`_SINGULAR_RTOL` of zero relative to the largest (a flat direction the data do
+    not determine: collinear covariates, a parameter the objective does not involve, two
+    parameters that enter only through their product). Each such direction is written as
+    its eigenvector's coordinates with weight at least :data:`_DIRECTION_WEIGHT` (by label,
+    e.g. ``0.71*beta[0] - 0.71*beta[1]``), and the sites involved are listed.
+
+    Parameters
+    ----------
+    precision : Tensor
+        Minus the symmetrised Hessian, ``(dim, dim)``.
+    labels : list of str
+        A name for each coordinate (:func:`coordinate_labels`).
+    sites : list of str
+        The site of each coordinate.
+    """
+    if not bool(torch.isfinite(precision).all()):
+        bad = sorted({sites[i] for i in (~torch.isfinite(precision)).any(1).nonzero().flatten().tolist()})
+        return ("the Hessian is not finite (for " + ", ".join(f"'{s}'" for s in bad)
+                + "), so standard errors are undefined")
+    values, vectors = torch.linalg.eigh(_normalised(precision))
+    scale = float(values.abs().max()) if values.numel() else 0.0
+    tolerance = _SINGULAR_RTOL * max(scale, torch.finfo(values.dtype).tiny)
+    flat = [i for i in range(len(values)) if abs(float(values[i])) <= tolerance]
+    negative = [i for i in range(len(values)) if float(values[i]) < -tolerance]
+
+    def describe(i: int) -> tuple[str, set[str]]:
+        v = vectors[:, i]
+        v = v * (1 if float(v[v.abs().argmax()]) > 0 else -1)
+        heavy = [j for j in v.abs().argsort(descending=True).tolist() if abs(float(v[j])) >= _DIRECTION_WEIGHT]
+        shown = sorted(heavy[:_DIRECTION_TERMS])
+        text = " ".join(f"{'-' if float(v[j]) < 0 else '+'} {abs(float(v[j])):.2g}*{labels[j]}"
+                        for j in shown).lstrip("+ ")
+        if len(heavy) > _DIRECTION_TERMS:
+            text += f" + ... ({len(heavy) - _DIRECTION_TERMS} more terms)"
+        involved = {sites[j] for j in range(len(v)) if abs(float(v[j])) >= _DIRECTION_WEIGHT}
+        return text, involved
+
+    parts, involved_all = [], set()
+    for kind, indices in (("flat (not identified by the data)", flat),
+                          ("of upward curvature (a saddle, not a maximum)", negative)):
+        if not indices:
+            continue
+        descriptions = []
+        for i in indices:
+            text, involved = describe(i)
+            if len(descriptions) < _DIRECTIONS_SHOWN:
+                descriptions.append(text)
+            involved_all |= involved
+        more = f"; and {len(indices) - _DIRECTIONS_SHOWN} more" if len(indices) > _DIRECTIONS_SHOWN else ""
+        parts.append(f"{len(indices)} direction(s) {kind}: " + "; ".join(descriptions) + more)
+    if not parts:
+        return ("the information matrix is numerically not positive definite (ill-conditioned: "
+                f"eigenvalues from {float(values.min()):.3g} to {float(values.max()):.3g}), so standard "
+                "errors are undefined")
+    names = ", ".join(f"'{s}'" for s in dict.fromkeys(sites) if s in involved_all)
+    what = ("is singular" if not negative else "is not positive definite (the point is not a maximum)"
+            if not flat else "is singular and not positive definite")
+    causes = ("Typical causes: collinear covariates, a parameter the likelihood does not depend on, or "
+              "parameters that enter only through their sum or product; drop or combine them, or add a "
+              "prior (engine='map')" if flat else
+              "The optimiser stopped at a saddle point; try another seed or a prior (engine='map')")
+    return (f"the information matrix (minus the Hessian) {what}, so standard errors are undefined "
+            "(NaN) and the draws sit at the point: " + "; ".join(parts) + " (coefficients in units of "
+            f"each parameter's curvature). Sites involved: {names}. {causes}")
 
 
 def _constrained_flat(density: LogDensity, u: torch.Tensor) -> torch.Tensor:
@@ -78,13 +347,16 @@ def mode_result(density: LogDensity, mode: Mode, *, jacobian: bool, prior: bool,
     The covariance in the unconstrained space is the inverse of the negative Hessian of
     the same objective that was maximised (observed information for MLE). Draws come
     from that Gaussian, mapped to each site's support, so they always respect it.
+
+    Where the negative Hessian is not positive definite there is no covariance: standard
+    errors are NaN, the draws sit at the point, ``info["hessian_positive_definite"]`` is
+    False and ``info["hessian_message"]`` says why, naming the flat or upward-curving
+    directions and their sites (:func:`curvature_message`).
     """
     optimised = time.perf_counter()
-    hessian = torch.autograd.functional.hessian(
-        lambda x: density.log_density(x[None], jacobian=jacobian, prior=prior)[0], mode.u)
-    precision = -(hessian + hessian.T) / 2
+    precision = negative_hessian(density, mode.u, jacobian=jacobian, prior=prior)
     cholesky, info = torch.linalg.cholesky_ex(precision)
-    positive = int(info) == 0
+    positive = int(info) == 0 and bool(torch.isfinite(precision).all()) and not _singular(precision)
     dim = mode.u.shape[0]
     if positive:
         cov = torch.cholesky_inverse(cholesky)
@@ -103,6 +375,10 @@ def mode_result(density: LogDensity, mode: Mode, *, jacobian: bool, prior: bool,
         offset += value.numel()
     draws = {k: v[None] for k, v in density.constrain(u_draws).items() if k in density.latent_names}
     info = {"converged": mode.converged, "message": mode.message, "hessian_positive_definite": positive}
+    if mode.failed_evaluations:
+        info["failed_evaluations"] = mode.failed_evaluations
+    if not positive:
+        info["hessian_message"] = curvature_message(precision, coordinate_labels(density), _site_of(density))
     if kind == "approximation" and positive:
         with torch.no_grad():
             normal = torch.distributions.MultivariateNormal(mode.u, scale_tril=scale_tril)
@@ -116,9 +392,31 @@ def mode_result(density: LogDensity, mode: Mode, *, jacobian: bool, prior: bool,
     )
 
 
+def _runaway_message(density: LogDensity, u: torch.Tensor, names: list[str], *, prior: bool,
+                     engine: str) -> str:
+    """The finding for sites that run off to infinity (:func:`runaway_sites`), with the remedy."""
+    values = density.constrain(u[None])
+    sizes = ", ".join(f"max |{name}| = {float(values[name].abs().max()):.3g}" for name in names)
+    quoted = ", ".join(f"'{name}'" for name in names)
+    objective = "log posterior density" if prior else "likelihood"
+    remedy = ("give these sites a proper, tighter prior (e.g. Normal(0, 1) on standardised covariates)"
+              if prior else
+              "fit with engine='map' and a proper prior on these sites (e.g. Normal(0, 1) on standardised "
+              "covariates), which keeps them finite")
+    return (f"engine '{engine}': the {objective} has no finite maximum: it keeps increasing as sites {quoted} "
+            f"run off to infinity ({sizes} and growing), as with perfectly separable classes in a "
+            f"logistic regression; the estimates of {quoted} and their standard errors are meaningless. "
+            f"Remedy: {remedy}")
+
+
 def run_mode(problem: Problem, *, seed: int, num_steps: int, num_draws: int, jacobian: bool,
              prior: bool, kind: str, engine: str) -> EngineResult:
-    """Optimise ``problem``'s log density from a seeded start and build the EngineResult."""
+    """Optimise ``problem``'s log density from a seeded start and build the EngineResult.
+
+    An objective with no finite maximum (:func:`runaway_sites`) is said out loud: a
+    ``UserWarning`` naming the sites and the remedy, ``info["converged"] = False`` with the
+    same text in ``info["message"]``, and ``info["runaway_sites"]`` listing the sites.
+    """
     started = time.perf_counter()
     density = problem.density
     density.require_continuous(engine)
@@ -132,5 +430,16 @@ def run_mode(problem: Problem, *, seed: int, num_steps: int, num_draws: int, jac
     init = torch.rand(density.dim, generator=generator, dtype=torch.get_default_dtype(),
                       device=problem.device) * 4 - 2
     mode = find_mode(density, init, jacobian=jacobian, prior=prior, num_steps=num_steps)
-    return mode_result(density, mode, jacobian=jacobian, prior=prior, kind=kind,
-                       num_draws=num_draws, generator=generator, started=started)
+    runaway = runaway_sites(density, mode.u, init, jacobian=jacobian, prior=prior)
+    if runaway:
+        message = _runaway_message(density, mode.u, runaway, prior=prior, engine=engine)
+        warnings.warn(message, UserWarning, stacklevel=4)
+        mode = dataclasses.replace(mode, converged=False, message=f"{message} ({mode.message})")
+    result = mode_result(density, mode, jacobian=jacobian, prior=prior, kind=kind,
+                         num_draws=num_draws, generator=generator, started=started)
+    if runaway:
+        result.info["runaway_sites"] = runaway
+        if not result.info["hessian_positive_definite"]:
+            result.info["hessian_message"] = ("standard errors are undefined: there is no finite maximum "
+                                              "to take the curvature at (see the message)")
+    return result

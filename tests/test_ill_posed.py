@@ -1,0 +1,190 @@
+"""Ill-posed problems are said out loud: no finite optimum, singular information, numerical walls,
+plates that disagree with the data, supports that torch cannot map (issue 23)."""
+
+import warnings
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+import bayesgen as bg
+
+
+def logistic_regression(X, y=None):
+    beta = pyro.sample("beta", dist.Normal(0.0, 1.0).expand([X.shape[1]]).to_event(1))
+    alpha = pyro.sample("alpha", dist.Normal(0.0, 1.0))
+    with pyro.plate("data", X.shape[0]):
+        pyro.sample("y", dist.Bernoulli(logits=alpha + X @ beta), obs=y)
+
+
+@pytest.fixture(scope="module")
+def breast_cancer():
+    """scikit-learn's breast cancer data, standardised: the classes are perfectly separable."""
+    from sklearn.datasets import load_breast_cancer
+
+    X, y = load_breast_cancer(return_X_y=True)
+    return {"X": (X - X.mean(0)) / X.std(0), "y": y.astype(float)}
+
+
+def test_mle_on_separable_classes_warns_and_is_not_converged(breast_cancer):
+    with pytest.warns(UserWarning, match=r"no finite maximum.*'beta'.*'alpha'.*engine='map'"):
+        fit = bg.fit(logistic_regression, breast_cancer, engine="mle")
+    assert fit.info["converged"] is False
+    assert fit.info["runaway_sites"] == ["beta", "alpha"]
+    assert "no finite maximum" in fit.info["message"] and "engine='map'" in fit.info["message"]
+    assert bg.check(fit)  # the unconverged optimiser is a finding
+
+
+def test_map_with_a_proper_prior_on_the_same_data_converges_silently(breast_cancer):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = bg.fit(logistic_regression, breast_cancer, engine="map")
+    assert fit.info["converged"] is True and "runaway_sites" not in fit.info
+    assert fit.info["hessian_positive_definite"] is True
+    assert np.abs(fit.point["beta"]).max() < 5
+
+
+def test_a_boundary_mode_is_not_a_runaway():
+    # eight schools' MAP has tau at 0, the edge of its support: a finite estimate, no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = bg.fit("eight_schools", engine="map")
+    assert "runaway_sites" not in fit.info
+
+
+def two_covariates(x1, x2, y=None):
+    a = pyro.sample("a", dist.Normal(0.0, 10.0))
+    b1 = pyro.sample("b1", dist.Normal(0.0, 10.0))
+    b2 = pyro.sample("b2", dist.Normal(0.0, 10.0))
+    s = pyro.sample("s", dist.HalfNormal(5.0))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Normal(a + b1 * x1 + b2 * x2, s), obs=y)
+
+
+def test_collinear_covariates_name_the_sites_of_the_flat_direction():
+    rng = np.random.default_rng(0)
+    x1 = rng.normal(size=50)
+    y = 1.0 + 0.5 * x1 + rng.normal(size=50)
+    fit = bg.fit(two_covariates, {"x1": x1, "x2": 2 * x1, "y": y}, engine="mle")
+    assert fit.info["hessian_positive_definite"] is False
+    message = fit.info["hessian_message"]
+    assert "singular" in message and "flat" in message and "collinear" in message
+    assert "b1" in message and "b2" in message and "Sites involved: 'b1', 'b2'." in message
+    assert np.isnan(fit.stderr["b1"]) and np.isnan(fit.stderr["a"])
+
+
+def test_independent_covariates_keep_their_standard_errors():
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.normal(size=(2, 50))
+    y = 1.0 + 0.5 * x1 + rng.normal(size=50)
+    fit = bg.fit(two_covariates, {"x1": x1, "x2": x2, "y": y}, engine="mle")
+    assert fit.info["hessian_positive_definite"] is True and "hessian_message" not in fit.info
+    assert np.isfinite(fit.stderr["b2"])
+
+
+def correlation(y=None):
+    """A bivariate normal whose correlation ``rho`` is unconstrained: cholesky fails where |rho| >= 1."""
+    rho = pyro.sample("rho", dist.Normal(0.0, 0.1))
+    one = torch.ones_like(rho)
+    cov = torch.stack([torch.stack([one, rho], -1), torch.stack([rho, one], -1)], -2)
+    scale_tril = torch.linalg.cholesky(cov)
+    with pyro.plate("data", y.shape[0]):
+        pyro.sample("y", dist.MultivariateNormal(torch.zeros(2), scale_tril=scale_tril.unsqueeze(-3)), obs=y)
+
+
+@pytest.fixture(scope="module")
+def correlated():
+    return {"y": np.random.default_rng(0).multivariate_normal([0, 0], [[1, 0.97], [0.97, 1]], size=40)}
+
+
+def test_a_region_where_cholesky_fails_is_a_wall_for_the_line_search(correlated):
+    # seed 5 starts inside |rho| < 1; L-BFGS's steps then try points beyond 1
+    fit = bg.fit(correlation, correlated, engine="mle", seed=5)
+    assert fit.info["failed_evaluations"] > 0 and "treated as walls" in fit.info["message"]
+    assert fit.info["converged"] is True
+    sample_corr = np.corrcoef(correlated["y"].T)[0, 1]
+    assert fit.point["rho"] == pytest.approx(sample_corr, abs=0.01)
+
+
+def test_a_failing_starting_point_is_reraised_with_the_reason(correlated):
+    # seed 1 starts at |rho| > 1
+    with pytest.raises(ValueError, match=r"LinAlgError at or after site 'rho' at the optimiser's starting point"):
+        bg.fit(correlation, correlated, engine="map", seed=1)
+
+
+# ------------------------------------------------------------------ inputs
+
+def regression(x, y=None):
+    a = pyro.sample("a", dist.Normal(0.0, 1.0))
+    b = pyro.sample("b", dist.Normal(0.0, 1.0))
+    s = pyro.sample("s", dist.HalfNormal(1.0))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Normal(a + b * x, s), obs=y)
+
+
+def test_covariate_shorter_than_the_plate_names_argument_plate_and_sizes():
+    with pytest.raises(ValueError, match=r"data\['x'\] has 30 rows but plate 'data' has size 32 "
+                                         r"\(set by data\['y'\]\)"):
+        bg.fit(regression, {"x": np.zeros(30), "y": np.zeros(32)}, engine="map")
+
+
+def test_plate_size_from_an_integer_argument_is_named():
+    def sized(x, n, y=None):
+        b = pyro.sample("b", dist.Normal(0.0, 1.0))
+        with pyro.plate("obs", n):
+            pyro.sample("y", dist.Normal(b * x, 1.0), obs=y)
+
+    with pytest.raises(ValueError, match=r"data\['x'\] has 5 rows but plate 'obs' has size 4 \(set by data\['n'\]\)"):
+        bg.LogDensity(sized, bg.validate.to_tensors({"x": np.zeros(5), "n": 4}, torch.device("cpu")))
+
+
+def test_a_2d_covariate_inside_a_1d_plate_names_its_shape():
+    with pytest.raises(ValueError, match=r"data\['x'\] has shape \(32, 2\), size 2 along dim -1, but plate "
+                                         r"'data' has size 32"):
+        bg.fit(regression, {"x": np.zeros((32, 2)), "y": np.zeros(32)}, engine="map")
+
+
+def test_a_0d_observation_in_a_plate_is_named():
+    with pytest.raises(ValueError, match=r"len\(\) of a 0-d tensor.*data\['y'\] is 0-d"):
+        bg.fit(regression, {"x": np.zeros(3), "y": np.array(1.0)}, engine="map")
+
+
+def test_mixture_same_family_latent_works():
+    def mixture_prior(y=None):
+        z = pyro.sample("z", dist.MixtureSameFamily(dist.Categorical(torch.ones(2)),
+                                                    dist.Normal(torch.tensor([-2.0, 2.0]), 1.0)))
+        g = pyro.sample("g", dist.MixtureSameFamily(dist.Categorical(torch.ones(2)),
+                                                    dist.Gamma(torch.tensor([2.0, 5.0]), 1.0)))
+        with pyro.plate("data", 5):
+            pyro.sample("y", dist.Normal(z, g), obs=y)
+
+    y = np.array([0.5, 1.0, 1.5, 2.0, 2.5])
+    fit = bg.fit(mixture_prior, {"y": y}, engine="map")
+    assert fit.info["converged"] and fit.point["g"] > 0
+    density = bg.LogDensity(mixture_prior, {"y": torch.as_tensor(y)})
+    assert [s.name for s in density.layout] == ["z", "g"]
+
+
+def test_uniform_with_a_latent_bound_works():
+    def bounded(y=None):
+        x = pyro.sample("x", dist.HalfNormal(3.0))
+        u = pyro.sample("u", dist.Uniform(0.0, x))
+        with pyro.plate("data", 5):
+            pyro.sample("y", dist.Normal(u, 1.0), obs=y)
+
+    fit = bg.fit(bounded, {"y": np.full(5, 1.5)}, engine="nuts", num_warmup=100, num_samples=100,
+                 num_chains=2, progress=False)
+    assert (fit.posterior["u"] < fit.posterior["x"]).all() and (fit.posterior["u"] > 0).all()
+
+
+@pytest.mark.filterwarnings("ignore:Singular sample detected")
+def test_a_support_without_a_bijection_names_site_distribution_and_fix():
+    def wishart(y=None):
+        W = pyro.sample("W", dist.Wishart(df=torch.tensor(10.0), covariance_matrix=torch.eye(2)))
+        pyro.sample("y", dist.MultivariateNormal(torch.zeros(2), W), obs=y)
+
+    with pytest.raises(ValueError, match=r"latent site 'W' has distribution Wishart with support "
+                                         r"PositiveDefinite\(\).*LKJCholesky"):
+        bg.fit(wishart, {"y": np.zeros(2)}, engine="map")
