@@ -102,19 +102,77 @@ def _convergence_findings(fit: "Fit") -> list[str]:
 
 def _optimiser_findings(fit: "Fit") -> list[str]:
     found = []
-    if fit.info.get("converged") is False:
+    if fit.info.get("runaway_sites"):
+        found.append(fit.info["message"])  # no finite optimum: the message names the sites and the remedy
+    elif fit.info.get("converged") is False:
         found.append(f"the optimiser did not converge in {fit.settings.get('num_steps')} steps "
                      f"({fit.info.get('message', 'no message')}); raise num_steps or lower lr")
     if fit.info.get("hessian_positive_definite") is False:
-        found.append("the Hessian at the optimum is not negative definite: the optimum is not a strict "
-                     "maximum (non-identified parameters?), so standard errors and draws are undefined")
+        found.append(fit.info.get("hessian_message") or (
+            "the Hessian at the optimum is not negative definite: the optimum is not a strict maximum "
+            "(non-identified parameters?), so standard errors and draws are undefined"))
     khat = fit.info.get("pareto_k")
     if khat is not None and not khat <= PARETO_K_MAX:
         found.append(f"Pareto k-hat = {khat:.2f} > {PARETO_K_MAX}: importance weights of the posterior "
                      "against the approximation are heavy-tailed, so the approximation is unreliable")
+    found += _dispersion_findings(fit)
     loss = fit.sample_stats.get("loss")
     if loss is not None and not np.all(np.isfinite(loss[..., -1])):
         found.append("the final loss is not finite: the optimiser diverged")
+    return found
+
+
+def _fault_findings(fit: "Fit") -> list[str]:
+    """Findings about a run that did not go as asked, whatever the engine: an interrupted run
+    (``fit.info["interrupted"]``, set by an engine that caught Ctrl-C and handed back the work
+    done so far), points where the log density raised and were rejected
+    (``info["density_failures"]``), and chains whose draws or log densities are not finite
+    (read from the draws themselves, so that a fit loaded from a file is checked too)."""
+    found = []
+    info = fit.info or {}
+    if info.get("interrupted"):
+        note = info.get("interrupted_note")
+        found.append("the run was interrupted (KeyboardInterrupt) and is incomplete"
+                     + (f": {note}" if note else "") + "; its diagnostics describe the shorter run")
+    failures = info.get("density_failures")
+    if failures:
+        found.append(f"the log density raised at {failures} point(s) (first: {info.get('density_error')}); "
+                     "each was rejected (re-drawn at initialisation, a divergent transition after): the model "
+                     "is numerically fragile there; add jitter, reparameterise or tighten the priors")
+    lp = fit.sample_stats.get("lp") if fit.kind == "samples" else None
+    if lp is not None and lp.ndim == 2 and lp.size:
+        bad = ~np.isfinite(lp)
+        for draws in fit.posterior.values():
+            if np.issubdtype(draws.dtype, np.number) and draws.shape[:2] == lp.shape:
+                bad |= ~np.isfinite(draws.reshape(lp.shape + (-1,))).all(-1)
+        chains = [int(c) for c in np.flatnonzero(bad.any(1))]
+        if chains:
+            found.append(f"chain(s) {chains} produced non-finite positions or log densities "
+                         f"({int(bad.sum())} draw(s), the first at draw {int(np.argmax(bad.any(0)))}): "
+                         "their draws are invalid; look for overflow in the model or run in float64")
+    return found
+
+
+def _dispersion_findings(fit: "Fit") -> list[str]:
+    """The parameters whose sd under a Gaussian approximation is off from the Laplace sd at its
+    mean by more than SVI's factor (``info["sd_vs_laplace"]``, ratios of q's sd over Laplace's,
+    in the unconstrained space)."""
+    ratios = fit.info.get("sd_vs_laplace")
+    if not ratios:
+        return []
+    narrow = [f"{name} ({ratio:.2g}x)" for name, ratio in ratios.items() if ratio < 1]
+    wide = [f"{name} ({ratio:.2g}x)" for name, ratio in ratios.items() if ratio >= 1]
+    mean_field = fit.info.get("family") == "normal"
+    found = []
+    if narrow:
+        cause = (" a mean-field Gaussian cannot represent correlations between parameters, and it "
+                 "understates the sd of correlated ones;") if mean_field else ""
+        found.append(f"the approximation is too narrow: the sd of {', '.join(narrow)} is a fraction of what the "
+                     f"curvature of the posterior at its mean gives (the Laplace sd);{cause} use guide='mvn', "
+                     "more num_steps, or engine='nuts'")
+    if wide:
+        found.append(f"the approximation is too wide: the sd of {', '.join(wide)} is a multiple of the Laplace "
+                     "sd at its mean; run more num_steps or use engine='nuts'")
     return found
 
 
@@ -122,10 +180,11 @@ def check(fit: "Fit") -> list[str]:
     """The diagnostics verdict: a list of plain-language findings (empty when all is well).
 
     Checks R-hat > 1.01 and bulk/tail ESS < 400 (sampling engines), divergences, E-BFMI
-    < 0.3 and tree-depth saturation (MCMC), and unconverged or diverged optimisers.
+    < 0.3 and tree-depth saturation (MCMC), unconverged or diverged optimisers, and Gaussian
+    approximations whose sds are off from the Laplace sds at their mean by more than a factor 2.
     NaN diagnostics count as failures.
     """
-    found = []
+    found = _fault_findings(fit)
     bad_sites = [name for name, value in fit.posterior.items()
                  if np.issubdtype(value.dtype, np.number) and not np.all(np.isfinite(value))]
     if bad_sites:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+import warnings
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -148,6 +149,11 @@ def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
     pyro.clear_param_store()
     with kept_networks(problem):
         result: EngineResult = engine.run(problem, seed=seed, progress=show)
+        if result.info.get("interrupted"):  # an engine that caught Ctrl-C hands back the work done
+            warnings.warn(f"engine '{type(engine).name}' was interrupted (KeyboardInterrupt): "
+                          f"{result.info.get('interrupted_note', 'the fit holds the work done so far')}; "
+                          "the fit is incomplete (fit.info['interrupted']) and bg.check reports it",
+                          RuntimeWarning, stacklevel=2)
         params = {name: pyro.param(name).detach().clone() for name in pyro.get_param_store().keys()}
         # copies before the networks are reset: an engine may hand back their very tensors
         point = None if result.point is None else {k: v.detach().cpu().numpy().copy() for k, v in result.point.items()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from typing import Any, Callable
 
 import numpy as np
@@ -13,7 +14,7 @@ from bayesgen.convert import az
 from bayesgen.result import Fit
 from bayesgen.spec import ModelSpec
 
-__all__ = ["load", "save"]
+__all__ = ["atomic_write", "load", "save"]
 
 _META = "bayesgen_meta"
 #: The netCDF group that holds ``Fit.params``, one variable per parameter, written after ArviZ's groups.
@@ -34,8 +35,32 @@ def _arrays(meta: dict[str, Any] | None) -> dict[str, np.ndarray] | None:
     return {k: np.asarray(v["data"], dtype=float).reshape(v["shape"]) for k, v in meta.items()}
 
 
+def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> None:
+    """Have ``write`` write a temporary file beside ``path``, then rename it to ``path``.
+
+    A rename within one folder is atomic, so a crash or Ctrl-C at any moment leaves either
+    the previous file or the complete new one at ``path``, never a half-written one; the
+    temporary file is removed if writing fails.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
 def save(fit: Fit, path: str) -> None:
-    """Write ``fit`` to ``path`` as netCDF: the ArviZ groups plus a JSON attribute with the rest."""
+    """Write ``fit`` to ``path`` as netCDF: the ArviZ groups plus a JSON attribute with the rest.
+
+    The file appears whole or not at all (:func:`atomic_write`): an existing file at ``path``
+    is replaced only once the new one is complete.
+    """
     idata = fit.to_arviz()
     meta = {
         "engine": fit.engine, "kind": fit.kind, "settings": fit.settings, "timing": fit.timing,
@@ -45,14 +70,18 @@ def save(fit: Fit, path: str) -> None:
         "constant_shapes": {key: list(np.shape(value)) for key, value in fit.constant_data.items()},
     }
     _meta_group(idata).attrs[_META] = json.dumps(meta, default=repr)
-    idata.to_netcdf(path)
-    if fit.params:
-        # names such as "decoder$$$fc.weight" are kept in an attribute: netCDF variable names are restricted
-        names = list(fit.params)
-        variables = {f"p{i}": ([f"p{i}_{axis}" for axis in range(np.ndim(fit.params[name]))], fit.params[name])
-                     for i, name in enumerate(names)}
-        xr.Dataset(variables, attrs={"names": json.dumps(names)}).to_netcdf(path, mode="a", group=_PARAMS,
-                                                                             engine="h5netcdf")
+
+    def write(temporary: str) -> None:
+        idata.to_netcdf(temporary)
+        if fit.params:
+            # names such as "decoder$$$fc.weight" are kept in an attribute: netCDF variable names are restricted
+            names = list(fit.params)
+            variables = {f"p{i}": ([f"p{i}_{axis}" for axis in range(np.ndim(fit.params[name]))], fit.params[name])
+                         for i, name in enumerate(names)}
+            xr.Dataset(variables, attrs={"names": json.dumps(names)}).to_netcdf(temporary, mode="a", group=_PARAMS,
+                                                                                 engine="h5netcdf")
+
+    atomic_write(path, write)
 
 
 def _group(idata: Any, name: str) -> dict[str, np.ndarray]:

@@ -15,7 +15,8 @@ from pyro.poutine.messenger import Messenger
 
 from bayesgen.engine import EngineResult, Problem
 from bayesgen.inference._gaussian_vi import elbo_converged
-from bayesgen.inference._pyro_vi import run_steps
+from bayesgen.inference._pyro_vi import PyroState
+from bayesgen.inference._steps import Checkpointing, run_steps
 from bayesgen.program import on_device
 
 __all__ = ["optimise_params"]
@@ -38,7 +39,7 @@ def _no_guide(*args: Any, **kwargs: Any) -> None:
 
 
 def optimise_params(problem: Problem, *, prior: bool, num_steps: int, lr: float, lr_decay: float, tol: float,
-                    progress: bool, engine: str) -> EngineResult:
+                    progress: bool, engine: str, checkpointing: Checkpointing | None = None) -> EngineResult:
     """Maximise the likelihood (or likelihood times prior) over parameters and latent sites.
 
     Parameters declared with ``pyro.param``/``pyro.module`` (network weights) and the
@@ -46,7 +47,8 @@ def optimise_params(problem: Problem, *, prior: bool, num_steps: int, lr: float,
     (the learning rate decayed exponentially to ``lr * lr_decay``), one SVI step per iteration, so a program that subsamples with
     ``pyro.plate(..., subsample_size=...)`` pays for a minibatch per step. Enumerable
     discrete sites are summed out with ``TraceEnum_ELBO``. Standard errors are not
-    computed for network weights.
+    computed for network weights. ``checkpointing``: see
+    :func:`~bayesgen.inference._steps.run_steps`.
     """
     started = time.perf_counter()
     density = problem.density
@@ -68,7 +70,10 @@ def optimise_params(problem: Problem, *, prior: bool, num_steps: int, lr: float,
     optim = pyro.optim.ClippedAdam({"lr": lr, "lrd": lr_decay ** (1 / max(num_steps, 1)), "clip_norm": math.inf})
     svi = SVI(model, guide, optim, elbo)
     with on_device(problem.device):
-        losses = run_steps(lambda: svi.step(**problem.data), num_steps, progress=progress, desc=engine)
+        state = PyroState(optim, lambda: svi.evaluate_loss(**problem.data))
+        steps = run_steps(lambda: svi.step(**problem.data), num_steps, progress=progress, desc=engine,
+                          checkpointing=checkpointing, state=state)
+        losses = steps.losses
         with torch.no_grad():
             latents = guide.median(**problem.data) if latent else {}
     params = {name: site["value"] for name, site in problem.prototype.nodes.items() if site["type"] == "param"}
@@ -77,6 +82,6 @@ def optimise_params(problem: Problem, *, prior: bool, num_steps: int, lr: float,
         kind="point", draws={name: value[None, None] for name, value in latents.items()},
         sample_stats={"loss": torch.tensor(losses)[None]}, point=point,
         timing={"optimize": time.perf_counter() - started},
-        info={"converged": elbo_converged(losses, max(10, num_steps // 20), tol),
-              "message": f"final loss {losses[-1]:.4g}" if losses else "no steps run"},
+        info={"converged": not steps.interrupted and elbo_converged(losses, max(10, num_steps // 20), tol),
+              "message": f"final loss {losses[-1]:.4g}" if losses else "no steps run", **steps.info(num_steps)},
     )

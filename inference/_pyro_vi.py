@@ -10,14 +10,14 @@ import pyro.poutine as poutine
 import torch
 from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, config_enumerate
 from pyro.infer.autoguide import AutoGuide
-from tqdm.auto import tqdm
 
 from bayesgen.engine import Problem
+from bayesgen.inference._steps import Checkpointing, Steps, run_steps
 from bayesgen.logdensity import per_draw
 from bayesgen.generate import local_latents
 from bayesgen.program import BATCH_PLATE, is_subsample, on_device
 
-__all__ = ["fit_pyro_guide", "run_steps"]
+__all__ = ["PyroState", "fit_pyro_guide"]
 
 
 def _make_guide(guide: Any, model: Callable[..., Any], hide: list[str]) -> Callable[..., Any]:
@@ -30,10 +30,46 @@ def _make_guide(guide: Any, model: Callable[..., Any], hide: list[str]) -> Calla
                     f"callable, got {guide!r}")
 
 
+class PyroState:
+    """Pyro's parameter store, a ``PyroOptim``'s state and torch's random state: what the later
+    steps of a run through ``pyro.infer.SVI`` depend on, for checkpoints.
+
+    ``materialise`` runs the program and guide once, so that every parameter exists (with its
+    constraint) before saved values are copied into it; the random numbers it draws are then
+    replaced by the saved random state.
+    """
+
+    def __init__(self, optim: pyro.optim.PyroOptim, materialise: Callable[[], Any]) -> None:
+        self.optim, self.materialise = optim, materialise
+
+    def state_dict(self) -> dict[str, Any]:
+        params = pyro.get_param_store().get_state()["params"]
+        state = {"params": {name: value.detach().clone() for name, value in params.items()},
+                 "optim": self.optim.get_state(), "rng": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            self.materialise()
+        params = pyro.get_param_store().get_state()["params"]
+        if set(params) != set(state["params"]):
+            raise ValueError(f"resume: the checkpoint's parameters ({', '.join(sorted(state['params']))}) are not "
+                             f"the program's and guide's ({', '.join(sorted(params))})")
+        with torch.no_grad():
+            for name, value in state["params"].items():
+                params[name].copy_(value)
+        self.optim.set_state(state["optim"])
+        torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
 def fit_pyro_guide(problem: Problem, guide: Any, *, num_steps: int, num_particles: int, lr: float,
-                   lr_decay: float, num_draws: int, progress: bool
-                   ) -> tuple[dict[str, torch.Tensor], list[float]]:
-    """Run ``pyro.infer.SVI`` with ``guide`` and return ``(draws, losses)``.
+                   lr_decay: float, num_draws: int, progress: bool, checkpointing: Checkpointing | None = None
+                   ) -> tuple[dict[str, torch.Tensor], Steps]:
+    """Run ``pyro.infer.SVI`` with ``guide`` and return ``(draws, steps)``.
 
     Programs with enumerable discrete latents use ``TraceEnum_ELBO`` (the sites are
     enumerated in the model and hidden from auto-guides); others use ``Trace_ELBO``
@@ -60,23 +96,12 @@ def fit_pyro_guide(problem: Problem, guide: Any, *, num_steps: int, num_particle
     optim = pyro.optim.ClippedAdam({"lr": lr, "lrd": lr_decay ** (1 / max(num_steps, 1))})
     svi = SVI(model, guide_fn, optim, elbo)
     with on_device(problem.device):
-        losses = run_steps(lambda: svi.step(**problem.data), num_steps, progress=progress, desc="svi")
+        state = PyroState(optim, lambda: svi.evaluate_loss(**problem.data))
+        steps = run_steps(lambda: svi.step(**problem.data), num_steps, progress=progress, desc="svi",
+                          checkpointing=checkpointing, state=state)
         with torch.no_grad():
             draws = _guide_draws(guide_fn, problem, num_draws, amortised=not isinstance(guide, type))
-    return draws, losses
-
-
-def run_steps(step: Callable[[], float], num_steps: int, *, progress: bool, desc: str) -> list[float]:
-    """Call ``step`` ``num_steps`` times and return its losses; the progress bar shows the mean
-    loss of the last 100 steps (one step's loss is a noisy minibatch estimate)."""
-    losses: list[float] = []
-    bar = tqdm(range(num_steps), disable=not progress, desc=desc)
-    for i in bar:
-        losses.append(float(step()))
-        if progress and (i % 50 == 0 or i == num_steps - 1):
-            recent = losses[-100:]
-            bar.set_postfix(loss=f"{sum(recent) / len(recent):.4g}", refresh=False)
-    return losses
+    return draws, steps
 
 
 def _score_function_sites(guide: Callable[..., Any], problem: Problem) -> list[str]:

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from bayesgen.engine import EngineResult, Problem
 from bayesgen.generate import local_latents
-from bayesgen.inference._pyro_vi import run_steps
+from bayesgen.inference._steps import run_steps
 from bayesgen.inference._threads import PARALLEL_MIN_ELEMENTS, cpu_threads
 from bayesgen.marginal import per_observation
 from bayesgen.program import is_latent, on_device
@@ -145,7 +145,9 @@ class GAN:
         small = elements < PARALLEL_MIN_ELEMENTS and problem.device.type == "cpu"
         with cpu_threads(1 if small else torch.get_num_threads()):
             game = _Game(self, problem, site, seed)
-            losses = run_steps(game.step, self.num_steps, progress=progress, desc="gan")
+            steps = run_steps(game.step, self.num_steps, progress=progress, desc="gan")
+        losses = steps.losses
+        del game.d_losses[len(losses):]  # a round that Ctrl-C cut after the discriminator's step
         window = max(10, self.num_steps // 20)
         g_recent, d_recent = _mean(losses[-window:]), _mean(game.d_losses[-window:])
         won = self.loss == "nonsaturating" and d_recent < _DISCRIMINATOR_WON
@@ -159,7 +161,7 @@ class GAN:
                           "discriminator_loss": torch.tensor(game.d_losses)[None]},
             timing={"optimize": time.perf_counter() - started},
             info={"converged": math.isfinite(g_recent) and math.isfinite(d_recent) and not won,
-                  "message": message},
+                  "message": message, **steps.info(self.num_steps)},
         )
 
 

@@ -8,6 +8,7 @@ from typing import ClassVar
 from bayesgen.engine import EngineResult, Problem
 from bayesgen.inference._optimize import run_mode
 from bayesgen.inference._params import optimise_params
+from bayesgen.inference._steps import checkpointing_of
 
 __all__ = ["MLE"]
 
@@ -38,6 +39,16 @@ class MLE:
         schedule), for programs with network weights; 1 keeps it constant.
     tol : float
         Relative tolerance of Adam's convergence test, for programs with network weights.
+    checkpoint : str or None
+        For programs with network weights: a file to which the run's state (parameters, Adam's
+        state, the random state) is saved every ``checkpoint_every`` steps and at the end,
+        each time atomically.
+    checkpoint_every : int
+        Steps between checkpoints.
+    resume : str or None
+        For programs with network weights: a checkpoint of a run with the same settings and
+        seed to continue from; the fit is then bit for bit the one the run would have made had
+        it not stopped.
     """
 
     name: ClassVar[str] = "mle"
@@ -46,11 +57,18 @@ class MLE:
     lr: float = 0.01
     lr_decay: float = 1.0
     tol: float = 1e-3
+    checkpoint: str | None = None
+    checkpoint_every: int = 500
+    resume: str | None = None
 
     def run(self, problem: Problem, *, seed: int, progress: bool) -> EngineResult:
         """Maximise the likelihood of ``problem``."""
         if problem.has_params:
             return optimise_params(problem, prior=False, num_steps=self.num_steps, lr=self.lr,
-                                   lr_decay=self.lr_decay, tol=self.tol, progress=progress, engine=self.name)
+                                   lr_decay=self.lr_decay, tol=self.tol, progress=progress, engine=self.name,
+                                   checkpointing=checkpointing_of(self, seed))
+        if self.checkpoint is not None or self.resume is not None:
+            raise ValueError(f"engine '{self.name}': checkpoint and resume are for programs with network weights "
+                             "(trained by Adam, step by step); this program is optimised by L-BFGS in one go")
         return run_mode(problem, seed=seed, num_steps=self.num_steps, num_draws=self.num_draws,
                         jacobian=False, prior=False, kind="point", engine=self.name)

@@ -10,8 +10,9 @@ import torch
 
 from bayesgen.diagnostics import pareto_khat
 from bayesgen.engine import EngineResult, Problem
-from bayesgen.inference._gaussian_vi import elbo_converged, fit_gaussian
+from bayesgen.inference._gaussian_vi import elbo_converged, fit_gaussian, sd_against_laplace
 from bayesgen.inference._pyro_vi import fit_pyro_guide
+from bayesgen.inference._steps import checkpointing_of
 from bayesgen.inference._threads import cpu_threads, threads_for
 from bayesgen.logdensity import LogDensity
 
@@ -50,7 +51,27 @@ class SVI:
     num_draws : int
         Posterior draws taken from the fitted guide.
     tol : float
-        Relative tolerance of the ELBO convergence test (see ``info["converged"]``).
+        Relative tolerance of the loss in the convergence test (see below).
+    checkpoint : str or None
+        A file to which the run's state (parameters, optimiser, random state) is saved every
+        ``checkpoint_every`` steps and at the end, each time atomically.
+    checkpoint_every : int
+        Steps between checkpoints.
+    resume : str or None
+        A checkpoint of a run with the same settings and seed to continue from: the fit is then
+        bit for bit the one the run would have made had it not stopped.
+
+    Notes
+    -----
+    The Gaussian families start at the Laplace approximation (the posterior's mode and the
+    inverse Hessian there) where it is cheap and exists, so that the steps only learn how q
+    differs from it; else at random. Their q is the average of the last ``num_steps // 20``
+    steps' iterates. ``info["converged"]`` needs the loss to have stopped changing (within
+    ``tol``, or its noise) and, for the Gaussian families, the ELBO's gradient to put the means
+    within 0.2 sd of its optimum; ``info["sd_vs_laplace"]`` lists the coordinates whose sd under
+    q is off by more than a factor 2 from the Laplace sd at q's mean, which ``bg.check``
+    reports. Ctrl-C ends the steps early and returns a fit of the work so far, marked
+    ``info["interrupted"]``.
     """
 
     name: ClassVar[str] = "svi"
@@ -63,6 +84,9 @@ class SVI:
     init_scale: float = 0.1
     num_draws: int = 1000
     tol: float = 1e-3
+    checkpoint: str | None = None
+    checkpoint_every: int = 500
+    resume: str | None = None
 
     def run(self, problem: Problem, *, seed: int, progress: bool) -> EngineResult:
         """Fit the variational approximation and draw from it."""
@@ -75,31 +99,44 @@ class SVI:
         if density.dim == 0 and not problem.has_params:
             raise ValueError("engine 'svi': the program has no continuous latent sites or parameters to fit")
         generator = torch.Generator(device=problem.device).manual_seed(seed)
+        checkpointing = checkpointing_of(self, seed)
         info: dict[str, Any] = {}
         guide = self.guide if self.guide is not None else problem.spec.guide or "normal"
         if isinstance(guide, str) and guide in _FAMILIES:
             density.require_continuous(f"svi' with guide '{guide}")
             _require_global_latents(density, guide)
-            q, losses = fit_gaussian(density, family=guide, rank=self.rank, num_steps=self.num_steps,
-                                     num_particles=self.num_particles, lr=self.lr, lr_decay=self.lr_decay,
-                                     init_scale=self.init_scale, generator=generator, progress=progress)
+            q, steps, settling = fit_gaussian(
+                density, family=guide, rank=self.rank, num_steps=self.num_steps, num_particles=self.num_particles,
+                lr=self.lr, lr_decay=self.lr_decay, init_scale=self.init_scale, generator=generator,
+                progress=progress, checkpointing=checkpointing)
             with torch.no_grad():
                 u = q.sample(self.num_draws, generator)
                 log_p = density.log_density_in_chunks(u)
                 log_weights = log_p - q.distribution().log_prob(u)
                 draws = {k: v[None] for k, v in density.constrain(u).items() if k in density.latent_names}
             info["pareto_k"] = pareto_khat(log_weights.cpu().numpy())
+            info["family"] = guide
+            info["sd_vs_laplace"] = sd_against_laplace(density, q)
         elif isinstance(guide, str):
             raise ValueError(f"unknown guide '{guide}'; use one of {', '.join(_FAMILIES)}, "
                              "an AutoGuide class or a guide callable")
         else:
-            draws, losses = fit_pyro_guide(problem, guide, num_steps=self.num_steps,
-                                           num_particles=self.num_particles, lr=self.lr,
-                                           lr_decay=self.lr_decay, num_draws=self.num_draws,
-                                           progress=progress)
+            draws, steps = fit_pyro_guide(problem, guide, num_steps=self.num_steps,
+                                          num_particles=self.num_particles, lr=self.lr,
+                                          lr_decay=self.lr_decay, num_draws=self.num_draws,
+                                          progress=progress, checkpointing=checkpointing)
+            settling = None
+        losses = steps.losses
         window = max(10, self.num_steps // 20)
         info["converged"] = elbo_converged(losses, window, self.tol)
         info["message"] = f"final loss {losses[-1]:.4g}" if losses else "no steps run"
+        if settling is not None:
+            info["converged"] = info["converged"] and settling.settled
+            info["message"] += (f"; the ELBO's gradient over the last {window} steps puts the means up to "
+                                f"{settling.distance:.2g} sd from its optimum")
+        if steps.interrupted:
+            info["converged"] = False
+            info.update(steps.info(self.num_steps))
         return EngineResult(kind="approximation", draws=draws,
                             sample_stats={"loss": torch.tensor(losses)[None]},
                             timing={"optimize": time.perf_counter() - started}, info=info)

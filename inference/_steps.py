@@ -1,0 +1,154 @@
+"""The loop of the step-wise optimisers (SVI, networks' MLE/MAP, GAN): progress, Ctrl-C and checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from bayesgen.io import atomic_write
+
+__all__ = ["Checkpointing", "Resumable", "Steps", "checkpointing_of", "run_steps"]
+
+#: Written into every checkpoint, and required when resuming from one.
+_FORMAT = "bayesgen-checkpoint-1"
+
+
+class Resumable(Protocol):
+    """Everything a run's later steps depend on: parameters, optimiser and random state."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state as tensors, numbers, strings, lists and dicts (what ``torch.load(weights_only=True)`` reads)."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state from :meth:`state_dict`."""
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where a run saves its state, how often, and the file it resumes from.
+
+    Attributes
+    ----------
+    path : str or None
+        File written (atomically: a temporary file, then a rename) every ``every`` steps and
+        after the last; None writes nothing.
+    every : int
+        Steps between checkpoints.
+    resume : str or None
+        A checkpoint to continue from: the run then takes the steps after the checkpoint's and
+        ends as a run that was never stopped would, bit for bit (same seed and settings, which
+        are checked).
+    settings : dict
+        The engine's settings, but the checkpoint's own: a checkpoint of other settings is
+        refused.
+    """
+
+    path: str | None
+    every: int
+    resume: str | None
+    settings: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.every, int) or isinstance(self.every, bool) or self.every < 1:
+            raise ValueError(f"checkpoint_every must be a positive integer, got {self.every!r}")
+        if self.resume is not None and not os.path.isfile(self.resume):
+            raise FileNotFoundError(f"resume: no checkpoint file at {self.resume!r}")
+
+
+#: The engine fields that say where checkpoints go; the others must match to resume.
+_FIELDS = ("checkpoint", "checkpoint_every", "resume")
+#: Fields that do not change the steps taken, so a checkpoint may be resumed with others.
+_FREE = ("num_draws",)
+
+
+def checkpointing_of(engine: Any, seed: int) -> Checkpointing | None:
+    """The checkpoints an engine's ``checkpoint``, ``checkpoint_every`` and ``resume`` fields
+    ask for (None if neither a path nor a resume), its other fields and the seed as the
+    settings a resumed run must share."""
+    if engine.checkpoint is None and engine.resume is None:
+        return None
+    settings = {f.name: getattr(engine, f.name) for f in dataclasses.fields(engine)
+                if f.name not in _FIELDS + _FREE}
+    return Checkpointing(path=engine.checkpoint, every=engine.checkpoint_every, resume=engine.resume,
+                         settings={**settings, "seed": seed})
+
+
+@dataclass(frozen=True)
+class Steps:
+    """What :func:`run_steps` did: each step's loss, and whether Ctrl-C stopped it early."""
+
+    losses: list[float]
+    interrupted: bool
+
+    def info(self, num_steps: int) -> dict[str, Any]:
+        """``Fit.info`` entries for an interrupted run (none for a complete one)."""
+        if not self.interrupted:
+            return {}
+        return {"interrupted": True,
+                "interrupted_note": f"stopped after {len(self.losses)} of {num_steps} steps"}
+
+
+def _fingerprint(desc: str, num_steps: int, settings: dict[str, Any]) -> dict[str, str]:
+    return {"engine": desc, "num_steps": str(num_steps), **{k: repr(v) for k, v in settings.items()}}
+
+
+def _load(checkpointing: Checkpointing, desc: str, num_steps: int) -> dict[str, Any]:
+    """The checkpoint to resume from, checked against this run's engine and settings."""
+    path = checkpointing.resume
+    try:
+        saved = torch.load(path, weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"resume: {path!r} is not a bayesgen checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(saved, dict) or saved.get("format") != _FORMAT:
+        raise ValueError(f"resume: {path!r} is not a bayesgen checkpoint")
+    expected = _fingerprint(desc, num_steps, checkpointing.settings)
+    differ = {key for key in expected.keys() | saved["fingerprint"].keys()
+              if expected.get(key) != saved["fingerprint"].get(key)}
+    if differ:
+        detail = ", ".join(f"{key}: {saved['fingerprint'].get(key)} there, {expected.get(key)} here"
+                           for key in sorted(differ))
+        raise ValueError(f"resume: checkpoint {path!r} was written by a run with other settings ({detail}); "
+                         "resume with the settings it was written with")
+    return saved
+
+
+def _save(checkpointing: Checkpointing, desc: str, num_steps: int, state: Resumable, losses: list[float]) -> None:
+    payload = {"format": _FORMAT, "fingerprint": _fingerprint(desc, num_steps, checkpointing.settings),
+               "losses": torch.tensor(losses, dtype=torch.float64), "state": state.state_dict()}
+    atomic_write(checkpointing.path, lambda temporary: torch.save(payload, temporary))
+
+
+def run_steps(step: Callable[[], float], num_steps: int, *, progress: bool, desc: str,
+              checkpointing: Checkpointing | None = None, state: Resumable | None = None) -> Steps:
+    """Call ``step`` until ``num_steps`` steps are done and return their losses.
+
+    The progress bar shows the mean loss of the last 100 steps (one step's loss is a noisy
+    minibatch estimate). Ctrl-C (KeyboardInterrupt) ends the loop and returns the steps done,
+    marked interrupted, so that the caller can hand back a fit of the work so far. With
+    ``checkpointing`` (which needs ``state``), the run resumes from a checkpoint's step and
+    saves one every ``checkpointing.every`` steps and at the end.
+    """
+    losses: list[float] = []
+    if checkpointing is not None and checkpointing.resume is not None:
+        saved = _load(checkpointing, desc, num_steps)
+        state.load_state_dict(saved["state"])
+        losses = saved["losses"].tolist()
+    bar = tqdm(range(len(losses), num_steps), disable=not progress, desc=desc, initial=len(losses), total=num_steps)
+    saving = checkpointing is not None and checkpointing.path is not None
+    try:
+        for i in bar:
+            losses.append(float(step()))
+            if progress and (i % 50 == 0 or i == num_steps - 1):
+                recent = losses[-100:]
+                bar.set_postfix(loss=f"{sum(recent) / len(recent):.4g}", refresh=False)
+            if saving and ((i + 1) % checkpointing.every == 0 or i == num_steps - 1):
+                _save(checkpointing, desc, num_steps, state, losses)
+    except KeyboardInterrupt:
+        bar.close()
+        return Steps(losses, interrupted=True)
+    return Steps(losses, interrupted=False)
