@@ -45,14 +45,26 @@ def _ebfmi(energy: np.ndarray) -> np.ndarray:
     return (diff**2).mean(axis=1) / energy.var(axis=1)
 
 
+def _divergence_advice(centred: list[str] | None) -> str:
+    """What to do about divergences, given the centred sites the engine found (None: unknown)."""
+    if centred is None:
+        return "reparameterise (e.g. non-centre a hierarchy) or raise target_accept"
+    if centred:
+        names = ", ".join(f"'{name}'" for name in centred)
+        return (f"non-centre {names}, whose prior takes its location or scale from other parameters (draw "
+                "z ~ Normal(0, 1) and compute loc + scale * z, or pyro.infer.reparam.LocScaleReparam), "
+                "or raise target_accept")
+    return ("no site's prior takes its location or scale from another parameter, so there is no hierarchy "
+            "to non-centre; raise target_accept (e.g. 0.95), tighten weak priors or rescale the data")
+
+
 def _mcmc_findings(fit: "Fit") -> list[str]:
     found = []
     stats = fit.sample_stats
     if "diverging" in stats and stats["diverging"].sum() > 0:
         n = int(stats["diverging"].sum())
         found.append(f"{n} divergent transitions after warmup ({n / stats['diverging'].size:.1%} of draws): "
-                     "the sampler missed part of the posterior; reparameterise (e.g. non-centre) "
-                     "or raise target_accept")
+                     f"the sampler missed part of the posterior; {_divergence_advice(fit.info.get('centred_sites'))}")
     if "energy" in stats and stats["energy"].shape[1] > 2:
         low = [i for i, value in enumerate(_ebfmi(stats["energy"])) if not value >= EBFMI_MIN]
         if low:

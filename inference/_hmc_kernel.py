@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 import torch
 
-from bayesgen._replay import Fused, _layout
+import bayesgen
+from bayesgen._replay import Fused, _layout, tracing
 
 LogDensityFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -115,6 +117,140 @@ class _Context(NamedTuple):
     metric: Metric
     generator: torch.Generator
     empty: _Subtree
+
+
+#: Exceptions that a density may raise at a point where it is not defined numerically: torch's
+#: linear algebra (``torch.linalg.cholesky``'s ``_LinAlgError`` is a ``RuntimeError``), a
+#: distribution's argument validation (``ValueError``), overflow in Python arithmetic.
+NUMERICAL_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, ValueError, ArithmeticError)
+#: Subclasses of those that are programming or resource errors, never a property of the point.
+_NOT_NUMERICAL: tuple[type[BaseException], ...] = (
+    NotImplementedError, RecursionError, getattr(torch, "OutOfMemoryError", MemoryError))
+#: Folders of bayesgen's own modules: an error raised by bayesgen's own checks (a latent site that
+#: appears in one run only, a wrong batch shape) describes the program, not the point.
+_OWN_CODE = tuple(os.path.dirname(os.path.abspath(path)) + os.sep for path in (bayesgen.__file__, __file__))
+
+
+def is_numerical_error(exc: BaseException) -> bool:
+    """Whether ``exc``, raised while evaluating a log density, marks a point where the density is
+    not defined (a rejected proposal, as Stan treats ``std::domain_error``) rather than a bug.
+
+    Numerical: :data:`NUMERICAL_ERRORS` raised inside torch, Pyro or the user's program
+    (a Cholesky factor of a matrix that is not positive definite, a distribution built with
+    ``validate_args=True`` from an invalid parameter). Not numerical: ``TypeError``,
+    ``KeyboardInterrupt`` and other exceptions outside those classes, ``NotImplementedError``,
+    ``RecursionError``, running out of memory, and any error raised by bayesgen's own code (its
+    checks of the program's structure). A bug that raises a ``RuntimeError`` at every point is
+    told apart by :class:`GuardedDensity`, which re-raises when no point can be evaluated.
+    """
+    if not isinstance(exc, NUMERICAL_ERRORS) or isinstance(exc, _NOT_NUMERICAL):
+        return False
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame is None or not os.path.abspath(frame.tb_frame.f_code.co_filename).startswith(_OWN_CODE)
+
+
+class GuardedDensity:
+    """A batched log density whose numerical failures reject points instead of ending the run.
+
+    Chains are evaluated as one batch, so one row where the density raises (a covariance matrix
+    that is not positive definite, say) raises for the whole batch. On such an error
+    (:func:`is_numerical_error`) the rows are evaluated one by one with ``rowwise``, eagerly
+    (outside any recorded or compiled path), and a row that raises gets log density ``-inf``
+    and gradient zero: the kernels read a non-finite log density as infinite energy, so that
+    leapfrog step is a divergence and the chain's proposal is rejected while the other chains
+    go on. NaN log densities need no guard: they already count as divergences.
+
+    Programming errors are not swallowed: exceptions that are not numerical propagate, and
+    when every row of a batch fails before any evaluation has succeeded (a bug that raises at
+    every point), the original error is re-raised. Once some point has been evaluated (the
+    chains' initial points always are), a batch whose rows all fail is a batch of bad points:
+    with one chain, that is every failure.
+
+    Calls made while a larger step is being recorded (:func:`bayesgen._replay.tracing`) go
+    straight to ``fn``, so that the recording holds the density's operations and nothing else;
+    a recording cannot catch errors, so the callers of recorded steps (:class:`FusedLeaves`,
+    :class:`FusedHMCStep`) rerun a step that raises eagerly, through this guard.
+
+    Parameters
+    ----------
+    fn : LogDensityFn
+        The batched density ``x (C, D) -> (logp (C,), grad (C, D))``.
+    rowwise : LogDensityFn, optional
+        The eager density for one row ``(1, D)``; ``fn`` if None.
+
+    Attributes
+    ----------
+    failures : int
+        Rows that raised so far (each a rejected point).
+    first_error : str or None
+        ``"Type: message"`` (first line) of the first failure, for reports.
+    succeeded : bool
+        Whether some point has been evaluated without error.
+    """
+
+    def __init__(self, fn: LogDensityFn, rowwise: LogDensityFn | None = None) -> None:
+        self.fn = fn
+        self.rowwise = fn if rowwise is None else rowwise
+        self.failures = 0
+        self.first_error: str | None = None
+        self.succeeded = False
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.evaluate(x)
+
+    def evaluate(self, x: torch.Tensor, *, reraise: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log density and gradient at the rows of ``x``, ``-inf`` and zero where a row raises.
+
+        With ``reraise=False`` a batch whose rows all fail is returned too (all ``-inf``), for
+        callers that re-draw such points and report the failure themselves
+        (:func:`bayesgen.inference._mcmc.initial_points`).
+        """
+        if tracing():
+            return self.fn(x)
+        try:
+            logp, grad = self.fn(x)
+        except Exception as exc:
+            if not is_numerical_error(exc):
+                raise
+            return self._row_by_row(x, exc, reraise)
+        self.succeeded = True
+        return logp, grad
+
+    def _row_by_row(self, x: torch.Tensor, error: Exception,
+                    reraise: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Evaluate the rows of ``x`` one at a time after the batch raised ``error``."""
+        logps, grads, failed = [], [], []
+        for row in x.detach():
+            try:
+                logp, grad = self.rowwise(row[None])
+            except Exception as exc:
+                if not is_numerical_error(exc):
+                    raise
+                failed.append(exc)
+                logp, grad = row.new_full((1,), -torch.inf), torch.zeros_like(row)[None]
+            logps.append(logp.detach().reshape(1))
+            grads.append(grad.detach().reshape(1, -1))
+        if len(failed) == x.shape[0] and reraise and not self.succeeded:
+            raise error
+        if len(failed) < x.shape[0]:
+            self.succeeded = True
+        if failed and self.first_error is None:
+            self.first_error = describe_error(failed[0])
+        self.failures += len(failed)
+        return torch.cat(logps), torch.cat(grads)
+
+
+def describe_error(exc: BaseException) -> str:
+    """``"Type: first line of the message"``, for reports of failed evaluations."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def failure_count(logp_and_grad: LogDensityFn) -> int:
+    """Rows that a :class:`GuardedDensity` has rejected so far (0 for other densities)."""
+    return getattr(logp_and_grad, "failures", 0)
 
 
 def make_metric(inverse_mass_matrix: torch.Tensor) -> Metric:
@@ -302,6 +438,23 @@ def _bind_metric(flat: Sequence[torch.Tensor], dense: bool) -> tuple[Metric, Seq
     return (Metric(flat[0], flat[1]), flat[2:]) if dense else (Metric(flat[0], None), flat[1:])
 
 
+def _bind_where_defined(fused: Fused, args: Sequence[torch.Tensor],
+                        logp_and_grad: LogDensityFn) -> Callable[..., tuple[torch.Tensor, ...]]:
+    """``fused.bind(args)``, but a recording that failed because the density raised at ``args``
+    is forgotten, so that the next call with this layout records again.
+
+    :meth:`Fused.bind` runs the step eagerly (the guard rejects the failing chains) and records
+    it at the same point, where the density raises again: the recording fails and that layout
+    would run eagerly, 10-20 times slower, for the rest of the run. A failed recording at a point
+    where the guard counted no failure is a step that cannot be recorded, and stays eager.
+    """
+    failures = failure_count(logp_and_grad)
+    step = fused.bind(args)
+    if step is fused.fn and failure_count(logp_and_grad) > failures:
+        fused.replays.pop(_layout(args), None)
+    return step
+
+
 def eager_leaves(logp_and_grad: LogDensityFn) -> BuildLeaves:
     """:data:`BuildLeaves` running :func:`subtree_step` operation by operation."""
 
@@ -372,11 +525,22 @@ class FusedLeaves:
             args = (*head, *state, test, store, uniform)
             if not stable:  # until the outputs are laid out as the inputs, look the replay up
                 key = _layout(args)
-                step, stable = self._bound.get(key) or (fused.bind(args), None)
-            out = step(*args)
-            if stable is None:
-                stable = _layout(out[:_STATE_SIZE]) == _layout(state)
-                self._bound[key] = (step, stable)
+                step, stable = self._bound.get(key) or (_bind_where_defined(fused, args, self.logp_and_grad), None)
+            try:
+                out = step(*args)
+            except Exception as exc:
+                if step is fused.fn or not is_numerical_error(exc):
+                    raise
+                # a recorded step cannot catch: rerun this leaf eagerly, where the density's guard
+                # rejects the failing chains, and look the replay up again at the next leaf (the
+                # eager outputs need not be laid out as the replay's inputs)
+                out, stable = fused.fn(*args), False
+            else:
+                if stable is None and step is fused.fn and key not in fused.replays:
+                    stable = False  # the recording was put off (_bind_where_defined): try again
+                elif stable is None:
+                    stable = _layout(out[:_STATE_SIZE]) == _layout(state)
+                    self._bound[key] = (step, stable)
             state = out[:_STATE_SIZE]
             if leaf_idx + 1 < n_leaves and not bool(out[_STATE_SIZE]):
                 break
@@ -554,7 +718,15 @@ class FusedHMCStep:
 
     def __call__(self, metric: Metric, energy0: torch.Tensor, step_size: torch.Tensor, point: PhasePoint,
                  ok: torch.Tensor) -> tuple[PhasePoint, torch.Tensor, torch.Tensor, torch.Tensor]:
-        out = self.fused[metric.cholesky is not None](*_metric_tensors(metric), energy0, step_size, *point, ok)
+        fused = self.fused[metric.cholesky is not None]
+        args = (*_metric_tensors(metric), energy0, step_size, *point, ok)
+        step = _bind_where_defined(fused, args, self.logp_and_grad)
+        try:
+            out = step(*args)
+        except Exception as exc:
+            if step is fused.fn or not is_numerical_error(exc):
+                raise
+            out = fused.fn(*args)  # a recorded step cannot catch: rerun it eagerly (guarded density)
         return PhasePoint(*out[:5]), out[5], out[6], out[7]
 
 

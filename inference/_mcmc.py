@@ -2,34 +2,102 @@
 
 from __future__ import annotations
 
+import functools
 import time
+import warnings
+from typing import Any
 
+import pyro.distributions as dist
 import torch
+from pyro.infer.inspect import get_dependencies
 
 from bayesgen.engine import EngineResult, Problem
+from bayesgen.inference._hmc_kernel import GuardedDensity
 from bayesgen.inference._sampler import run_hmc
 from bayesgen.inference._threads import cpu_threads, threads_for
 from bayesgen.logdensity import LogDensity
 
-__all__ = ["initial_points", "run_mcmc"]
+__all__ = ["guarded_density", "initial_points", "run_mcmc"]
 
 _INIT_TRIES = 100
 
+
+def guarded_density(density: LogDensity) -> GuardedDensity:
+    """The sampler's density: ``density.value_and_grad`` (replayed once recorded), with a guard
+    that evaluates the chains one by one, eagerly (``LogDensity._value_and_grad``), when the
+    batch raises a numerical error, and rejects the failing ones (:class:`GuardedDensity`)."""
+    return GuardedDensity(density.value_and_grad,
+                          rowwise=functools.partial(density._value_and_grad, jacobian=True, prior=True))
+
+
 def initial_points(density: LogDensity, num_chains: int, generator: torch.Generator,
-                   radius: float = 2.0) -> torch.Tensor:
+                   radius: float = 2.0, *, guard: GuardedDensity | None = None) -> torch.Tensor:
     """Uniform(-radius, radius) in the unconstrained space, redrawn where the density is not finite
-    (as Stan does). Raises if some chain finds no finite starting point."""
+    or raises a numerical error (as Stan does), evaluated through ``guard`` (by default
+    :func:`guarded_density`).
+
+    Raises ``ValueError`` if some chain finds no finite starting point in :data:`_INIT_TRIES`
+    tries, naming the chains and the reason (the density's error, or a non-finite value).
+    """
+    guard = guarded_density(density) if guard is None else guard
     kw = {"generator": generator, "dtype": torch.get_default_dtype(), "device": density.device}
     init = (torch.rand(num_chains, density.dim, **kw) * 2 - 1) * radius
     for _ in range(_INIT_TRIES):
-        logp, grad = density.value_and_grad(init)
+        failures = guard.failures
+        logp, grad = guard.evaluate(init, reraise=False)
         bad = ~(torch.isfinite(logp) & torch.isfinite(grad).all(-1))
         if not bad.any():
             return init
         fresh = (torch.rand(num_chains, density.dim, **kw) * 2 - 1) * radius
         init = torch.where(bad[:, None], fresh, init)
-    raise ValueError(f"no finite starting point with a finite gradient after {_INIT_TRIES} tries "
-                     f"for {int(bad.sum())} chain(s); check the priors and the data")
+    chains = torch.nonzero(bad).flatten().tolist()
+    if guard.failures > failures:
+        reason = f"the log density raised {guard.first_error}"
+        if not guard.succeeded:
+            reason += " at every point tried (a bug in the program, or priors whose draws it cannot handle)"
+    else:
+        reason = "the log density or its gradient was not finite"
+    raise ValueError(f"no finite starting point with a finite gradient after {_INIT_TRIES} tries for "
+                     f"chain(s) {chains}: {reason}; check the priors and the data")
+
+
+#: Location-scale families whose sites a non-centred parameterisation rewrites as ``loc + scale * z``.
+_LOC_SCALE = (dist.Normal, dist.StudentT, dist.Cauchy, dist.Laplace, dist.LogNormal)
+
+
+def centred_sites(problem: Problem) -> list[str] | None:
+    """The latent sites of a location-scale family whose prior takes its parameters from other
+    latent sites (Pyro's ``get_dependencies``): the centred hierarchy that divergences usually
+    come from, and what the advice to non-centre is about. An empty list says the program has
+    none (it may be non-centred already); None that the program's dependencies could not be read.
+    """
+    latent = set(problem.density.latent_names)
+    try:
+        prior = get_dependencies(problem.spec.model, (), dict(problem.data))["prior_dependencies"]
+    except Exception:  # noqa: BLE001 -- an inspection for advice only: any failure means "unknown"
+        return None
+    found = []
+    for name in problem.density.latent_names:
+        fn = problem.prototype.nodes[name]["fn"]
+        while isinstance(fn, (dist.Independent, dist.ExpandedDistribution, dist.MaskedDistribution)):
+            fn = fn.base_dist
+        if isinstance(fn, _LOC_SCALE) and (set(prior.get(name, {})) - {name}) & latent:
+            found.append(name)
+    return found
+
+
+def _fault_info(guard: GuardedDensity, draws: torch.Tensor, lp: torch.Tensor) -> dict[str, Any]:
+    """Facts about failures for ``Fit.info`` (only those that occurred, so clean runs add nothing):
+    how many points the density raised at (each a rejected, divergent proposal) and why, and
+    which chains hold non-finite draws or log densities, with how many."""
+    info: dict[str, Any] = {}
+    if guard.failures:
+        info["density_failures"] = guard.failures
+        info["density_error"] = guard.first_error
+    nonfinite = (~torch.isfinite(draws).all(-1) | ~torch.isfinite(lp)).sum(-1)
+    if bool(nonfinite.any()):
+        info["nonfinite_draws"] = nonfinite.tolist()
+    return info
 
 
 def run_mcmc(problem: Problem, *, seed: int, progress: bool, algorithm: str, num_warmup: int,
@@ -52,23 +120,44 @@ def run_mcmc(problem: Problem, *, seed: int, progress: bool, algorithm: str, num
         raise ValueError(f"engine '{engine}': the program has no continuous latent sites to sample")
     density.require_exact(engine)
     generator = torch.Generator(device=problem.device).manual_seed(seed)
+    guard = guarded_density(density)
     with cpu_threads(threads_for(problem, num_chains)):
-        init = initial_points(density, num_chains, generator)
+        init = initial_points(density, num_chains, generator, guard=guard)
         fuse = density._replayable(init)
         sampled = time.perf_counter()
-        result = run_hmc(density.value_and_grad, init, num_warmup=num_warmup, num_samples=num_samples,
+        result = run_hmc(guard, init, num_warmup=num_warmup, num_samples=num_samples,
                          generator=generator, algorithm=algorithm, target_accept=target_accept,
                          max_tree_depth=max_tree_depth, num_steps=num_steps, dense_mass=dense_mass,
                          progress=progress, fuse=fuse, jit_compile=jit_compile)
     finished = time.perf_counter()
-    flat = result.draws.reshape(num_chains * num_samples, density.dim)
+    kept = result.draws.shape[1]  # num_samples, or fewer after a KeyboardInterrupt
+    flat = result.draws.reshape(num_chains * kept, density.dim)
     with torch.no_grad():
         values = density.constrain(flat)
-    draws = {s.name: values[s.name].reshape((num_chains, num_samples) + s.shape) for s in density.layout}
+    draws = {s.name: values[s.name].reshape((num_chains, kept) + s.shape) for s in density.layout}
+    info: dict[str, Any] = {"warmup_divergences": result.warmup_divergences.tolist(),
+                            "step_size": result.step_size.tolist()}
+    if result.interrupted:
+        info.update(interrupted=True, num_draws=kept,
+                    interrupted_note=f"kept the first {kept} of {num_samples} draws per chain (the "
+                                     "transitions completed before the interrupt; warmup had finished)")
+    info.update(_fault_info(guard, result.draws, result.stats["lp"]))
+    if bool(result.stats["diverging"].any()):
+        centred = centred_sites(problem)
+        if centred is not None:
+            info["centred_sites"] = centred
+    if "nonfinite_draws" in info:
+        warnings.warn(f"engine '{engine}': chain(s) {_chains(info['nonfinite_draws'])} produced non-finite "
+                      "positions or log densities; they are kept in the fit and reported by bg.check",
+                      RuntimeWarning, stacklevel=3)
     return EngineResult(
         kind="samples", draws=draws, sample_stats=dict(result.stats),
         timing={"setup": sampled - started, "sample": finished - sampled,
                 "constrain": time.perf_counter() - finished},
-        info={"warmup_divergences": result.warmup_divergences.tolist(),
-              "step_size": result.step_size.tolist()},
+        info=info,
     )
+
+
+def _chains(counts: list[int]) -> list[int]:
+    """Indices of the chains with a non-zero count."""
+    return [chain for chain, count in enumerate(counts) if count]

@@ -12,6 +12,7 @@ from bayesgen.inference._adaptation import WindowedAdaptation, find_reasonable_s
 from bayesgen.inference._hmc_kernel import (
     FusedHMCStep,
     FusedLeaves,
+    GuardedDensity,
     LogDensityFn,
     Metric,
     PhaseState,
@@ -63,6 +64,9 @@ class HMCResult(NamedTuple):
         ``(C, D)`` diagonal or ``(C, D, D)`` dense adapted inverse mass matrices.
     warmup_divergences : torch.Tensor
         ``(C,)`` number of divergent warmup transitions.
+    interrupted : bool
+        Whether a ``KeyboardInterrupt`` ended the sampling phase early; ``draws`` and ``stats``
+        then hold the transitions completed before it (fewer than ``num_samples``).
     """
 
     draws: torch.Tensor
@@ -70,6 +74,7 @@ class HMCResult(NamedTuple):
     step_size: torch.Tensor
     inverse_mass_matrix: torch.Tensor
     warmup_divergences: torch.Tensor
+    interrupted: bool = False
 
 
 def _validate(
@@ -173,8 +178,15 @@ def _sample(
     metric: Metric,
     num_samples: int,
     bar: tqdm,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Run the sampling transitions; return draws ``(C, S, D)`` and statistics ``(C, S)``."""
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], bool]:
+    """Run the sampling transitions; return draws ``(C, S, D)``, statistics ``(C, S)`` and
+    whether a ``KeyboardInterrupt`` cut the phase short.
+
+    On ``KeyboardInterrupt`` the draws and statistics of the transitions completed before it
+    are returned (``S`` is then their number); with none completed the interrupt propagates.
+    A transition counts once its draw and every statistic are stored, so the returned draws
+    never hold a half-written row.
+    """
     chains, dim = state.z.shape
     draws = state.z.new_empty((chains, num_samples, dim))
     empty_stat = functools.partial(state.z.new_empty, (chains, num_samples))
@@ -183,16 +195,23 @@ def _sample(
     stats["tree_depth"] = empty_stat(dtype=torch.int64)
     stats["n_steps"] = empty_stat(dtype=torch.int64)
     divergences = torch.zeros((chains,), dtype=torch.int64, device=state.z.device)
-    for i in range(num_samples):
-        info = step(state, step_size, metric)
-        state = info.state
-        draws[:, i] = state.z
-        row = (state.logp, info.diverging, info.energy, step_size, info.tree_depth, info.n_steps)
-        for name, value in zip(STAT_NAMES, row + (info.accept_prob,)):
-            stats[name][:, i] = value
-        divergences += info.diverging
-        _show_progress(bar, step_size, divergences, i)
-    return draws, {name: stats[name] for name in STAT_NAMES}
+    completed = 0
+    try:
+        for i in range(num_samples):
+            info = step(state, step_size, metric)
+            state = info.state
+            draws[:, i] = state.z
+            row = (state.logp, info.diverging, info.energy, step_size, info.tree_depth, info.n_steps)
+            for name, value in zip(STAT_NAMES, row + (info.accept_prob,)):
+                stats[name][:, i] = value
+            completed = i + 1
+            divergences += info.diverging
+            _show_progress(bar, step_size, divergences, i)
+    except KeyboardInterrupt:
+        if completed == 0:
+            raise
+        return draws[:, :completed], {name: stats[name][:, :completed] for name in STAT_NAMES}, True
+    return draws, {name: stats[name] for name in STAT_NAMES}, False
 
 
 def _initial_step_size(
@@ -231,7 +250,8 @@ def run_hmc(
     ----------
     logp_and_grad : LogDensityFn
         Maps ``x`` ``(C, D)`` to ``(logp (C,), grad (C, D))``; called once per leapfrog step for all
-        chains. Non-finite values are treated as infinite energy (a divergence).
+        chains. Non-finite values are treated as infinite energy (a divergence), and so are points
+        where it raises a numerical error (see Notes).
     init : torch.Tensor
         ``(C, D)`` initial unconstrained positions; their dtype and device are used throughout.
     num_warmup, num_samples : int
@@ -270,9 +290,25 @@ def run_hmc(
     -------
     HMCResult
         Draws, per-draw statistics and the adapted tuning parameters.
+
+    Notes
+    -----
+    Points where ``logp_and_grad`` raises a numerical error (a Cholesky factor of a matrix that
+    is not positive definite, say) are rejected as divergences, chain by chain, rather than
+    ending the run: the density is wrapped in a :class:`GuardedDensity` (unless it is one
+    already), whose ``failures`` count them. Errors that are not numerical, and errors at every
+    point, propagate.
+
+    A ``KeyboardInterrupt`` (Ctrl-C) during the sampling phase ends it and returns the draws of
+    the transitions completed so far, with ``interrupted=True``: they are valid draws of the
+    adapted chains, as in PyMC, which keeps the trace of an interrupted run. During warmup, or
+    before the first draw, the interrupt propagates: there is no draw to return, and adapted
+    step sizes alone are no result (CmdStan and NumPyro stop there too).
     """
     counts = (num_warmup, num_samples, max_tree_depth, num_steps)
     _validate(init, counts, algorithm, target_accept, init_step_size)
+    if not isinstance(logp_and_grad, GuardedDensity):
+        logp_and_grad = GuardedDensity(logp_and_grad)
     state = initial_state(logp_and_grad, init.detach())
     chains, dim = init.shape
     eye = torch.eye(dim, dtype=init.dtype, device=init.device)
@@ -293,5 +329,5 @@ def run_hmc(
         state, warmup_divergences = _warmup(step, state, adapter, retune, num_warmup, bar)
         step_size, metric = adapter.final_step_size(), adapter.metric
         bar.set_description("Sampling")
-        draws, stats = _sample(step, state, step_size, metric, num_samples, bar)
-    return HMCResult(draws, stats, step_size, metric.inverse_mass_matrix, warmup_divergences)
+        draws, stats, interrupted = _sample(step, state, step_size, metric, num_samples, bar)
+    return HMCResult(draws, stats, step_size, metric.inverse_mass_matrix, warmup_divergences, interrupted)

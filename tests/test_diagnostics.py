@@ -1,6 +1,9 @@
 """bg.check: findings for the classic failure cases, silence for healthy fits."""
 
 import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
 from pyro.infer.autoguide import AutoNormal
 
 import bayesgen as bg
@@ -11,7 +14,21 @@ def test_centred_eight_schools_divergences_are_reported():
     data = {**bg.get_model("eight_schools").load_data(), "centered": True}
     fit = bg.fit("eight_schools", data, engine="nuts", num_warmup=200, num_samples=200, max_tree_depth=6, seed=0)
     assert fit.sample_stats["diverging"].sum() > 0
-    assert any("divergent transitions" in finding for finding in bg.check(fit))
+    assert fit.info["centred_sites"] == ["theta"]
+    assert any("divergent transitions" in finding and "non-centre 'theta'" in finding for finding in bg.check(fit))
+
+
+def walled():
+    """x ~ N(0, 1) with a steep quadratic wall past 1: divergences, but no hierarchy to non-centre."""
+    x = pyro.sample("x", dist.Normal(0.0, 1.0))
+    pyro.factor("wall", -1e4 * torch.relu(x - 1.0) ** 2)
+
+
+def test_divergences_without_a_hierarchy_get_other_advice():
+    fit = bg.fit(walled, {}, engine="nuts", num_warmup=200, num_samples=500, seed=0)
+    assert fit.sample_stats["diverging"].sum() > 0 and fit.info["centred_sites"] == []
+    finding = next(f for f in bg.check(fit) if "divergent transitions" in f)
+    assert "no hierarchy to non-centre" in finding and "non-centre '" not in finding
 
 
 def test_healthy_fit_has_no_findings():
@@ -32,3 +49,16 @@ def test_too_few_draws_are_reported_as_low_ess():
     y = np.random.default_rng(0).normal(size=20)
     fit = bg.fit(normal_normal, {"y": y}, engine="nuts", num_warmup=50, num_samples=30, num_chains=2)
     assert any("ESS below 400" in finding for finding in bg.check(fit))
+
+
+def two_modes():
+    """x from an equal mixture of N(-4, 1) and N(4, 1): NUTS chains stay in the mode they reach."""
+    mixture = dist.MixtureSameFamily(dist.Categorical(torch.ones(2) / 2), dist.Normal(torch.tensor([-4.0, 4.0]), 1.0))
+    pyro.sample("x", mixture)
+
+
+def test_chains_stuck_in_different_modes_are_reported_by_r_hat():
+    fit = bg.fit(two_modes, {}, engine="nuts", num_warmup=200, num_samples=200, num_chains=4, seed=0)
+    means = fit.posterior["x"].mean(1)
+    assert (means < -2).any() and (means > 2).any()  # chains in both modes, none crossing
+    assert any("R-hat" in finding and "x" in finding for finding in bg.check(fit))
