@@ -134,14 +134,13 @@ def viterbi(fit: Fit, num_samples: int | None = None) -> np.ndarray:
     return _stack_states(infer_discrete(fit, model=states_model, temperature=0, num_samples=num_samples))
 
 
-def state_marginals(fit: Fit, num_samples: int | None = None, seed: int = 0) -> np.ndarray:
+def state_marginals(fit: Fit, num_samples: int | None = None) -> np.ndarray:
     """Posterior probability of each hidden state at each step, ``(T, K)``.
 
-    Monte Carlo over the posterior (see ``bg.discrete_marginals``): one forward-filtering
-    backward-sampling draw of the states per posterior draw of the parameters.
+    At each posterior draw of the parameters, the exact marginals by forward-backward; then
+    their average over the draws (see ``bg.discrete_marginals``).
     """
-    return _stack_states(discrete_marginals(fit, model=states_model, num_samples=num_samples, seed=seed)
-                         ).swapaxes(-1, -2)
+    return _stack_states(discrete_marginals(fit, model=states_model, num_samples=num_samples)).swapaxes(-1, -2)
 
 
 def load_data() -> dict[str, Any]:
