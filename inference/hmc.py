@@ -39,16 +39,8 @@ class HMC:
 
     Notes
     -----
-    A point where the program's density raises a numerical error (a Cholesky factor
-    of a matrix that is not positive definite, a distribution that refuses its parameters) or
-    is NaN is a rejected proposal, counted as a divergence for that chain only. The errors caught
-    are counted, with the first, in ``fit.info["density_failures"]`` / ``["density_error"]``, and
-    ``bg.check`` reports them (a TorchScript replay of a Cholesky returns NaN rather than raising:
-    those points are divergences, not counted failures). Initial points where it fails are
-    re-drawn (100 tries, then a ``ValueError`` naming the error). Ctrl-C (``KeyboardInterrupt``)
-    while drawing ends the run and returns a ``Fit`` of the draws completed so far, with a
-    warning and ``fit.info["interrupted"]``; during warmup there is no draw yet and the
-    interrupt propagates, as in CmdStan and NumPyro.
+    Numerical failures of the density and Ctrl-C are handled as by :class:`~bayesgen.inference.NUTS`
+    (see its Notes): rejected proposals, and a fit of the draws completed.
     """
 
     name: ClassVar[str] = "hmc"

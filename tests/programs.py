@@ -58,6 +58,15 @@ def linear_regression(X, y=None):
         pyro.sample("y", dist.Normal(alpha + (X * beta).sum(-1), sigma), obs=y)
 
 
+def line(x, y=None):
+    """``y ~ N(a + b x, s)`` in a plate the size of ``y``: a line with noise, three latents."""
+    a = pyro.sample("a", dist.Normal(0.0, 1.0))
+    b = pyro.sample("b", dist.Normal(0.0, 1.0))
+    s = pyro.sample("s", dist.HalfNormal(1.0))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Normal(a + b * x, s), obs=y)
+
+
 def regression_data(seed: int = 0, n: int = 60):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, 3))

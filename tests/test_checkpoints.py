@@ -17,17 +17,12 @@ from pyro.infer.autoguide import AutoNormal
 
 import bayesgen as bg
 import bayesgen.inference._gaussian_vi as gaussian_vi
+from programs import line
 from bayesgen.io import atomic_write
 
 DATA = {"x": np.linspace(-1, 1, 30), "y": np.sin(np.linspace(-1, 1, 30)) + 0.1}
 
 
-def regression(x, y=None):
-    a = pyro.sample("a", dist.Normal(0.0, 1.0))
-    b = pyro.sample("b", dist.Normal(0.0, 1.0))
-    s = pyro.sample("s", dist.HalfNormal(1.0))
-    with pyro.plate("data", x.shape[0]):
-        pyro.sample("y", dist.Normal(a + b * x, s), obs=y)
 
 
 def _stop_at(monkeypatch, owner, name, step):
@@ -55,16 +50,16 @@ def _same_fit(first, second):
 @pytest.mark.parametrize("guide", ["mvn", AutoNormal], ids=["mvn", "AutoNormal"])
 def test_resuming_from_a_checkpoint_gives_the_uninterrupted_fit(tmp_path, monkeypatch, guide):
     options = {"guide": guide, "num_steps": 200, "num_draws": 50, "seed": 3, "progress": False}
-    whole = bg.fit(regression, DATA, engine="svi", **options)
+    whole = bg.fit(line, DATA, engine="svi", **options)
     path = str(tmp_path / "svi.pt")
     owner, name = (gaussian_vi._GaussianRun, "step") if guide == "mvn" else (pyro.infer.SVI, "step")
     with monkeypatch.context() as patch:
         _stop_at(patch, owner, name, 131)
         with pytest.warns(RuntimeWarning, match="interrupted"):
-            stopped = bg.fit(regression, DATA, engine="svi", checkpoint=path, checkpoint_every=50, **options)
+            stopped = bg.fit(line, DATA, engine="svi", checkpoint=path, checkpoint_every=50, **options)
     assert stopped.info["interrupted"] and stopped.sample_stats["loss"].shape == (1, 130)
     assert any("interrupted" in finding for finding in bg.check(stopped))
-    resumed = bg.fit(regression, DATA, engine="svi", resume=path, **options)  # from step 100
+    resumed = bg.fit(line, DATA, engine="svi", resume=path, **options)  # from step 100
     _same_fit(whole, resumed)
     assert "interrupted" not in resumed.info
 
@@ -101,16 +96,16 @@ def test_a_network_trained_by_mle_resumes_bit_for_bit(tmp_path, monkeypatch):
         assert np.array_equal(whole.params[name], resumed.params[name]), name
     assert np.array_equal(whole.sample_stats["loss"], resumed.sample_stats["loss"])
     with pytest.raises(ValueError, match="network weights"):
-        bg.fit(regression, DATA, engine="mle", checkpoint=path)
+        bg.fit(line, DATA, engine="mle", checkpoint=path)
 
 
 def test_a_checkpoint_of_other_settings_is_refused(tmp_path):
     path = str(tmp_path / "svi.pt")
-    bg.fit(regression, DATA, engine="svi", guide="mvn", num_steps=20, checkpoint=path, progress=False)
+    bg.fit(line, DATA, engine="svi", guide="mvn", num_steps=20, checkpoint=path, progress=False)
     with pytest.raises(ValueError, match="other settings.*lr"):
-        bg.fit(regression, DATA, engine="svi", guide="mvn", num_steps=20, lr=0.1, resume=path, progress=False)
+        bg.fit(line, DATA, engine="svi", guide="mvn", num_steps=20, lr=0.1, resume=path, progress=False)
     with pytest.raises(FileNotFoundError, match="resume"):
-        bg.fit(regression, DATA, engine="svi", guide="mvn", resume=str(tmp_path / "none.pt"), progress=False)
+        bg.fit(line, DATA, engine="svi", guide="mvn", resume=str(tmp_path / "none.pt"), progress=False)
 
 
 _KILLED_RUN = """
@@ -119,7 +114,8 @@ import time
 import torch
 import bayesgen as bg
 import bayesgen.inference._gaussian_vi as gaussian_vi
-from test_checkpoints import DATA, regression
+from programs import line
+from test_checkpoints import DATA
 
 torch.set_default_dtype(torch.float64)  # as tests/conftest.py sets it for the test that resumes
 torch.set_num_threads(1)
@@ -133,7 +129,7 @@ def slow_step(self):
 
 
 gaussian_vi._GaussianRun.step = slow_step
-bg.fit(regression, DATA, engine="svi", guide="mvn", num_steps=400, num_draws=50, seed=3,
+bg.fit(line, DATA, engine="svi", guide="mvn", num_steps=400, num_draws=50, seed=3,
        checkpoint=sys.argv[1], checkpoint_every=40, progress=False)
 """
 
@@ -157,8 +153,8 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     done = len(torch.load(path, weights_only=True)["losses"])
     assert 120 <= done < 400 and done % 40 == 0
     options = {"guide": "mvn", "num_steps": 400, "num_draws": 50, "seed": 3, "progress": False}
-    _same_fit(bg.fit(regression, DATA, engine="svi", **options),
-              bg.fit(regression, DATA, engine="svi", resume=str(path), **options))
+    _same_fit(bg.fit(line, DATA, engine="svi", **options),
+              bg.fit(line, DATA, engine="svi", resume=str(path), **options))
 
 
 def test_ctrl_c_during_svi_returns_the_steps_done():
@@ -167,7 +163,7 @@ def test_ctrl_c_during_svi_returns_the_steps_done():
     timer.start()
     try:
         with pytest.warns(RuntimeWarning, match="interrupted"):
-            fit = bg.fit(regression, DATA, engine="svi", guide="normal", num_steps=10_000_000, progress=False)
+            fit = bg.fit(line, DATA, engine="svi", guide="normal", num_steps=10_000_000, progress=False)
     finally:
         timer.cancel()
     steps = fit.sample_stats["loss"].shape[1]
@@ -178,7 +174,7 @@ def test_ctrl_c_during_svi_returns_the_steps_done():
 
 
 def test_an_interrupted_save_leaves_the_previous_file(tmp_path, monkeypatch):
-    fit = bg.fit(regression, DATA, engine="laplace")
+    fit = bg.fit(line, DATA, engine="laplace")
     path = tmp_path / "fit.nc"
     fit.save(str(path))
     before = path.read_bytes()

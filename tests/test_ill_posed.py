@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import bayesgen as bg
+from programs import line
 
 
 def logistic_regression(X, y=None):
@@ -116,18 +117,12 @@ def test_a_failing_starting_point_is_reraised_with_the_reason(correlated):
 
 # ------------------------------------------------------------------ inputs
 
-def regression(x, y=None):
-    a = pyro.sample("a", dist.Normal(0.0, 1.0))
-    b = pyro.sample("b", dist.Normal(0.0, 1.0))
-    s = pyro.sample("s", dist.HalfNormal(1.0))
-    with pyro.plate("data", len(y)):
-        pyro.sample("y", dist.Normal(a + b * x, s), obs=y)
 
 
 def test_covariate_shorter_than_the_plate_names_argument_plate_and_sizes():
     with pytest.raises(ValueError, match=r"data\['x'\] has 30 rows but plate 'data' has size 32 "
                                          r"\(set by data\['y'\]\)"):
-        bg.fit(regression, {"x": np.zeros(30), "y": np.zeros(32)}, engine="map")
+        bg.fit(line, {"x": np.zeros(30), "y": np.zeros(32)}, engine="map")
 
 
 def test_plate_size_from_an_integer_argument_is_named():
@@ -143,12 +138,12 @@ def test_plate_size_from_an_integer_argument_is_named():
 def test_a_2d_covariate_inside_a_1d_plate_names_its_shape():
     with pytest.raises(ValueError, match=r"data\['x'\] has shape \(32, 2\), size 2 along dim -1, but plate "
                                          r"'data' has size 32"):
-        bg.fit(regression, {"x": np.zeros((32, 2)), "y": np.zeros(32)}, engine="map")
+        bg.fit(line, {"x": np.zeros((32, 2)), "y": np.zeros(32)}, engine="map")
 
 
 def test_a_0d_observation_in_a_plate_is_named():
     with pytest.raises(ValueError, match=r"len\(\) of a 0-d tensor.*data\['y'\] is 0-d"):
-        bg.fit(regression, {"x": np.zeros(3), "y": np.array(1.0)}, engine="map")
+        bg.fit(line, {"x": np.zeros(3), "y": np.array(1.0)}, engine="map")
 
 
 def test_mixture_same_family_latent_works():

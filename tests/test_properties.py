@@ -6,8 +6,6 @@ import math
 
 import numpy as np
 import pandas as pd
-import pyro
-import pyro.distributions as dist
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -16,14 +14,9 @@ from scipy import stats
 
 from bayesgen.fitting import prepare
 from bayesgen.validate import to_tensors
+from programs import line
 
 
-def regression(x, y=None):
-    a = pyro.sample("a", dist.Normal(0.0, 1.0))
-    b = pyro.sample("b", dist.Normal(0.0, 1.0))
-    s = pyro.sample("s", dist.HalfNormal(1.0))
-    with pyro.plate("data", len(y)):
-        pyro.sample("y", dist.Normal(a + b * x, s), obs=y)
 
 
 DTYPES = ["int64", "float32", "float64", "bool"]
@@ -72,7 +65,7 @@ def regression_data(draw):
 
 
 def _closed_form(x: np.ndarray, y: np.ndarray, point: list[float]) -> float:
-    """The joint log density of ``regression`` at unconstrained ``(a, b, log s)``, with the log-Jacobian."""
+    """The joint log density of ``line`` at unconstrained ``(a, b, log s)``, with the log-Jacobian."""
     a, b, log_s = point
     s = math.exp(log_s)
     prior = stats.norm.logpdf(a) + stats.norm.logpdf(b) + stats.halfnorm.logpdf(s) + log_s
@@ -102,7 +95,7 @@ def _check(case) -> None:
     x_info, y_info, point = case
     data = {"x": x_info[0], "y": y_info[0]}
     try:
-        problem = prepare(regression, data)
+        problem = prepare(line, data)
         value = float(problem.density.log_density(torch.tensor([point])))
     except (ValueError, TypeError) as exc:
         message = str(exc)
