@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from bayesgen._files import save_figure
 from bayesgen._lazy import LazyModule
 from bayesgen.convert import az
 from bayesgen.metrics import mmd_test
@@ -149,7 +150,7 @@ def plot_compare(fits: Mapping[str, Fit] | Sequence[Fit], var_names: Sequence[st
     axes = az.plot_density([f.to_arviz() for f in named.values()], data_labels=list(named),
                            var_names=list(var_names) if var_names else None, shade=0.1)
     if path is not None:
-        np.ravel(axes)[0].figure.savefig(path, dpi=100, bbox_inches="tight")
+        save_figure(np.ravel(axes)[0].figure, path)
     return axes
 
 

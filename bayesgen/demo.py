@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from bayesgen._files import save_figure
 from bayesgen.compare import plot_compare, scalar_draws
 from bayesgen.diagnostics import check
 from bayesgen.fitting import fit
@@ -164,6 +165,6 @@ def _plot(fits: dict[str, Fit], path: Path) -> Path:
     figure.suptitle("diabetes data (442 patients): posterior of each regression coefficient beta by engine\n"
                     "mean-field SVI is too narrow for beta[4]-beta[8], the correlated blood serums s1-s5", fontsize=14)
     figure.tight_layout(rect=(0, 0, 1, 0.97))
-    figure.savefig(path, dpi=100, bbox_inches="tight")
+    save_figure(figure, path)
     plt.close(figure)
     return path

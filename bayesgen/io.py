@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any, Callable
 
 import numpy as np
 
+from bayesgen._files import atomic_write
 from bayesgen._lazy import LazyModule
 from bayesgen.convert import az
 from bayesgen.result import Fit
 from bayesgen.spec import ModelSpec
 
-__all__ = ["atomic_write", "load", "save"]
+__all__ = ["load", "save"]
 
 _META = "bayesgen_meta"
 #: The netCDF group that holds ``Fit.params``, one variable per parameter, written after ArviZ's groups.
@@ -33,26 +33,6 @@ def _arrays(meta: dict[str, Any] | None) -> dict[str, np.ndarray] | None:
     if meta is None:
         return None
     return {k: np.asarray(v["data"], dtype=float).reshape(v["shape"]) for k, v in meta.items()}
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> None:
-    """Have ``write`` write a temporary file beside ``path``, then rename it to ``path``.
-
-    A rename within one folder is atomic, so a crash or Ctrl-C at any moment leaves either
-    the previous file or the complete new one at ``path``, never a half-written one; the
-    temporary file is removed if writing fails.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
 
 
 def save(fit: Fit, path: str) -> None:

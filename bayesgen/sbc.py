@@ -17,6 +17,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
+from bayesgen._files import save_figure
 from bayesgen._lazy import LazyModule
 from bayesgen.convert import az, plot_rank_ecdf
 from bayesgen.engine import Engine
@@ -136,7 +137,7 @@ class SBCResult:
         fig.supylabel("ECDF - uniform")
         fig.tight_layout()
         if path is not None:
-            fig.savefig(path, dpi=100, bbox_inches="tight")
+            save_figure(fig, path)
         return axes
 
 

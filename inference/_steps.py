@@ -10,7 +10,7 @@ from typing import Any, Callable, Protocol
 import torch
 from tqdm.auto import tqdm
 
-from bayesgen.io import atomic_write
+from bayesgen._files import atomic_write
 
 __all__ = ["Checkpointing", "Resumable", "Steps", "checkpointing_of", "run_steps"]
 

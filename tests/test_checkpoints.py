@@ -18,7 +18,7 @@ from pyro.infer.autoguide import AutoNormal
 import bayesgen as bg
 import bayesgen.inference._gaussian_vi as gaussian_vi
 from programs import line
-from bayesgen.io import atomic_write
+from bayesgen._files import atomic_write
 
 DATA = {"x": np.linspace(-1, 1, 30), "y": np.sin(np.linspace(-1, 1, 30)) + 0.1}
 
