@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from bayesgen.engine import EngineResult, Problem
 from bayesgen.generate import local_latents
-from bayesgen.inference._steps import run_steps
+from bayesgen.inference._steps import checkpointing_of, run_steps
 from bayesgen.inference._threads import PARALLEL_MIN_ELEMENTS, cpu_threads
 from bayesgen.marginal import per_observation
 from bayesgen.program import is_latent, on_device
@@ -103,6 +103,13 @@ class GAN:
     temperature : float
         Temperature of the relaxed Bernoulli whose gradient stands in for a binary site's:
         a lower one is closer to the hard samples (less biased) but gives noisier gradients.
+    checkpoint : str or None
+        A file to which both players' weights, their optimisers' state and the random state are
+        saved every ``checkpoint_every`` steps and at the end, each time atomically.
+    checkpoint_every : int
+        Steps between checkpoints.
+    resume : str or None
+        A checkpoint of a run with the same settings and seed to continue from, bit for bit.
     """
 
     name: ClassVar[str] = "gan"
@@ -114,6 +121,9 @@ class GAN:
     num_critic: int | None = None
     gp_weight: float = 10.0
     temperature: float = 0.5
+    checkpoint: str | None = None
+    checkpoint_every: int = 500
+    resume: str | None = None
 
     def __post_init__(self) -> None:
         counts = {"num_steps": self.num_steps, "batch_size": self.batch_size,
@@ -145,7 +155,8 @@ class GAN:
         small = elements < PARALLEL_MIN_ELEMENTS and problem.device.type == "cpu"
         with cpu_threads(1 if small else torch.get_num_threads()):
             game = _Game(self, problem, site, seed)
-            steps = run_steps(game.step, self.num_steps, progress=progress, desc="gan")
+            steps = run_steps(game.step, self.num_steps, progress=progress, desc="gan",
+                              checkpointing=checkpointing_of(self, seed), state=game)
         losses = steps.losses
         del game.d_losses[len(losses):]  # a round that Ctrl-C cut after the discriminator's step
         window = max(10, self.num_steps // 20)
@@ -186,6 +197,30 @@ class _Game:
         default = 5 if engine.loss == "wasserstein" else 1
         self.num_critic = engine.num_critic if engine.num_critic is not None else default
         self.d_losses: list[float] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        """Both players' weights, their optimisers, the minibatches' and torch's random states."""
+        params = pyro.get_param_store().get_state()["params"]
+        return {"params": {name: value.detach().clone() for name, value in params.items()},
+                "critic": self.critic.state_dict(), "g_optim": self.g_optim.state_dict(),
+                "d_optim": self.d_optim.state_dict(), "batches": self.batches.get_state(),
+                "rng": torch.get_rng_state(), "d_losses": torch.tensor(self.d_losses, dtype=torch.float64)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s state (the generator's parameters exist from the first run)."""
+        params = pyro.get_param_store().get_state()["params"]
+        if set(params) != set(state["params"]):
+            raise ValueError(f"resume: the checkpoint's generator parameters ({', '.join(sorted(state['params']))}) "
+                             f"are not the program's ({', '.join(sorted(params))})")
+        with torch.no_grad():
+            for name, value in state["params"].items():
+                params[name].copy_(value)
+        self.critic.load_state_dict(state["critic"])
+        self.g_optim.load_state_dict(state["g_optim"])
+        self.d_optim.load_state_dict(state["d_optim"])
+        self.batches.set_state(state["batches"])
+        torch.set_rng_state(state["rng"])
+        self.d_losses = state["d_losses"].tolist()
 
     def play(self, *, grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """``(real, fake)`` observations of a new minibatch: the program run on its rows (of every

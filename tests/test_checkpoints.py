@@ -99,6 +99,26 @@ def test_a_network_trained_by_mle_resumes_bit_for_bit(tmp_path, monkeypatch):
         bg.fit(line, DATA, engine="mle", checkpoint=path)
 
 
+def test_a_gan_resumes_bit_for_bit(tmp_path, monkeypatch):
+    from bayesgen.datasets import binary_digits
+    from bayesgen.inference.gan import _Game
+
+    data = {"images": binary_digits()[0][:100]}
+    options = {"engine": "gan", "num_steps": 30, "batch_size": 16, "seed": 2, "progress": False}
+    whole = bg.fit("gan", data, **options)
+    path = str(tmp_path / "gan.pt")
+    with monkeypatch.context() as patch:
+        _stop_at(patch, _Game, "step", 21)
+        with pytest.warns(RuntimeWarning, match="interrupted"):
+            stopped = bg.fit("gan", data, checkpoint=path, checkpoint_every=10, **options)
+    assert stopped.sample_stats["discriminator_loss"].shape == (1, 20)
+    resumed = bg.fit("gan", data, resume=path, **options)
+    for name in whole.params:
+        assert np.array_equal(whole.params[name], resumed.params[name]), name
+    for stat in ("loss", "discriminator_loss"):
+        assert np.array_equal(whole.sample_stats[stat], resumed.sample_stats[stat]), stat
+
+
 def test_a_checkpoint_of_other_settings_is_refused(tmp_path):
     path = str(tmp_path / "svi.pt")
     bg.fit(line, DATA, engine="svi", guide="mvn", num_steps=20, checkpoint=path, progress=False)
