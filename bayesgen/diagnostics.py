@@ -33,9 +33,18 @@ def summary(fit: "Fit") -> "pd.DataFrame":
     return az.summary(fit.to_arviz(), var_names=list(fit.posterior), kind=kind)
 
 
-def pareto_khat(log_weights: np.ndarray) -> float:
-    """Pareto k-hat of importance weights p/q (PSIS): above 0.7 the approximation q is unreliable."""
-    _, khat = az.psislw(np.asarray(log_weights, dtype=float))
+#: Fewest draws whose importance weights PSIS fits a tail to: its tail is about 3 sqrt(n) of
+#: them, and with fewer than 20 draws (13 in the tail) k-hat is noise, with 1 undefined.
+PARETO_MIN_DRAWS = 20
+
+
+def pareto_khat(log_weights: np.ndarray) -> float | None:
+    """Pareto k-hat of importance weights p/q (PSIS): above 0.7 the approximation q is unreliable.
+    None for fewer than :data:`PARETO_MIN_DRAWS` draws."""
+    log_weights = np.asarray(log_weights, dtype=float)
+    if log_weights.size < PARETO_MIN_DRAWS:
+        return None
+    _, khat = az.psislw(log_weights)
     return float(khat)
 
 

@@ -62,3 +62,10 @@ def test_chains_stuck_in_different_modes_are_reported_by_r_hat():
     means = fit.posterior["x"].mean(1)
     assert (means < -2).any() and (means > 2).any()  # chains in both modes, none crossing
     assert any("R-hat" in finding and "x" in finding for finding in bg.check(fit))
+
+
+def test_too_few_draws_for_pareto_k_give_none_not_an_error():
+    y = np.random.default_rng(0).normal(size=20)
+    fit = bg.fit(normal_normal, {"y": y}, engine="laplace", num_draws=1)
+    assert fit.info["pareto_k"] is None and fit.posterior["mu"].shape == (1, 1)
+    assert bg.check(fit) == []
