@@ -105,7 +105,7 @@ def evaluate(fit_or_model: Fit | ModelSpec | str | Callable[..., Any], real_data
                              "pass the model to bg.load(path, model=...) to evaluate it")
         heldout = prepare(fit_or_model.problem.spec, real_data, fit_or_model.problem.device)
         undrawn = undrawn_local_latents(fit_or_model, heldout)
-        draws = _posterior_draws(fit_or_model, heldout, num_samples, undrawn)
+        draws = posterior_draws(fit_or_model, heldout, num_samples, undrawn)
     else:
         heldout = prepare(fit_or_model, real_data)
         draws = _prior_draws(heldout, num_samples, seed)
@@ -172,7 +172,7 @@ def _as_tensor(value: np.ndarray, problem: Problem) -> torch.Tensor:
     return torch.as_tensor(np.asarray(value, dtype=float), dtype=torch.get_default_dtype(), device=problem.device)
 
 
-def _posterior_draws(fit: Fit, heldout: Problem, num_samples: int, undrawn: set[str]) -> dict[str, torch.Tensor]:
+def posterior_draws(fit: Fit, heldout: Problem, num_samples: int, undrawn: set[str]) -> dict[str, torch.Tensor]:
     """``num_samples`` posterior draws evenly spaced over the pooled chains, shape ``(1, S, *shape)``;
     the ``undrawn`` local latents are left to the simulation, which draws them from the prior."""
     names = [name for name in heldout.density.latent_names if name not in undrawn]
