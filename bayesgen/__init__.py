@@ -1,7 +1,7 @@
 """bayesgen: fit Pyro programs with interchangeable inference engines and compare them in ArviZ."""
 
 from bayesgen import inference
-from bayesgen.applications import anomaly_scores
+from bayesgen.applications import anomaly_scores, augment
 from bayesgen.compare import compare, loo_compare, plot_compare
 from bayesgen.diagnostics import check
 from bayesgen.discrete import discrete_marginals, infer_discrete
@@ -15,7 +15,7 @@ from bayesgen.sbc import SBCResult, sbc
 from bayesgen.spec import ModelSpec
 
 __all__ = [
-    "Fit", "LogDensity", "ModelSpec", "SBCResult", "anomaly_scores", "check", "compare", "discrete_marginals",
+    "Fit", "LogDensity", "ModelSpec", "SBCResult", "anomaly_scores", "augment", "check", "compare", "discrete_marginals",
     "evaluate", "fit", "get_model", "inference", "infer_discrete", "list_engines", "list_models", "load", "loo_compare", "plot_compare",
     "sbc",
 ]

@@ -1,4 +1,4 @@
-"""What fitted generative models are for: scoring observations as anomalies."""
+"""What fitted generative models are for: scoring observations as anomalies, and new training data."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import torch
 
 from bayesgen.evaluate import posterior_draws
 from bayesgen.fitting import prepare
-from bayesgen.generate import trained
+from bayesgen.generate import generate, trained
 from bayesgen.marginal import observation_log_likelihood, undrawn_local_latents
 from bayesgen.result import Fit
 
-__all__ = ["anomaly_scores"]
+__all__ = ["anomaly_scores", "augment"]
 
 
 def anomaly_scores(fit: Fit, data: Mapping[str, Any], *, num_samples: int = 1000, seed: int = 0) -> np.ndarray:
@@ -93,3 +93,45 @@ def _per_observation(loglik: Mapping[str, torch.Tensor], observed: list[str]) ->
         raise ValueError(f"the observed sites have different numbers of observations ({rows}); "
                          "score a program whose observed sites share their rows")
     return sum(totals.values())
+
+
+def augment(fit: Fit, num_samples: int, *, seed: int = 0, predictive: bool = True, **conditions: Any) -> Any:
+    """Synthetic observations from a fitted generative model, to train another model on.
+
+    Each observed site gets ``num_samples`` new observations, drawn as ``fit.generate`` draws
+    them: global latent sites and network weights from the fit, local latents (a VAE's codes, a
+    mixture's assignments) afresh from their prior.
+
+    For class-conditional data, fit one model per class and augment each (the labels are then
+    the classes of the fits), or fit a conditional model (one that takes the class as an
+    argument) once and pass the class as a condition.
+
+    Parameters
+    ----------
+    fit : Fit
+        A fit that holds its program.
+    num_samples : int
+        Observations per observed site.
+    seed : int
+        Seeds the simulation and the choice of posterior draws; a seed gives the same samples.
+    predictive : bool
+        True: each run of the program takes a random posterior draw of the global sites, so the
+        samples carry the fit's parameter uncertainty (the posterior predictive distribution).
+        False: every run takes one point, each global site at the centre of its posterior (its
+        mean in the unconstrained space, mapped back to its support): the plug-in model.
+    **conditions
+        Program arguments to generate with instead of the fit's: covariates to generate
+        responses for, the class of a conditional model. The observed arguments are left out,
+        so that the observations take their sizes from the conditions.
+
+    Returns
+    -------
+    dict or decoded observations
+        As ``fit.generate``: observed site -> array ``(num_samples, *event_shape)``, or what the
+        model's decoder returns (strings, a signal).
+    """
+    if not isinstance(fit, Fit):
+        raise TypeError(f"augment needs a bg.Fit, got {type(fit).__name__}")
+    if not isinstance(predictive, bool):
+        raise TypeError(f"predictive must be True or False, got {predictive!r}")
+    return generate(fit, num_samples, seed=seed, conditions=conditions, point=not predictive)

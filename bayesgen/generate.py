@@ -16,6 +16,7 @@ from torch.distributions import transform_to
 
 from bayesgen.logdensity import _Uncondition
 from bayesgen.program import is_latent, on_device, run_program
+from bayesgen.validate import check_arguments, to_tensors
 
 if TYPE_CHECKING:
     from bayesgen.engine import Problem
@@ -131,29 +132,45 @@ def trained(problem: "Problem", params: Mapping[str, np.ndarray]) -> Iterator[No
         yield
 
 
-def generate(fit: "Fit", num_samples: int, *, seed: int = 0, temperature: float = 1.0) -> Any:
+def generate(fit: "Fit", num_samples: int, *, seed: int = 0, temperature: float = 1.0,
+             conditions: Mapping[str, Any] | None = None, point: bool = False) -> Any:
     """New samples of every observed site, ``(num_samples, *event_shape)``, decoded where the model
-    has a decoder: see :meth:`Fit.generate`."""
+    has a decoder: see :meth:`Fit.generate`.
+
+    ``conditions`` replace program arguments (new covariates, a class), the observed arguments
+    then left out so that their sizes follow the new ones. ``point`` takes every global latent
+    site at the centre of its posterior (the mean in the unconstrained space, mapped back, so
+    that it lies in the site's support) instead of a random draw per run.
+    """
     if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
     problem = fit._require_problem()
     spec = problem.spec
+    arguments, prototype = dict(problem.data), problem.prototype
+    if conditions:
+        check_arguments(spec.model, conditions, partial=True)
+        arguments.update({argument: None for argument in spec.observed.values()})
+        arguments.update(to_tensors(conditions, problem.device))
+        with torch.no_grad(), on_device(problem.device):
+            prototype = run_program(spec.model, arguments)
     observed = list(spec.observed)
-    local = local_latents(problem.prototype, observed)
+    local = local_latents(prototype, observed)
     # the global latents' draws as tensors, flat over chains: (chain * draw, *shape)
     draws = {name: value.reshape((-1,) + value.shape[2:])
              for name, value in fit._latent_draws(problem).items() if name not in local}
-    arguments = dict(problem.data)
+    if point:
+        draws = {name: _centre(value, prototype.nodes[name]["fn"].support)[None]
+                 for name, value in draws.items()}
     if spec.size_argument is not None:
         # one run simulates exactly num_samples observations, the observed arguments left out
         arguments.update({argument: None for argument in spec.observed.values()})
         arguments[spec.size_argument] = num_samples
         runs = 1
     else:
-        per_run = min(_observations_per_run(problem.prototype.nodes[name]) for name in observed)
+        per_run = min(_observations_per_run(prototype.nodes[name]) for name in observed)
         runs = math.ceil(num_samples / per_run)
     rng = np.random.default_rng(seed)
-    total = fit.num_chains * fit.num_draws if draws else 0
+    total = len(next(iter(draws.values()))) if draws else 0
     picks = rng.choice(total, runs, replace=runs > total) if total else [None] * runs
     program = _Uncondition()(spec.model)
     pieces: dict[str, list[np.ndarray]] = {name: [] for name in observed}
@@ -178,9 +195,15 @@ def generate(fit: "Fit", num_samples: int, *, seed: int = 0, temperature: float 
     if spec.decode is None:
         return samples
     values = {key: value.cpu().numpy() if isinstance(value, torch.Tensor) else value
-              for key, value in problem.data.items()}
+              for key, value in arguments.items()}
     values.update({spec.observed[name]: value for name, value in samples.items()})
     return spec.decode(values)
+
+
+def _centre(draws: torch.Tensor, support: Any) -> torch.Tensor:
+    """The mean of ``draws`` ``(S, *shape)`` in the unconstrained space of ``support``, mapped back."""
+    transform = transform_to(support)
+    return transform(transform.inv(draws).mean(0))
 
 
 def _observations_per_run(site: Mapping[str, Any]) -> int:

@@ -6,7 +6,7 @@ from scipy import stats
 from scipy.special import logsumexp
 
 import bayesgen as bg
-from programs import line, normal_normal, normal_normal_posterior
+from programs import line, linear_regression, normal_normal, normal_normal_posterior
 
 
 def test_scores_are_the_predictive_density_of_a_conjugate_normal_model():
@@ -68,3 +68,34 @@ def test_a_program_with_one_term_for_all_its_data_is_refused():
     fit = bg.fit("hmm", engine="map")
     with pytest.raises(ValueError, match="site 'y' has one likelihood term for all its observations"):
         bg.anomaly_scores(fit, bg.get_model("hmm").load_data())
+
+
+def test_augment_draws_the_posterior_predictive_or_the_plug_in_model():
+    """Three observations leave mu uncertain (sd 0.55): the predictive's variance is 1 + sd^2,
+    the plug-in model's 1, at the posterior mean."""
+    y = np.array([0.3, 1.1, 0.8])
+    fit = bg.fit(normal_normal, {"y": y}, engine="nuts", num_samples=2000, seed=0)
+    mean, sd = normal_normal_posterior(y)
+    predictive = bg.augment(fit, 20_000, seed=1)["y"]
+    plug_in = bg.augment(fit, 20_000, seed=1, predictive=False)["y"]
+    assert predictive.shape == plug_in.shape == (20_000,) and predictive.dtype == np.float64
+    tolerance = 4 * np.sqrt(2 / 20_000) * (1 + sd**2)  # the sd of a sample variance, normal data
+    assert abs(predictive.var() - (1 + sd**2)) < tolerance and abs(plug_in.var() - 1) < tolerance
+    assert abs(plug_in.mean() - mean) < 4 / np.sqrt(20_000) + 0.02  # 0.02: the posterior mean's MC error
+    np.testing.assert_array_equal(bg.augment(fit, 20_000, seed=1)["y"], predictive)
+    assert not np.array_equal(bg.augment(fit, 20_000, seed=2)["y"], predictive)
+
+
+def test_augment_generates_responses_for_new_covariates():
+    rng = np.random.default_rng(2)
+    x = np.linspace(-2, 2, 40)
+    data = {"X": x[:, None], "y": 0.5 + 1.5 * x + rng.normal(0.0, 0.3, size=40)}
+    fit = bg.fit(linear_regression, data, engine="laplace", seed=0)
+    new = bg.augment(fit, 2000, X=np.full((2000, 1), 2.0), predictive=False)["y"]
+    assert new.shape == (2000,) and abs(new.mean() - 3.5) < 0.15 and abs(new.std() - 0.3) < 0.05
+    with pytest.raises(TypeError, match="'z' is not an argument"):
+        bg.augment(fit, 10, z=np.zeros(3))
+    with pytest.raises(ValueError, match="num_samples"):
+        bg.augment(fit, 0)
+    with pytest.raises(TypeError, match="bg.Fit"):
+        bg.augment({"y": 1}, 10)
