@@ -84,16 +84,19 @@ def test_map_backs_off_where_a_line_search_trial_overflows_the_poisson_rate(seed
 # the priors alone: minimising sum_g e_g^2 / (2 tau^2) + tau^2 / 2 gives tau^4 = sum_g e_g^2
 # (about 2.2 where tau = 1.2 with 15 groups), whatever the true tau. So for them only the
 # population-level alpha, beta and sigma are checked; tau needs nuts or svi (or a marginal
-# mode, which these engines do not compute). SVI needs more there: from its default start
-# (init_scale 0.1, 8 particles, 3000 steps) the full-rank Gaussian had not yet spread out
-# (posterior sd of tau half of NUTS's on the Poisson case) nor crossed the ridge between alpha
-# and the mean of alpha_tilde (alpha 4 sd off on the linear case). Its convergence flag is a
-# noisy heuristic, so it is asserted for the optimisers only.
+# mode, which these engines do not compute). Full-rank SVI is judged against NUTS on the same
+# data rather than against the truth: at its optimum (it starts at the Laplace approximation)
+# the Gaussian's sd of tau is about half NUTS's (Poisson case: 0.068 against 0.126, a known
+# trait of KL(q || p) on a scale), so its intervals are too short to cover the truth at the
+# nominal rate, while its means agree with NUTS's (alpha 0.463 against 0.458, tau 0.552
+# against 0.580; the truth, 0.742 and 0.702, lies at the edge of NUTS's own 95% intervals).
+# Before the Laplace start these tests passed with an SVI that had not converged (tau 0.85 +-
+# 0.25, its gradient 5 sd from the optimum). SVI's convergence flag is asserted too.
 NUTS = {"num_chains": 2, "num_warmup": 500, "num_samples": 500}
 SVI = {"guide": "mvn", "num_steps": 3000, "lr": 0.05}
 POPULATION = ("alpha", "beta", "sigma")
 POOLED = {"nuts": (NUTS, None), "svi": (SVI, None), "map": ({}, None), "mle": ({}, None), "laplace": ({}, None)}
-SVI_GROUPED = {**SVI, "num_steps": 6000, "init_scale": 0.5, "num_particles": 16}
+SVI_GROUPED = {**SVI, "num_particles": 16}
 GROUPED = {"nuts": (NUTS, None), "svi": (SVI_GROUPED, None), "map": ({}, POPULATION),
            "laplace": ({}, POPULATION)}
 CASES = [
@@ -113,7 +116,19 @@ RECOVERY = [pytest.param(name, options, engine, settings, sites,
 def test_engines_recover_simulated_parameters(name, options, engine, settings, sites):
     data, truth = bg.get_model(name).simulate(seed=0, **options)
     fit = bg.fit(name, data, engine=engine, seed=0, **settings)
-    if engine != "svi":
-        assert not any("not converge" in finding for finding in bg.check(fit)), bg.check(fit)
+    assert not any("not converge" in finding for finding in bg.check(fit)), bg.check(fit)
     checked = [site for site in fit.problem.density.latent_names if sites is None or site in sites]
+    if engine == "svi" and "num_groups" in options:
+        reference = bg.fit(name, data, engine="nuts", seed=0, **NUTS)
+        for site in checked:
+            draws, nuts = fit.posterior[site][0], fit_draws(reference, site)
+            shift = np.abs(draws.mean(0) - nuts.mean(0)) / nuts.std(0)
+            assert (shift < 0.5).all(), (site, shift)
+        return
     assert_recovers(fit, {site: truth[site] for site in checked})
+
+
+def fit_draws(fit: bg.Fit, site: str) -> np.ndarray:
+    """A site's draws with the chains pooled, ``(chains * draws, *shape)``."""
+    draws = fit.posterior[site]
+    return draws.reshape((-1,) + draws.shape[2:])
