@@ -135,3 +135,4 @@ def augment(fit: Fit, num_samples: int, *, seed: int = 0, predictive: bool = Tru
     if not isinstance(predictive, bool):
         raise TypeError(f"predictive must be True or False, got {predictive!r}")
     return generate(fit, num_samples, seed=seed, conditions=conditions, point=not predictive)
+

@@ -12,7 +12,7 @@ import torch
 from bayesgen._lazy import LazyModule
 
 __all__ = ["HypothesisResult", "c2st", "chi_square_test", "entropy", "kl_divergence", "ks_test", "mmd_test",
-           "mutual_information", "t_test"]
+           "mutual_information", "ranking_metrics", "t_test"]
 
 stats: Any = LazyModule("scipy.stats")
 spatial: Any = LazyModule("scipy.spatial")
@@ -356,3 +356,46 @@ def c2st(x: np.ndarray, y: np.ndarray, *, seed: int = 0, num_folds: int = 5,
     correct = int((predicted == labels).sum())
     pvalue = stats.binomtest(correct, 2 * n, 0.5, alternative="greater").pvalue
     return HypothesisResult(correct / (2 * n), float(pvalue))
+
+
+def ranking_metrics(scores: np.ndarray, relevant: np.ndarray, *, k: int = 10) -> dict[str, float]:
+    """Recall@k and NDCG@k of each user's top-k items by ``scores``, averaged over the users with
+    at least one relevant item.
+
+    Recall@k is the share of a user's relevant items that are among the top k; NDCG@k is the
+    discounted gain ``sum_{r <= k} rel_r / log2(r + 1)`` of the top k over the best possible
+    (binary relevance, Jarvelin and Kekalainen 2002). Items a user must not be recommended (those
+    rated in the training data) take a score of ``-inf``; ties are broken by item order.
+
+    Parameters
+    ----------
+    scores : array, shape ``(users, items)``
+        Higher is recommended first.
+    relevant : bool array, shape ``(users, items)``
+        The held-out items each user liked.
+    k : int
+        Length of the list.
+
+    Returns
+    -------
+    dict
+        ``recall``, ``ndcg`` and ``users`` (how many users were scored).
+    """
+    scores, relevant = np.asarray(scores, dtype=float), np.asarray(relevant, dtype=bool)
+    if scores.ndim != 2 or scores.shape != relevant.shape:
+        raise ValueError(f"scores and relevant must be (users, items) arrays of one shape, got {scores.shape} "
+                         f"and {relevant.shape}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= scores.shape[1]:
+        raise ValueError(f"k must be an integer in [1, {scores.shape[1]}], got {k!r}")
+    if np.isnan(scores).any():
+        raise ValueError("scores contain NaN")
+    users = relevant.any(1)
+    if not users.any():
+        raise ValueError("no user has a relevant item: nothing to rank against")
+    scores, relevant = scores[users], relevant[users]
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    hits = np.take_along_axis(relevant, top, axis=1)
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    ideal = np.cumsum(discount)[np.minimum(relevant.sum(1), k) - 1]
+    return {"recall": float((hits.sum(1) / relevant.sum(1)).mean()),
+            "ndcg": float(((hits * discount).sum(1) / ideal).mean()), "users": int(users.sum())}

@@ -17,7 +17,7 @@ from bayesgen.result import Fit
 from bayesgen.spec import ModelSpec
 
 __all__ = ["DECAY", "SPEC", "expected_rating", "factor_scales", "item_titles", "load_data", "model", "recommend",
-           "simulate"]
+           "simulate", "split_recent"]
 
 #: Ratio of the prior sd of factor dimension k + 1 to that of dimension k (see ``factor_scales``).
 DECAY = 0.5**0.5
@@ -191,6 +191,35 @@ def load_data(max_users: int | None = 150, max_items: int | None = 200) -> dict[
         "num_users": len(user_ids),
         "num_items": len(movies),
     }
+
+
+def split_recent(num_heldout: int = 10, max_users: int | None = 150, max_items: int | None = 200
+                 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``load_data``'s ratings with each user's ``num_heldout`` most recent ones held out.
+
+    The split of top-N evaluation: the model learns from each user's past and is judged on
+    what the user rated next. Users with fewer than ``2 * num_heldout`` ratings keep them all
+    in training. Ties in time are broken by the order of the data.
+
+    Returns
+    -------
+    (dict, dict)
+        The training data (program arguments, as ``load_data``), and the held-out ratings as
+        arrays ``user``, ``item`` and ``rating`` in the same indices.
+    """
+    if isinstance(num_heldout, bool) or not isinstance(num_heldout, int) or num_heldout < 1:
+        raise ValueError(f"num_heldout must be a positive integer, got {num_heldout!r}")
+    data = load_data(max_users, max_items)
+    frame, _ = _movielens(max_users, max_items)
+    time = frame["timestamp"].to_numpy()
+    order = np.lexsort((-np.arange(len(time)), -time, data["user"]))  # by user, newest first
+    rank = np.empty(len(order), dtype=int)
+    counts = np.bincount(data["user"], minlength=data["num_users"])
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    rank[order] = np.arange(len(order)) - starts[data["user"][order]]
+    heldout = (rank < num_heldout) & (counts[data["user"]] >= 2 * num_heldout)
+    train = {**data, **{key: data[key][~heldout] for key in ("user", "item", "rating")}}
+    return train, {key: data[key][heldout] for key in ("user", "item", "rating")}
 
 
 def item_titles(max_users: int | None = 150, max_items: int | None = 200) -> list[str]:

@@ -6,6 +6,7 @@ from scipy import stats
 from scipy.special import logsumexp
 
 import bayesgen as bg
+from bayesgen.metrics import ranking_metrics
 from programs import line, linear_regression, normal_normal, normal_normal_posterior
 
 
@@ -99,3 +100,24 @@ def test_augment_generates_responses_for_new_covariates():
         bg.augment(fit, 0)
     with pytest.raises(TypeError, match="bg.Fit"):
         bg.augment({"y": 1}, 10)
+
+
+def test_ranking_metrics_by_hand():
+    scores = np.array([[0.9, 0.8, 0.1, 0.5],
+                       [0.1, 0.2, 0.3, 0.4],
+                       [1.0, 1.0, 1.0, 1.0]])
+    relevant = np.array([[False, True, False, True],
+                         [True, False, False, False],
+                         [False, False, False, False]])  # no relevant item: left out
+    result = ranking_metrics(scores, relevant, k=2)
+    # user 0: top 2 = items 0, 1: one of two relevant, at rank 2; user 1: top 2 = items 3, 2: none
+    assert result["users"] == 2
+    assert result["recall"] == pytest.approx((0.5 + 0.0) / 2)
+    ideal = 1 + 1 / np.log2(3)
+    assert result["ndcg"] == pytest.approx((1 / np.log2(3) / ideal + 0.0) / 2)
+    perfect = ranking_metrics(relevant[:2].astype(float), relevant[:2], k=2)
+    assert perfect["recall"] == perfect["ndcg"] == 1.0
+    with pytest.raises(ValueError, match="k must be"):
+        ranking_metrics(scores, relevant, k=5)
+    with pytest.raises(ValueError, match="one shape"):
+        ranking_metrics(scores, relevant[:2])
