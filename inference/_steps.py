@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
@@ -94,7 +95,15 @@ class Steps:
 
 
 def _fingerprint(desc: str, num_steps: int, settings: dict[str, Any]) -> dict[str, str]:
-    return {"engine": desc, "num_steps": str(num_steps), **{k: repr(v) for k, v in settings.items()}}
+    return {"engine": desc, "num_steps": str(num_steps), **{k: _describe(v) for k, v in settings.items()}}
+
+
+def _describe(value: Any) -> str:
+    """A setting as text that another process gives alike: a function or class by its qualified
+    name (its repr holds a memory address), anything else by its repr."""
+    if inspect.isfunction(value) or inspect.isclass(value):
+        return f"{value.__module__}.{value.__qualname__}"
+    return repr(value)
 
 
 def _load(checkpointing: Checkpointing, desc: str, num_steps: int) -> dict[str, Any]:

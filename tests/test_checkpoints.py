@@ -119,6 +119,13 @@ def test_a_gan_resumes_bit_for_bit(tmp_path, monkeypatch):
         assert np.array_equal(whole.sample_stats[stat], resumed.sample_stats[stat]), stat
 
 
+def test_a_guide_function_is_named_in_the_fingerprint_not_by_its_address():
+    from bayesgen.inference._steps import _describe
+
+    assert _describe(line) == "programs.line" and _describe(AutoNormal).endswith("AutoNormal")
+    assert _describe(0.05) == "0.05"
+
+
 def test_a_checkpoint_of_other_settings_is_refused(tmp_path):
     path = str(tmp_path / "svi.pt")
     bg.fit(line, DATA, engine="svi", guide="mvn", num_steps=20, checkpoint=path, progress=False)
