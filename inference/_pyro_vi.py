@@ -12,7 +12,7 @@ from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, config_
 from pyro.infer.autoguide import AutoGuide
 
 from bayesgen.engine import Problem
-from bayesgen.inference._steps import Checkpointing, Steps, run_steps
+from bayesgen.inference._steps import Checkpointing, Steps, load_param_store, param_store, run_steps
 from bayesgen.logdensity import per_draw
 from bayesgen.generate import local_latents
 from bayesgen.program import BATCH_PLATE, is_subsample, on_device
@@ -43,27 +43,13 @@ class PyroState:
         self.optim, self.materialise = optim, materialise
 
     def state_dict(self) -> dict[str, Any]:
-        params = pyro.get_param_store().get_state()["params"]
-        state = {"params": {name: value.detach().clone() for name, value in params.items()},
-                 "optim": self.optim.get_state(), "rng": torch.get_rng_state()}
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            state["cuda_rng"] = torch.cuda.get_rng_state_all()
-        return state
+        return {**param_store(), "optim": self.optim.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         with torch.no_grad():
             self.materialise()
-        params = pyro.get_param_store().get_state()["params"]
-        if set(params) != set(state["params"]):
-            raise ValueError(f"resume: the checkpoint's parameters ({', '.join(sorted(state['params']))}) are not "
-                             f"the program's and guide's ({', '.join(sorted(params))})")
-        with torch.no_grad():
-            for name, value in state["params"].items():
-                params[name].copy_(value)
+        load_param_store(state)
         self.optim.set_state(state["optim"])
-        torch.set_rng_state(state["rng"])
-        if "cuda_rng" in state:
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
 
 
 def fit_pyro_guide(problem: Problem, guide: Any, *, num_steps: int, num_particles: int, lr: float,

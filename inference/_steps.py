@@ -8,12 +8,13 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
+import pyro
 import torch
 from tqdm.auto import tqdm
 
 from bayesgen._files import atomic_write
 
-__all__ = ["Checkpointing", "Resumable", "Steps", "checkpointing_of", "run_steps"]
+__all__ = ["Checkpointing", "Resumable", "Steps", "checkpointing_of", "load_param_store", "param_store", "run_steps"]
 
 #: Written into every checkpoint, and required when resuming from one.
 _FORMAT = "bayesgen-checkpoint-1"
@@ -92,6 +93,33 @@ class Steps:
             return {}
         return {"interrupted": True,
                 "interrupted_note": f"stopped after {len(self.losses)} of {num_steps} steps"}
+
+
+def param_store() -> dict[str, Any]:
+    """What a checkpoint keeps of Pyro's parameter store and torch's random state: copies of the
+    unconstrained parameter values by name, the CPU generator's state, and the GPUs' where CUDA
+    is in use."""
+    params = pyro.get_param_store().get_state()["params"]
+    state = {"params": {name: value.detach().clone() for name, value in params.items()}, "rng": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def load_param_store(state: dict[str, Any]) -> None:
+    """Restore :func:`param_store`'s values into the parameters that exist now, in place (a
+    network reads the very tensors of the store), and the random state. The program must already
+    have registered them, with the same names."""
+    params = pyro.get_param_store().get_state()["params"]
+    if set(params) != set(state["params"]):
+        raise ValueError(f"resume: the checkpoint's parameters ({', '.join(sorted(state['params']))}) are not "
+                         f"the program's ({', '.join(sorted(params))})")
+    with torch.no_grad():
+        for name, value in state["params"].items():
+            params[name].copy_(value)
+    torch.set_rng_state(state["rng"])
+    if "cuda_rng" in state:
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
 
 
 def _fingerprint(desc: str, num_steps: int, settings: dict[str, Any]) -> dict[str, str]:

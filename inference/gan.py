@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from bayesgen.engine import EngineResult, Problem
 from bayesgen.generate import local_latents
-from bayesgen.inference._steps import checkpointing_of, run_steps
+from bayesgen.inference._steps import checkpointing_of, load_param_store, param_store, run_steps
 from bayesgen.inference._threads import PARALLEL_MIN_ELEMENTS, cpu_threads
 from bayesgen.marginal import per_observation
 from bayesgen.program import is_latent, on_device
@@ -200,26 +200,17 @@ class _Game:
 
     def state_dict(self) -> dict[str, Any]:
         """Both players' weights, their optimisers, the minibatches' and torch's random states."""
-        params = pyro.get_param_store().get_state()["params"]
-        return {"params": {name: value.detach().clone() for name, value in params.items()},
-                "critic": self.critic.state_dict(), "g_optim": self.g_optim.state_dict(),
+        return {**param_store(), "critic": self.critic.state_dict(), "g_optim": self.g_optim.state_dict(),
                 "d_optim": self.d_optim.state_dict(), "batches": self.batches.get_state(),
-                "rng": torch.get_rng_state(), "d_losses": torch.tensor(self.d_losses, dtype=torch.float64)}
+                "d_losses": torch.tensor(self.d_losses, dtype=torch.float64)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`'s state (the generator's parameters exist from the first run)."""
-        params = pyro.get_param_store().get_state()["params"]
-        if set(params) != set(state["params"]):
-            raise ValueError(f"resume: the checkpoint's generator parameters ({', '.join(sorted(state['params']))}) "
-                             f"are not the program's ({', '.join(sorted(params))})")
-        with torch.no_grad():
-            for name, value in state["params"].items():
-                params[name].copy_(value)
+        load_param_store(state)
         self.critic.load_state_dict(state["critic"])
         self.g_optim.load_state_dict(state["g_optim"])
         self.d_optim.load_state_dict(state["d_optim"])
         self.batches.set_state(state["batches"])
-        torch.set_rng_state(state["rng"])
         self.d_losses = state["d_losses"].tolist()
 
     def play(self, *, grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
