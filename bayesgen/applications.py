@@ -9,6 +9,7 @@ import numpy as np
 import pyro
 import torch
 
+from bayesgen.dtypes import computing_in
 from bayesgen.evaluate import posterior_draws
 from bayesgen.fitting import prepare
 from bayesgen.generate import generate, trained
@@ -62,12 +63,12 @@ def anomaly_scores(fit: Fit, data: Mapping[str, Any], *, num_samples: int = 1000
                          "pass the model to bg.load(path, model=...) to score observations")
     if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-    problem = prepare(fit.problem.spec, data, fit.problem.device)
+    problem = prepare(fit.problem.spec, data, fit.problem.device, fit.problem.dtype)
     if not problem.spec.observed:
         raise ValueError("data hold no observed site's values: pass the observations to score under the "
                          "program arguments that carry them")
-    draws = posterior_draws(fit, problem, num_samples, undrawn_local_latents(fit, problem))
-    with torch.no_grad(), trained(problem, fit.params):
+    with torch.no_grad(), computing_in(problem.dtype), trained(problem, fit.params):
+        draws = posterior_draws(fit, problem, num_samples, undrawn_local_latents(fit, problem))
         pyro.set_rng_seed(seed)
         loglik = observation_log_likelihood(fit, problem, draws, seed=seed)
     per_observation = _per_observation(loglik, list(problem.spec.observed))

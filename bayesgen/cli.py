@@ -35,7 +35,7 @@ def _demo(args: argparse.Namespace) -> None:
 def _fit(args: argparse.Namespace) -> None:
     import bayesgen as bg
 
-    fit = bg.fit(args.model, engine=args.engine, seed=args.seed, device=args.device,
+    fit = bg.fit(args.model, engine=args.engine, seed=args.seed, device=args.device, dtype=args.dtype,
                  progress=False if args.quiet else None, **_options(args.option))
     print(fit.summary().to_string())
     for finding in bg.check(fit):
@@ -164,6 +164,8 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--engine", default="nuts", help="engine name (default: nuts)")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--device", default=None, help="cpu, cuda or cuda:N")
+    fit.add_argument("--dtype", default=None, choices=["float32", "float64"],
+                     help="precision to compute in (default: the data's; float64 for numpy arrays)")
     fit.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                      help="an engine option, e.g. --option num_samples=500 (repeatable)")
     fit.add_argument("--out", help="save the fit to this netCDF file")

@@ -35,6 +35,7 @@ from pyro.poutine.trace_struct import Trace
 
 # the density's own scoring and factor layout, so that the marginals contract exactly the factors
 # (enumerated sites unmasked) that the density sums over
+from bayesgen.dtypes import computing_in
 from bayesgen.logdensity import LogDensity, _score, log_factor, per_draw
 from bayesgen.program import LastSite, on_device
 from bayesgen.result import Fit
@@ -59,7 +60,7 @@ def _draws(fit: Fit, density: LogDensity, num_samples: int | None) -> dict[str, 
                          "a program passed as model= must have the same continuous sites as the fitted one")
     index = (np.linspace(0, fit.num_draws - 1, num_samples).round().astype(int) if num_samples
              else np.arange(fit.num_draws))
-    return {name: torch.as_tensor(fit.posterior[name][:, index], dtype=torch.get_default_dtype())
+    return {name: torch.as_tensor(fit.posterior[name][:, index], dtype=fit._require_problem().dtype)
             for name in density.latent_names}
 
 
@@ -111,13 +112,14 @@ def infer_discrete(fit: Fit, *, model: Callable[..., Any] | None = None, tempera
     batch_dim = -density.max_plate_nesting - 1
     pyro.set_rng_seed(seed)
     parts: dict[str, list[torch.Tensor]] = {}
-    for chunk, size, plated in _chunks(density, draws, "infer_discrete"):
-        program = density.fixed_program(chunk, plated=plated, enumerate=False)
-        trace = _run(program, density, problem.data, plated, decode=lambda p: pyro.infer.infer_discrete(
-            p, first_available_dim=batch_dim - 1, temperature=temperature))
-        for name in density.enumerated:
-            shape = tuple(density.prototype.nodes[name]["value"].shape)
-            parts.setdefault(name, []).append(per_draw(trace.nodes[name]["value"], size, shape))
+    with computing_in(problem.dtype):
+        for chunk, size, plated in _chunks(density, draws, "infer_discrete"):
+            program = density.fixed_program(chunk, plated=plated, enumerate=False)
+            trace = _run(program, density, problem.data, plated, decode=lambda p: pyro.infer.infer_discrete(
+                p, first_available_dim=batch_dim - 1, temperature=temperature))
+            for name in density.enumerated:
+                shape = tuple(density.prototype.nodes[name]["value"].shape)
+                parts.setdefault(name, []).append(per_draw(trace.nodes[name]["value"], size, shape))
     return {name: torch.cat(values).reshape(lead + values[0].shape[1:]).cpu().numpy()
             for name, values in parts.items()}
 
@@ -154,18 +156,23 @@ def discrete_marginals(fit: Fit, *, model: Callable[..., Any] | None = None,
     problem = fit._require_problem()
     totals: dict[str, torch.Tensor] = {}
     count = 0
-    for chunk, size, plated in _chunks(density, draws, "discrete_marginals"):
-        program = density.fixed_program(chunk, plated=plated, enumerate=True)
-        trace = _run(program, density, problem.data, plated)
-        for name, probs in _site_marginals(trace, density, size, plated).items():
-            totals[name] = totals[name] + probs.sum(0) if name in totals else probs.sum(0)
-        count += size
+    with computing_in(problem.dtype):
+        for chunk, size, plated in _chunks(density, draws, "discrete_marginals"):
+            program = density.fixed_program(chunk, plated=plated, enumerate=True)
+            trace = _run(program, density, problem.data, plated)
+            for name, probs in _site_marginals(trace, density, size, plated).items():
+                totals[name] = totals[name] + probs.sum(0) if name in totals else probs.sum(0)
+            count += size
     return {name: (total / count).cpu().numpy() for name, total in totals.items()}
 
 
 def _density(fit: Fit, model: Callable[..., Any] | None) -> LogDensity:
     problem = fit._require_problem()
-    density = problem.density if model is None else LogDensity(model, problem.data)
+    if model is None:
+        density = problem.density
+    else:
+        with computing_in(problem.dtype):
+            density = LogDensity(model, problem.data)
     if not density.enumerated:
         raise ValueError("the program has no enumerable discrete latent sites to infer")
     return density

@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 from pyro.poutine.trace_struct import Trace
 
+from bayesgen.dtypes import computing_in
 from bayesgen.logdensity import LogDensity
 from bayesgen.spec import ModelSpec
 
@@ -27,17 +28,22 @@ class Problem:
     prototype : Trace
         One trace of the program with the data, taken during validation.
     device : torch.device
+    dtype : torch.dtype
+        The floating dtype the program computes in (:mod:`bayesgen.dtypes`): the data's
+        floating arrays have it, and engines run with it as torch's default dtype.
     """
 
     spec: ModelSpec
     data: dict[str, Any]
     prototype: Trace
     device: torch.device
+    dtype: torch.dtype = torch.float64
 
     @cached_property
     def density(self) -> LogDensity:
-        """The program's batched log density (built on first use)."""
-        return LogDensity(self.spec.model, self.data)
+        """The program's batched log density (built on first use, in the problem's dtype)."""
+        with computing_in(self.dtype):
+            return LogDensity(self.spec.model, self.data)
 
     @property
     def has_params(self) -> bool:

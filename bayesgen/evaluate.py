@@ -13,6 +13,7 @@ import torch
 from pyro.infer import Predictive
 
 from bayesgen._lazy import LazyModule
+from bayesgen.dtypes import computing_in
 from bayesgen.engine import Problem
 from bayesgen.fitting import prepare
 from bayesgen.generate import trained
@@ -98,16 +99,24 @@ def evaluate(fit_or_model: Fit | ModelSpec | str | Callable[..., Any], real_data
     """
     if not isinstance(num_samples, int) or num_samples < 2:
         raise ValueError(f"num_samples must be an integer of at least 2, got {num_samples!r}")
-    undrawn: set[str] = set()
     if isinstance(fit_or_model, Fit):
         if fit_or_model.problem is None:
             raise ValueError("this fit was loaded from a file without its program; "
                              "pass the model to bg.load(path, model=...) to evaluate it")
-        heldout = prepare(fit_or_model.problem.spec, real_data, fit_or_model.problem.device)
-        undrawn = undrawn_local_latents(fit_or_model, heldout)
-        draws = posterior_draws(fit_or_model, heldout, num_samples, undrawn)
+        fitted = fit_or_model.problem
+        heldout = prepare(fitted.spec, real_data, fitted.device, fitted.dtype)
     else:
         heldout = prepare(fit_or_model, real_data)
+    with computing_in(heldout.dtype):
+        return _evaluate(fit_or_model, heldout, num_samples, seed)
+
+
+def _evaluate(fit_or_model: Fit | ModelSpec | str | Callable[..., Any], heldout: Problem, num_samples: int,
+              seed: int) -> pd.DataFrame:
+    """:func:`evaluate` on the prepared held-out problem, in its dtype."""
+    if isinstance(fit_or_model, Fit):
+        draws = posterior_draws(fit_or_model, heldout, num_samples, undrawn_local_latents(fit_or_model, heldout))
+    else:
         draws = _prior_draws(heldout, num_samples, seed)
     if not heldout.spec.observed:
         raise ValueError("real_data holds no observed site's data: pass the held-out observations "
@@ -169,7 +178,7 @@ def _likelihood_terms(site: Mapping[str, Any]) -> int:
 
 
 def _as_tensor(value: np.ndarray, problem: Problem) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(value, dtype=float), dtype=torch.get_default_dtype(), device=problem.device)
+    return torch.as_tensor(np.asarray(value, dtype=float), dtype=problem.dtype, device=problem.device)
 
 
 def posterior_draws(fit: Fit, heldout: Problem, num_samples: int, undrawn: set[str]) -> dict[str, torch.Tensor]:

@@ -11,12 +11,14 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import pyro
 import torch
+from pyro.poutine.trace_struct import Trace
 
+from bayesgen.dtypes import ParameterDtypes, computing_in, data_dtype, dtype_name, requested_dtype
 from bayesgen.engine import Engine, EngineResult, Problem
 from bayesgen.generate import kept_networks
 from bayesgen.marginal import observation_log_likelihood
 from bayesgen.postprocess import deterministic_sites
-from bayesgen.program import on_device, run_program
+from bayesgen.program import ProgramError, on_device, run_program
 from bayesgen.registry import get_model, make_engine
 from bayesgen.result import Fit
 from bayesgen.spec import ModelSpec
@@ -49,24 +51,71 @@ def _resolve_device(device: str | torch.device | None, data: Mapping[str, Any]) 
 
 
 def prepare(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | None,
-            device: str | torch.device | None = None) -> Problem:
-    """Resolve the model, check and convert the data, and trace the program once.
+            device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> Problem:
+    """Resolve the model, check and convert the data, choose the dtype and trace the program once.
 
-    Raises clear ``TypeError``/``ValueError`` naming the argument or site for bad input
-    (DESIGN.md section 7), before any engine runs.
+    The dtype follows :mod:`bayesgen.dtypes`: ``dtype`` when given, else the parameters'
+    dtype where the program has networks, else the data's. Raises clear
+    ``TypeError``/``ValueError`` naming the argument or site for bad input (DESIGN.md
+    section 7), before any engine runs.
     """
     spec = resolve_model(model)
     if data is None:
         data = spec.load_data() if spec.load_data is not None else {}
     check_arguments(spec.model, data)
     resolved = _resolve_device(device, data)
-    tensors = to_tensors(data, resolved)
-    with on_device(resolved):
-        prototype = run_program(spec.model, tensors)
+    requested = requested_dtype(dtype)
+    chosen = requested or data_dtype(data) or torch.get_default_dtype()
+    tensors, prototype, kinds = _traced(spec, data, resolved, chosen)
+    if prototype is None:  # the run failed where the data met parameters of another dtype
+        chosen = _parameter_dtype(kinds, requested)
+        tensors, prototype, kinds = _traced(spec, data, resolved, chosen)
+        if prototype is None:
+            _parameter_dtype(kinds, None)  # raises: parameters of two dtypes
+    if set(kinds.values()) - {chosen}:  # the run passed, but the parameters have another dtype
+        chosen = _parameter_dtype(kinds, requested)
+        tensors, prototype, _ = _traced(spec, data, resolved, chosen)
+    assert prototype is not None
     if not spec.observed:
         spec = dataclasses.replace(spec, observed=infer_observed(prototype, tensors))
     check_observed(prototype, spec)
-    return Problem(spec=spec, data=tensors, prototype=prototype, device=resolved)
+    return Problem(spec=spec, data=tensors, prototype=prototype, device=resolved, dtype=chosen)
+
+
+def _traced(spec: ModelSpec, data: Mapping[str, Any], device: torch.device,
+            dtype: torch.dtype) -> tuple[dict[str, Any], Trace | None, dict[str, torch.dtype]]:
+    """The data as tensors in ``dtype``, one trace of the program computing in it, and the dtypes
+    of the parameters it read. The trace is None where the program failed after reading a
+    parameter of another dtype (float64 data met a float32 network); any other failure raises.
+
+    The run uses an empty parameter store, so that a ``pyro.param`` left by an earlier fit (in
+    another dtype, say) is made afresh, as the fit will make it.
+    """
+    tensors = to_tensors(data, device, dtype)
+    parameters = ParameterDtypes()
+    with computing_in(dtype), on_device(device), pyro.get_param_store().scope():
+        try:
+            return tensors, run_program(parameters(spec.model), tensors), parameters.found
+        except ProgramError:
+            if set(parameters.found.values()) - {dtype}:
+                return tensors, None, parameters.found
+            raise
+
+
+def _parameter_dtype(kinds: Mapping[str, torch.dtype], requested: torch.dtype | None) -> torch.dtype:
+    """The one dtype of a program's parameters (made before the fit, as networks are), which the
+    fit computes in; a ``ValueError`` naming them when they disagree with each other or with an
+    explicit ``dtype=``."""
+    found = sorted({dtype_name(kind) for kind in kinds.values()})
+    named = ", ".join(f"'{name}' ({dtype_name(kind)})" for name, kind in list(kinds.items())[:4])
+    if len(found) > 1:
+        raise ValueError(f"the program's parameters mix dtypes {found}: {named}; convert its networks to "
+                         "one (module.float() or module.double()) before fitting")
+    if requested is not None:
+        raise ValueError(f"dtype={dtype_name(requested)!r} was asked, but the program's parameters are "
+                         f"{found[0]}: {named}; convert the networks (module.to(torch.{dtype_name(requested)})) "
+                         f"or leave dtype out to compute in {found[0]}")
+    return next(iter(kinds.values()))
 
 
 def pointwise_log_likelihood_of(fit: Fit, draws: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -91,7 +140,7 @@ def _numpy(tensors: Mapping[str, torch.Tensor] | None) -> dict[str, np.ndarray] 
 
 def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | None = None, *,
         engine: str | Engine = "nuts", seed: int = 0, device: str | torch.device | None = None,
-        progress: bool | None = None, **options: Any) -> Fit:
+        dtype: str | torch.dtype | None = None, progress: bool | None = None, **options: Any) -> Fit:
     """Fit a Pyro program with any engine and return a ``bg.Fit``.
 
     Parameters
@@ -108,6 +157,11 @@ def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
         Seeds torch and Pyro; the same seed gives identical draws.
     device : str, optional
         ``"cpu"``, ``"cuda"``, ``"cuda:1"``; None means CPU unless the data live on a GPU.
+    dtype : str, optional
+        ``"float32"`` or ``"float64"``, the precision the fit computes in. None keeps the
+        data's: float64 arrays (numpy's default) fit in float64, float32 tensors in float32,
+        and a program with networks computes in their dtype. Recorded in
+        ``fit.settings["dtype"]``; see :mod:`bayesgen.dtypes` for the whole rule.
     progress : bool, optional
         Show a progress bar; None shows one when stderr is a terminal.
     **options
@@ -143,8 +197,13 @@ def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
         raise TypeError(f"options {sorted(options)} are only accepted with an engine name; "
                         "set them on the engine instance instead")
     start = time.perf_counter()
-    problem = prepare(model, data, device)
-    show = sys.stderr.isatty() if progress is None else progress
+    problem = prepare(model, data, device, dtype)
+    with computing_in(problem.dtype):
+        return _run(engine, problem, seed, sys.stderr.isatty() if progress is None else progress, start)
+
+
+def _run(engine: Engine, problem: Problem, seed: int, show: bool, start: float) -> Fit:
+    """Run ``engine`` on the prepared problem and build the Fit (in the problem's dtype)."""
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
     with kept_networks(problem):
@@ -167,7 +226,8 @@ def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
         engine=type(engine).name, kind=result.kind,
         posterior=_numpy({**result.draws, **deterministic}) or {},
         sample_stats=_numpy(result.sample_stats) or {}, observed_data=_numpy(observed) or {},
-        settings={f.name: getattr(engine, f.name) for f in dataclasses.fields(engine)}, timing=timing,
+        settings={**{f.name: getattr(engine, f.name) for f in dataclasses.fields(engine)},
+                  "dtype": dtype_name(problem.dtype)}, timing=timing,
         point=point, stderr=_numpy(result.stderr), info=result.info,
         dims={k: list(v) for k, v in problem.spec.dims.items()}, model_name=problem.spec.name,
         params=_numpy(params) or {}, constant_data=_constant_data(problem), problem=problem,

@@ -14,6 +14,7 @@ import torch
 from pyro.poutine.trace_struct import Trace
 from torch.distributions import transform_to
 
+from bayesgen.dtypes import computing_in
 from bayesgen.logdensity import _Uncondition
 from bayesgen.program import is_latent, on_device, run_program
 from bayesgen.validate import check_arguments, to_tensors
@@ -145,12 +146,19 @@ def generate(fit: "Fit", num_samples: int, *, seed: int = 0, temperature: float 
     if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
     problem = fit._require_problem()
+    with computing_in(problem.dtype):
+        return _generate(fit, problem, num_samples, seed, temperature, conditions, point)
+
+
+def _generate(fit: "Fit", problem: "Problem", num_samples: int, seed: int, temperature: float,
+              conditions: Mapping[str, Any] | None, point: bool) -> Any:
+    """:func:`generate` in the fit's dtype."""
     spec = problem.spec
     arguments, prototype = dict(problem.data), problem.prototype
     if conditions:
         check_arguments(spec.model, conditions, partial=True)
         arguments.update({argument: None for argument in spec.observed.values()})
-        arguments.update(to_tensors(conditions, problem.device))
+        arguments.update(to_tensors(conditions, problem.device, problem.dtype))
         with torch.no_grad(), on_device(problem.device):
             prototype = run_program(spec.model, arguments)
     observed = list(spec.observed)

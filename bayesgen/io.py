@@ -137,4 +137,4 @@ def _problem(fit: Fit, model: Callable[..., Any] | str | ModelSpec) -> Any:
     arguments = {key: value.item() if value.ndim == 0 else value for key, value in fit.constant_data.items()}
     observed = dict(spec.observed) or {site: site for site in fit.observed_data}
     arguments.update({observed.get(site, site): value for site, value in fit.observed_data.items()})
-    return prepare(spec, arguments)
+    return prepare(spec, arguments, dtype=fit.settings.get("dtype"))

@@ -99,11 +99,12 @@ class Fit:
         if self._log_likelihood is None:
             if self.problem is None:
                 return {}
+            from bayesgen.dtypes import computing_in
             from bayesgen.fitting import pointwise_log_likelihood_of
             from bayesgen.generate import trained
 
             started = time.perf_counter()
-            with trained(self.problem, self.params):
+            with computing_in(self.problem.dtype), trained(self.problem, self.params):
                 self._log_likelihood = pointwise_log_likelihood_of(self, self._latent_draws(self.problem))
             self.timing["log_likelihood"] = time.perf_counter() - started
         return self._log_likelihood
@@ -154,13 +155,14 @@ class Fit:
             data their arguments are set to None unless given, so the program sizes them
             from the new arguments.
         """
+        from bayesgen.dtypes import computing_in
         from bayesgen.generate import trained
         from bayesgen.postprocess import simulate_sites
         from bayesgen.validate import check_arguments, to_tensors
 
         problem = self._require_problem()
         check_arguments(problem.spec.model, new_data, partial=True)
-        data = {**problem.data, **to_tensors(new_data, problem.device)}
+        data = {**problem.data, **to_tensors(new_data, problem.device, problem.dtype)}
         if new_data:
             for argument in problem.spec.observed.values():
                 if argument not in new_data:
@@ -171,7 +173,7 @@ class Fit:
             draws = {k: v[:, index] for k, v in draws.items()}
         pyro.set_rng_seed(seed)
         sites = list(problem.spec.observed)
-        with torch.no_grad(), trained(problem, self.params):
+        with torch.no_grad(), computing_in(problem.dtype), trained(problem, self.params):
             out = {k: v.cpu().numpy() for k, v in simulate_sites(problem.density, draws, data, sites).items()}
         if not new_data:
             self.posterior_predictive = out
@@ -212,7 +214,8 @@ class Fit:
 
     def _latent_draws(self, problem: "Problem") -> dict[str, torch.Tensor]:
         """The posterior's latent sites as tensors on the program's device."""
-        return {k: torch.as_tensor(v, device=problem.device, dtype=_dtype(v))
+        return {k: torch.as_tensor(v, device=problem.device,
+                                   dtype=problem.dtype if np.issubdtype(v.dtype, np.floating) else torch.int64)
                 for k, v in self.posterior.items() if k in problem.density.latent_names}
 
     def _require_problem(self) -> "Problem":
@@ -223,7 +226,3 @@ class Fit:
             raise ValueError("cannot tell which program arguments carry observed data; declare them "
                              "in a ModelSpec(observed={site: argument})")
         return self.problem
-
-
-def _dtype(value: np.ndarray) -> torch.dtype:
-    return torch.get_default_dtype() if np.issubdtype(value.dtype, np.floating) else torch.int64

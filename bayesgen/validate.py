@@ -61,15 +61,15 @@ def check_arguments(model: Callable[..., Any], data: Mapping[str, Any], partial:
         raise TypeError(f"data is missing required program argument(s): {', '.join(missing)}")
 
 
-def _as_tensor(key: str, value: Any, device: torch.device) -> Any:
+def _as_tensor(key: str, value: Any, device: torch.device, dtype: torch.dtype) -> Any:
     """One data value as a tensor on ``device``; values that are not arrays pass through.
 
     Rules: tensors, numpy arrays, lists, tuples and anything with ``to_numpy`` (pandas) are
     arrays. Their elements must be bool, integer or floating numbers (not strings, objects,
     complex numbers or ragged nested lists: a ``TypeError`` naming ``data[key]``). Floating
-    arrays take the default dtype and must be finite (a ``ValueError`` with the first bad
-    index), since a NaN in a likelihood or a covariate makes every density NaN. Integer
-    and bool arrays keep their dtype (counts, indices, masks).
+    arrays take ``dtype`` (the fit's, see :mod:`bayesgen.dtypes`) and must be finite (a
+    ``ValueError`` with the first bad index), since a NaN in a likelihood or a covariate
+    makes every density NaN. Integer and bool arrays keep their dtype (counts, indices, masks).
     """
     if isinstance(value, torch.Tensor):
         array = value
@@ -93,7 +93,7 @@ def _as_tensor(key: str, value: Any, device: torch.device) -> Any:
     else:
         return value
     if array.is_floating_point():
-        array = array.to(torch.get_default_dtype())
+        array = array.to(dtype)
         bad = ~torch.isfinite(array)
         if bad.any():
             index = tuple(int(i) for i in bad.nonzero()[0])
@@ -107,8 +107,9 @@ def _integer(dtype: torch.dtype) -> bool:
     return dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
-def to_tensors(data: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-    """Convert arrays to tensors on ``device`` (floats in the default dtype); scalars pass through.
+def to_tensors(data: Mapping[str, Any], device: torch.device, dtype: torch.dtype | None = None) -> dict[str, Any]:
+    """Convert arrays to tensors on ``device`` (floats in ``dtype``, by default torch's default
+    dtype); scalars pass through.
 
     Numpy scalars (``np.float32(2.0)``, ``np.int64(3)``) become the Python numbers they
     hold, so that they act as the numbers they are (a plate size, a scalar observation).
@@ -125,7 +126,7 @@ def to_tensors(data: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
         if isinstance(value, (bool, numbers.Number, str)) or value is None:
             out[key] = value
         else:
-            out[key] = _as_tensor(key, value, device)
+            out[key] = _as_tensor(key, value, device, dtype or torch.get_default_dtype())
     return out
 
 
