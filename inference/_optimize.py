@@ -12,6 +12,7 @@ import torch
 
 from bayesgen.diagnostics import pareto_khat
 from bayesgen.engine import EngineResult, Problem
+from bayesgen.inference._numerical import is_numerical_error
 from bayesgen.logdensity import LogDensity
 from bayesgen.program import LastSite
 
@@ -21,12 +22,6 @@ __all__ = ["Mode", "coordinate_labels", "curvature_message", "find_mode", "mode_
 
 #: Objective value that stands in for a non-finite one during the line search.
 _WALL = 1e30
-
-#: Errors that a program raises at a numerically bad point rather than because it is wrong: a
-#: covariance that is not positive definite (``torch.linalg.cholesky``), a singular solve, Python
-#: arithmetic on tensors made numbers. L-BFGS treats a point that raises one as a wall.
-_NUMERICAL_ERRORS: tuple[type[BaseException], ...] = (
-    torch.linalg.LinAlgError, FloatingPointError, ZeroDivisionError, OverflowError)
 
 #: Scales of the displacement from the start at which :func:`runaway_sites` re-evaluates the
 #: objective: an optimum that is really there is passed by the first of them.
@@ -44,20 +39,6 @@ _SINGULAR_RTOL = 1e-10
 _DIRECTION_WEIGHT = 0.1
 _DIRECTION_TERMS = 6
 _DIRECTIONS_SHOWN = 3
-
-
-def _is_numerical(exc: BaseException) -> bool:
-    """Whether ``exc`` is a numerical failure at a point rather than a bug in the program.
-
-    Rule: one of :data:`_NUMERICAL_ERRORS`, or torch's ``ValueError`` for a distribution
-    parameter outside its constraint (``Expected parameter scale ... to satisfy the
-    constraint``) raised by a distribution the program built with ``validate_args=True``.
-    Anything else (a wrong shape, a missing argument) is re-raised, since walling it
-    would hide a mistake in the program behind an optimiser that never moves.
-    """
-    if isinstance(exc, _NUMERICAL_ERRORS):
-        return True
-    return isinstance(exc, ValueError) and "Expected parameter" in str(exc)
 
 
 @dataclass(frozen=True)
@@ -91,7 +72,7 @@ def find_mode(density: LogDensity, init: torch.Tensor, *, jacobian: bool, prior:
 
     A trial point where the objective or its gradient is not finite (a rate that overflowed,
     say), or where the program raises a numerical error (a covariance that is not positive
-    definite makes ``torch.linalg.cholesky`` raise; see :func:`_is_numerical`), is reported
+    definite makes ``torch.linalg.cholesky`` raise; see :func:`~bayesgen.inference._numerical.is_numerical_error`), is reported
     to the line search as a wall of height :data:`_WALL` with zero slope, so the search
     backs off instead of carrying NaN into every later iterate or crashing, as Stan's line
     search does after a failed evaluation.
@@ -118,7 +99,7 @@ def find_mode(density: LogDensity, init: torch.Tensor, *, jacobian: bool, prior:
                 loss = -density.log_density(u[None], jacobian=jacobian, prior=prior)[0]
                 loss.backward()
         except Exception as exc:
-            if not _is_numerical(exc):
+            if not is_numerical_error(exc):
                 raise
             if not losses:
                 where = f"at or after site '{last.name}'" if last.name else "before its first sample site"
@@ -140,7 +121,7 @@ def find_mode(density: LogDensity, init: torch.Tensor, *, jacobian: bool, prior:
     try:
         value, grad = density.value_and_grad(u.detach()[None], jacobian=jacobian, prior=prior)
     except Exception as exc:
-        if not _is_numerical(exc):
+        if not is_numerical_error(exc):
             raise
         value = torch.full((1,), float("nan"), dtype=u.dtype, device=u.device)
         grad = torch.full((1, u.shape[0]), float("nan"), dtype=u.dtype, device=u.device)
@@ -160,12 +141,12 @@ def negative_hessian(density: LogDensity, u: torch.Tensor, *, jacobian: bool = T
                      prior: bool = True) -> torch.Tensor:
     """Minus the Hessian of the log density at one unconstrained point ``u`` ``(dim,)``,
     symmetrised: the precision of the Gaussian approximation there. NaN where evaluating it
-    raised a numerical error (:func:`_is_numerical`)."""
+    raised a numerical error (:func:`~bayesgen.inference._numerical.is_numerical_error`)."""
     try:
         hessian = torch.autograd.functional.hessian(
             lambda x: density.log_density(x[None], jacobian=jacobian, prior=prior)[0], u)
     except Exception as exc:
-        if not _is_numerical(exc):
+        if not is_numerical_error(exc):
             raise
         hessian = torch.full((u.shape[0],) * 2, float("nan"), dtype=u.dtype, device=u.device)
     return -(hessian + hessian.T) / 2
@@ -225,7 +206,7 @@ def runaway_sites(density: LogDensity, u: torch.Tensor, init: torch.Tensor, *, j
             try:
                 values = torch.cat([density.log_density(p[None], jacobian=jacobian, prior=prior) for p in points])
             except Exception as exc:
-                if not _is_numerical(exc):
+                if not is_numerical_error(exc):
                     raise
                 continue
             if not bool(torch.isfinite(values).all()):
