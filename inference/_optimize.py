@@ -244,7 +244,7 @@ def _singular(precision: torch.Tensor) -> bool:
     return bool(values[0] <= _SINGULAR_RTOL * values[-1])
 
 
-def curvature_message(precision: torch.Tensor, labels: list[str], sites: list[str]) -> str:
+def curvature_message(precision: torch.Tensor, labels: list[str], sites: list[str], *, prior: bool = False) -> str:
     """Why a negative Hessian ``precision`` is not positive definite, naming the directions.
 
     Rule: the eigenvalues of the matrix scaled to unit diagonal (:func:`_normalised`, so
@@ -264,6 +264,9 @@ def curvature_message(precision: torch.Tensor, labels: list[str], sites: list[st
         A name for each coordinate (:func:`coordinate_labels`).
     sites : list of str
         The site of each coordinate.
+    prior : bool
+        Whether the objective includes the prior (``map``): the remedy offered is then a more
+        informative prior, not ``engine='map'``.
     """
     if not bool(torch.isfinite(precision).all()):
         bad = sorted({sites[i] for i in (~torch.isfinite(precision)).any(1).nonzero().flatten().tolist()})
@@ -278,14 +281,17 @@ def curvature_message(precision: torch.Tensor, labels: list[str], sites: list[st
     def describe(i: int) -> tuple[str, set[str]]:
         v = vectors[:, i]
         v = v * (1 if float(v[v.abs().argmax()]) > 0 else -1)
-        heavy = [j for j in v.abs().argsort(descending=True).tolist() if abs(float(v[j])) >= _DIRECTION_WEIGHT]
-        shown = sorted(heavy[:_DIRECTION_TERMS])
+        order = v.abs().argsort(descending=True).tolist()
+        heavy = [j for j in order if abs(float(v[j])) >= _DIRECTION_WEIGHT]
+        spread = not heavy  # no coordinate stands out: show the heaviest few all the same
+        shown = sorted((heavy or order)[:_DIRECTION_TERMS])
         text = " ".join(f"{'-' if float(v[j]) < 0 else '+'} {abs(float(v[j])):.2g}*{labels[j]}"
                         for j in shown).lstrip("+ ")
-        if len(heavy) > _DIRECTION_TERMS:
+        if spread:
+            text += f" + ... (spread over {len(v)} coordinates)"
+        elif len(heavy) > _DIRECTION_TERMS:
             text += f" + ... ({len(heavy) - _DIRECTION_TERMS} more terms)"
-        involved = {sites[j] for j in range(len(v)) if abs(float(v[j])) >= _DIRECTION_WEIGHT}
-        return text, involved
+        return text, {sites[j] for j in (heavy or shown)}
 
     parts, involved_all = [], set()
     for kind, indices in (("flat (not identified by the data)", flat),
@@ -307,10 +313,11 @@ def curvature_message(precision: torch.Tensor, labels: list[str], sites: list[st
     names = ", ".join(f"'{s}'" for s in dict.fromkeys(sites) if s in involved_all)
     what = ("is singular" if not negative else "is not positive definite (the point is not a maximum)"
             if not flat else "is singular and not positive definite")
+    remedy = "a more informative prior" if prior else "a prior (engine='map')"
     causes = ("Typical causes: collinear covariates, a parameter the likelihood does not depend on, or "
-              "parameters that enter only through their sum or product; drop or combine them, or add a "
-              "prior (engine='map')" if flat else
-              "The optimiser stopped at a saddle point; try another seed or a prior (engine='map')")
+              "parameters that enter only through their sum or product (a symmetry such as rotating "
+              f"the factors of a matrix factorisation); drop or combine them, or give them {remedy}"
+              if flat else f"The optimiser stopped at a saddle point; try another seed or {remedy}")
     return (f"the information matrix (minus the Hessian) {what}, so standard errors are undefined "
             "(NaN) and the draws sit at the point: " + "; ".join(parts) + " (coefficients in units of "
             f"each parameter's curvature). Sites involved: {names}. {causes}")
@@ -359,7 +366,8 @@ def mode_result(density: LogDensity, mode: Mode, *, jacobian: bool, prior: bool,
     if mode.failed_evaluations:
         info["failed_evaluations"] = mode.failed_evaluations
     if not positive:
-        info["hessian_message"] = curvature_message(precision, coordinate_labels(density), _site_of(density))
+        info["hessian_message"] = curvature_message(precision, coordinate_labels(density), _site_of(density),
+                                                    prior=prior)
     if kind == "approximation" and positive:
         with torch.no_grad():
             normal = torch.distributions.MultivariateNormal(mode.u, scale_tril=scale_tril)

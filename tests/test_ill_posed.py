@@ -76,6 +76,24 @@ def test_collinear_covariates_name_the_sites_of_the_flat_direction():
     assert np.isnan(fit.stderr["b1"]) and np.isnan(fit.stderr["a"])
 
 
+def rotating_factors(ratings=None):
+    """``ratings ~ Normal(U V^T, 1)`` with isotropic priors: ``U R, V R`` fit equally well for any
+    rotation ``R``, so every mode has a flat direction spread over all the factors."""
+    users = pyro.sample("users", dist.Normal(0.0, 1.0).expand([6, 2]).to_event(2))
+    items = pyro.sample("items", dist.Normal(0.0, 1.0).expand([5, 2]).to_event(2))
+    pyro.sample("ratings", dist.Normal(users @ items.transpose(-1, -2), 0.3).to_event(2), obs=ratings)
+
+
+def test_a_symmetry_under_map_is_named_and_the_remedy_is_not_map_again():
+    rng = np.random.default_rng(1)
+    ratings = rng.normal(size=(6, 2)) @ rng.normal(size=(2, 5)) + 0.3 * rng.normal(size=(6, 5))
+    fit = bg.fit(rotating_factors, {"ratings": ratings}, engine="map")
+    message = fit.info["hessian_message"]
+    assert "flat" in message and "rotating the factors" in message and "more informative prior" in message
+    assert "engine='map'" not in message
+    assert "; ;" not in message and "Sites involved: 'users', 'items'." in message
+
+
 def test_independent_covariates_keep_their_standard_errors():
     rng = np.random.default_rng(0)
     x1, x2 = rng.normal(size=(2, 50))
