@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Mapping, Sequence
 
 from typing import Any
@@ -11,7 +10,8 @@ import numpy as np
 
 from bayesgen._files import save_figure
 from bayesgen._lazy import LazyModule
-from bayesgen.convert import az
+from bayesgen.convert import plot_densities
+from bayesgen.diagnostics import ess, loo_table
 from bayesgen.metrics import mmd_test
 from bayesgen.result import Fit
 
@@ -52,8 +52,8 @@ def scalar_draws(fit: Fit, names: Sequence[str]) -> dict[str, np.ndarray]:
 def _thinned(draws: np.ndarray) -> np.ndarray:
     """About ESS evenly spaced draws, so that tests for independent samples hold."""
     flat = draws.reshape(-1)
-    ess = float(az.ess(draws)) if draws.shape[0] * draws.shape[1] > 8 else len(flat)
-    keep = int(np.clip(ess if np.isfinite(ess) else len(flat), 20, len(flat)))
+    effective = ess(draws) if draws.shape[0] * draws.shape[1] > 8 else len(flat)
+    keep = int(np.clip(effective if np.isfinite(effective) else len(flat), 20, len(flat)))
     if draws.shape[0] == 1 or keep >= len(flat):
         return flat[np.linspace(0, len(flat) - 1, keep).round().astype(int)]
     per_chain = max(keep // draws.shape[0], 1)
@@ -147,8 +147,8 @@ def plot_compare(fits: Mapping[str, Fit] | Sequence[Fit], var_names: Sequence[st
     Returns the matplotlib axes; with ``path`` the figure is also saved there.
     """
     named = _named(fits)
-    axes = az.plot_density([f.to_arviz() for f in named.values()], data_labels=list(named),
-                           var_names=list(var_names) if var_names else None, shade=0.1)
+    axes = plot_densities([f.to_arviz() for f in named.values()], list(named),
+                          list(var_names) if var_names else None)
     if path is not None:
         save_figure(np.ravel(axes)[0].figure, path)
     return axes
@@ -165,8 +165,4 @@ def loo_compare(fits: Mapping[str, Fit], ic: str = "loo") -> pd.DataFrame:
     for name, fit in fits.items():
         if not fit.log_likelihood:
             raise ValueError(f"fit '{name}' has no pointwise log-likelihood to compare")
-    data = {name: fit.to_arviz() for name, fit in fits.items()}
-    with warnings.catch_warnings():
-        # ArviZ 0.23 calls a pandas method that pandas 3.1 deprecates; nothing for users to act on
-        warnings.filterwarnings("ignore", message="The inplace keyword")
-        return az.compare(data, ic=ic)
+    return loo_table({name: fit.to_arviz() for name, fit in fits.items()}, ic)

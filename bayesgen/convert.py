@@ -1,4 +1,9 @@
-"""The one module that builds ArviZ objects from a Fit."""
+"""The one module that builds ArviZ objects from a Fit, reads them back and draws with ArviZ.
+
+With :mod:`bayesgen.diagnostics` it is bayesgen's boundary with ArviZ: other modules call the
+named functions here and there, never ArviZ itself, so that an ArviZ release that changes its
+interface (1.x reorganises it) is met in two files.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,14 @@ import numpy as np
 from bayesgen._lazy import LazyModule
 
 if TYPE_CHECKING:
+    from arviz import InferenceData
+
     from bayesgen.result import Fit
 
-#: ArviZ, imported at first use (bayesgen's one way in to it); silenced: 0.23's refactor notice
-az: Any = LazyModule("arviz", quiet=FutureWarning)
+#: ArviZ, imported at first use; silenced: 0.23's refactor notice
+_az: Any = LazyModule("arviz", quiet=FutureWarning)
 
-__all__ = ["az", "plot_rank_ecdf", "to_inference_data"]
+__all__ = ["InferenceData", "plot_densities", "plot_rank_ecdf", "read_netcdf", "to_inference_data"]
 
 
 def _dims(fit: "Fit", groups: list[dict[str, np.ndarray]]) -> dict[str, list[str]]:
@@ -22,7 +29,7 @@ def _dims(fit: "Fit", groups: list[dict[str, np.ndarray]]) -> dict[str, list[str
     return {name: list(dims) for name, dims in fit.dims.items() if name in names}
 
 
-def to_inference_data(fit: "Fit") -> az.InferenceData:
+def to_inference_data(fit: "Fit") -> "InferenceData":
     """Build ``arviz.InferenceData`` from a Fit.
 
     Groups: posterior, sample_stats, log_likelihood, observed_data, constant_data (the
@@ -49,7 +56,18 @@ def to_inference_data(fit: "Fit") -> az.InferenceData:
     }
     dims = _dims(fit, [g for g in groups.values() if g])
     attrs = {"inference_library": "bayesgen", "engine": fit.engine, "kind": fit.kind}
-    return az.from_dict(**groups, dims=dims, attrs=attrs)
+    return _az.from_dict(**groups, dims=dims, attrs=attrs)
+
+
+def read_netcdf(path: str) -> "InferenceData":
+    """The ``InferenceData`` saved at ``path`` (``Fit.save`` writes one)."""
+    return _az.from_netcdf(path)
+
+
+def plot_densities(datasets: list["InferenceData"], labels: list[str], var_names: list[str] | None) -> Any:
+    """Marginal posterior densities of several fits overlaid, one panel per scalar parameter
+    (``arviz.plot_density``, lightly shaded); returns the axes."""
+    return _az.plot_density(datasets, data_labels=labels, var_names=var_names, shade=0.1)
 
 
 def plot_rank_ecdf(ranks: np.ndarray, num_draws: int, *, ci_prob: float = 0.95, ax: Any = None) -> Any:
@@ -77,5 +95,5 @@ def plot_rank_ecdf(ranks: np.ndarray, num_draws: int, *, ci_prob: float = 0.95, 
         raise ValueError(f"ci_prob must lie strictly between 0 and 1, got {ci_prob!r}")
     grid = np.arange(1, num_draws + 2) / (num_draws + 1)
     values = (np.asarray(ranks) + 1) / (num_draws + 1)
-    return az.plot_ecdf(values, eval_points=grid, cdf=uniform(0, 1).cdf, difference=True,
+    return _az.plot_ecdf(values, eval_points=grid, cdf=uniform(0, 1).cdf, difference=True,
                         confidence_bands="optimized", ci_prob=ci_prob, ax=ax)

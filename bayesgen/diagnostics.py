@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from bayesgen.convert import az
+from bayesgen._lazy import LazyModule
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from bayesgen.result import Fit
 
-__all__ = ["check", "pareto_khat", "summary"]
+__all__ = ["check", "ess", "loo_table", "pareto_khat", "summary"]
+
+#: ArviZ, imported at first use (with :mod:`bayesgen.convert`, bayesgen's boundary with it)
+_az: Any = LazyModule("arviz", quiet=FutureWarning)
 
 RHAT_MAX = 1.01
 ESS_MIN = 400
@@ -30,7 +33,7 @@ def summary(fit: "Fit") -> "pd.DataFrame":
     chain, get mean, sd and hdi, since their MCSE, ESS and R-hat diagnose nothing.
     """
     kind = "all" if fit.kind == "samples" else "stats"
-    return az.summary(fit.to_arviz(), var_names=list(fit.posterior), kind=kind)
+    return _az.summary(fit.to_arviz(), var_names=list(fit.posterior), kind=kind)
 
 
 #: Fewest draws whose importance weights PSIS fits a tail to: its tail is about 3 sqrt(n) of
@@ -44,8 +47,22 @@ def pareto_khat(log_weights: np.ndarray) -> float | None:
     log_weights = np.asarray(log_weights, dtype=float)
     if log_weights.size < PARETO_MIN_DRAWS:
         return None
-    _, khat = az.psislw(log_weights)
+    _, khat = _az.psislw(log_weights)
     return float(khat)
+
+
+def ess(draws: np.ndarray) -> float:
+    """Bulk effective sample size of one scalar's draws ``(chain, draw)`` (ArviZ's rank-normalised
+    estimator); NaN for constant draws."""
+    return float(_az.ess(draws))
+
+
+def loo_table(datasets: Mapping[str, Any], ic: str) -> "pd.DataFrame":
+    """ArviZ's comparison of models by PSIS-LOO or WAIC (``arviz.compare``), best first."""
+    with warnings.catch_warnings():
+        # ArviZ 0.23 calls a pandas method that pandas 3.1 deprecates; nothing for users to act on
+        warnings.filterwarnings("ignore", message="The inplace keyword")
+        return _az.compare(dict(datasets), ic=ic)
 
 
 def _ebfmi(energy: np.ndarray) -> np.ndarray:
@@ -106,7 +123,7 @@ def _convergence_findings(fit: "Fit") -> list[str]:
     with warnings.catch_warnings():
         # ArviZ divides by zero for constant entries; those are dropped just below
         warnings.simplefilter("ignore", RuntimeWarning)
-        table = az.summary(fit.to_arviz(), var_names=list(fit.posterior), round_to="none")
+        table = _az.summary(fit.to_arviz(), var_names=list(fit.posterior), round_to="none")
     table = table.drop(index=list(_constant_entries(fit) & set(table.index)))
     found = []
     if fit.num_chains > 1:

@@ -10,7 +10,7 @@ import numpy as np
 
 from bayesgen._files import atomic_write
 from bayesgen._lazy import LazyModule
-from bayesgen.convert import az
+from bayesgen.convert import read_netcdf
 from bayesgen.result import Fit
 from bayesgen.spec import ModelSpec
 
@@ -86,7 +86,7 @@ def load(path: str, model: Callable[..., Any] | str | ModelSpec | None = None) -
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no saved fit at {path}")
     try:
-        idata = az.from_netcdf(path)
+        idata = read_netcdf(path)
     except OSError as exc:  # h5netcdf's error for a file that is not netCDF names HDF5 internals
         raise ValueError(f"{path} is not a netCDF file written by Fit.save") from exc
     group = _meta_group(idata)

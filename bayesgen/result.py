@@ -13,7 +13,7 @@ import torch
 if TYPE_CHECKING:
     import pandas as pd
 
-    from bayesgen.convert import az
+    from bayesgen.convert import InferenceData
 
     from bayesgen.engine import Problem
 
@@ -119,7 +119,7 @@ class Fit:
         """Number of draws per chain in ``posterior``."""
         return next(iter(self.posterior.values())).shape[1] if self.posterior else 0
 
-    def to_arviz(self) -> "az.InferenceData":
+    def to_arviz(self) -> "InferenceData":
         """This fit as ``arviz.InferenceData`` (groups and stat names of the ArviZ schema)."""
         from bayesgen.convert import to_inference_data
 

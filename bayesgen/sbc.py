@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 from bayesgen._files import save_figure
 from bayesgen._lazy import LazyModule
-from bayesgen.convert import az, plot_rank_ecdf
+from bayesgen.convert import plot_rank_ecdf
+from bayesgen.diagnostics import ess
 from bayesgen.engine import Engine
 from bayesgen.fitting import fit, prepare
 from bayesgen.metrics import chi_square_test
@@ -433,7 +434,7 @@ def _rank(value: float, draws: np.ndarray, rng: np.random.Generator) -> int:
 def _min_ess(quantities: Mapping[str, tuple[float, np.ndarray]]) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # constant draws: ESS is NaN, ignored below
-        values = [float(az.ess(draws)) for _, draws in quantities.values() if draws.shape[1] > 3]
+        values = [ess(draws) for _, draws in quantities.values() if draws.shape[1] > 3]
     finite = [v for v in values if np.isfinite(v)]
     return min(finite) if finite else math.nan
 

@@ -1,6 +1,7 @@
 """The boundaries of DESIGN.md: who imports arviz, models vs inference, no **kwargs in public APIs."""
 
 import ast
+import importlib
 import dataclasses
 import inspect
 import subprocess
@@ -33,7 +34,19 @@ def _sources(folder: str) -> list[Path]:
 def test_only_convert_and_diagnostics_import_arviz():
     importers = {p.relative_to(ROOT).as_posix() for folder in ("bayesgen", "models", "inference")
                  for p in _sources(folder) if any(m.split(".")[0] == "arviz" for m in _imports(p))}
-    assert importers == {"bayesgen/convert.py"}  # diagnostics and io use convert's `az`
+    assert importers == {"bayesgen/convert.py", "bayesgen/diagnostics.py"}
+
+
+def test_no_module_hands_arviz_itself_to_another():
+    """Other modules call convert's and diagnostics' named functions; none takes their ArviZ."""
+    for folder in ("bayesgen", "models", "inference"):
+        for path in _sources(folder):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.module in ("bayesgen.convert", "bayesgen.diagnostics"):
+                    taken = {alias.name for alias in node.names}
+                    assert not taken & {"az", "_az", "arviz"}, (path, taken)
+    for module in ("bayesgen.convert", "bayesgen.diagnostics"):
+        assert "az" not in importlib.import_module(module).__all__
 
 
 def test_models_and_inference_never_import_each_other():
