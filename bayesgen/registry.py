@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
 import inspect
 import pkgutil
 from types import ModuleType
 from typing import Any
 
+from bayesgen._hints import did_you_mean
 from bayesgen.spec import ModelSpec
 
 __all__ = ["engine_options", "get_engine_class", "get_model", "list_engines", "list_models", "make_engine"]
@@ -21,9 +21,7 @@ def _modules(package: str) -> list[str]:
 
 
 def _unknown(kind: str, name: str, known: list[str]) -> ValueError:
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
-    return ValueError(f"unknown {kind} '{name}'.{hint} Known: {', '.join(known)}")
+    return ValueError(f"unknown {kind} '{name}'.{did_you_mean(name, known)} Known: {', '.join(known)}")
 
 
 def list_models() -> dict[str, str]:
@@ -66,11 +64,8 @@ def make_engine(name: str, options: dict[str, Any]) -> Any:
     valid = [f.name for f in dataclasses.fields(cls)]
     for key in options:
         if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise TypeError(
-                f"engine '{name}' has no option '{key}'.{hint} Valid options: {', '.join(valid)}"
-            )
+            raise TypeError(f"engine '{name}' has no option '{key}'.{did_you_mean(key, valid)} "
+                            f"Valid options: {', '.join(valid)}")
     return cls(**options)
 
 

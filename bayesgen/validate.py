@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 import numbers
@@ -14,6 +13,7 @@ import pyro.util
 import torch
 from pyro.poutine.trace_struct import Trace
 
+from bayesgen._hints import did_you_mean
 from bayesgen.program import is_deterministic, is_subsample, run_program
 from bayesgen.spec import ModelSpec
 
@@ -52,9 +52,7 @@ def check_arguments(model: Callable[..., Any], data: Mapping[str, Any], partial:
     names = list(_keyword_parameters(model) or {})
     for key in data:
         if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise TypeError(f"data key '{key}' is not an argument of the program.{hint} "
+            raise TypeError(f"data key '{key}' is not an argument of the program.{did_you_mean(key, names)} "
                             f"The program takes: {', '.join(names) or 'no arguments'}")
     missing = missing_arguments(model, data)
     if missing and not partial:

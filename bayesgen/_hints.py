@@ -1,0 +1,16 @@
+"""The "did you mean" hint of every error that names something unknown (a model, an engine, an
+option, a data key)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = ["did_you_mean"]
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``" Did you mean 'x'?"`` for the closest of ``known`` to ``name`` (difflib's ratio of at
+    least 0.6), or ``""`` when none is close: ready to append to a message's first sentence."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" Did you mean '{close[0]}'?" if close else ""
