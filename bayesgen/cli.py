@@ -127,9 +127,10 @@ def _sbc(args: argparse.Namespace) -> None:
 def _list(args: argparse.Namespace) -> None:
     import bayesgen as bg
 
-    print("models:")
+    print("models (and the engines that apply to each):")
     for name, description in bg.list_models().items():
         print(f"  {name:<20} {description}")
+        print(f"  {'':<20} engines: {', '.join(bg.get_model(name).engines)}")
     print("engines: " + ", ".join(bg.list_engines()))
 
 

@@ -21,6 +21,9 @@ def test_example_runs_in_smoke_mode(script, tmp_path):
 def test_cli_lists_models_and_reports_errors_plainly():
     listing = subprocess.run([sys.executable, "-m", "bayesgen", "list"], capture_output=True, text=True)
     assert listing.returncode == 0 and "eight_schools" in listing.stdout and "nuts" in listing.stdout
+    lines = listing.stdout.splitlines()
+    vae = next(i for i, line in enumerate(lines) if line.split()[:1] == ["vae"])
+    assert lines[vae + 1].split() == ["engines:", "svi"]  # the model's spec says which engines apply
     bad = subprocess.run([sys.executable, "-m", "bayesgen", "fit", "eight_school"], capture_output=True,
                          text=True)
     assert bad.returncode == 2 and "Did you mean 'eight_schools'" in bad.stderr
