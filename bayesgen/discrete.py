@@ -19,8 +19,7 @@ density falls back to a per-point loop; the results are the same, only slower.
 from __future__ import annotations
 
 import warnings
-from collections import OrderedDict
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import pyro
@@ -33,10 +32,10 @@ from pyro.ops.einsum.adjoint import require_backward
 from pyro.ops.rings import MarginalRing
 from pyro.poutine.trace_struct import Trace
 
+from bayesgen.dtypes import computing_in
 # the density's own scoring and factor layout, so that the marginals contract exactly the factors
 # (enumerated sites unmasked) that the density sums over
-from bayesgen.dtypes import computing_in
-from bayesgen.logdensity import LogDensity, _score, log_factor, per_draw
+from bayesgen.logdensity import LogDensity, _score, factor_tree, log_factor, per_draw
 from bayesgen.program import LastSite, on_device
 from bayesgen.result import Fit
 
@@ -281,24 +280,23 @@ def _site_marginals(trace: Trace, density: LogDensity, batch_size: int, plated: 
     is quadratic.
     """
     _score(trace)
-    trace.pack_tensors()
-    tree: OrderedDict[frozenset[str], list[torch.Tensor]] = OrderedDict()
     queries: dict[str, torch.Tensor] = {}
-    for name, node in trace.nodes.items():
-        if node["type"] != "sample" or "packed" not in node or "log_prob" not in node["packed"]:
-            continue
-        factor = log_factor(node)
-        if name in density.enumerated:
-            if node["infer"].get("_enumerate_dim") is None:
-                raise ValueError(f"site '{name}' was not enumerated in parallel; discrete_marginals needs "
-                                 "infer={'enumerate': 'parallel'} (config_enumerate's default)")
-            factor = factor.clone()  # a leaf of its own: a site's log_prob may be shared with another
-            factor._pyro_dims = node["packed"]["log_prob"]._pyro_dims
-            require_backward(factor)
-            queries[name] = factor
-        ordinal = frozenset(trace.plate_to_symbol[f.name] for f in node["cond_indep_stack"] if f.vectorized)
-        tree.setdefault(ordinal, []).append(factor)
-    sum_dims = set(trace.symbol_to_dim) - set(trace.plate_to_symbol.values())
+
+    def factor(name: str, node: Mapping[str, Any]) -> torch.Tensor:
+        """A site's factor; an enumerated site's is a leaf of its own that receives the messages."""
+        value = log_factor(node)
+        if name not in density.enumerated:
+            return value
+        if node["infer"].get("_enumerate_dim") is None:
+            raise ValueError(f"site '{name}' was not enumerated in parallel; discrete_marginals needs "
+                             "infer={'enumerate': 'parallel'} (config_enumerate's default)")
+        value = value.clone()  # a site's log_prob may be shared with another
+        value._pyro_dims = node["packed"]["log_prob"]._pyro_dims
+        require_backward(value)
+        queries[name] = value
+        return value
+
+    tree, sum_dims = factor_tree(trace, factor=factor)
     with shared_intermediates() as cache:
         roots = contract_tensor_tree(tree, sum_dims, ring=MarginalRing(cache=cache))
     for terms in roots.values():

@@ -28,7 +28,8 @@ from bayesgen._replay import Replayed
 from bayesgen.program import (BATCH_PLATE, LastSite, is_deterministic, is_latent, is_subsample, on_device,
                               run_program, support_bijection)
 
-__all__ = ["CHUNK", "CHUNK_ELEMENTS", "LogDensity", "SiteLayout", "log_factor", "per_draw"]
+__all__ = ["CHUNK", "CHUNK_ELEMENTS", "LogDensity", "SiteLayout", "factor_tree", "log_factor", "per_draw",
+           "plate_symbols"]
 
 #: Points per program run when mapping or post-processing many draws at once...
 CHUNK = 1000
@@ -180,6 +181,33 @@ def present_dims(tree: Mapping[frozenset[str], list[torch.Tensor]], symbols: set
     of one point) is dropped by packing and cannot be a contraction target."""
     have = {dim for factors in tree.values() for factor in factors for dim in factor._pyro_dims}
     return frozenset(symbols & have)
+
+
+def plate_symbols(trace: Trace, site: Mapping[str, Any]) -> frozenset[str]:
+    """The symbols of the vectorised plates a site lives in (its ordinal in Pyro's contraction)."""
+    return frozenset(trace.plate_to_symbol[f.name] for f in site["cond_indep_stack"] if f.vectorized)
+
+
+def factor_tree(trace: Trace, keep: Callable[[str], bool] = lambda name: True,
+                plate_to_symbol: dict[str, str] | None = None,
+                factor: Callable[[str, Mapping[str, Any]], torch.Tensor] | None = None,
+                ) -> tuple[OrderedDict[frozenset[str], list[torch.Tensor]], set[str]]:
+    """The packed log-prob factors of a scored trace, by the set of plate symbols they live in,
+    and the symbols of the enumerated dims to sum out: what Pyro's contractions take.
+
+    The one way every contraction in bayesgen (the log density, the pointwise log-likelihood of
+    an enumerated program, the discrete marginals) gathers its factors. ``keep`` chooses the
+    sites by name; ``plate_to_symbol`` fixes the symbols of some plates
+    (``Trace.pack_tensors``); ``factor(name, site)`` gives a site's factor, :func:`log_factor`
+    by default.
+    """
+    trace.pack_tensors(plate_to_symbol)
+    tree: OrderedDict[frozenset[str], list[torch.Tensor]] = OrderedDict()
+    for name, site in trace.nodes.items():
+        if site["type"] == "sample" and "packed" in site and "log_prob" in site["packed"] and keep(name):
+            value = log_factor(site) if factor is None else factor(name, site)
+            tree.setdefault(plate_symbols(trace, site), []).append(value)
+    return tree, set(trace.symbol_to_dim) - set(trace.plate_to_symbol.values())
 
 
 def log_factor(site: Mapping[str, Any]) -> torch.Tensor:
@@ -446,7 +474,7 @@ class LogDensity:
         def factors(row: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
             trace, log_jac = self.trace_unconstrained(row[None], plated=False)
             _score(trace)
-            tree, enumerated = self._factor_tree(trace, skip, {BATCH_PLATE: rows})
+            tree, enumerated = factor_tree(trace, lambda name: name not in skip, {BATCH_PLATE: rows})
             labels[:] = [(ordinal | {rows}, factor._pyro_dims)
                          for ordinal, group in tree.items() for factor in group]
             sum_dims.update(enumerated)
@@ -484,26 +512,9 @@ class LogDensity:
         return total
 
     def _contract(self, trace: Trace, skip: set[str], plated: bool) -> torch.Tensor:
-        tree, sum_dims = self._factor_tree(trace, skip)
+        tree, sum_dims = factor_tree(trace, lambda name: name not in skip)
         target = present_dims(tree, {trace.plate_to_symbol[BATCH_PLATE]} if plated else set())
         return contract_to_tensor(tree, sum_dims, target_ordinal=target).reshape(-1)
-
-    @staticmethod
-    def _factor_tree(trace: Trace, skip: set[str], plate_to_symbol: dict[str, str] | None = None
-                     ) -> tuple[OrderedDict[frozenset[str], list[torch.Tensor]], set[str]]:
-        """The packed log-prob factors of a scored trace (but those of ``skip``) by the set of
-        plate symbols they live in, and the symbols of the enumerated dims to sum out.
-        ``plate_to_symbol`` fixes the symbols of some plates (``Trace.pack_tensors``)."""
-        trace.pack_tensors(plate_to_symbol)
-        tree: OrderedDict[frozenset[str], list[torch.Tensor]] = OrderedDict()
-        for name, site in trace.nodes.items():
-            if site["type"] == "sample" and "packed" in site and "log_prob" in site["packed"] \
-                    and name not in skip:
-                ordinal = frozenset(
-                    trace.plate_to_symbol[f.name] for f in site["cond_indep_stack"] if f.vectorized
-                )
-                tree.setdefault(ordinal, []).append(log_factor(site))
-        return tree, set(trace.symbol_to_dim) - set(trace.plate_to_symbol.values())
 
     def value_and_grad(self, u: torch.Tensor, *, jacobian: bool = True,
                        prior: bool = True) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import Any, Mapping
 
@@ -14,7 +13,7 @@ from pyro.ops.packed import unpack
 from pyro.poutine.trace_struct import Trace
 
 from bayesgen._replay import agrees, record, script
-from bayesgen.logdensity import LogDensity, _score, log_factor, per_draw, present_dims
+from bayesgen.logdensity import LogDensity, _score, factor_tree, per_draw, plate_symbols, present_dims
 from bayesgen.program import is_deterministic, is_subsample
 
 __all__ = ["deterministic_sites", "pointwise_log_likelihood", "simulate_sites"]
@@ -190,16 +189,10 @@ def _enumerated_log_likelihood(density: LogDensity, trace: Trace, size: int) -> 
         return {}
     (observed,) = density.observed
     _score(trace)
-    trace.pack_tensors()
-    tree: OrderedDict[frozenset[str], list[torch.Tensor]] = OrderedDict()
-    ordinals = []
-    for name in [*density.enumerated, observed]:
-        site = trace.nodes[name]
-        ordinal = frozenset(trace.plate_to_symbol[f.name] for f in site["cond_indep_stack"] if f.vectorized)
-        tree.setdefault(ordinal, []).append(log_factor(site))
-        ordinals.append(ordinal)
+    wanted = [*density.enumerated, observed]
+    tree, sum_dims = factor_tree(trace, lambda name: name in wanted)
+    ordinals = [plate_symbols(trace, trace.nodes[name]) for name in wanted]
     target = present_dims(tree, set(frozenset.intersection(*ordinals)))
-    sum_dims = set(trace.symbol_to_dim) - set(trace.plate_to_symbol.values())
     log_lik = unpack(contract_to_tensor(tree, sum_dims, target_ordinal=target), trace.symbol_to_dim)
     full = tuple(density.prototype.nodes[observed]["fn"].batch_shape)
     shape = full if target == ordinals[-1] else ()
