@@ -41,6 +41,24 @@ __all__ = ["RECORD_AFTER", "Fused", "Replayed", "agrees", "compile_graph", "reco
 
 _log = logging.getLogger(__name__)
 
+#: The fast paths that have fallen back in this process (see :func:`_fell_back`).
+_FELL_BACK: set[str] = set()
+
+
+def _fell_back(path: str, reason: str) -> None:
+    """Log that a fast path (TorchScript, Inductor's compilation, the buffer-reusing wrapper) is
+    not available: at warning level the first time in a process, then at debug level.
+
+    These fail for reasons of the installed torch (a private Inductor interface that changed, a
+    missing compiler), not of the program: the fit still runs, several times slower, so the
+    first one is said where a user sees it instead of being swallowed.
+    """
+    level = logging.DEBUG if path in _FELL_BACK else logging.WARNING
+    _FELL_BACK.add(path)
+    _log.log(level, "bayesgen's fast path '%s' is not available (%s); sampling and optimising fall back "
+             "to slower code. torch %s is installed; setup.cfg lists the versions it was tested on",
+             path, reason, torch.__version__)
+
 #: Calls at one input shape after which :class:`Replayed` records the function (so that one-off
 #: calls never pay for recording, which costs about as much as a hundred eager calls).
 RECORD_AFTER = 3
@@ -365,7 +383,7 @@ def record(fn: Callable[..., Any], args: Sequence[torch.Tensor], *, contract: bo
 
 
 def script(graph_module: fx.GraphModule, args: Sequence[torch.Tensor]) -> Callable[..., Any] | None:
-    """The recorded graph as a TorchScript function, or None (logged at debug level) if that fails.
+    """The recorded graph as a TorchScript function, or None if that fails (:func:`_fell_back`).
 
     A recording is straight-line code of ATen calls, so tracing it is exact and takes
     milliseconds; TorchScript's interpreter then dispatches each operation from C++, about a
@@ -379,12 +397,12 @@ def script(graph_module: fx.GraphModule, args: Sequence[torch.Tensor]) -> Callab
             warnings.simplefilter("ignore")  # torch.jit's deprecation notice
             return torch.jit.trace(graph_module, tuple(args), check_trace=False)
     except Exception as exc:  # noqa: BLE001 - no TorchScript, an operation it cannot hold, ...
-        _log.debug("cannot script the recorded graph: %s: %s", type(exc).__name__, exc)
+        _fell_back("torchscript", f"{type(exc).__name__}: {exc}")
         return None
 
 
 def compile_graph(graph_module: fx.GraphModule, args: Sequence[torch.Tensor]) -> Callable[..., Any] | None:
-    """Compile a recorded graph with TorchInductor; None (logged at debug level) if that fails.
+    """Compile a recorded graph with TorchInductor; None if that fails (:func:`_fell_back`).
 
     On a CPU a C++ compiler builds the fused kernels, one compiler process for each piece of
     the graph between library calls (matrix products), run side by side from a pool of
@@ -417,7 +435,7 @@ def compile_graph(graph_module: fx.GraphModule, args: Sequence[torch.Tensor]) ->
                 examples = [fake_mode.from_tensor(a, static_shapes=True) for a in args]
                 compiled = compile_fx(graph_module, examples, inner_compile=compile_program)
     except Exception as exc:  # noqa: BLE001 - no compiler, unsupported operation, ...
-        _log.debug("cannot compile the recorded graph: %s: %s", type(exc).__name__, exc)
+        _fell_back("inductor", f"{type(exc).__name__}: {exc}")
         return None
     return _direct(compiled, programs, graph_module, args) if on_cpu else compiled
 
@@ -502,7 +520,10 @@ def _reusing_buffers(program: Callable[[list[torch.Tensor]], Any]) -> Callable[[
     except (OSError, TypeError):  # not a method defined in a source file
         return None
     sites = list(_ALLOCATION.finditer(source))
-    if not sites or not _BODY.search(source) or func.__name__ != "call":
+    if not sites:  # nothing allocated per call: nothing to reuse
+        return None
+    if not _BODY.search(source) or func.__name__ != "call":
+        _fell_back("reused buffers", "Inductor's wrapper is not written as expected")
         return None
     index = itertools.count()
     source = _ALLOCATION.sub(lambda site: f"{site['indent']}{site['name']} = _buffers[{next(index)}]", source)
@@ -514,7 +535,7 @@ def _reusing_buffers(program: Callable[[list[torch.Tensor]], Any]) -> Callable[[
         namespace = dict(func.__globals__, _sets=sets, _turn=itertools.cycle(range(len(sets))))
         exec(compile(source, f"<{func.__code__.co_filename}, reusing buffers>", "exec"), namespace)  # noqa: S102
     except Exception as exc:  # noqa: BLE001 - a wrapper written otherwise keeps its allocations
-        _log.debug("cannot reuse the buffers of %s: %s: %s", func.__code__.co_filename, type(exc).__name__, exc)
+        _fell_back("reused buffers", f"{type(exc).__name__}: {exc}")
         return None
     return types.MethodType(namespace["call"], runner)
 

@@ -420,3 +420,45 @@ def test_a_compiled_graph_is_kept_in_inductors_on_disk_cache_for_the_next_proces
     clear_caches()
     assert found.get("fxgraph_cache_hit") == 1 and "fxgraph_cache_bypass" not in found
     assert all(torch.equal(x, y) for x, y in zip(*outputs))
+
+
+def _fast_path_works() -> bool:
+    """Whether a small step compiles with Inductor and is called with its buffers reused (two sets
+    used in turn), as on the torch versions setup.cfg lists."""
+    def step(a, b):
+        return torch.exp(-a.abs()) * b + a.sum(-1, keepdim=True), b - 0.5 * a
+
+    a, b = torch.randn(4, 3), torch.randn(4, 3)
+    compiled = compile_graph(record(step, (a, b)), (a, b))
+    if compiled is None:
+        return False
+    first, second, third = (compiled(a, b)[0].data_ptr() for _ in range(3))
+    return first == third != second and agrees(step(a, b), compiled(a, b))
+
+
+@needs_compiler
+def test_the_installed_torch_keeps_the_fast_path():
+    """A torch upgrade that breaks the compiled step or the buffer reuse fails here, instead of
+    making every fit silently slower."""
+    assert _fast_path_works(), "the compiled fast path falls back on this torch: see the log's warning"
+
+
+@needs_compiler
+def test_a_broken_fast_path_is_caught_and_said_once(monkeypatch, caplog):
+    """The check above fails when Inductor's compiler raises (patched here to do so), and the
+    fallback is a warning the first time, then debug."""
+    from torch._inductor import compile_fx as inductor
+
+    from bayesgen import _replay
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("an Inductor that changed")
+
+    monkeypatch.setattr(inductor, "compile_fx", broken)
+    monkeypatch.setattr(_replay, "_FELL_BACK", set())
+    with caplog.at_level("DEBUG", logger="bayesgen._replay"):
+        assert not _fast_path_works()
+        assert not _fast_path_works()
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if "fast path 'inductor'" in r.getMessage()]
+    assert [level for level, _ in said] == ["WARNING", "DEBUG"]
+    assert "an Inductor that changed" in said[0][1] and torch.__version__ in said[0][1]
