@@ -379,6 +379,14 @@ def subtree_step(
     ), ckpts
 
 
+#: Tensors that :func:`_pack` makes of a subtree (its edge and proposal flattened in place) and of
+#: a subtree with its checkpoints, counted from the NamedTuples' fields, so that a new field moves
+#: every offset below with it.
+_SUBTREE_SIZE = len(PhasePoint._fields) + len(_Proposal._fields) + len(_Subtree._fields) - 2
+_STATE_SIZE = _SUBTREE_SIZE + len(_Checkpoints._fields)
+assert _Subtree._fields[:2] == ("edge", "proposal"), "_pack flattens a subtree's first two fields"
+
+
 def _pack(*parts: tuple) -> tuple[torch.Tensor, ...]:
     """Flatten phase points, subtrees and checkpoints into one tuple of tensors (fast, no pytree)."""
     flat: list[torch.Tensor] = []
@@ -391,8 +399,16 @@ def _pack(*parts: tuple) -> tuple[torch.Tensor, ...]:
 
 
 def _unpack_subtree(flat: Sequence[torch.Tensor]) -> _Subtree:
-    """Inverse of :func:`_pack` for one subtree (its first 16 tensors)."""
-    return _Subtree(PhasePoint(*flat[:5]), _Proposal(*flat[5:9]), *flat[9:16])
+    """Inverse of :func:`_pack` for one subtree (its first :data:`_SUBTREE_SIZE` tensors)."""
+    edge_end = len(PhasePoint._fields)
+    proposal_end = edge_end + len(_Proposal._fields)
+    return _Subtree(PhasePoint(*flat[:edge_end]), _Proposal(*flat[edge_end:proposal_end]),
+                    *flat[proposal_end:_SUBTREE_SIZE])
+
+
+def _unpack_state(flat: Sequence[torch.Tensor]) -> tuple[_Subtree, _Checkpoints]:
+    """Inverse of :func:`_pack` for a subtree and its checkpoints (the first :data:`_STATE_SIZE`)."""
+    return _unpack_subtree(flat), _Checkpoints(*flat[_SUBTREE_SIZE:_STATE_SIZE])
 
 
 def _metric_tensors(metric: Metric) -> tuple[torch.Tensor, ...]:
@@ -439,10 +455,6 @@ def eager_leaves(logp_and_grad: LogDensityFn) -> BuildLeaves:
     return build
 
 
-#: Number of tensors :func:`_pack` makes of a subtree and its checkpoints.
-_STATE_SIZE = 18
-
-
 class FusedLeaves:
     """:data:`BuildLeaves` whose leaf step is recorded at its first call and replayed after.
 
@@ -474,8 +486,9 @@ class FusedLeaves:
     def _flat_step(self, dense: bool) -> Callable[..., tuple[torch.Tensor, ...]]:
         def step(*flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
             metric, rest = _bind_metric(flat, dense)
-            energy0, signed, sub, ckpts = rest[0], rest[1], _unpack_subtree(rest[2:18]), _Checkpoints(*rest[18:20])
-            sub, ckpts = subtree_step(self.logp_and_grad, metric, energy0, signed, sub, ckpts, *rest[20:23])
+            energy0, signed, state, (test, store, uniform) = rest[0], rest[1], rest[2:-3], rest[-3:]
+            sub, ckpts = subtree_step(self.logp_and_grad, metric, energy0, signed, *_unpack_state(state),
+                                      test, store, uniform)
             return (*_pack(sub, ckpts), sub.active.any())
 
         return step
@@ -677,8 +690,9 @@ class FusedHMCStep:
     def _flat_step(self, dense: bool) -> Callable[..., tuple[torch.Tensor, ...]]:
         def step(*flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
             metric, rest = _bind_metric(flat, dense)
-            point, ok, energy, delta = hmc_step(self.logp_and_grad, metric, rest[0], rest[1],
-                                                PhasePoint(*rest[2:7]), rest[7])
+            energy0, step_size, point, ok = rest[0], rest[1], rest[2:-1], rest[-1]
+            point, ok, energy, delta = hmc_step(self.logp_and_grad, metric, energy0, step_size,
+                                                PhasePoint(*point), ok)
             return (*point, ok, energy, delta)
 
         return step

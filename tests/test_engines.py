@@ -114,10 +114,48 @@ def _quick(engine: str) -> dict:
 @pytest.mark.parametrize("engine", bg.list_engines())
 def test_every_engine_fits_the_same_program_or_refuses_it_by_name(engine):
     """The contract of every registered engine, found by the registry (a new engine module is
-    tested without editing this file): on a Bayesian regression it returns the latent and
-    deterministic sites with their shapes, the pointwise log-likelihood, the ArviZ groups, and the
-    same fit for the same seed; an engine for programs of another kind (``gan`` trains networks)
-    refuses with a ValueError that names it."""
+    tested without editing this file): see :func:`_assert_engine_contract`."""
+    _assert_engine_contract(engine)
+
+
+TOY_ENGINE = '''
+from dataclasses import dataclass
+from typing import ClassVar
+
+from bayesgen.inference.laplace import Laplace
+
+
+@dataclass(frozen=True)
+class Toy(Laplace):
+    """A toy engine for the registry test: the Laplace approximation under another name."""
+
+    name: ClassVar[str] = "toy"
+'''
+
+
+def test_a_new_engine_module_is_registered_and_held_to_the_contract(tmp_path, monkeypatch):
+    """One new module in bayesgen.inference's path, and nothing else edited: the registry lists it,
+    bg.fit runs it by name, and it passes the contract every engine passes."""
+    import sys
+
+    import bayesgen.inference
+
+    (tmp_path / "toy.py").write_text(TOY_ENGINE)
+    monkeypatch.setattr(bayesgen.inference, "__path__", [*bayesgen.inference.__path__, str(tmp_path)])
+    try:
+        assert "toy" in bg.list_engines()
+        _assert_engine_contract("toy")
+        assert bg.fit(normal_normal, {"y": Y_NORMAL}, engine="toy").engine == "toy"
+    finally:  # the module leaves with its folder
+        sys.modules.pop("bayesgen.inference.toy", None)
+        vars(bayesgen.inference).pop("toy", None)
+
+
+def _assert_engine_contract(engine: str) -> None:
+    """On a Bayesian regression the engine returns the latent and deterministic sites with their
+    shapes, the pointwise log-likelihood, the ArviZ groups, and the same fit for the same seed; an
+    engine for programs of another kind (``gan`` trains networks) refuses with a ValueError that
+    names it."""
     X, y = regression_data()
     data = {"X": X, "y": y}
     try:
