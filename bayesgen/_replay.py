@@ -37,7 +37,8 @@ import torch
 from torch import fx
 from torch.fx.experimental.proxy_tensor import get_proxy_mode, make_fx
 
-__all__ = ["RECORD_AFTER", "Fused", "Replayed", "agrees", "compile_graph", "record", "script", "tracing"]
+__all__ = ["RECORD_AFTER", "Fused", "Replayed", "agrees", "compile_graph", "layout_of", "record", "script",
+           "tracing"]
 
 _log = logging.getLogger(__name__)
 
@@ -749,7 +750,7 @@ class Replayed:
         return graph
 
 
-def _layout(tensors: Sequence[torch.Tensor]) -> tuple[Any, ...]:
+def layout_of(tensors: Sequence[torch.Tensor]) -> tuple[Any, ...]:
     """Shapes, dtypes, devices and strides of ``tensors``: what a recording is specific to."""
     return tuple((t.shape, t.dtype, t.device, t.stride()) for t in tensors)
 
@@ -800,7 +801,7 @@ class Fused:
         self._recordings: dict[tuple[Any, ...], tuple[fx.GraphModule, tuple[torch.Tensor, ...], Any]] = {}
 
     def __call__(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        key = _layout(args)
+        key = layout_of(args)
         if key in self.replays:
             replay = self.replays[key]
             return self.fn(*args) if replay is None else replay(*args)
@@ -815,7 +816,7 @@ class Fused:
         A loop that calls the step many times with one layout binds once and skips the per-call
         lookup (a few microseconds per argument).
         """
-        key = _layout(args)
+        key = layout_of(args)
         if key not in self.replays:
             self.replays[key] = self._build(key, args, self.fn(*args))
         return self.replays[key] or self.fn

@@ -35,7 +35,7 @@ from pyro.poutine.trace_struct import Trace
 from bayesgen.dtypes import computing_in
 # the density's own scoring and factor layout, so that the marginals contract exactly the factors
 # (enumerated sites unmasked) that the density sums over
-from bayesgen.logdensity import LogDensity, _score, factor_tree, log_factor, per_draw
+from bayesgen.logdensity import LogDensity, score_trace, factor_tree, log_factor, per_draw
 from bayesgen.program import LastSite, on_device
 from bayesgen.result import Fit
 
@@ -279,7 +279,7 @@ def _site_marginals(trace: Trace, density: LogDensity, batch_size: int, plated: 
     a Markov chain, where contracting to each site in turn (``TraceEnum_ELBO.compute_marginals``)
     is quadratic.
     """
-    _score(trace)
+    score_trace(trace)
     queries: dict[str, torch.Tensor] = {}
 
     def factor(name: str, node: Mapping[str, Any]) -> torch.Tensor:

@@ -15,7 +15,7 @@ from pyro.poutine.trace_struct import Trace
 from torch.distributions import transform_to
 
 from bayesgen.dtypes import computing_in
-from bayesgen.logdensity import _Uncondition
+from bayesgen.logdensity import Uncondition
 from bayesgen.program import is_latent, on_device, run_program
 from bayesgen.validate import check_arguments, to_tensors
 
@@ -180,7 +180,7 @@ def _generate(fit: "Fit", problem: "Problem", num_samples: int, seed: int, tempe
     rng = np.random.default_rng(seed)
     total = len(next(iter(draws.values()))) if draws else 0
     picks = rng.choice(total, runs, replace=runs > total) if total else [None] * runs
-    program = _Uncondition()(spec.model)
+    program = Uncondition()(spec.model)
     pieces: dict[str, list[np.ndarray]] = {name: [] for name in observed}
     with trained(problem, fit.params), torch.no_grad(), on_device(problem.device), tempered(temperature):
         pyro.set_rng_seed(seed)

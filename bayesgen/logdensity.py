@@ -28,8 +28,8 @@ from bayesgen._replay import Replayed
 from bayesgen.program import (BATCH_PLATE, LastSite, is_deterministic, is_latent, is_subsample, on_device,
                               run_program, support_bijection)
 
-__all__ = ["CHUNK", "CHUNK_ELEMENTS", "LogDensity", "SiteLayout", "factor_tree", "log_factor", "per_draw",
-           "plate_symbols"]
+__all__ = ["CHUNK", "CHUNK_ELEMENTS", "LogDensity", "SiteLayout", "Uncondition", "factor_tree", "log_factor",
+           "per_draw", "plate_symbols", "score_trace"]
 
 #: Points per program run when mapping or post-processing many draws at once...
 CHUNK = 1000
@@ -66,7 +66,7 @@ class SiteLayout:
     pad: int
 
 
-class _Uncondition(UnconditionMessenger):
+class Uncondition(UnconditionMessenger):
     """Sample observed sites from their distributions, but keep ``pyro.deterministic`` sites
     (observed Deltas) as computed."""
 
@@ -150,7 +150,7 @@ def _scored(name: str, site: Any) -> bool:
     return not is_deterministic(site) and not is_subsample(site)
 
 
-def _score(trace: Trace) -> None:
+def score_trace(trace: Trace) -> None:
     """Compute every scored site's log-prob, without Pyro's NaN warnings (NaN is handled by callers)
     and without checking the values against each distribution's support: the values are the
     constrained images of unconstrained points, inside it by construction, and the check reads a
@@ -361,7 +361,7 @@ class LogDensity:
             return value.reshape((batch_size,) + (1,) * pad + value.shape[1:])
 
         program = self._batched(batch_size if plated else None, enumerate)
-        return _SetLatents(values_for)(_Uncondition()(program) if uncondition else program)
+        return _SetLatents(values_for)(Uncondition()(program) if uncondition else program)
 
     def trace_unconstrained(self, u: torch.Tensor, plated: bool = True,
                             until: Collection[str] | None = None) -> tuple[Trace, torch.Tensor]:
@@ -473,7 +473,7 @@ class LogDensity:
 
         def factors(row: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
             trace, log_jac = self.trace_unconstrained(row[None], plated=False)
-            _score(trace)
+            score_trace(trace)
             tree, enumerated = factor_tree(trace, lambda name: name not in skip, {BATCH_PLATE: rows})
             labels[:] = [(ordinal | {rows}, factor._pyro_dims)
                          for ordinal, group in tree.items() for factor in group]
@@ -500,7 +500,7 @@ class LogDensity:
         return total + log_jac if jacobian else total
 
     def _sum_log_probs(self, trace: Trace, batch_size: int, skip: set[str], plated: bool) -> torch.Tensor:
-        _score(trace)
+        score_trace(trace)
         if self.enumerated:
             return self._contract(trace, skip, plated)
         batch_dim = -self.max_plate_nesting - 1
@@ -594,7 +594,7 @@ class LogDensity:
         trace, log_jac = self.trace_unconstrained(u, plated)
         if self.enumerated:
             return {"joint": self._sum_log_probs(trace, u.shape[0], set(), plated) + log_jac}
-        _score(trace)
+        score_trace(trace)
         batch_dim = -self.max_plate_nesting - 1
         return {
             name: _sum_to_batch(site["log_prob"], u.shape[0], batch_dim) if plated

@@ -13,7 +13,7 @@ from pyro.ops.packed import unpack
 from pyro.poutine.trace_struct import Trace
 
 from bayesgen._replay import agrees, record, script
-from bayesgen.logdensity import LogDensity, _score, factor_tree, per_draw, plate_symbols, present_dims
+from bayesgen.logdensity import LogDensity, score_trace, factor_tree, per_draw, plate_symbols, present_dims
 from bayesgen.program import is_deterministic, is_subsample
 
 __all__ = ["deterministic_sites", "pointwise_log_likelihood", "simulate_sites"]
@@ -188,7 +188,7 @@ def _enumerated_log_likelihood(density: LogDensity, trace: Trace, size: int) -> 
     if len(density.observed) != 1:
         return {}
     (observed,) = density.observed
-    _score(trace)
+    score_trace(trace)
     wanted = [*density.enumerated, observed]
     tree, sum_dims = factor_tree(trace, lambda name: name in wanted)
     ordinals = [plate_symbols(trace, trace.nodes[name]) for name in wanted]

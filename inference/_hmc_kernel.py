@@ -8,7 +8,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import torch
 
-from bayesgen._replay import Fused, _layout, tracing
+from bayesgen._replay import Fused, layout_of, tracing
 from bayesgen.inference._numerical import is_numerical_error
 
 LogDensityFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -434,7 +434,7 @@ def _bind_where_defined(fused: Fused, args: Sequence[torch.Tensor],
     failures = failure_count(logp_and_grad)
     step = fused.bind(args)
     if step is fused.fn and failure_count(logp_and_grad) > failures:
-        fused.replays.pop(_layout(args), None)
+        fused.replays.pop(layout_of(args), None)
     return step
 
 
@@ -504,7 +504,7 @@ class FusedLeaves:
             test, store = _checkpoint_masks(leaf_idx, size, uniforms.device)
             args = (*head, *state, test, store, uniform)
             if not stable:  # until the outputs are laid out as the inputs, look the replay up
-                key = _layout(args)
+                key = layout_of(args)
                 step, stable = self._bound.get(key) or (_bind_where_defined(fused, args, self.logp_and_grad), None)
             try:
                 out = step(*args)
@@ -519,7 +519,7 @@ class FusedLeaves:
                 if stable is None and step is fused.fn and key not in fused.replays:
                     stable = False  # the recording was put off (_bind_where_defined): try again
                 elif stable is None:
-                    stable = _layout(out[:_STATE_SIZE]) == _layout(state)
+                    stable = layout_of(out[:_STATE_SIZE]) == layout_of(state)
                     self._bound[key] = (step, stable)
             state = out[:_STATE_SIZE]
             if leaf_idx + 1 < n_leaves and not bool(out[_STATE_SIZE]):

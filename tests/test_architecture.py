@@ -49,6 +49,18 @@ def test_no_module_hands_arviz_itself_to_another():
         assert "az" not in importlib.import_module(module).__all__
 
 
+def test_no_module_imports_another_modules_private_names():
+    """What one module uses of another is public there (in its __all__ or at least without a
+    leading underscore); private modules such as bayesgen._replay may be imported, their private
+    names may not."""
+    for folder in ("bayesgen", "models", "inference"):
+        for path in _sources(folder):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("bayesgen"):
+                    private = [alias.name for alias in node.names if alias.name.startswith("_")]
+                    assert not private, f"{path.relative_to(ROOT)} imports {private} from {node.module}"
+
+
 def test_models_and_inference_never_import_each_other():
     for path in _sources("models"):
         assert not any(m.startswith("bayesgen.inference") for m in _imports(path)), path
