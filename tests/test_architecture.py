@@ -28,7 +28,7 @@ def _imports(path: Path) -> set[str]:
 
 
 def _sources(folder: str) -> list[Path]:
-    return sorted((ROOT / folder).glob("*.py"))
+    return sorted((ROOT / folder).rglob("*.py"))
 
 
 def test_only_convert_and_diagnostics_import_arviz():

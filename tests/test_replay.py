@@ -333,7 +333,7 @@ def test_compiled_programs_take_their_buffers_from_two_sets_used_in_turn():
 
 
 def test_programs_whose_wrapper_is_written_otherwise_keep_their_allocations():
-    from bayesgen._replay import _reusing_buffers
+    from bayesgen._replay.inductor import _reusing_buffers
 
     assert _reusing_buffers(lambda inputs: inputs) is None  # not a method of Inductor's runner
 
@@ -345,7 +345,7 @@ def test_programs_whose_wrapper_is_written_otherwise_keep_their_allocations():
 
 
 def test_a_compiled_program_is_called_directly_only_where_it_gives_the_same_outputs():
-    from bayesgen._replay import _direct
+    from bayesgen._replay.inductor import _direct
 
     a = torch.randn(3)
     graph = record(lambda t: (t * 2.0,), (a,))
@@ -389,9 +389,9 @@ def test_only_loops_over_many_values_are_vectorised():
 
 
 def test_fused_stops_compiling_when_no_recording_compiles(monkeypatch):
-    from bayesgen import _replay
+    from bayesgen._replay import runtime
 
-    monkeypatch.setattr(_replay, "compile_graph", lambda graph, args: None)  # no C++ compiler, say
+    monkeypatch.setattr(runtime, "compile_graph", lambda graph, args: None)  # no C++ compiler, say
     fused = Fused(lambda a: (a * 3.0,))
     a = torch.randn(5)
     fused(a)
@@ -449,13 +449,13 @@ def test_a_broken_fast_path_is_caught_and_said_once(monkeypatch, caplog):
     fallback is a warning the first time, then debug."""
     from torch._inductor import compile_fx as inductor
 
-    from bayesgen import _replay
+    from bayesgen._replay import fallback
 
     def broken(*args, **kwargs):
         raise RuntimeError("an Inductor that changed")
 
     monkeypatch.setattr(inductor, "compile_fx", broken)
-    monkeypatch.setattr(_replay, "_FELL_BACK", set())
+    monkeypatch.setattr(fallback, "FELL_BACK", set())
     with caplog.at_level("DEBUG", logger="bayesgen._replay"):
         assert not _fast_path_works()
         assert not _fast_path_works()

@@ -52,7 +52,7 @@ def test_an_unrecordable_density_runs_eagerly_with_identical_draws(algorithm):
 def test_compiled_steps_reusing_their_buffers_give_the_chain_of_fresh_buffers(algorithm, monkeypatch):
     """A compiled step's outputs are overwritten by the call after next (bayesgen._replay's
     ``_reusing_buffers``): a sampler that kept any of them longer would change its draws."""
-    from bayesgen import _replay
+    from bayesgen._replay import inductor as _replay
 
     reused = []
     rewrite = _replay._reusing_buffers

@@ -1,0 +1,29 @@
+"""Saying that a fast path is not available: once where a user sees it, then quietly."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+__all__ = ["FELL_BACK", "fell_back"]
+
+_log = logging.getLogger(__name__)
+
+#: The fast paths that have fallen back in this process (see :func:`fell_back`).
+FELL_BACK: set[str] = set()
+
+
+def fell_back(path: str, reason: str) -> None:
+    """Log that a fast path (TorchScript, Inductor's compilation, the buffer-reusing wrapper) is
+    not available: at warning level the first time in a process, then at debug level.
+
+    These fail for reasons of the installed torch (a private Inductor interface that changed, a
+    missing compiler), not of the program: the fit still runs, several times slower, so the
+    first one is said where a user sees it instead of being swallowed.
+    """
+    level = logging.DEBUG if path in FELL_BACK else logging.WARNING
+    FELL_BACK.add(path)
+    _log.log(level, "bayesgen's fast path '%s' is not available (%s); sampling and optimising fall back "
+             "to slower code. torch %s is installed; setup.cfg lists the versions it was tested on",
+             path, reason, torch.__version__)
