@@ -13,6 +13,7 @@ from pyro.infer.inspect import get_dependencies
 
 from bayesgen.engine import EngineResult, Problem
 from bayesgen.inference._hmc_kernel import GuardedDensity
+from bayesgen.inference._kernels import SamplerKernel
 from bayesgen.inference._sampler import run_hmc
 from bayesgen.inference._threads import cpu_threads, threads_for
 from bayesgen.logdensity import LogDensity
@@ -100,10 +101,10 @@ def _fault_info(guard: GuardedDensity, draws: torch.Tensor, lp: torch.Tensor) ->
     return info
 
 
-def run_mcmc(problem: Problem, *, seed: int, progress: bool, algorithm: str, num_warmup: int,
-             num_samples: int, num_chains: int, target_accept: float, max_tree_depth: int,
-             num_steps: int, dense_mass: bool, jit_compile: bool | None, engine: str) -> EngineResult:
-    """Run ``num_chains`` chains of NUTS or static HMC through one batched density.
+def run_mcmc(problem: Problem, *, seed: int, progress: bool, kernel: SamplerKernel, num_warmup: int,
+             num_samples: int, num_chains: int, target_accept: float, dense_mass: bool,
+             jit_compile: bool | None, engine: str) -> EngineResult:
+    """Run ``num_chains`` chains of ``kernel`` (NUTS, static HMC) through one batched density.
 
     The density replays a recording of the program (``LogDensity.value_and_grad``) and, when
     that recording was validated, the whole leapfrog step (density and tree bookkeeping) is
@@ -126,9 +127,8 @@ def run_mcmc(problem: Problem, *, seed: int, progress: bool, algorithm: str, num
         fuse = density._replayable(init)
         sampled = time.perf_counter()
         result = run_hmc(guard, init, num_warmup=num_warmup, num_samples=num_samples,
-                         generator=generator, algorithm=algorithm, target_accept=target_accept,
-                         max_tree_depth=max_tree_depth, num_steps=num_steps, dense_mass=dense_mass,
-                         progress=progress, fuse=fuse, jit_compile=jit_compile)
+                         generator=generator, kernel=kernel, target_accept=target_accept,
+                         dense_mass=dense_mass, progress=progress, fuse=fuse, jit_compile=jit_compile)
     finished = time.perf_counter()
     kept = result.draws.shape[1]  # num_samples, or fewer after a KeyboardInterrupt
     flat = result.draws.reshape(num_chains * kept, density.dim)

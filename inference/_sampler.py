@@ -1,4 +1,8 @@
-"""Driver running batched multi-chain NUTS / static HMC with Stan-style windowed warmup."""
+"""Driver running batched multi-chain Hamiltonian samplers with Stan-style windowed warmup.
+
+The sampler itself is a kernel object (:mod:`bayesgen.inference._kernels`): NUTS, static HMC,
+or any class with their ``transition_for``.
+"""
 
 from __future__ import annotations
 
@@ -9,45 +13,15 @@ import torch
 from tqdm import tqdm
 
 from bayesgen.inference._adaptation import WindowedAdaptation, find_reasonable_step_size
-from bayesgen.inference._hmc_kernel import (
-    FusedHMCStep,
-    FusedLeaves,
-    GuardedDensity,
-    LogDensityFn,
-    Metric,
-    PhaseState,
-    Transition,
-    hmc_transition,
-    initial_state,
-    make_metric,
-    nuts_transition,
-)
+from bayesgen.inference._hmc_kernel import GuardedDensity, LogDensityFn, Metric, PhaseState, initial_state, make_metric
+from bayesgen.inference._kernels import NUTSKernel, SamplerKernel, StepFn
 
 __all__ = ["HMCResult", "LogDensityFn", "run_hmc"]
-
-StepFn = Callable[[PhaseState, torch.Tensor, Metric], Transition]
 
 #: Names of the per-draw statistics in :attr:`HMCResult.stats`.
 STAT_NAMES = ("lp", "diverging", "energy", "step_size", "tree_depth", "n_steps", "acceptance_rate")
 
 _PROGRESS_EVERY = 25
-
-#: Leapfrog steps a run must still have ahead for ``jit_compile=None`` to compile its recorded
-#: step with TorchInductor: about where compiling pays for itself. On a two-core CPU compilation
-#: costs 2.1-2.4 s with scalar kernels only (eight schools) and 3.0-3.5 s with SIMD ones for
-#: the likelihood (the benchmark's regressions; the first in a process also probes the CPU,
-#: 1.2 s), and the compiled step saves 350-500 microseconds a leapfrog step of the sampler's
-#: loop over the TorchScript replay (eight schools 368 -> 16, breast cancer 410 -> 46, the
-#: synthetic 5000 x 20 regression 658 -> 160), so it breaks even after 6,000-10,000 steps.
-COMPILE_MIN_STEPS = 10_000
-
-#: NUTS transitions from whose leapfrog steps ``jit_compile=None`` projects those of the run...
-PROJECT_AFTER = 20
-#: ... or fewer, once they took this many leapfrog steps: each runs in the TorchScript replay,
-#: 10-20 times slower than compiled, and a few hundred steps tell a long run (breast cancer's
-#: first 20 transitions take 1,550 steps, 0.65 s of replay).
-PROJECT_AFTER_STEPS = 400
-
 
 class HMCResult(NamedTuple):
     """Output of :func:`run_hmc`.
@@ -79,65 +53,24 @@ class HMCResult(NamedTuple):
 
 def _validate(
     init: torch.Tensor,
-    counts: tuple[int, int, int, int],
-    algorithm: str,
+    num_warmup: int,
+    num_samples: int,
+    kernel: SamplerKernel,
     target_accept: float,
     init_step_size: float | None,
 ) -> None:
-    """Raise ``ValueError`` for inconsistent arguments of :func:`run_hmc`."""
+    """Raise ``ValueError`` (``TypeError`` for a kernel that is none) for inconsistent arguments of
+    :func:`run_hmc`."""
     if init.dim() != 2 or not init.is_floating_point():
         raise ValueError(f"init must be a floating (C, D) tensor, got shape {tuple(init.shape)}")
-    if algorithm not in ("nuts", "hmc"):
-        raise ValueError(f"algorithm must be 'nuts' or 'hmc', got {algorithm!r}")
+    if not callable(getattr(kernel, "transition_for", None)):
+        raise TypeError(f"kernel must be a sampler kernel such as NUTSKernel() or HMCKernel(), got {kernel!r}")
     if not 0.0 < target_accept < 1.0:
         raise ValueError(f"target_accept must lie in (0, 1), got {target_accept}")
-    num_warmup, num_samples, max_tree_depth, num_steps = counts
     if num_warmup < 0 or num_samples < 0:
         raise ValueError("num_warmup and num_samples must be non-negative")
-    if max_tree_depth < 1 or num_steps < 1:
-        raise ValueError("max_tree_depth and num_steps must be at least 1")
     if init_step_size is not None and not init_step_size > 0.0:
         raise ValueError(f"init_step_size must be positive, got {init_step_size}")
-
-
-class _Kernel:
-    """The transition kernel ``(state, step_size, metric) -> Transition`` of a run.
-
-    With ``jit_compile=None`` and a recorded NUTS step it counts the leapfrog steps of the first
-    :data:`PROJECT_AFTER` transitions (or of fewer that took :data:`PROJECT_AFTER_STEPS`) and, if
-    the run projects to :data:`COMPILE_MIN_STEPS` more, compiles the step. The decision depends
-    on step counts only, never on timings, so a seed gives the same draws on every run.
-    """
-
-    def __init__(self, logp_and_grad: LogDensityFn, generator: torch.Generator, algorithm: str,
-                 counts: tuple[int, int, int, int], fuse: bool, jit_compile: bool | None) -> None:
-        num_warmup, num_samples, max_tree_depth, num_steps = counts
-        self.transitions = num_warmup + num_samples
-        self.leaves: FusedLeaves | None = None
-        self.done = self.steps = 0
-        if algorithm == "nuts":
-            self.leaves = FusedLeaves(logp_and_grad, compile=bool(jit_compile)) if fuse else None
-            self.project = jit_compile is None and fuse
-            self.step: StepFn = functools.partial(nuts_transition, logp_and_grad, generator=generator,
-                                                  max_tree_depth=max_tree_depth, build_leaves=self.leaves)
-        else:
-            self.project = False
-            long_run = self.transitions * num_steps >= COMPILE_MIN_STEPS
-            compile = long_run if jit_compile is None else jit_compile
-            leapfrog_step = FusedHMCStep(logp_and_grad, compile) if fuse else None
-            self.step = functools.partial(hmc_transition, logp_and_grad, generator=generator,
-                                          num_steps=num_steps, leapfrog_step=leapfrog_step)
-
-    def __call__(self, state: PhaseState, step_size: torch.Tensor, metric: Metric) -> Transition:
-        info = self.step(state, step_size, metric)
-        if self.project:
-            self.done += 1
-            self.steps += int(info.n_steps.max())  # chains in lockstep: the longest trajectory's
-            if self.done == min(PROJECT_AFTER, self.transitions) or self.steps >= PROJECT_AFTER_STEPS:
-                self.project = False
-                if self.steps / self.done * (self.transitions - self.done) >= COMPILE_MIN_STEPS:
-                    self.leaves.compile()
-        return info
 
 
 def _show_progress(
@@ -232,10 +165,8 @@ def run_hmc(
     num_warmup: int,
     num_samples: int,
     generator: torch.Generator,
-    algorithm: str = "nuts",
+    kernel: SamplerKernel = NUTSKernel(),
     target_accept: float = 0.8,
-    max_tree_depth: int = 10,
-    num_steps: int = 10,
     dense_mass: bool = False,
     init_step_size: float | None = None,
     adapt_step_size: bool = True,
@@ -244,7 +175,7 @@ def run_hmc(
     fuse: bool = False,
     jit_compile: bool | None = False,
 ) -> HMCResult:
-    """Sample all chains in lockstep with NUTS or static HMC after Stan-style windowed warmup.
+    """Sample all chains in lockstep with ``kernel`` (NUTS by default) after Stan-style windowed warmup.
 
     Parameters
     ----------
@@ -258,14 +189,11 @@ def run_hmc(
         Numbers of warmup and sampling transitions.
     generator : torch.Generator
         Source of all randomness (same seed gives bitwise identical output).
-    algorithm : {"nuts", "hmc"}
-        Multinomial NUTS or static HMC with ``num_steps`` leapfrog steps.
+    kernel : SamplerKernel
+        The transition: ``NUTSKernel(max_tree_depth)``, ``HMCKernel(num_steps)``, or any object
+        with their ``transition_for`` (:mod:`bayesgen.inference._kernels`).
     target_accept : float
         Target of the step-size dual averaging.
-    max_tree_depth : int
-        Maximum number of NUTS doublings.
-    num_steps : int
-        Leapfrog steps per static HMC transition.
     dense_mass : bool
         Adapt a dense ``(D, D)`` rather than a diagonal inverse mass matrix.
     init_step_size : float or None
@@ -284,7 +212,7 @@ def run_hmc(
         (relative 1e-15 in float64); the same seed still gives identical draws.
     jit_compile : bool or None
         With ``fuse``, compile the recorded step with TorchInductor (True), never (False), or
-        once the run proves long (None; see :data:`COMPILE_MIN_STEPS`, and ``NUTS``).
+        once the run proves long (None; see ``_kernels.COMPILE_MIN_STEPS``, and ``NUTS``).
 
     Returns
     -------
@@ -305,8 +233,7 @@ def run_hmc(
     before the first draw, the interrupt propagates: there is no draw to return, and adapted
     step sizes alone are no result (CmdStan and NumPyro stop there too).
     """
-    counts = (num_warmup, num_samples, max_tree_depth, num_steps)
-    _validate(init, counts, algorithm, target_accept, init_step_size)
+    _validate(init, num_warmup, num_samples, kernel, target_accept, init_step_size)
     if not isinstance(logp_and_grad, GuardedDensity):
         logp_and_grad = GuardedDensity(logp_and_grad)
     state = initial_state(logp_and_grad, init.detach())
@@ -316,7 +243,7 @@ def run_hmc(
     metric = make_metric(identity.clone())
     retune = functools.partial(find_reasonable_step_size, logp_and_grad, generator=generator)
     step_size = _initial_step_size(retune, state, metric, init_step_size)
-    step = _Kernel(logp_and_grad, generator, algorithm, counts, fuse, jit_compile)
+    step = kernel.transition_for(logp_and_grad, generator, num_warmup + num_samples, fuse, jit_compile)
     adapter = WindowedAdaptation(
         num_warmup,
         step_size,

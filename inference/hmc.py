@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from bayesgen.engine import EngineResult, Problem
+from bayesgen.inference._kernels import HMCKernel
 from bayesgen.inference._mcmc import run_mcmc
 
 __all__ = ["HMC"]
@@ -54,9 +55,7 @@ class HMC:
 
     def run(self, problem: Problem, *, seed: int, progress: bool) -> EngineResult:
         """Sample the posterior of ``problem``."""
-        return run_mcmc(problem, seed=seed, progress=progress, algorithm="hmc",
+        return run_mcmc(problem, seed=seed, progress=progress, kernel=HMCKernel(self.num_steps),
                         num_warmup=self.num_warmup, num_samples=self.num_samples,
                         num_chains=self.num_chains, target_accept=self.target_accept,
-                        max_tree_depth=1, num_steps=self.num_steps,
-                        dense_mass=self.dense_mass, jit_compile=self.jit_compile,
-                        engine=self.name)
+                        dense_mass=self.dense_mass, jit_compile=self.jit_compile, engine=self.name)

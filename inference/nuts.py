@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from bayesgen.engine import EngineResult, Problem
+from bayesgen.inference._kernels import NUTSKernel
 from bayesgen.inference._mcmc import run_mcmc
 
 __all__ = ["NUTS"]
@@ -67,9 +68,7 @@ class NUTS:
 
     def run(self, problem: Problem, *, seed: int, progress: bool) -> EngineResult:
         """Sample the posterior of ``problem``."""
-        return run_mcmc(problem, seed=seed, progress=progress, algorithm="nuts",
+        return run_mcmc(problem, seed=seed, progress=progress, kernel=NUTSKernel(self.max_tree_depth),
                         num_warmup=self.num_warmup, num_samples=self.num_samples,
                         num_chains=self.num_chains, target_accept=self.target_accept,
-                        max_tree_depth=self.max_tree_depth, num_steps=1,
-                        dense_mass=self.dense_mass, jit_compile=self.jit_compile,
-                        engine=self.name)
+                        dense_mass=self.dense_mass, jit_compile=self.jit_compile, engine=self.name)

@@ -151,15 +151,89 @@ def test_a_new_engine_module_is_registered_and_held_to_the_contract(tmp_path, mo
         vars(bayesgen.inference).pop("toy", None)
 
 
-def _assert_engine_contract(engine: str) -> None:
+TOY_KERNEL = '''
+"""A toy sampler kernel for the registry test: random-walk Metropolis, scaled by the metric."""
+
+from dataclasses import dataclass
+
+import torch
+
+from bayesgen.inference._hmc_kernel import PhaseState, Transition
+
+
+@dataclass(frozen=True)
+class RandomWalkKernel:
+    def transition_for(self, logp_and_grad, generator, num_transitions, fuse, jit_compile):
+        def transition(state, step_size, metric):
+            z = state.z
+            noise = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
+            proposal = z + step_size[:, None] * metric.inverse_mass_matrix.sqrt() * noise
+            logp, grad = logp_and_grad(proposal)
+            log_ratio = torch.nan_to_num(logp - state.logp, nan=-torch.inf)
+            uniform = torch.rand(z.shape[:1], generator=generator, dtype=z.dtype, device=z.device)
+            accept = torch.log(uniform) < log_ratio
+            new = PhaseState(torch.where(accept[:, None], proposal, z), torch.where(accept, logp, state.logp),
+                             torch.where(accept[:, None], grad, state.grad))
+            ones = torch.ones(z.shape[:1], dtype=torch.int64, device=z.device)
+            return Transition(new, torch.zeros_like(accept), -new.logp, 0 * ones, ones,
+                              log_ratio.clamp(max=0.0).exp())
+
+        return transition
+'''
+
+TOY_SAMPLER_ENGINE = '''
+from dataclasses import dataclass
+from typing import ClassVar
+
+from bayesgen.inference._mcmc import run_mcmc
+from bayesgen.inference._toy_kernel import RandomWalkKernel
+
+
+@dataclass(frozen=True)
+class RandomWalk:
+    """A toy sampler engine for the registry test: random-walk Metropolis through bayesgen's driver."""
+
+    name: ClassVar[str] = "random_walk"
+    num_warmup: int = 1000
+    num_samples: int = 1000
+    num_chains: int = 4
+
+    def run(self, problem, *, seed, progress):
+        return run_mcmc(problem, seed=seed, progress=progress, kernel=RandomWalkKernel(), num_warmup=self.num_warmup,
+                        num_samples=self.num_samples, num_chains=self.num_chains, target_accept=0.3,
+                        dense_mass=False, jit_compile=False, engine=self.name)
+'''
+
+
+def test_a_new_sampler_kernel_and_its_engine_are_two_modules_and_nothing_else(tmp_path, monkeypatch):
+    """A kernel module (random-walk Metropolis) and an engine module that hands it to bayesgen's
+    driver: the engine is registered and passes the contract, warmup adaptation included."""
+    import sys
+
+    import bayesgen.inference
+
+    (tmp_path / "_toy_kernel.py").write_text(TOY_KERNEL)
+    (tmp_path / "random_walk.py").write_text(TOY_SAMPLER_ENGINE)
+    monkeypatch.setattr(bayesgen.inference, "__path__", [*bayesgen.inference.__path__, str(tmp_path)])
+    try:
+        assert "random_walk" in bg.list_engines() and "_toy_kernel" not in bg.list_engines()
+        _assert_engine_contract("random_walk", num_warmup=1000, num_samples=1000)
+    finally:  # the modules leave with their folder
+        for name in ("random_walk", "_toy_kernel"):
+            sys.modules.pop(f"bayesgen.inference.{name}", None)
+            vars(bayesgen.inference).pop(name, None)
+
+
+def _assert_engine_contract(engine: str, **options: int) -> None:
     """On a Bayesian regression the engine returns the latent and deterministic sites with their
     shapes, the pointwise log-likelihood, the ArviZ groups, and the same fit for the same seed; an
     engine for programs of another kind (``gan`` trains networks) refuses with a ValueError that
     names it."""
     X, y = regression_data()
     data = {"X": X, "y": y}
+    options = {**_quick(engine), **options}
     try:
-        fit = bg.fit(linear_regression, data, engine=engine, seed=3, **_quick(engine))
+        fit = bg.fit(linear_regression, data, engine=engine, seed=3, **options)
     except ValueError as refusal:
         assert f"engine '{engine}'" in str(refusal)
         return
@@ -169,7 +243,7 @@ def _assert_engine_contract(engine: str) -> None:
     np.testing.assert_allclose(fit.posterior["sigma2"], fit.posterior["sigma"] ** 2)
     assert abs(fit.posterior["beta"].mean((0, 1))[1] + 2.0) < 0.3
     assert {"posterior", "log_likelihood", "observed_data"} <= set(fit.to_arviz().groups())
-    again = bg.fit(linear_regression, data, engine=engine, seed=3, **_quick(engine))
+    again = bg.fit(linear_regression, data, engine=engine, seed=3, **options)
     np.testing.assert_array_equal(again.posterior["beta"], fit.posterior["beta"])
 
 

@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from bayesgen.inference._kernels import HMCKernel, NUTSKernel
 from bayesgen.inference._sampler import run_hmc
 from programs import cpp_compiler, needs_compiler, normal_normal, normal_normal_posterior
 
@@ -34,7 +35,8 @@ def _reads_values(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _run(logp_and_grad, algorithm: str, fuse: bool, num_warmup: int = 500, num_samples: int = 30,
          dense: bool = False, jit_compile: bool | None = False):
     init = torch.randn((4, 3), generator=torch.Generator().manual_seed(2), dtype=DTYPE)
-    return run_hmc(logp_and_grad, init, num_warmup=num_warmup, num_samples=num_samples, algorithm=algorithm,
+    kernel = NUTSKernel() if algorithm == "nuts" else HMCKernel()
+    return run_hmc(logp_and_grad, init, num_warmup=num_warmup, num_samples=num_samples, kernel=kernel,
                    generator=torch.Generator().manual_seed(3), fuse=fuse, dense_mass=dense, jit_compile=jit_compile)
 
 
@@ -160,14 +162,13 @@ def test_small_problems_sample_on_one_thread_and_restore_the_count():
 
 
 def _kernel(algorithm: str, jit_compile, num_warmup: int, num_samples: int, num_steps: int = 10):
-    from bayesgen.inference._sampler import _Kernel
-
-    return _Kernel(_gaussian, torch.Generator().manual_seed(0), algorithm,
-                   (num_warmup, num_samples, 10, num_steps), True, jit_compile)
+    kernel = NUTSKernel() if algorithm == "nuts" else HMCKernel(num_steps)
+    return kernel.transition_for(_gaussian, torch.Generator().manual_seed(0), num_warmup + num_samples, True,
+                                 jit_compile)
 
 
 def test_by_default_nuts_compiles_runs_that_project_to_many_leapfrog_steps(monkeypatch):
-    from bayesgen.inference import _hmc_kernel, _sampler
+    from bayesgen.inference import _hmc_kernel, _kernels
 
     compiled = []
     monkeypatch.setattr(_hmc_kernel.FusedLeaves, "compile", lambda self: compiled.append(self))
@@ -178,26 +179,26 @@ def test_by_default_nuts_compiles_runs_that_project_to_many_leapfrog_steps(monke
     kernels = {"long": _kernel("nuts", None, 10**5, 10**5), "short": _kernel("nuts", None, 10, 0),
                "never": _kernel("nuts", False, 10**5, 10**5)}
     steps, decided = [], None
-    for transition in range(1, _sampler.PROJECT_AFTER + 1):
+    for transition in range(1, _kernels.PROJECT_AFTER + 1):
         for kernel in kernels.values():  # seeded alike: the kernels take the same steps
             info = kernel(state, step_size, metric)
         steps.append(int(info.n_steps.max()))
         decided = decided or (transition if compiled else None)
     # the short run's 9 remaining transitions of at most 1023 steps stay below the threshold
-    assert 9 * 1023 < _sampler.COMPILE_MIN_STEPS
+    assert 9 * 1023 < _kernels.COMPILE_MIN_STEPS
     assert compiled == [kernels["long"].leaves]
     # long trajectories: decided as soon as the transitions took PROJECT_AFTER_STEPS, not after 20
-    enough = next(t for t, total in enumerate(itertools.accumulate(steps), 1) if total >= _sampler.PROJECT_AFTER_STEPS)
-    assert decided == enough < _sampler.PROJECT_AFTER
+    enough = next(t for t, total in enumerate(itertools.accumulate(steps), 1) if total >= _kernels.PROJECT_AFTER_STEPS)
+    assert decided == enough < _kernels.PROJECT_AFTER
     assert _kernel("nuts", True, 1, 1).leaves.fused[False].compile
     assert not kernels["never"].leaves.fused[False].compile
 
 
 def test_by_default_hmc_compiles_runs_of_many_leapfrog_steps():
-    from bayesgen.inference._sampler import COMPILE_MIN_STEPS
+    from bayesgen.inference._kernels import COMPILE_MIN_STEPS
 
     def compiles(kernel) -> bool:
-        return kernel.step.keywords["leapfrog_step"].fused[False].compile
+        return kernel.keywords["leapfrog_step"].fused[False].compile
 
     assert not compiles(_kernel("hmc", None, 100, 100, num_steps=10))
     assert compiles(_kernel("hmc", None, COMPILE_MIN_STEPS // 2, COMPILE_MIN_STEPS // 2, num_steps=1))

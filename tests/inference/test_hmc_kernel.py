@@ -20,6 +20,7 @@ from bayesgen.inference._hmc_kernel import (
     make_metric,
     velocity,
 )
+from bayesgen.inference._kernels import HMCKernel, NUTSKernel
 from bayesgen.inference._sampler import HMCResult, run_hmc
 
 DTYPE = torch.float64
@@ -89,8 +90,7 @@ def _run3(
         num_warmup=500,
         num_samples=num_samples,
         generator=_generator(seed),
-        algorithm=algorithm,
-        max_tree_depth=max_tree_depth,
+        kernel=NUTSKernel(max_tree_depth) if algorithm == "nuts" else HMCKernel(),
         init_step_size=init_step_size,
         adapt_step_size=adapt,
         adapt_mass_matrix=adapt,
@@ -184,7 +184,7 @@ def test_dense_mass_matrix_adaptation() -> None:
 def test_funnel_produces_divergences() -> None:
     init = torch.randn((4, 10), generator=_generator(21), dtype=DTYPE)
     result = run_hmc(
-        _funnel, init, num_warmup=150, num_samples=150, generator=_generator(22), max_tree_depth=7
+        _funnel, init, num_warmup=150, num_samples=150, generator=_generator(22), kernel=NUTSKernel(7)
     )
     assert result.stats["diverging"].sum() > 0
     assert torch.isfinite(result.draws).all() and torch.isfinite(result.stats["lp"]).all()
@@ -202,9 +202,9 @@ def test_non_finite_log_density_is_divergent_not_fatal() -> None:
         return logp, torch.where(outside.unsqueeze(-1), torch.nan, grad)
 
     init = torch.full((4, 2), 0.5, dtype=DTYPE)
-    for algorithm in ("nuts", "hmc"):
+    for kernel in (NUTSKernel(), HMCKernel()):
         result = run_hmc(logp_and_grad, init, num_warmup=100, num_samples=200,
-                         generator=_generator(5), algorithm=algorithm)
+                         generator=_generator(5), kernel=kernel)
         assert bool((result.draws > 0).all()) and bool((result.draws < 4).all())
         assert torch.isfinite(result.stats["lp"]).all()
         total = result.stats["diverging"].sum() + result.warmup_divergences.sum()
@@ -263,8 +263,12 @@ def test_float32_and_progress_bar() -> None:
 def test_argument_validation() -> None:
     logp = _diag_gaussian(MEAN3, SD3)
     init = torch.zeros((2, 3), dtype=DTYPE)
-    with pytest.raises(ValueError, match="algorithm"):
-        run_hmc(logp, init, num_warmup=1, num_samples=1, generator=_generator(0), algorithm="mala")
+    with pytest.raises(TypeError, match="kernel must be a sampler kernel.*'mala'"):
+        run_hmc(logp, init, num_warmup=1, num_samples=1, generator=_generator(0), kernel="mala")
+    with pytest.raises(ValueError, match="max_tree_depth"):
+        NUTSKernel(0)
+    with pytest.raises(ValueError, match="num_steps"):
+        HMCKernel(0)
     with pytest.raises(ValueError, match="shapes"):
         run_hmc(lambda x: (x, x), init, num_warmup=1, num_samples=1, generator=_generator(0))
     with pytest.raises(ValueError, match="init"):
