@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import torch
 
-from bayesgen.inference._hmc_kernel import (
+from bayesgen.inference._integrator import (
     LogDensityFn,
     Metric,
     PhaseState,

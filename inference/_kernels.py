@@ -16,16 +16,9 @@ from typing import Callable, Protocol
 
 import torch
 
-from bayesgen.inference._hmc_kernel import (
-    FusedHMCStep,
-    FusedLeaves,
-    LogDensityFn,
-    Metric,
-    PhaseState,
-    Transition,
-    hmc_transition,
-    nuts_transition,
-)
+from bayesgen.inference._hmc import FusedHMCStep, hmc_transition
+from bayesgen.inference._integrator import LogDensityFn, Metric, PhaseState, Transition
+from bayesgen.inference._nuts import FusedLeaves, nuts_transition
 
 __all__ = ["COMPILE_MIN_STEPS", "HMCKernel", "NUTSKernel", "PROJECT_AFTER", "PROJECT_AFTER_STEPS",
            "SamplerKernel", "StepFn"]

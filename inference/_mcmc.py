@@ -12,7 +12,7 @@ import torch
 from pyro.infer.inspect import get_dependencies
 
 from bayesgen.engine import EngineResult, Problem
-from bayesgen.inference._hmc_kernel import GuardedDensity
+from bayesgen.inference._guard import GuardedDensity
 from bayesgen.inference._kernels import SamplerKernel
 from bayesgen.inference._sampler import run_hmc
 from bayesgen.inference._threads import cpu_threads, threads_for

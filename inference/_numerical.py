@@ -39,7 +39,7 @@ def is_numerical_error(exc: BaseException) -> bool:
     ``KeyboardInterrupt`` and other exceptions outside those classes, ``NotImplementedError``,
     ``RecursionError``, running out of memory, and any error raised by bayesgen's own code (its
     checks of the program's structure). A bug that raises a ``RuntimeError`` at every point is
-    told apart by ``_hmc_kernel.GuardedDensity``, which re-raises when no point can be evaluated.
+    told apart by ``_guard.GuardedDensity``, which re-raises when no point can be evaluated.
     """
     if not isinstance(exc, NUMERICAL_ERRORS) or isinstance(exc, _NOT_NUMERICAL):
         return False

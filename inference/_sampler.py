@@ -13,7 +13,8 @@ import torch
 from tqdm import tqdm
 
 from bayesgen.inference._adaptation import WindowedAdaptation, find_reasonable_step_size
-from bayesgen.inference._hmc_kernel import GuardedDensity, LogDensityFn, Metric, PhaseState, initial_state, make_metric
+from bayesgen.inference._guard import GuardedDensity
+from bayesgen.inference._integrator import LogDensityFn, Metric, PhaseState, initial_state, make_metric
 from bayesgen.inference._kernels import NUTSKernel, SamplerKernel, StepFn
 
 __all__ = ["HMCResult", "LogDensityFn", "run_hmc"]

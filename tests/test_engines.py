@@ -158,7 +158,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bayesgen.inference._hmc_kernel import PhaseState, Transition
+from bayesgen.inference._integrator import PhaseState, Transition
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ import torch
 
 import bayesgen as bg
 from bayesgen.inference import _sampler
-from bayesgen.inference._hmc_kernel import GuardedDensity, is_numerical_error
+from bayesgen.inference._guard import GuardedDensity
+from bayesgen.inference._numerical import is_numerical_error
 from bayesgen.inference._mcmc import _fault_info, guarded_density
 from bayesgen.logdensity import LogDensity
 

@@ -72,12 +72,12 @@ def test_compiled_steps_reusing_their_buffers_give_the_chain_of_fresh_buffers(al
 def test_the_leaf_loop_binds_its_replay_once_and_again_after_compiling():
     """The loop over leaves looks its replay up once per argument layout, not at every subtree;
     compiling the recordings must make it call the compiled step from then on."""
-    from bayesgen.inference import _hmc_kernel
+    from bayesgen.inference import _integrator
 
     kernel = _kernel("nuts", False, 10**5, 10**5)
     init = torch.randn((4, 3), generator=torch.Generator().manual_seed(1), dtype=DTYPE)
-    state = _hmc_kernel.initial_state(_gaussian, init)
-    metric = _hmc_kernel.make_metric(torch.ones_like(init))
+    state = _integrator.initial_state(_gaussian, init)
+    metric = _integrator.make_metric(torch.ones_like(init))
     step_size = torch.full((4,), 0.3, dtype=DTYPE)
     leaves, fused = kernel.leaves, kernel.leaves.fused[False]
     for _ in range(3):
@@ -168,13 +168,13 @@ def _kernel(algorithm: str, jit_compile, num_warmup: int, num_samples: int, num_
 
 
 def test_by_default_nuts_compiles_runs_that_project_to_many_leapfrog_steps(monkeypatch):
-    from bayesgen.inference import _hmc_kernel, _kernels
+    from bayesgen.inference import _integrator, _kernels, _nuts
 
     compiled = []
-    monkeypatch.setattr(_hmc_kernel.FusedLeaves, "compile", lambda self: compiled.append(self))
+    monkeypatch.setattr(_nuts.FusedLeaves, "compile", lambda self: compiled.append(self))
     init = torch.randn((4, 3), generator=torch.Generator().manual_seed(1), dtype=DTYPE)
-    state = _hmc_kernel.initial_state(_gaussian, init)
-    metric = _hmc_kernel.make_metric(torch.ones_like(init))
+    state = _integrator.initial_state(_gaussian, init)
+    metric = _integrator.make_metric(torch.ones_like(init))
     step_size = torch.full((4,), 0.05, dtype=DTYPE)  # a small step: long trajectories
     kernels = {"long": _kernel("nuts", None, 10**5, 10**5), "short": _kernel("nuts", None, 10, 0),
                "never": _kernel("nuts", False, 10**5, 10**5)}

@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from bayesgen.inference._adaptation import adaptation_windows, find_reasonable_step_size
-from bayesgen.inference._hmc_kernel import (
+from bayesgen.inference._integrator import (
     PhasePoint,
-    _checkpoint_range,
     energy_error,
     initial_state,
     kinetic_energy,
@@ -20,6 +19,7 @@ from bayesgen.inference._hmc_kernel import (
     make_metric,
     velocity,
 )
+from bayesgen.inference._nuts import _checkpoint_range
 from bayesgen.inference._kernels import HMCKernel, NUTSKernel
 from bayesgen.inference._sampler import HMCResult, run_hmc
 
@@ -330,11 +330,11 @@ def test_a_stopped_chain_is_left_as_it_was_by_later_doublings() -> None:
     """`_combine` updates a chain that stopped running without masking it: its subtree must be
     neutral (edge unchanged, zero momentum sum and steps, log weight -inf) so that its trajectory,
     proposal and weight come out bitwise equal."""
-    from bayesgen.inference._hmc_kernel import (
-        _build_subtree,
+    from bayesgen.inference._nuts import (
         _Checkpoints,
-        _combine,
         _Context,
+        _build_subtree,
+        _combine,
         _empty_subtree,
         _initial_tree,
         eager_leaves,

@@ -1,59 +1,34 @@
-"""Batched multi-chain leapfrog integrator, NUTS tree building and static HMC transitions."""
+"""The NUTS transition: multinomial trajectory sampling with iterative U-turn checks, the tree built
+leaf by leaf (eagerly, or as one recorded and replayed step)."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 import torch
 
-from bayesgen._replay import Fused, layout_of, tracing
+from bayesgen._replay import Fused, layout_of
+from bayesgen.inference._guard import bind_where_defined
+from bayesgen.inference._integrator import (
+    MAX_DELTA_ENERGY,
+    LogDensityFn,
+    Metric,
+    PhasePoint,
+    PhaseState,
+    Transition,
+    bind_metric,
+    energy_error,
+    leapfrog,
+    metric_tensors,
+    start_point,
+    uniform_like,
+    where_chains,
+)
 from bayesgen.inference._numerical import is_numerical_error
 
-LogDensityFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-
-#: Energy error above which a leapfrog step is declared divergent (Stan and NumPyro use 1000).
-MAX_DELTA_ENERGY = 1000.0
-
-_T = TypeVar("_T", bound=tuple)
-
-
-class Metric(NamedTuple):
-    """Per-chain ``(C, D)`` diagonal or ``(C, D, D)`` dense inverse mass matrix, with its lower
-    Cholesky factor (``None`` when diagonal)."""
-
-    inverse_mass_matrix: torch.Tensor
-    cholesky: torch.Tensor | None
-
-
-class PhaseState(NamedTuple):
-    """Position of every chain with its log density and gradient (each leading dim ``C``)."""
-
-    z: torch.Tensor
-    logp: torch.Tensor
-    grad: torch.Tensor
-
-
-class Transition(NamedTuple):
-    """Outcome of one batched transition: the new state and per-chain ``(C,)`` statistics."""
-
-    state: PhaseState
-    diverging: torch.Tensor
-    energy: torch.Tensor
-    tree_depth: torch.Tensor
-    n_steps: torch.Tensor
-    accept_prob: torch.Tensor
-
-
-class PhasePoint(NamedTuple):
-    """A point of phase space, with velocity ``M^{-1} p``, log density and gradient."""
-
-    z: torch.Tensor
-    p: torch.Tensor
-    v: torch.Tensor
-    logp: torch.Tensor
-    grad: torch.Tensor
+__all__ = ["BuildLeaves", "FusedLeaves", "eager_leaves", "nuts_transition", "subtree_step"]
 
 
 class _Proposal(NamedTuple):
@@ -116,182 +91,6 @@ class _Context(NamedTuple):
     metric: Metric
     generator: torch.Generator
     empty: _Subtree
-
-
-class GuardedDensity:
-    """A batched log density whose numerical failures reject points instead of ending the run.
-
-    Chains are evaluated as one batch, so one row where the density raises (a covariance matrix
-    that is not positive definite, say) raises for the whole batch. On such an error
-    (:func:`is_numerical_error`) the rows are evaluated one by one with ``rowwise``, eagerly
-    (outside any recorded or compiled path), and a row that raises gets log density ``-inf``
-    and gradient zero: the kernels read a non-finite log density as infinite energy, so that
-    leapfrog step is a divergence and the chain's proposal is rejected while the other chains
-    go on. NaN log densities need no guard: they already count as divergences.
-
-    Programming errors are not swallowed: exceptions that are not numerical propagate, and
-    when every row of a batch fails before any evaluation has succeeded (a bug that raises at
-    every point), the original error is re-raised. Once some point has been evaluated (the
-    chains' initial points always are), a batch whose rows all fail is a batch of bad points:
-    with one chain, that is every failure.
-
-    Calls made while a larger step is being recorded (:func:`bayesgen._replay.tracing`) go
-    straight to ``fn``, so that the recording holds the density's operations and nothing else;
-    a recording cannot catch errors, so the callers of recorded steps (:class:`FusedLeaves`,
-    :class:`FusedHMCStep`) rerun a step that raises eagerly, through this guard.
-
-    Parameters
-    ----------
-    fn : LogDensityFn
-        The batched density ``x (C, D) -> (logp (C,), grad (C, D))``.
-    rowwise : LogDensityFn, optional
-        The eager density for one row ``(1, D)``; ``fn`` if None.
-
-    Attributes
-    ----------
-    failures : int
-        Rows that raised so far (each a rejected point).
-    first_error : str or None
-        ``"Type: message"`` (first line) of the first failure, for reports.
-    succeeded : bool
-        Whether some point has been evaluated without error.
-    """
-
-    def __init__(self, fn: LogDensityFn, rowwise: LogDensityFn | None = None) -> None:
-        self.fn = fn
-        self.rowwise = fn if rowwise is None else rowwise
-        self.failures = 0
-        self.first_error: str | None = None
-        self.succeeded = False
-
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.evaluate(x)
-
-    def evaluate(self, x: torch.Tensor, *, reraise: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log density and gradient at the rows of ``x``, ``-inf`` and zero where a row raises.
-
-        With ``reraise=False`` a batch whose rows all fail is returned too (all ``-inf``), for
-        callers that re-draw such points and report the failure themselves
-        (:func:`bayesgen.inference._mcmc.initial_points`).
-        """
-        if tracing():
-            return self.fn(x)
-        try:
-            logp, grad = self.fn(x)
-        except Exception as exc:
-            if not is_numerical_error(exc):
-                raise
-            return self._row_by_row(x, exc, reraise)
-        self.succeeded = True
-        return logp, grad
-
-    def _row_by_row(self, x: torch.Tensor, error: Exception,
-                    reraise: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Evaluate the rows of ``x`` one at a time after the batch raised ``error``."""
-        logps, grads, failed = [], [], []
-        for row in x.detach():
-            try:
-                logp, grad = self.rowwise(row[None])
-            except Exception as exc:
-                if not is_numerical_error(exc):
-                    raise
-                failed.append(exc)
-                logp, grad = row.new_full((1,), -torch.inf), torch.zeros_like(row)[None]
-            logps.append(logp.detach().reshape(1))
-            grads.append(grad.detach().reshape(1, -1))
-        if len(failed) == x.shape[0] and reraise and not self.succeeded:
-            raise error
-        if len(failed) < x.shape[0]:
-            self.succeeded = True
-        if failed and self.first_error is None:
-            self.first_error = describe_error(failed[0])
-        self.failures += len(failed)
-        return torch.cat(logps), torch.cat(grads)
-
-
-def describe_error(exc: BaseException) -> str:
-    """``"Type: first line of the message"``, for reports of failed evaluations."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
-
-
-def failure_count(logp_and_grad: LogDensityFn) -> int:
-    """Rows that a :class:`GuardedDensity` has rejected so far (0 for other densities)."""
-    return getattr(logp_and_grad, "failures", 0)
-
-
-def make_metric(inverse_mass_matrix: torch.Tensor) -> Metric:
-    """Build a :class:`Metric`, factorising a dense ``(C, D, D)`` inverse mass matrix."""
-    if inverse_mass_matrix.dim() == 2:
-        return Metric(inverse_mass_matrix, None)
-    return Metric(inverse_mass_matrix, torch.linalg.cholesky(inverse_mass_matrix))
-
-
-def velocity(metric: Metric, p: torch.Tensor) -> torch.Tensor:
-    """Return ``M^{-1} p`` for momenta ``p`` of shape ``(C, D)``."""
-    if metric.cholesky is None:
-        return metric.inverse_mass_matrix * p
-    return torch.matmul(metric.inverse_mass_matrix, p.unsqueeze(-1)).squeeze(-1)
-
-
-def kinetic_energy(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Return ``0.5 p^T M^{-1} p`` per chain given momenta and velocities."""
-    return 0.5 * (p * v).sum(-1)
-
-
-def uniform_like(
-    like: torch.Tensor, shape: tuple[int, ...], generator: torch.Generator
-) -> torch.Tensor:
-    """Uniform ``[0, 1)`` draws of ``shape`` with the dtype and device of ``like``."""
-    return torch.rand(shape, generator=generator, dtype=like.dtype, device=like.device)
-
-
-def sample_momentum(metric: Metric, generator: torch.Generator) -> torch.Tensor:
-    """Draw momenta ``p ~ N(0, M)`` ``(C, D)``: ``z / sqrt(M^{-1})``, or ``L^{-T} z`` (dense)."""
-    inv = metric.inverse_mass_matrix
-    noise = torch.randn(inv.shape[:2], generator=generator, dtype=inv.dtype, device=inv.device)
-    if metric.cholesky is None:
-        return noise * torch.rsqrt(inv)
-    lower_t = metric.cholesky.mT
-    return torch.linalg.solve_triangular(lower_t, noise.unsqueeze(-1), upper=True).squeeze(-1)
-
-
-def initial_state(logp_and_grad: LogDensityFn, z: torch.Tensor) -> PhaseState:
-    """Evaluate the log density at ``z`` ``(C, D)``, checking the shapes it returns."""
-    logp, grad = logp_and_grad(z)
-    if logp.shape != z.shape[:1] or grad.shape != z.shape:
-        raise ValueError(
-            f"logp_and_grad must return shapes {tuple(z.shape[:1])} and {tuple(z.shape)}, "
-            f"got {tuple(logp.shape)} and {tuple(grad.shape)}"
-        )
-    return PhaseState(z, logp.detach(), grad.detach())
-
-
-def leapfrog(
-    logp_and_grad: LogDensityFn, point: PhasePoint, step_size: torch.Tensor, metric: Metric
-) -> PhasePoint:
-    """Take one leapfrog step per chain with signed step sizes ``step_size`` of shape ``(C, 1)``."""
-    half = 0.5 * step_size
-    p_half = point.p + half * point.grad
-    z = point.z + step_size * velocity(metric, p_half)
-    logp, grad = logp_and_grad(z)
-    logp, grad = logp.detach(), grad.detach()
-    p = p_half + half * grad
-    return PhasePoint(z, p, velocity(metric, p), logp, grad)
-
-
-def energy_error(point: PhasePoint, energy0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return the Hamiltonian at ``point`` and ``H - H0`` (non-finite errors become ``+inf``)."""
-    energy = kinetic_energy(point.p, point.v) - point.logp
-    delta = energy - energy0
-    return energy, torch.where(torch.isfinite(delta), delta, torch.inf)
-
-
-def _where(mask: torch.Tensor, new: _T, old: _T) -> _T:
-    """Field-wise ``torch.where`` over two named tuples of per-chain tensors."""
-    column = mask.unsqueeze(-1)
-    fields = (torch.where(mask if n.dim() == 1 else column, n, o) for n, o in zip(new, old))
-    return type(new)(*fields)
 
 
 def _checkpoint_range(leaf_idx: int) -> tuple[int, int]:
@@ -367,8 +166,8 @@ def subtree_step(
     alive = active & ~turning & ~diverging
     proposal = _Proposal(leaf.z, leaf.logp, leaf.grad, energy)
     return _Subtree(
-        edge=_where(alive, leaf, sub.edge),
-        proposal=_where(take, proposal, sub.proposal),
+        edge=where_chains(alive, leaf, sub.edge),
+        proposal=where_chains(take, proposal, sub.proposal),
         log_weight=torch.where(active, log_weight, sub.log_weight),
         r_sum=r_sum,
         active=alive,
@@ -409,33 +208,6 @@ def _unpack_subtree(flat: Sequence[torch.Tensor]) -> _Subtree:
 def _unpack_state(flat: Sequence[torch.Tensor]) -> tuple[_Subtree, _Checkpoints]:
     """Inverse of :func:`_pack` for a subtree and its checkpoints (the first :data:`_STATE_SIZE`)."""
     return _unpack_subtree(flat), _Checkpoints(*flat[_SUBTREE_SIZE:_STATE_SIZE])
-
-
-def _metric_tensors(metric: Metric) -> tuple[torch.Tensor, ...]:
-    """The metric's one (diagonal) or two (dense) tensors; inverse of :func:`_bind_metric`."""
-    return tuple(metric) if metric.cholesky is not None else (metric.inverse_mass_matrix,)
-
-
-def _bind_metric(flat: Sequence[torch.Tensor], dense: bool) -> tuple[Metric, Sequence[torch.Tensor]]:
-    """Take the metric's one (diagonal) or two (dense) tensors off the front of ``flat``."""
-    return (Metric(flat[0], flat[1]), flat[2:]) if dense else (Metric(flat[0], None), flat[1:])
-
-
-def _bind_where_defined(fused: Fused, args: Sequence[torch.Tensor],
-                        logp_and_grad: LogDensityFn) -> Callable[..., tuple[torch.Tensor, ...]]:
-    """``fused.bind(args)``, but a recording that failed because the density raised at ``args``
-    is forgotten, so that the next call with this layout records again.
-
-    :meth:`Fused.bind` runs the step eagerly (the guard rejects the failing chains) and records
-    it at the same point, where the density raises again: the recording fails and that layout
-    would run eagerly, 10-20 times slower, for the rest of the run. A failed recording at a point
-    where the guard counted no failure is a step that cannot be recorded, and stays eager.
-    """
-    failures = failure_count(logp_and_grad)
-    step = fused.bind(args)
-    if step is fused.fn and failure_count(logp_and_grad) > failures:
-        fused.replays.pop(layout_of(args), None)
-    return step
 
 
 def eager_leaves(logp_and_grad: LogDensityFn) -> BuildLeaves:
@@ -485,7 +257,7 @@ class FusedLeaves:
 
     def _flat_step(self, dense: bool) -> Callable[..., tuple[torch.Tensor, ...]]:
         def step(*flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            metric, rest = _bind_metric(flat, dense)
+            metric, rest = bind_metric(flat, dense)
             energy0, signed, state, (test, store, uniform) = rest[0], rest[1], rest[2:-3], rest[-3:]
             sub, ckpts = subtree_step(self.logp_and_grad, metric, energy0, signed, *_unpack_state(state),
                                       test, store, uniform)
@@ -496,7 +268,7 @@ class FusedLeaves:
     def __call__(self, metric: Metric, energy0: torch.Tensor, signed: torch.Tensor, sub: _Subtree,
                  ckpts: _Checkpoints, uniforms: torch.Tensor) -> _Subtree:
         fused = self.fused[metric.cholesky is not None]
-        head = (*_metric_tensors(metric), energy0, signed)
+        head = (*metric_tensors(metric), energy0, signed)
         state = _pack(sub, ckpts)
         n_leaves, size = uniforms.shape[0], ckpts.v.shape[1]
         step, stable = fused.fn, False
@@ -505,7 +277,7 @@ class FusedLeaves:
             args = (*head, *state, test, store, uniform)
             if not stable:  # until the outputs are laid out as the inputs, look the replay up
                 key = layout_of(args)
-                step, stable = self._bound.get(key) or (_bind_where_defined(fused, args, self.logp_and_grad), None)
+                step, stable = self._bound.get(key) or (bind_where_defined(fused, args, self.logp_and_grad), None)
             try:
                 out = step(*args)
             except Exception as exc:
@@ -517,7 +289,7 @@ class FusedLeaves:
                 out, stable = fused.fn(*args), False
             else:
                 if stable is None and step is fused.fn and key not in fused.replays:
-                    stable = False  # the recording was put off (_bind_where_defined): try again
+                    stable = False  # the recording was put off (bind_where_defined): try again
                 elif stable is None:
                     stable = layout_of(out[:_STATE_SIZE]) == layout_of(state)
                     self._bound[key] = (step, stable)
@@ -544,7 +316,7 @@ def _build_subtree(
     signed = torch.where(going_right, step_size, -step_size).unsqueeze(-1)
     n_leaves = 1 << depth
     uniforms = uniform_like(step_size, (n_leaves, step_size.shape[0]), ctx.generator)
-    sub = ctx.empty._replace(edge=_where(going_right, tree.right, tree.left), proposal=tree.proposal,
+    sub = ctx.empty._replace(edge=where_chains(going_right, tree.right, tree.left), proposal=tree.proposal,
                              active=tree.running)
     return ctx.build_leaves(ctx.metric, ctx.energy0, signed, sub, ckpts, uniforms)
 
@@ -562,13 +334,13 @@ def _combine(tree: _Tree, sub: _Subtree, going_right: torch.Tensor, uniform: tor
     # the subtree's sample replaces the trajectory's with probability min(1, w_sub / w_tree);
     # uniform < 1, so comparing it with the unclamped ratio decides the same
     take = kept & (uniform < torch.exp(sub.log_weight - tree.log_weight))
-    left = _where(going_right, tree.left, sub.edge)
-    right = _where(going_right, sub.edge, tree.right)
+    left = where_chains(going_right, tree.left, sub.edge)
+    right = where_chains(going_right, sub.edge, tree.right)
     r_sum = tree.r_sum + sub.r_sum
     return _Tree(
         left=left,
         right=right,
-        proposal=_where(take, sub.proposal, tree.proposal),
+        proposal=where_chains(take, sub.proposal, tree.proposal),
         log_weight=torch.logaddexp(tree.log_weight, sub.log_weight),
         r_sum=r_sum,
         running=run & kept & ~_is_turning(left, right, r_sum),
@@ -577,15 +349,6 @@ def _combine(tree: _Tree, sub: _Subtree, going_right: torch.Tensor, uniform: tor
         n_steps=tree.n_steps + sub.n_steps,
         sum_accept=tree.sum_accept + sub.sum_accept,
     )
-
-
-def start_point(
-    state: PhaseState, metric: Metric, generator: torch.Generator
-) -> tuple[PhasePoint, torch.Tensor]:
-    """Draw fresh momenta at ``state``; return the phase point and its Hamiltonian ``(C,)``."""
-    p = sample_momentum(metric, generator)
-    point = PhasePoint(state.z, p, velocity(metric, p), state.logp, state.grad)
-    return point, kinetic_energy(p, point.v) - state.logp
 
 
 def _initial_tree(state: PhaseState, metric: Metric, generator: torch.Generator) -> _Tree:
@@ -653,95 +416,3 @@ def nuts_transition(
     accept_prob = tree.sum_accept / tree.n_steps.clamp(min=1)
     new_state = PhaseState(prop.z, prop.logp, prop.grad)
     return Transition(new_state, tree.diverging, prop.energy, tree.depth, tree.n_steps, accept_prob)
-
-
-def hmc_step(
-    logp_and_grad: LogDensityFn,
-    metric: Metric,
-    energy0: torch.Tensor,
-    step: torch.Tensor,
-    point: PhasePoint,
-    ok: torch.Tensor,
-) -> tuple[PhasePoint, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One leapfrog step of static HMC: chains no longer ``ok`` (diverged) stay frozen.
-
-    Returns the new point, the updated ``ok`` flags, the Hamiltonian of the step and its error
-    (``+inf`` where not ok). Pure, like :func:`subtree_step`, so that it can be recorded.
-    """
-    new = leapfrog(logp_and_grad, point, step, metric)
-    energy, delta = energy_error(new, energy0)
-    ok = ok & (delta <= MAX_DELTA_ENERGY)
-    return _where(ok, new, point), ok, energy, torch.where(ok, delta, torch.inf)
-
-
-#: ``hmc_step`` with its density bound: ``(metric, energy0, step, point, ok) -> (point, ok, energy, delta)``.
-HMCStep = Callable[..., tuple[PhasePoint, torch.Tensor, torch.Tensor, torch.Tensor]]
-
-
-class FusedHMCStep:
-    """:func:`hmc_step` bound to ``logp_and_grad``, recorded and replayed as :class:`FusedLeaves` is
-    (compiled with TorchInductor with ``compile``); a call's outputs are valid until the call
-    after next."""
-
-    def __init__(self, logp_and_grad: LogDensityFn, compile: bool = False) -> None:  # noqa: A002
-        self.logp_and_grad = logp_and_grad
-        self.fused = {dense: Fused(self._flat_step(dense), compile=compile) for dense in (False, True)}
-
-    def _flat_step(self, dense: bool) -> Callable[..., tuple[torch.Tensor, ...]]:
-        def step(*flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            metric, rest = _bind_metric(flat, dense)
-            energy0, step_size, point, ok = rest[0], rest[1], rest[2:-1], rest[-1]
-            point, ok, energy, delta = hmc_step(self.logp_and_grad, metric, energy0, step_size,
-                                                PhasePoint(*point), ok)
-            return (*point, ok, energy, delta)
-
-        return step
-
-    def __call__(self, metric: Metric, energy0: torch.Tensor, step_size: torch.Tensor, point: PhasePoint,
-                 ok: torch.Tensor) -> tuple[PhasePoint, torch.Tensor, torch.Tensor, torch.Tensor]:
-        fused = self.fused[metric.cholesky is not None]
-        args = (*_metric_tensors(metric), energy0, step_size, *point, ok)
-        step = _bind_where_defined(fused, args, self.logp_and_grad)
-        try:
-            out = step(*args)
-        except Exception as exc:
-            if step is fused.fn or not is_numerical_error(exc):
-                raise
-            out = fused.fn(*args)  # a recorded step cannot catch: rerun it eagerly (guarded density)
-        return PhasePoint(*out[:5]), out[5], out[6], out[7]
-
-
-def hmc_transition(
-    logp_and_grad: LogDensityFn,
-    state: PhaseState,
-    step_size: torch.Tensor,
-    metric: Metric,
-    *,
-    generator: torch.Generator,
-    num_steps: int,
-    leapfrog_step: HMCStep | None = None,
-) -> Transition:
-    """One static HMC transition (``num_steps`` leapfrog steps, Metropolis test) for all chains.
-
-    A chain whose energy error exceeds :data:`MAX_DELTA_ENERGY` (or is non-finite) at any step is
-    frozen, flagged divergent and rejected. Parameters are as for :func:`nuts_transition`;
-    ``leapfrog_step`` is :func:`hmc_step` bound to ``logp_and_grad`` (None: run it eagerly).
-    """
-    if leapfrog_step is None:
-        leapfrog_step = functools.partial(hmc_step, logp_and_grad)
-    tree = _initial_tree(state, metric, generator)
-    energy0 = tree.proposal.energy
-    uniform, jitter = uniform_like(energy0, (2,) + energy0.shape, generator)
-    # jitter the step size by +-20% so that a fixed trajectory length cannot lock onto a
-    # period of the posterior (Neal 2011, "MCMC using Hamiltonian dynamics", section 5.4.2.3)
-    column = (step_size * (0.8 + 0.4 * jitter)).unsqueeze(-1)
-    point, ok = tree.left, torch.isfinite(energy0)
-    energy, delta = energy0, torch.zeros_like(energy0)
-    for _ in range(num_steps):
-        point, ok, energy, delta = leapfrog_step(metric, energy0, column, point, ok)
-    accept_prob = torch.exp(-delta).clamp(max=1.0)
-    accept = uniform < accept_prob
-    new_state = _where(accept, PhaseState(point.z, point.logp, point.grad), state)
-    steps = torch.full_like(energy0, num_steps, dtype=torch.int64)
-    energy = torch.where(accept, energy, energy0)
-    return Transition(new_state, ~ok, energy, torch.zeros_like(steps), steps, accept_prob)
