@@ -9,7 +9,6 @@ import numpy as np
 import pyro
 import torch
 
-from bayesgen.dtypes import computing_in
 from bayesgen.evaluate import posterior_draws
 from bayesgen.fitting import prepare
 from bayesgen.generate import generate, trained
@@ -67,7 +66,7 @@ def anomaly_scores(fit: Fit, data: Mapping[str, Any], *, num_samples: int = 1000
     if not problem.spec.observed:
         raise ValueError("data hold no observed site's values: pass the observations to score under the "
                          "program arguments that carry them")
-    with torch.no_grad(), computing_in(problem.dtype), trained(problem, fit.params):
+    with torch.no_grad(), trained(problem, fit.params):
         draws = posterior_draws(fit, problem, num_samples, undrawn_local_latents(fit, problem))
         pyro.set_rng_seed(seed)
         loglik = observation_log_likelihood(fit, problem, draws, seed=seed)
@@ -136,4 +135,3 @@ def augment(fit: Fit, num_samples: int, *, seed: int = 0, predictive: bool = Tru
     if not isinstance(predictive, bool):
         raise TypeError(f"predictive must be True or False, got {predictive!r}")
     return generate(fit, num_samples, seed=seed, conditions=conditions, point=not predictive)
-

@@ -35,7 +35,7 @@ from pyro.poutine.trace_struct import Trace
 from bayesgen.dtypes import computing_in
 # the density's own scoring and factor layout, so that the marginals contract exactly the factors
 # (enumerated sites unmasked) that the density sums over
-from bayesgen.logdensity import LogDensity, score_trace, factor_tree, log_factor, per_draw
+from bayesgen.logdensity import LogDensity, factor_tree, log_factor, per_draw, score_trace
 from bayesgen.program import LastSite, on_device
 from bayesgen.result import Fit
 
@@ -59,8 +59,8 @@ def _draws(fit: Fit, density: LogDensity, num_samples: int | None) -> dict[str, 
                          "a program passed as model= must have the same continuous sites as the fitted one")
     index = (np.linspace(0, fit.num_draws - 1, num_samples).round().astype(int) if num_samples
              else np.arange(fit.num_draws))
-    return {name: torch.as_tensor(fit.posterior[name][:, index], dtype=fit._require_problem().dtype)
-            for name in density.latent_names}
+    dtype = fit._require_problem().dtype
+    return {name: torch.as_tensor(fit.posterior[name][:, index], dtype=dtype) for name in density.latent_names}
 
 
 def infer_discrete(fit: Fit, *, model: Callable[..., Any] | None = None, temperature: int = 1,

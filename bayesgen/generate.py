@@ -111,26 +111,32 @@ def trained(problem: "Problem", params: Mapping[str, np.ndarray]) -> Iterator[No
     constraint, and copied back at the end. Writing the values into the store instead would
     leave the networks on their own weights. Parameters the program does not use (an
     AutoGuide's, whose draws are in the posterior) are left out.
+
+    The block computes in the problem's dtype (:mod:`bayesgen.dtypes`), as the fit did, so that
+    everything that runs the program with the fit's weights (predictions, log-likelihoods,
+    samples, held-out scores) does.
     """
-    if not params:
-        yield
-        return
-    tensors, constraints = _live_parameters(problem)
-    backups = {}
-    with torch.no_grad():
-        for name, value in params.items():
-            target = tensors.get(name)
-            if target is None:
-                continue
-            if tuple(target.shape) != tuple(np.shape(value)):
-                raise ValueError(f"parameter '{name}' of the fit has shape {tuple(np.shape(value))}, but the program "
-                                 f"with these arguments builds it with shape {tuple(target.shape)}: pass the "
-                                 "arguments the fit was made with (sizes of its networks: see fit.constant_data)")
-            backups[name] = target.detach().clone()
-            constrained = torch.as_tensor(value, device=target.device)
-            target.copy_(transform_to(constraints[name]).inv(constrained))
-    with _restored(tensors, backups):
-        yield
+    with computing_in(problem.dtype):
+        if not params:
+            yield
+            return
+        tensors, constraints = _live_parameters(problem)
+        backups = {}
+        with torch.no_grad():
+            for name, value in params.items():
+                target = tensors.get(name)
+                if target is None:
+                    continue
+                if tuple(target.shape) != tuple(np.shape(value)):
+                    raise ValueError(f"parameter '{name}' of the fit has shape {tuple(np.shape(value))}, but the "
+                                     f"program with these arguments builds it with shape {tuple(target.shape)}: pass "
+                                     "the arguments the fit was made with (sizes of its networks: see "
+                                     "fit.constant_data)")
+                backups[name] = target.detach().clone()
+                constrained = torch.as_tensor(value, device=target.device)
+                target.copy_(transform_to(constraints[name]).inv(constrained))
+        with _restored(tensors, backups):
+            yield
 
 
 def generate(fit: "Fit", num_samples: int, *, seed: int = 0, temperature: float = 1.0,

@@ -13,7 +13,7 @@ from pyro.ops.packed import unpack
 from pyro.poutine.trace_struct import Trace
 
 from bayesgen._replay import agrees, record, script
-from bayesgen.logdensity import LogDensity, score_trace, factor_tree, per_draw, plate_symbols, present_dims
+from bayesgen.logdensity import LogDensity, factor_tree, per_draw, plate_symbols, present_dims, score_trace
 from bayesgen.program import is_deterministic, is_subsample
 
 __all__ = ["deterministic_sites", "pointwise_log_likelihood", "simulate_sites"]

@@ -99,12 +99,11 @@ class Fit:
         if self._log_likelihood is None:
             if self.problem is None:
                 return {}
-            from bayesgen.dtypes import computing_in
             from bayesgen.fitting import pointwise_log_likelihood_of
             from bayesgen.generate import trained
 
             started = time.perf_counter()
-            with computing_in(self.problem.dtype), trained(self.problem, self.params):
+            with trained(self.problem, self.params):
                 self._log_likelihood = pointwise_log_likelihood_of(self, self._latent_draws(self.problem))
             self.timing["log_likelihood"] = time.perf_counter() - started
         return self._log_likelihood
@@ -155,7 +154,6 @@ class Fit:
             data their arguments are set to None unless given, so the program sizes them
             from the new arguments.
         """
-        from bayesgen.dtypes import computing_in
         from bayesgen.generate import trained
         from bayesgen.postprocess import simulate_sites
         from bayesgen.validate import check_arguments, to_tensors
@@ -173,7 +171,7 @@ class Fit:
             draws = {k: v[:, index] for k, v in draws.items()}
         pyro.set_rng_seed(seed)
         sites = list(problem.spec.observed)
-        with torch.no_grad(), computing_in(problem.dtype), trained(problem, self.params):
+        with torch.no_grad(), trained(problem, self.params):
             out = {k: v.cpu().numpy() for k, v in simulate_sites(problem.density, draws, data, sites).items()}
         if not new_data:
             self.posterior_predictive = out

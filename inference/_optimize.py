@@ -72,8 +72,9 @@ def find_mode(density: LogDensity, init: torch.Tensor, *, jacobian: bool, prior:
 
     A trial point where the objective or its gradient is not finite (a rate that overflowed,
     say), or where the program raises a numerical error (a covariance that is not positive
-    definite makes ``torch.linalg.cholesky`` raise; see :func:`~bayesgen.inference._numerical.is_numerical_error`), is reported
-    to the line search as a wall of height :data:`_WALL` with zero slope, so the search
+    definite makes ``torch.linalg.cholesky`` raise; see
+    :func:`~bayesgen.inference._numerical.is_numerical_error`), is reported to the line search
+    as a wall of height :data:`_WALL` with zero slope, so the search
     backs off instead of carrying NaN into every later iterate or crashing, as Stan's line
     search does after a failed evaluation.
 
