@@ -16,6 +16,7 @@ from pyro.poutine.trace_struct import Trace
 from bayesgen.dtypes import ParameterDtypes, computing_in, data_dtype, dtype_name, requested_dtype
 from bayesgen.engine import Engine, EngineResult, Problem
 from bayesgen.generate import kept_networks
+from bayesgen.mapped import MappedRows
 from bayesgen.marginal import observation_log_likelihood
 from bayesgen.postprocess import deterministic_sites
 from bayesgen.program import ProgramError, on_device, run_program
@@ -221,7 +222,8 @@ def _run(engine: Engine, problem: Problem, seed: int, show: bool, start: float) 
         deterministic = deterministic_sites(problem.density, result.draws)
     timing = {**result.timing, "postprocess": time.perf_counter() - post_start}
     timing["total"] = time.perf_counter() - start
-    observed = {name: _observed_data(problem, name) for name in problem.spec.observed}
+    observed = {name: _observed_data(problem, name) for name in problem.spec.observed
+                if not isinstance(problem.data[problem.spec.observed[name]], MappedRows)}
     return Fit(
         engine=type(engine).name, kind=result.kind,
         posterior=_numpy({**result.draws, **deterministic}) or {},

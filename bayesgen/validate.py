@@ -14,6 +14,7 @@ import torch
 from pyro.poutine.trace_struct import Trace
 
 from bayesgen._hints import did_you_mean
+from bayesgen.mapped import MappedRows, is_mapped
 from bayesgen.program import is_deterministic, is_subsample, run_program
 from bayesgen.spec import ModelSpec
 
@@ -113,7 +114,9 @@ def to_tensors(data: Mapping[str, Any], device: torch.device, dtype: torch.dtype
     hold, so that they act as the numbers they are (a plate size, a scalar observation).
     A NaN number is refused with a ``ValueError`` naming the argument: no program means
     it (infinite numbers may be bounds, and observed ones are refused by
-    :func:`check_observed`).
+    :func:`check_observed`). Memory-mapped arrays (``np.load(path, mmap_mode="r")``) become
+    :class:`~bayesgen.mapped.MappedRows`, read a minibatch at a time; their finiteness is
+    checked in chunks.
     """
     out = {}
     for key, value in data.items():
@@ -123,6 +126,9 @@ def to_tensors(data: Mapping[str, Any], device: torch.device, dtype: torch.dtype
             raise ValueError(f"data['{key}'] is nan; data must be finite (drop or impute missing values)")
         if isinstance(value, (bool, numbers.Number, str)) or value is None:
             out[key] = value
+        elif is_mapped(value):
+            out[key] = MappedRows(key, value, device, dtype or torch.get_default_dtype())
+            out[key].check_finite()
         else:
             out[key] = _as_tensor(key, value, device, dtype or torch.get_default_dtype())
     return out

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 import torch.distributions as td
 from bayesgen.inference._optimize import coordinate_labels, find_mode, negative_hessian
+from bayesgen.inference._minibatches import Minibatches
 from bayesgen.inference._steps import Checkpointing, Steps, run_steps
 from bayesgen.logdensity import LogDensity
 
@@ -284,8 +285,8 @@ class _GaussianRun:
 
 def fit_gaussian(density: LogDensity, *, family: str, rank: int, num_steps: int, num_particles: int,
                  lr: float, lr_decay: float, init_scale: float, generator: torch.Generator,
-                 progress: bool, checkpointing: Checkpointing | None = None
-                 ) -> tuple[GaussianFamily, Steps, Settling | None]:
+                 progress: bool, checkpointing: Checkpointing | None = None,
+                 minibatches: Minibatches | None = None) -> tuple[GaussianFamily, Steps, Settling | None]:
     """Maximise the ELBO E_q[log p(u)] + H[q] with Adam and an exponentially decaying learning rate.
 
     The expectation is over ``num_particles`` reparameterised draws evaluated in ONE
@@ -294,7 +295,7 @@ def fit_gaussian(density: LogDensity, *, family: str, rank: int, num_steps: int,
     ``init_scale``. The q returned is its average over the last window of ``max(10,
     num_steps // 20)`` steps, with how far the gradient says its means are from the optimum
     (:class:`Settling`); q as it is and None for shorter runs and runs that Ctrl-C stopped.
-    ``checkpointing``: see :func:`~bayesgen.inference._steps.run_steps`.
+    ``checkpointing`` and ``minibatches``: see :func:`~bayesgen.inference._steps.run_steps`.
     """
     dtype = torch.get_default_dtype()
     q = GaussianFamily(density.dim, family, rank, init_scale, dtype, density.device)
@@ -309,5 +310,6 @@ def fit_gaussian(density: LogDensity, *, family: str, rank: int, num_steps: int,
             q.start_at(*start)
     run = _GaussianRun(density, q, num_steps=num_steps, num_particles=num_particles, lr=lr, lr_decay=lr_decay,
                        generator=generator)
-    steps = run_steps(run.step, num_steps, progress=progress, desc="svi", checkpointing=checkpointing, state=run)
+    steps = run_steps(run.step, num_steps, progress=progress, desc="svi", checkpointing=checkpointing, state=run,
+                      minibatches=minibatches)
     return q, steps, None if steps.interrupted else run.last_window.finish(q)

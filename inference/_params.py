@@ -16,6 +16,7 @@ from pyro.poutine.messenger import Messenger
 from bayesgen.engine import EngineResult, Problem
 from bayesgen.inference._gaussian_vi import elbo_converged
 from bayesgen.inference._pyro_vi import PyroState
+from bayesgen.inference._minibatches import Minibatches
 from bayesgen.inference._steps import Checkpointing, run_steps
 from bayesgen.program import on_device
 
@@ -39,7 +40,8 @@ def _no_guide(*args: Any, **kwargs: Any) -> None:
 
 
 def optimise_params(problem: Problem, *, prior: bool, num_steps: int, lr: float, lr_decay: float, tol: float,
-                    progress: bool, engine: str, checkpointing: Checkpointing | None = None) -> EngineResult:
+                    progress: bool, engine: str, checkpointing: Checkpointing | None = None,
+                    minibatches: Minibatches | None = None) -> EngineResult:
     """Maximise the likelihood (or likelihood times prior) over parameters and latent sites.
 
     Parameters declared with ``pyro.param``/``pyro.module`` (network weights) and the
@@ -47,7 +49,7 @@ def optimise_params(problem: Problem, *, prior: bool, num_steps: int, lr: float,
     (the learning rate decayed exponentially to ``lr * lr_decay``), one SVI step per iteration, so a program that subsamples with
     ``pyro.plate(..., subsample_size=...)`` pays for a minibatch per step. Enumerable
     discrete sites are summed out with ``TraceEnum_ELBO``. Standard errors are not
-    computed for network weights. ``checkpointing``: see
+    computed for network weights. ``checkpointing`` and ``minibatches``: see
     :func:`~bayesgen.inference._steps.run_steps`.
     """
     started = time.perf_counter()
@@ -72,7 +74,7 @@ def optimise_params(problem: Problem, *, prior: bool, num_steps: int, lr: float,
     with on_device(problem.device):
         state = PyroState(optim, lambda: svi.evaluate_loss(**problem.data))
         steps = run_steps(lambda: svi.step(**problem.data), num_steps, progress=progress, desc=engine,
-                          checkpointing=checkpointing, state=state)
+                          checkpointing=checkpointing, state=state, minibatches=minibatches)
         losses = steps.losses
         with torch.no_grad():
             latents = guide.median(**problem.data) if latent else {}

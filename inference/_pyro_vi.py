@@ -12,6 +12,7 @@ from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, config_
 from pyro.infer.autoguide import AutoGuide
 
 from bayesgen.engine import Problem
+from bayesgen.inference._minibatches import Minibatches
 from bayesgen.inference._steps import Checkpointing, Steps, load_param_store, param_store, run_steps
 from bayesgen.logdensity import per_draw
 from bayesgen.generate import local_latents
@@ -53,8 +54,8 @@ class PyroState:
 
 
 def fit_pyro_guide(problem: Problem, guide: Any, *, num_steps: int, num_particles: int, lr: float,
-                   lr_decay: float, num_draws: int, progress: bool, checkpointing: Checkpointing | None = None
-                   ) -> tuple[dict[str, torch.Tensor], Steps]:
+                   lr_decay: float, num_draws: int, progress: bool, checkpointing: Checkpointing | None = None,
+                   minibatches: Minibatches | None = None) -> tuple[dict[str, torch.Tensor], Steps]:
     """Run ``pyro.infer.SVI`` with ``guide`` and return ``(draws, steps)``.
 
     Programs with enumerable discrete latents use ``TraceEnum_ELBO`` (the sites are
@@ -84,7 +85,7 @@ def fit_pyro_guide(problem: Problem, guide: Any, *, num_steps: int, num_particle
     with on_device(problem.device):
         state = PyroState(optim, lambda: svi.evaluate_loss(**problem.data))
         steps = run_steps(lambda: svi.step(**problem.data), num_steps, progress=progress, desc="svi",
-                          checkpointing=checkpointing, state=state)
+                          checkpointing=checkpointing, state=state, minibatches=minibatches)
         with torch.no_grad():
             draws = _guide_draws(guide_fn, problem, num_draws, amortised=not isinstance(guide, type))
     return draws, steps

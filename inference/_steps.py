@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import os
@@ -13,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bayesgen._files import atomic_write
+from bayesgen.inference._minibatches import Minibatches
 
 __all__ = ["Checkpointing", "Resumable", "Steps", "checkpointing_of", "load_param_store", "param_store", "run_steps"]
 
@@ -161,14 +163,16 @@ def _save(checkpointing: Checkpointing, desc: str, num_steps: int, state: Resuma
 
 
 def run_steps(step: Callable[[], float], num_steps: int, *, progress: bool, desc: str,
-              checkpointing: Checkpointing | None = None, state: Resumable | None = None) -> Steps:
+              checkpointing: Checkpointing | None = None, state: Resumable | None = None,
+              minibatches: Minibatches | None = None) -> Steps:
     """Call ``step`` until ``num_steps`` steps are done and return their losses.
 
     The progress bar shows the mean loss of the last 100 steps (one step's loss is a noisy
     minibatch estimate). Ctrl-C (KeyboardInterrupt) ends the loop and returns the steps done,
     marked interrupted, so that the caller can hand back a fit of the work so far. With
     ``checkpointing`` (which needs ``state``), the run resumes from a checkpoint's step and
-    saves one every ``checkpointing.every`` steps and at the end.
+    saves one every ``checkpointing.every`` steps and at the end. With ``minibatches``, the plates
+    that subsample take step ``i``'s indices from it (see :mod:`~bayesgen.inference._minibatches`).
     """
     losses: list[float] = []
     if checkpointing is not None and checkpointing.resume is not None:
@@ -179,7 +183,8 @@ def run_steps(step: Callable[[], float], num_steps: int, *, progress: bool, desc
     saving = checkpointing is not None and checkpointing.path is not None
     try:
         for i in bar:
-            losses.append(float(step()))
+            with minibatches.step(i) if minibatches is not None else contextlib.nullcontext():
+                losses.append(float(step()))
             if progress and (i % 50 == 0 or i == num_steps - 1):
                 recent = losses[-100:]
                 bar.set_postfix(loss=f"{sum(recent) / len(recent):.4g}", refresh=False)

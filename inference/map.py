@@ -8,6 +8,7 @@ from typing import ClassVar
 from bayesgen.engine import EngineResult, Problem
 from bayesgen.inference._optimize import run_mode
 from bayesgen.inference._params import optimise_params
+from bayesgen.inference._minibatches import minibatches_for
 from bayesgen.inference._steps import checkpointing_of
 
 __all__ = ["MAP"]
@@ -64,7 +65,8 @@ class MAP:
         if problem.has_params:
             return optimise_params(problem, prior=True, num_steps=self.num_steps, lr=self.lr,
                                    lr_decay=self.lr_decay, tol=self.tol, progress=progress, engine=self.name,
-                                   checkpointing=checkpointing_of(self, seed))
+                                   checkpointing=checkpointing_of(self, seed),
+                                   minibatches=minibatches_for(problem, seed))
         if self.checkpoint is not None or self.resume is not None:
             raise ValueError(f"engine '{self.name}': checkpoint and resume are for programs with network weights "
                              "(trained by Adam, step by step); this program is optimised by L-BFGS in one go")

@@ -12,6 +12,7 @@ from bayesgen.diagnostics import pareto_khat
 from bayesgen.engine import EngineResult, Problem
 from bayesgen.inference._gaussian_vi import elbo_converged, fit_gaussian, sd_against_laplace
 from bayesgen.inference._pyro_vi import fit_pyro_guide
+from bayesgen.inference._minibatches import minibatches_for
 from bayesgen.inference._steps import checkpointing_of
 from bayesgen.inference._threads import cpu_threads, threads_for
 from bayesgen.logdensity import LogDensity
@@ -108,7 +109,7 @@ class SVI:
             q, steps, settling = fit_gaussian(
                 density, family=guide, rank=self.rank, num_steps=self.num_steps, num_particles=self.num_particles,
                 lr=self.lr, lr_decay=self.lr_decay, init_scale=self.init_scale, generator=generator,
-                progress=progress, checkpointing=checkpointing)
+                progress=progress, checkpointing=checkpointing, minibatches=minibatches_for(problem, seed))
             with torch.no_grad():
                 u = q.sample(self.num_draws, generator)
                 log_p = density.log_density_in_chunks(u)
@@ -124,7 +125,8 @@ class SVI:
             draws, steps = fit_pyro_guide(problem, guide, num_steps=self.num_steps,
                                           num_particles=self.num_particles, lr=self.lr,
                                           lr_decay=self.lr_decay, num_draws=self.num_draws,
-                                          progress=progress, checkpointing=checkpointing)
+                                          progress=progress, checkpointing=checkpointing,
+                                          minibatches=minibatches_for(problem, seed))
             settling = None
         losses = steps.losses
         window = max(10, self.num_steps // 20)
