@@ -10,12 +10,12 @@ from typing import Any, Sequence
 __all__ = ["main"]
 
 
-def _options(pairs: Sequence[str]) -> dict[str, Any]:
+def _options(pairs: Sequence[str], flag: str = "--option") -> dict[str, Any]:
     options = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep:
-            raise SystemExit(f"bayesgen: --option expects key=value, got '{pair}'")
+            raise SystemExit(f"bayesgen: {flag} expects key=value, got '{pair}'")
         try:
             options[key] = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
@@ -33,11 +33,33 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _fit(args: argparse.Namespace) -> None:
+    import numpy as np
+
     import bayesgen as bg
 
-    fit = bg.fit(args.model, engine=args.engine, seed=args.seed, device=args.device, dtype=args.dtype,
-                 progress=False if args.quiet else None, **_options(args.option))
-    print(fit.summary().to_string())
+    data = None
+    if args.arg:  # program arguments over the model's default data
+        spec = bg.get_model(args.model)
+        data = {**(spec.load_data() if spec.load_data is not None else {}), **_options(args.arg, "--arg")}
+    ranks = None
+    if args.distributed:
+        from bayesgen.distributed import init_process_group
+
+        ranks = init_process_group(args.device)
+    fit = bg.fit(args.model, data, engine=args.engine, seed=args.seed, device=args.device, dtype=args.dtype,
+                 progress=False if args.quiet or (ranks is not None and not ranks.is_root) else None,
+                 distributed=args.distributed, **_options(args.option))
+    if ranks is not None and not ranks.is_root:
+        return  # every process holds the same fit; rank 0 reports and writes it
+    if fit.posterior:
+        print(fit.summary().to_string())
+    else:
+        sizes = sum(np.size(value) for value in fit.params.values())
+        print(f"{fit.model_name}: no latent sites outside its networks; {len(fit.params)} trained parameters "
+              f"({sizes} numbers) in the fit's params")
+    if "loss" in fit.sample_stats:
+        loss = np.asarray(fit.sample_stats["loss"]).reshape(-1)
+        print(f"final loss (mean of the last {min(100, loss.size)} steps): {loss[-100:].mean():.6g}")
     for finding in bg.check(fit):
         print(f"warning: {finding}")
     if args.out:
@@ -106,9 +128,16 @@ def _compare(args: argparse.Namespace) -> None:
 def _sbc(args: argparse.Namespace) -> None:
     from bayesgen.sbc import sbc
 
+    ranks = None
+    if args.distributed:
+        from bayesgen.distributed import init_process_group
+
+        ranks = init_process_group()
     result = sbc(args.model, engine=args.engine, options=_options(args.option), num_simulations=args.num_simulations,
                  num_draws=args.num_draws, alpha=args.alpha, seed=args.seed, num_workers=args.workers,
-                 progress=False if args.quiet else None)
+                 progress=False if args.quiet else None, distributed=args.distributed)
+    if ranks is not None and not ranks.is_root:
+        return
     print(f"{args.model}: simulation-based calibration of engine {args.engine}, {args.num_simulations} simulations, "
           f"ranks among {args.num_draws} draws (chi-square uniformity tests, Holm-corrected)")
     print(result.tests.to_string())
@@ -169,6 +198,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="precision to compute in (default: the data's; float64 for numpy arrays)")
     fit.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                      help="an engine option, e.g. --option num_samples=500 (repeatable)")
+    fit.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE",
+                     help="a program argument, over the model's default data (e.g. batch_size=128); repeatable")
+    fit.add_argument("--distributed", action="store_true",
+                     help="share the fit among the processes torchrun starts (svi, mle, map; a plate that "
+                          "subsamples); rank 0 prints and saves")
     fit.add_argument("--out", help="save the fit to this netCDF file")
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
     fit.set_defaults(run=_fit)
@@ -195,6 +229,8 @@ def _parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--alpha", type=float, default=0.01, help="family-wise level of the tests (default: 0.01)")
     calibrate.add_argument("--seed", type=int, default=0)
     calibrate.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
+    calibrate.add_argument("--distributed", action="store_true",
+                           help="share the simulations among the processes torchrun starts; rank 0 reports")
     calibrate.add_argument("--out", help="write the ECDF-difference plot of the ranks to this PNG")
     calibrate.add_argument("--quiet", action="store_true", help="no progress bar")
     calibrate.set_defaults(run=_sbc)

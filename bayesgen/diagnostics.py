@@ -30,8 +30,14 @@ def summary(fit: "Fit") -> "pd.DataFrame":
 
     MCMC fits get the full table (mean, sd, hdi, mcse, ess_bulk, ess_tail, r_hat);
     approximations and point estimates, whose draws are independent and come in one
-    chain, get mean, sd and hdi, since their MCSE, ESS and R-hat diagnose nothing.
+    chain, get mean, sd and hdi, since their MCSE, ESS and R-hat diagnose nothing. A fit
+    without posterior sites (a VAE's networks are all parameters, in ``fit.params``) gets an
+    empty table.
     """
+    import pandas as pd
+
+    if not fit.posterior:
+        return pd.DataFrame(columns=["mean", "sd"])
     kind = "all" if fit.kind == "samples" else "stats"
     return _az.summary(fit.to_arviz(), var_names=list(fit.posterior), kind=kind)
 

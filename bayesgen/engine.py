@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 from pyro.poutine.trace_struct import Trace
 
+from bayesgen.distributed import Ranks
 from bayesgen.dtypes import computing_in
 from bayesgen.logdensity import LogDensity
 from bayesgen.spec import ModelSpec
@@ -31,6 +32,8 @@ class Problem:
     dtype : torch.dtype
         The floating dtype the program computes in (:mod:`bayesgen.dtypes`): the data's
         floating arrays have it, and engines run with it as torch's default dtype.
+    ranks : Ranks
+        The processes that share the fit (:mod:`bayesgen.distributed`); one by default.
     """
 
     spec: ModelSpec
@@ -38,6 +41,7 @@ class Problem:
     prototype: Trace
     device: torch.device
     dtype: torch.dtype = torch.float64
+    ranks: Ranks = Ranks()
 
     @cached_property
     def density(self) -> LogDensity:

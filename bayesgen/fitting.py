@@ -13,6 +13,7 @@ import pyro
 import torch
 from pyro.poutine.trace_struct import Trace
 
+from bayesgen.distributed import Ranks
 from bayesgen.dtypes import ParameterDtypes, computing_in, data_dtype, dtype_name, requested_dtype
 from bayesgen.engine import Engine, EngineResult, Problem
 from bayesgen.generate import kept_networks
@@ -141,7 +142,8 @@ def _numpy(tensors: Mapping[str, torch.Tensor] | None) -> dict[str, np.ndarray] 
 
 def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | None = None, *,
         engine: str | Engine = "nuts", seed: int = 0, device: str | torch.device | None = None,
-        dtype: str | torch.dtype | None = None, progress: bool | None = None, **options: Any) -> Fit:
+        dtype: str | torch.dtype | None = None, progress: bool | None = None, distributed: bool = False,
+        **options: Any) -> Fit:
     """Fit a Pyro program with any engine and return a ``bg.Fit``.
 
     Parameters
@@ -165,6 +167,13 @@ def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
         ``fit.settings["dtype"]``; see :mod:`bayesgen.dtypes` for the whole rule.
     progress : bool, optional
         Show a progress bar; None shows one when stderr is a terminal.
+    distributed : bool
+        Share the fit among the processes of the initialised ``torch.distributed`` group (a
+        script launched with ``torchrun``; see :mod:`bayesgen.distributed`). Each process takes
+        its ``subsample_size`` items of every step's minibatch and the gradients are averaged,
+        so ``W`` processes fit as one process with ``W`` times the subsample would; every process
+        returns the same fit. For the step-wise engines (``"svi"``, and ``"mle"``/``"map"`` of
+        programs with networks) of programs with a plate that subsamples.
     **options
         The named engine's settings (e.g. ``num_samples=500``); unknown options raise
         ``TypeError`` listing the valid ones.
@@ -199,6 +208,11 @@ def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
                         "set them on the engine instance instead")
     start = time.perf_counter()
     problem = prepare(model, data, device, dtype)
+    if distributed:
+        if not getattr(engine, "shares_minibatches", False):
+            raise ValueError(f"engine '{type(engine).name}' cannot share a fit among processes; distributed=True "
+                             "is for the step-wise engines 'svi', 'mle' and 'map', whose minibatches it shares out")
+        problem.ranks = Ranks.of_group()
     with computing_in(problem.dtype):
         return _run(engine, problem, seed, sys.stderr.isatty() if progress is None else progress, start)
 

@@ -21,6 +21,7 @@ from bayesgen._files import save_figure
 from bayesgen._lazy import LazyModule
 from bayesgen.convert import plot_rank_ecdf
 from bayesgen.diagnostics import ess
+from bayesgen.distributed import Ranks
 from bayesgen.engine import Engine
 from bayesgen.fitting import fit, prepare
 from bayesgen.metrics import chi_square_test
@@ -170,7 +171,7 @@ class _Job:
 def sbc(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | None = None, *,
         engine: str | Engine = "nuts", options: Mapping[str, Any] | None = None, num_simulations: int = 100,
         num_draws: int = 99, alpha: float = 0.01, seed: int = 0, num_workers: int | None = None,
-        progress: bool | None = None) -> SBCResult:
+        progress: bool | None = None, distributed: bool = False) -> SBCResult:
     """Simulation-based calibration: is ``engine``'s posterior right for ``model``, on average over the prior?
 
     Each simulation draws parameters from the prior and data from the program (the
@@ -236,6 +237,12 @@ def sbc(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
         level). ``num_workers=1`` runs in this process.
     progress : bool, optional
         Show a progress bar over simulations; None shows one when stderr is a terminal.
+    distributed : bool
+        Share the simulations among the processes of the initialised ``torch.distributed``
+        group (a script launched with ``torchrun``, see :mod:`bayesgen.distributed`): rank ``r``
+        of ``W`` runs simulations ``r, r + W, ...`` (each in its own ``num_workers`` processes,
+        one by default), and every process returns the whole result, the one a single process
+        gives with the same seed.
 
     Returns
     -------
@@ -250,10 +257,15 @@ def sbc(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
     spec, covariates = _resolve(model, data)
     job = _Job(spec, covariates, engine, num_draws, torch.get_default_dtype())
     seeds = np.random.SeedSequence(seed).generate_state(2 * num_simulations).reshape(num_simulations, 2)
-    if num_workers is None:
+    ranks = Ranks.of_group() if distributed else Ranks()
+    if num_workers is None and distributed:
+        num_workers = 1  # the processes of the group are the workers
+    elif num_workers is None:
         num_workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    show = sys.stderr.isatty() if progress is None else progress
-    outcomes = _run_all(job, seeds, min(num_workers, num_simulations), show)
+    show = (sys.stderr.isatty() if progress is None else progress) and ranks.is_root
+    mine = ranks.mine(num_simulations)
+    shares = ranks.gather(_run_all(job, seeds[list(mine)], max(1, min(num_workers, len(mine))), show))
+    outcomes = [shares[i % ranks.world_size][i // ranks.world_size] for i in range(num_simulations)]
     names = list(outcomes[0][0])
     ranks = {name: np.array([ranks[name] for ranks, _ in outcomes]) for name in names}
     min_ess = np.array([ess for _, ess in outcomes])

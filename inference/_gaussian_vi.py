@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 import torch.distributions as td
+
+from bayesgen.distributed import Ranks
 from bayesgen.inference._optimize import coordinate_labels, find_mode, negative_hessian
 from bayesgen.inference._minibatches import Minibatches
 from bayesgen.inference._steps import Checkpointing, Steps, run_steps
@@ -247,8 +249,9 @@ class _GaussianRun:
     """The steps of one fit of a Gaussian family, and the state a checkpoint keeps of it."""
 
     def __init__(self, density: LogDensity, q: GaussianFamily, *, num_steps: int, num_particles: int,
-                 lr: float, lr_decay: float, generator: torch.Generator) -> None:
+                 lr: float, lr_decay: float, generator: torch.Generator, ranks: Ranks) -> None:
         self.density, self.q, self.num_particles, self.generator = density, q, num_particles, generator
+        self.ranks = ranks
         self.optimizer = torch.optim.Adam(q.parameters(), lr=lr)
         self.schedule = torch.optim.lr_scheduler.ExponentialLR(self.optimizer,
                                                                gamma=lr_decay ** (1 / max(num_steps, 1)))
@@ -261,11 +264,14 @@ class _GaussianRun:
         u = self.q.sample(self.num_particles, self.generator)
         loss = -(self.density.log_density(u).mean() + self.q.distribution().entropy())
         loss.backward()
+        loss = self.ranks.average_gradients(list(self.q.parameters()), float(loss.detach()))
         self.optimizer.step()
+        if self.done == 0:
+            self.ranks.broadcast(list(self.q.parameters()))
         self.schedule.step()
         self.last_window.add(self.done, self.q)
         self.done += 1
-        return float(loss.detach())
+        return loss
 
     def state_dict(self) -> dict[str, Any]:
         return {"q": self.q.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -286,7 +292,8 @@ class _GaussianRun:
 def fit_gaussian(density: LogDensity, *, family: str, rank: int, num_steps: int, num_particles: int,
                  lr: float, lr_decay: float, init_scale: float, generator: torch.Generator,
                  progress: bool, checkpointing: Checkpointing | None = None,
-                 minibatches: Minibatches | None = None) -> tuple[GaussianFamily, Steps, Settling | None]:
+                 minibatches: Minibatches | None = None, ranks: Ranks = Ranks()
+                 ) -> tuple[GaussianFamily, Steps, Settling | None]:
     """Maximise the ELBO E_q[log p(u)] + H[q] with Adam and an exponentially decaying learning rate.
 
     The expectation is over ``num_particles`` reparameterised draws evaluated in ONE
@@ -295,7 +302,8 @@ def fit_gaussian(density: LogDensity, *, family: str, rank: int, num_steps: int,
     ``init_scale``. The q returned is its average over the last window of ``max(10,
     num_steps // 20)`` steps, with how far the gradient says its means are from the optimum
     (:class:`Settling`); q as it is and None for shorter runs and runs that Ctrl-C stopped.
-    ``checkpointing`` and ``minibatches``: see :func:`~bayesgen.inference._steps.run_steps`.
+    ``checkpointing`` and ``minibatches``: see :func:`~bayesgen.inference._steps.run_steps`. In a
+    distributed fit (``ranks``), each step's gradient is averaged over the processes.
     """
     dtype = torch.get_default_dtype()
     q = GaussianFamily(density.dim, family, rank, init_scale, dtype, density.device)
@@ -309,7 +317,7 @@ def fit_gaussian(density: LogDensity, *, family: str, rank: int, num_steps: int,
         if start is not None:
             q.start_at(*start)
     run = _GaussianRun(density, q, num_steps=num_steps, num_particles=num_particles, lr=lr, lr_decay=lr_decay,
-                       generator=generator)
+                       generator=generator, ranks=ranks)
     steps = run_steps(run.step, num_steps, progress=progress, desc="svi", checkpointing=checkpointing, state=run,
                       minibatches=minibatches)
     return q, steps, None if steps.interrupted else run.last_window.finish(q)

@@ -99,8 +99,15 @@ class Minibatches(Messenger):
 
 
 def minibatches_for(problem: Problem, seed: int) -> Minibatches | None:
-    """The minibatch stream of a fit of ``problem`` with ``seed``; None where no plate subsamples."""
+    """The minibatch stream of a fit of ``problem`` with ``seed`` (this process's share of it in a
+    distributed fit); None where no plate subsamples."""
     plates = problem.density.subsampled
+    ranks = problem.ranks
     if not plates:
+        if ranks.world_size > 1:
+            raise ValueError("distributed=True shares out the minibatches of plates that subsample, and no plate "
+                             "of this program does: give the plate of the observations a subsample_size "
+                             "(pyro.plate('data', N, subsample_size=B)), each process's share of a step")
         return None
-    return Minibatches(plates, seed, problem.data, device=problem.device)
+    return Minibatches(plates, seed, problem.data, rank=ranks.rank, world_size=ranks.world_size,
+                       device=problem.device)

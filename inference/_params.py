@@ -17,7 +17,7 @@ from bayesgen.engine import EngineResult, Problem
 from bayesgen.inference._gaussian_vi import elbo_converged
 from bayesgen.inference._pyro_vi import PyroState
 from bayesgen.inference._minibatches import Minibatches
-from bayesgen.inference._steps import Checkpointing, run_steps
+from bayesgen.inference._steps import Checkpointing, pyro_svi_step, run_steps
 from bayesgen.program import on_device
 
 __all__ = ["optimise_params"]
@@ -73,7 +73,7 @@ def optimise_params(problem: Problem, *, prior: bool, num_steps: int, lr: float,
     svi = SVI(model, guide, optim, elbo)
     with on_device(problem.device):
         state = PyroState(optim, lambda: svi.evaluate_loss(**problem.data))
-        steps = run_steps(lambda: svi.step(**problem.data), num_steps, progress=progress, desc=engine,
+        steps = run_steps(pyro_svi_step(svi, problem.data, problem.ranks), num_steps, progress=progress, desc=engine,
                           checkpointing=checkpointing, state=state, minibatches=minibatches)
         losses = steps.losses
         with torch.no_grad():

@@ -13,7 +13,8 @@ from pyro.infer.autoguide import AutoGuide
 
 from bayesgen.engine import Problem
 from bayesgen.inference._minibatches import Minibatches
-from bayesgen.inference._steps import Checkpointing, Steps, load_param_store, param_store, run_steps
+from bayesgen.inference._steps import (Checkpointing, Steps, load_param_store, param_store, pyro_svi_step,
+                                       run_steps)
 from bayesgen.logdensity import per_draw
 from bayesgen.generate import local_latents
 from bayesgen.program import BATCH_PLATE, is_subsample, on_device
@@ -84,7 +85,7 @@ def fit_pyro_guide(problem: Problem, guide: Any, *, num_steps: int, num_particle
     svi = SVI(model, guide_fn, optim, elbo)
     with on_device(problem.device):
         state = PyroState(optim, lambda: svi.evaluate_loss(**problem.data))
-        steps = run_steps(lambda: svi.step(**problem.data), num_steps, progress=progress, desc="svi",
+        steps = run_steps(pyro_svi_step(svi, problem.data, problem.ranks), num_steps, progress=progress, desc="svi",
                           checkpointing=checkpointing, state=state, minibatches=minibatches)
         with torch.no_grad():
             draws = _guide_draws(guide_fn, problem, num_draws, amortised=not isinstance(guide, type))

@@ -10,13 +10,17 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 import pyro
+import pyro.poutine as poutine
 import torch
+from pyro.infer.util import zero_grads
 from tqdm.auto import tqdm
 
 from bayesgen._files import atomic_write
+from bayesgen.distributed import Ranks
 from bayesgen.inference._minibatches import Minibatches
 
-__all__ = ["Checkpointing", "Resumable", "Steps", "checkpointing_of", "load_param_store", "param_store", "run_steps"]
+__all__ = ["Checkpointing", "Resumable", "Steps", "checkpointing_of", "load_param_store", "param_store", "pyro_svi_step",
+           "run_steps"]
 
 #: Written into every checkpoint, and required when resuming from one.
 _FORMAT = "bayesgen-checkpoint-1"
@@ -194,3 +198,28 @@ def run_steps(step: Callable[[], float], num_steps: int, *, progress: bool, desc
         bar.close()
         return Steps(losses, interrupted=True)
     return Steps(losses, interrupted=False)
+
+
+def pyro_svi_step(svi: pyro.infer.SVI, data: dict[str, Any], ranks: Ranks) -> Callable[[], float]:
+    """``svi.step(**data)`` as a function of no arguments; in a distributed fit, the step of
+    ``pyro.infer.SVI`` with the gradients averaged over the processes between the backward pass
+    and the optimiser, and the parameters of the first step set to rank 0's, so that they are
+    the same in every process from then on."""
+    if ranks.world_size == 1:
+        return lambda: svi.step(**data)
+    first = [True]
+
+    def step() -> float:
+        with poutine.trace(param_only=True) as capture:
+            loss = svi.loss_and_grads(svi.model, svi.guide, **data)
+        named = sorted(capture.trace.nodes.items(), key=lambda item: item[0])
+        params = [site["value"].unconstrained() for _, site in named]
+        loss = ranks.average_gradients(params, float(loss))
+        svi.optim(params)
+        zero_grads(params)
+        if first[0]:
+            ranks.broadcast(params)
+            first[0] = False
+        return loss
+
+    return step

@@ -53,6 +53,8 @@ class MLE:
     """
 
     name: ClassVar[str] = "mle"
+    #: ``bg.fit(..., distributed=True)`` shares out its minibatches among processes.
+    shares_minibatches: ClassVar[bool] = True
     num_steps: int = 1000
     num_draws: int = 1000
     lr: float = 0.01
@@ -69,6 +71,10 @@ class MLE:
                                    lr_decay=self.lr_decay, tol=self.tol, progress=progress, engine=self.name,
                                    checkpointing=checkpointing_of(self, seed),
                                    minibatches=minibatches_for(problem, seed))
+        if problem.ranks.world_size > 1:
+            raise ValueError(f"engine '{self.name}': distributed=True shares the minibatches of programs with "
+                             "network weights, trained by Adam step by step; this program is optimised by "
+                             "L-BFGS on all of its data in one go")
         if self.checkpoint is not None or self.resume is not None:
             raise ValueError(f"engine '{self.name}': checkpoint and resume are for programs with network weights "
                              "(trained by Adam, step by step); this program is optimised by L-BFGS in one go")

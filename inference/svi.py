@@ -76,6 +76,8 @@ class SVI:
     """
 
     name: ClassVar[str] = "svi"
+    #: ``bg.fit(..., distributed=True)`` shares out its minibatches among processes.
+    shares_minibatches: ClassVar[bool] = True
     guide: Any = None
     num_steps: int = 3000
     num_particles: int = 8
@@ -109,7 +111,8 @@ class SVI:
             q, steps, settling = fit_gaussian(
                 density, family=guide, rank=self.rank, num_steps=self.num_steps, num_particles=self.num_particles,
                 lr=self.lr, lr_decay=self.lr_decay, init_scale=self.init_scale, generator=generator,
-                progress=progress, checkpointing=checkpointing, minibatches=minibatches_for(problem, seed))
+                progress=progress, checkpointing=checkpointing, minibatches=minibatches_for(problem, seed),
+                ranks=problem.ranks)
             with torch.no_grad():
                 u = q.sample(self.num_draws, generator)
                 log_p = density.log_density_in_chunks(u)

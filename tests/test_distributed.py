@@ -1,0 +1,161 @@
+"""Fits shared among processes with torch.distributed (issue 25): two local processes launched by
+torchrun, talking over gloo on 127.0.0.1 at a free port."""
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from pyro.infer.autoguide import AutoNormal
+
+import bayesgen as bg
+
+pytestmark = pytest.mark.slow
+
+_PROGRAMS = textwrap.dedent("""
+    import numpy as np, pyro, pyro.distributions as dist, torch
+
+    def logistic(X, y=None, batch=64):
+        w = pyro.sample("w", dist.Normal(0.0, 1.0).expand([X.shape[1]]).to_event(1))
+        with pyro.plate("data", X.shape[0], subsample_size=batch) as index:
+            pyro.sample("y", dist.Bernoulli(logits=(X[index] * w).sum(-1)), obs=None if y is None else y[index])
+
+    def logistic_weights(X, y=None, batch=64):
+        w = pyro.param("w", torch.zeros(X.shape[1]))
+        with pyro.plate("data", X.shape[0], subsample_size=batch) as index:
+            pyro.sample("y", dist.Bernoulli(logits=X[index] @ w), obs=None if y is None else y[index])
+
+    def normal(y=None):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("obs", 20):
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    def simulated(n=2000, d=3):
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(n, d))
+        y = (rng.random(n) < 1 / (1 + np.exp(-X @ np.linspace(-1, 1, d)))).astype(float)
+        return X, y
+""")
+
+_FIT = _PROGRAMS + textwrap.dedent("""
+    import sys
+    import bayesgen as bg
+    from bayesgen.distributed import init_process_group
+    from pyro.infer.autoguide import AutoNormal
+
+    ranks = init_process_group()
+    X, y = simulated()
+    runs = {"autonormal": (logistic, dict(engine="svi", guide=AutoNormal)),
+            "normal": (logistic, dict(engine="svi", guide="normal")),
+            "mle": (logistic_weights, dict(engine="mle"))}
+    out = {}
+    for label, (program, options) in runs.items():
+        fit = bg.fit(program, {"X": X, "y": y, "batch": 64}, num_steps=150, seed=5, progress=False,
+                     distributed=True, **options)
+        out[label + "_loss"] = fit.sample_stats["loss"]
+        out[label + "_w"] = fit.posterior["w"] if "w" in fit.posterior else fit.params["w"]
+    gathered = ranks.gather(out)
+    if ranks.is_root:
+        for label in out:  # every process ends with the same fit
+            np.testing.assert_array_equal(gathered[1][label], out[label])
+        np.savez(sys.argv[1], **out)
+    print("end", ranks.rank, flush=True)
+""")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _torchrun(script: str, tmp_path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    path = tmp_path / "script.py"
+    path.write_text(script)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+               f"--master_port={_free_port()}", str(path), *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(tmp_path)}
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_two_processes_fit_as_one_process_with_their_joint_minibatch(tmp_path):
+    """Two processes taking 64 items each per step reach the parameters (and losses) of one
+    process taking the same 128 items per step: data-parallel SVI with an AutoGuide and with a
+    Gaussian family, and MLE of a program's weights, all within float tolerance."""
+    result = _torchrun(_FIT, tmp_path, str(tmp_path / "out.npz"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    distributed = np.load(tmp_path / "out.npz")
+    namespace: dict = {}
+    exec(_PROGRAMS, namespace)
+    X, y = namespace["simulated"]()
+    runs = {"autonormal": (namespace["logistic"], dict(engine="svi", guide=AutoNormal)),
+            "normal": (namespace["logistic"], dict(engine="svi", guide="normal")),
+            "mle": (namespace["logistic_weights"], dict(engine="mle"))}
+    for label, (program, options) in runs.items():
+        fit = bg.fit(program, {"X": X, "y": y, "batch": 128}, num_steps=150, seed=5, progress=False, **options)
+        w = fit.posterior["w"] if "w" in fit.posterior else fit.params["w"]
+        np.testing.assert_allclose(distributed[label + "_loss"], fit.sample_stats["loss"], rtol=1e-9, err_msg=label)
+        np.testing.assert_allclose(distributed[label + "_w"], w, rtol=1e-7, atol=1e-9, err_msg=label)
+
+
+def test_two_processes_share_the_simulations_of_sbc(tmp_path):
+    """Distributed SBC: each process runs every other simulation, and both end with the ranks one
+    process gives with the same seed."""
+    script = _PROGRAMS + textwrap.dedent("""
+        import sys
+        import bayesgen as bg
+        from bayesgen.distributed import init_process_group
+
+        ranks = init_process_group()
+        torch.set_default_dtype(torch.float64)  # as the tests' own process (tests/conftest.py)
+        result = bg.sbc(normal, engine="laplace", num_simulations=9, seed=4, progress=False, distributed=True)
+        gathered = ranks.gather(result.ranks)
+        if ranks.is_root:
+            assert all(np.array_equal(gathered[1][k], result.ranks[k]) for k in result.ranks)
+            np.savez(sys.argv[1], **result.ranks)
+    """)
+    result = _torchrun(script, tmp_path, str(tmp_path / "ranks.npz"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    distributed = np.load(tmp_path / "ranks.npz")
+    namespace: dict = {}
+    exec(_PROGRAMS, namespace)
+    single = bg.sbc(namespace["normal"], engine="laplace", num_simulations=9, seed=4, num_workers=1, progress=False)
+    assert sorted(distributed.files) == sorted(single.ranks)
+    for name in single.ranks:
+        np.testing.assert_array_equal(distributed[name], single.ranks[name])
+
+
+def test_a_failing_process_ends_the_run_with_its_error(tmp_path):
+    """Rank 1 raises inside the program while rank 0 waits for it in an all-reduce: torchrun ends
+    the run with rank 1's error rather than leaving rank 0 to hang."""
+    script = _PROGRAMS + textwrap.dedent("""
+        import bayesgen as bg
+        from bayesgen.distributed import init_process_group
+
+        ranks = init_process_group()
+        X, y = simulated()
+        runs = [0]
+
+        def fragile(X, y=None, batch=64):
+            runs[0] += 1
+            if ranks.rank == 1 and runs[0] > 40:  # in the middle of the steps
+                raise RuntimeError("rank 1 broke on purpose")
+            logistic(X, y, batch)
+
+        bg.fit(fragile, {"X": X, "y": y}, engine="svi", guide="normal", num_steps=50, progress=False,
+               distributed=True)
+    """)
+    result = _torchrun(script, tmp_path, timeout=120)
+    assert result.returncode != 0
+    assert "rank 1 broke on purpose" in result.stderr
+
+
+def test_distributed_needs_a_process_group_and_a_step_wise_engine():
+    X = np.zeros((100, 2))
+    with pytest.raises(ValueError, match="initialised torch.distributed process group.*torchrun"):
+        bg.fit(lambda X, y=None: None, {"X": X}, engine="svi", num_steps=2, distributed=True)
+    with pytest.raises(ValueError, match="engine 'nuts' cannot share a fit among processes"):
+        bg.fit(lambda X, y=None: None, {"X": X}, engine="nuts", distributed=True)
