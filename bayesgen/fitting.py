@@ -238,16 +238,32 @@ def _run(engine: Engine, problem: Problem, seed: int, show: bool, start: float) 
     timing["total"] = time.perf_counter() - start
     observed = {name: _observed_data(problem, name) for name in problem.spec.observed
                 if not isinstance(problem.data[problem.spec.observed[name]], MappedRows)}
+    info = {**result.info, **_notes(problem)}
     return Fit(
         engine=type(engine).name, kind=result.kind,
         posterior=_numpy({**result.draws, **deterministic}) or {},
         sample_stats=_numpy(result.sample_stats) or {}, observed_data=_numpy(observed) or {},
         settings={**{f.name: getattr(engine, f.name) for f in dataclasses.fields(engine)},
                   "dtype": dtype_name(problem.dtype)}, timing=timing,
-        point=point, stderr=_numpy(result.stderr), info=result.info,
+        point=point, stderr=_numpy(result.stderr), info=info,
         dims={k: list(v) for k, v in problem.spec.dims.items()}, model_name=problem.spec.name,
         params=_numpy(params) or {}, constant_data=_constant_data(problem), problem=problem,
     )
+
+
+def _notes(problem: Problem) -> dict[str, str]:
+    """``Fit.info`` entries that say what a fit of data at scale leaves out, and why."""
+    notes = {}
+    for plate, (subsample_size, size) in problem.density.subsampled.items():
+        notes["log_likelihood"] = (f"not computed: plate '{plate}' takes {subsample_size} of its {size} items per "
+                                   "run, so no run of the program scores every observation")
+    mapped = [key for key, value in problem.data.items() if isinstance(value, MappedRows)]
+    if mapped:
+        notes["observed_data"] = (f"not kept: {', '.join(mapped)} memory-mapped, read a minibatch at a time; "
+                                  "the fit holds no copy")
+    if problem.ranks.world_size > 1:
+        notes["processes"] = f"{problem.ranks.world_size} (torch.distributed), each with its share of every minibatch"
+    return notes
 
 
 def _observed_data(problem: Problem, site: str) -> torch.Tensor:

@@ -4,7 +4,8 @@ of two processes against one (torchrun, gloo) for data-parallel SVI and for SBC 
     python benchmarks/scale.py            # the full run quoted in the README (about 10 minutes)
     python benchmarks/scale.py --smoke    # the same tables at toy sizes, in about a minute
 
-Every measurement runs in a fresh process with one torch thread. Step time is the difference
+Every measurement runs in a fresh process with one torch thread; the step times are medians of
+three rounds over the sizes in turn (this machine's speed drifts by tens of percent). Step time is the difference
 between a fit of ``long`` and one of ``short`` steps in the same process (after a first fit that
 pays the process's one-off costs), divided by the steps between them, so that tracing, the
 checks of the data and the posterior draws cancel. Memory is the
@@ -80,6 +81,21 @@ DATA_PARALLEL = MODEL + textwrap.dedent("""
         print(json.dumps({"seconds": time.perf_counter() - start}))
 """)
 
+VAE_PARALLEL = textwrap.dedent("""
+    import json, sys, time
+    import bayesgen as bg
+    from bayesgen.distributed import init_process_group
+
+    ranks = init_process_group()
+    steps, batch = int(sys.argv[1]), int(sys.argv[2])
+    data = {**bg.get_model("vae").load_data(), "batch_size": batch}
+    bg.fit("vae", data, engine="svi", num_steps=10, num_particles=1, progress=False, distributed=True)
+    start = time.perf_counter()
+    bg.fit("vae", data, engine="svi", num_steps=steps, num_particles=1, progress=False, distributed=True)
+    if ranks.is_root:
+        print(json.dumps({"seconds": time.perf_counter() - start}))
+""")
+
 SBC = textwrap.dedent("""
     import json, sys, time
     import torch, bayesgen as bg
@@ -142,24 +158,27 @@ def main() -> None:
     short, long = (20, 120) if args.smoke else (100, 2100)
     print(f"# scale benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, one torch thread per process")
     print("\n## SVI (AutoNormal) on memory-mapped logistic-regression data, 10 covariates, minibatch 1,024")
-    print("| rows | file MiB | ms per step | vs 10^4 | peak RssAnon MiB | vs 10^4 | weights recovered |")
+    print(f"| rows | file MiB | ms per step, median of {1 if args.smoke else 3} (range) | vs 10^4 | peak RssAnon MiB | "
+          "vs 10^4 | weights recovered |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | --- |")
-    base = None
+    rounds = 1 if args.smoke else 3
     with tempfile.TemporaryDirectory(dir=os.environ.get("BAYESGEN_SCALE_DIR")) as root:
         for rows in sizes:
-            folder = Path(root) / str(rows)
-            folder.mkdir()
-            _write_data(folder, rows)
-            result = _python(STEP_TIME, str(folder), str(short), str(long))
-            base = base or result
-            recovered = np.abs(np.array(result["w"]) - np.linspace(-1, 1, 10)).max()
-            megabytes = rows * 11 * 8 / 2 ** 20
-            print(f"| {rows:,} | {megabytes:,.0f} | {result['step_ms']:.2f} | {result['step_ms'] / base['step_ms']:.2f}x "
-                  f"| {result['peak_mib']:.0f} | {result['peak_mib'] / base['peak_mib']:.2f}x "
+            (Path(root) / str(rows)).mkdir()
+            _write_data(Path(root) / str(rows), rows)
+        results: dict[int, list[dict]] = {rows: [] for rows in sizes}
+        for _ in range(rounds):  # the sizes in turn, so that the machine's drift touches each alike
+            for rows in sizes:
+                results[rows].append(_python(STEP_TIME, str(Path(root) / str(rows)), str(short), str(long)))
+        base_ms = float(np.median([r["step_ms"] for r in results[sizes[0]]]))
+        base_mib = float(np.median([r["peak_mib"] for r in results[sizes[0]]]))
+        for rows in sizes:
+            step_ms = [r["step_ms"] for r in results[rows]]
+            peak = float(np.median([r["peak_mib"] for r in results[rows]]))
+            recovered = np.abs(np.array(results[rows][0]["w"]) - np.linspace(-1, 1, 10)).max()
+            print(f"| {rows:,} | {rows * 11 * 8 / 2 ** 20:,.0f} | {np.median(step_ms):.2f} ({min(step_ms):.2f}-"
+                  f"{max(step_ms):.2f}) | {np.median(step_ms) / base_ms:.2f}x | {peak:.0f} | {peak / base_mib:.2f}x "
                   f"| max error {recovered:.3f} |", flush=True)
-            if rows != sizes[-1] and rows != 1_000_000:
-                for path in folder.iterdir():
-                    path.unlink()
         parallel_rows = "1000000" if not args.smoke else "100000"
         steps = "300" if args.smoke else "3000"
         print(f"\n## Two processes against one (torchrun, gloo, {os.cpu_count()} cores)")
@@ -169,7 +188,12 @@ def main() -> None:
         two = _torchrun(DATA_PARALLEL, 2, str(Path(root) / parallel_rows), steps)["seconds"]
         print(f"| SVI, {steps} steps of 1,024 rows per process ({int(parallel_rows):,} rows) | {one:.1f} | {two:.1f} "
               f"| {2 * one / two:.2f}x |", flush=True)
-    simulations, warmup, samples = ("4", "100", "100") if args.smoke else ("24", "300", "300")
+    steps, batch = ("30", "256") if args.smoke else ("200", "512")
+    one = _torchrun(VAE_PARALLEL, 1, steps, batch)["seconds"]
+    two = _torchrun(VAE_PARALLEL, 2, steps, batch)["seconds"]
+    print(f"| VAE on the digits (`vae`, svi), {steps} steps of {batch} images per process | {one:.1f} | {two:.1f} "
+          f"| {2 * one / two:.2f}x |", flush=True)
+    simulations, warmup, samples = ("4", "100", "100") if args.smoke else ("40", "300", "300")
     one = _torchrun(SBC, 1, simulations, warmup, samples)["seconds"]
     two = _torchrun(SBC, 2, simulations, warmup, samples)["seconds"]
     print(f"| SBC, {simulations} simulations of eight schools (NUTS, 2 chains, {warmup}+{samples}) | {one:.1f} "

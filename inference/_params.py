@@ -20,7 +20,7 @@ from bayesgen.inference._minibatches import Minibatches
 from bayesgen.inference._steps import Checkpointing, pyro_svi_step, run_steps
 from bayesgen.program import on_device
 
-__all__ = ["optimise_params"]
+__all__ = ["optimise_params", "refuse_step_settings"]
 
 
 class _Unscored(Messenger):
@@ -87,3 +87,15 @@ def optimise_params(problem: Problem, *, prior: bool, num_steps: int, lr: float,
         info={"converged": not steps.interrupted and elbo_converged(losses, max(10, num_steps // 20), tol),
               "message": f"final loss {losses[-1]:.4g}" if losses else "no steps run", **steps.info(num_steps)},
     )
+
+
+def refuse_step_settings(engine: str, problem: Problem, *, checkpoints: bool) -> None:
+    """Raise where settings of the step-wise training of network weights (checkpoints, a
+    distributed fit) meet a program that ``engine`` optimises by L-BFGS on all its data at once."""
+    if problem.ranks.world_size > 1:
+        raise ValueError(f"engine '{engine}': distributed=True shares the minibatches of programs with network "
+                         "weights, trained by Adam step by step; this program is optimised by L-BFGS on all of "
+                         "its data in one go")
+    if checkpoints:
+        raise ValueError(f"engine '{engine}': checkpoint and resume are for programs with network weights "
+                         "(trained by Adam, step by step); this program is optimised by L-BFGS in one go")

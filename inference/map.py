@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from bayesgen.engine import EngineResult, Problem
 from bayesgen.inference._optimize import run_mode
-from bayesgen.inference._params import optimise_params
+from bayesgen.inference._params import optimise_params, refuse_step_settings
 from bayesgen.inference._minibatches import minibatches_for
 from bayesgen.inference._steps import checkpointing_of
 
@@ -69,12 +69,6 @@ class MAP:
                                    lr_decay=self.lr_decay, tol=self.tol, progress=progress, engine=self.name,
                                    checkpointing=checkpointing_of(self, seed),
                                    minibatches=minibatches_for(problem, seed))
-        if problem.ranks.world_size > 1:
-            raise ValueError(f"engine '{self.name}': distributed=True shares the minibatches of programs with "
-                             "network weights, trained by Adam step by step; this program is optimised by "
-                             "L-BFGS on all of its data in one go")
-        if self.checkpoint is not None or self.resume is not None:
-            raise ValueError(f"engine '{self.name}': checkpoint and resume are for programs with network weights "
-                             "(trained by Adam, step by step); this program is optimised by L-BFGS in one go")
+        refuse_step_settings(self.name, problem, checkpoints=self.checkpoint is not None or self.resume is not None)
         return run_mode(problem, seed=seed, num_steps=self.num_steps, num_draws=self.num_draws,
                         jacobian=False, prior=True, kind="point", engine=self.name)

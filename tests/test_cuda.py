@@ -98,3 +98,43 @@ def test_deep_image_models_train_generate_and_evaluate_on_cuda(name, engine, opt
     assert images.shape == (10, 8, 8) and set(np.unique(images)) <= {0.0, 1.0}
     row = bg.evaluate(fit, {"images": test[:60]}, num_samples=20).iloc[0]
     assert np.isfinite(row["c2st_accuracy"]) and (np.isnan(row["lpd_per_obs"]) == (name == "gan"))
+
+
+def _logistic(X, y=None):
+    w = pyro.sample("w", dist.Normal(0.0, 1.0).expand([X.shape[1]]).to_event(1))
+    with pyro.plate("data", X.shape[0], subsample_size=256) as index:
+        pyro.sample("y", dist.Bernoulli(logits=(X[index] * w).sum(-1)), obs=None if y is None else y[index])
+
+
+def test_memory_mapped_rows_fit_on_one_gpu(tmp_path):
+    """Issue 25's single-GPU path: rows read from a memory-mapped file a minibatch at a time and
+    moved to the GPU, with the minibatch indices there too; the weights are recovered."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20_000, 3))
+    y = (rng.random(20_000) < 1 / (1 + np.exp(-X @ np.array([-1.0, 0.0, 1.0])))).astype(float)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    data = {"X": np.load(tmp_path / "X.npy", mmap_mode="r"), "y": np.load(tmp_path / "y.npy", mmap_mode="r")}
+    fit = bg.fit(_logistic, data, engine="svi", guide=AutoNormal, num_steps=1500, device="cuda", progress=False)
+    assert fit.problem.device.type == "cuda" and "memory-mapped" in fit.info["observed_data"]
+    np.testing.assert_allclose(fit.posterior["w"].mean((0, 1)), [-1.0, 0.0, 1.0], atol=0.1)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_two_gpus_train_data_parallel_with_nccl(tmp_path):
+    """Issue 25 on GPUs: torchrun starts one process per GPU, bayesgen joins them with nccl
+    (--device cuda), and the distributed VAE fit is written once, by rank 0."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "vae.nc"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+               "--master_port=29533", "-m", "bayesgen", "fit", "vae", "--engine", "svi", "--distributed",
+               "--device", "cuda", "--arg", "batch_size=128", "--option", "num_steps=100", "--option",
+               "num_particles=1", "--quiet", "--out", str(out)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    fit = bg.load(str(out))
+    assert fit.info["processes"].startswith("2 ") and fit.params

@@ -2,6 +2,7 @@
 torchrun, talking over gloo on 127.0.0.1 at a free port."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -72,13 +73,23 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _torchrun(script: str, tmp_path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    path = tmp_path / "script.py"
-    path.write_text(script)
+def _torchrun(script: str | None, tmp_path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Two processes of ``script`` (written to a file), or of ``args`` alone (``-m module ...``)."""
+    target = []
+    if script is not None:
+        (tmp_path / "script.py").write_text(script)
+        target = [str(tmp_path / "script.py")]
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-               f"--master_port={_free_port()}", str(path), *args]
+               f"--master_port={_free_port()}", *target, *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(tmp_path)}
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                          start_new_session=True, cwd=tmp_path) as launched:
+        try:
+            stdout, stderr = launched.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(launched.pid, signal.SIGKILL)  # torchrun and its workers: nothing left running
+            raise
+    return subprocess.CompletedProcess(command, launched.returncode, stdout, stderr)
 
 
 def test_two_processes_fit_as_one_process_with_their_joint_minibatch(tmp_path):
@@ -126,6 +137,17 @@ def test_two_processes_share_the_simulations_of_sbc(tmp_path):
     assert sorted(distributed.files) == sorted(single.ranks)
     for name in single.ranks:
         np.testing.assert_array_equal(distributed[name], single.ranks[name])
+
+
+def test_the_command_line_trains_a_vae_in_two_processes_and_rank_0_writes_it(tmp_path):
+    """The issue's command: torchrun ... -m bayesgen fit MODEL --engine svi --distributed --out."""
+    result = _torchrun(None, tmp_path, "-m", "bayesgen", "fit", "vae", "--engine", "svi", "--distributed",
+                       "--arg", "batch_size=64", "--option", "num_steps=30", "--option", "num_particles=1",
+                       "--quiet", "--out", "vae.nc")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert result.stdout.count("saved to vae.nc") == 1  # rank 0 only
+    fit = bg.load(str(tmp_path / "vae.nc"))
+    assert fit.info["processes"].startswith("2 ") and fit.params and fit.sample_stats["loss"].shape == (1, 30)
 
 
 def test_a_failing_process_ends_the_run_with_its_error(tmp_path):

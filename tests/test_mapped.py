@@ -40,6 +40,8 @@ def test_mapped_fit_equals_in_memory_fit(tmp_path, guide):
     in_memory = bg.fit(logistic, {"X": X, "y": y}, **options)
     mapped = bg.fit(logistic, {"X": X_mapped, "y": y_mapped}, **options)
     np.testing.assert_array_equal(mapped.posterior["w"], in_memory.posterior["w"])
+    assert "X, y memory-mapped" in mapped.info["observed_data"] and "observed_data" not in in_memory.info
+    assert mapped.log_likelihood == {} and "plate 'data' takes 64 of its 3000" in mapped.info["log_likelihood"]
     mean = mapped.posterior["w"].mean((0, 1))
     np.testing.assert_allclose(mean, [-1.0, 0.0, 1.0], atol=0.25)  # sd of each weight about 0.05 at n=3000
 
