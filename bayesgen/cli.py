@@ -228,7 +228,8 @@ def _parser() -> argparse.ArgumentParser:
                            help="posterior draws each true value is ranked among (default: 99)")
     calibrate.add_argument("--alpha", type=float, default=0.01, help="family-wise level of the tests (default: 0.01)")
     calibrate.add_argument("--seed", type=int, default=0)
-    calibrate.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
+    calibrate.add_argument("--workers", type=int, default=None,
+                           help="parallel processes (default: all cores; 1 per process with --distributed)")
     calibrate.add_argument("--distributed", action="store_true",
                            help="share the simulations among the processes torchrun starts; rank 0 reports")
     calibrate.add_argument("--out", help="write the ECDF-difference plot of the ranks to this PNG")

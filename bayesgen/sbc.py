@@ -230,7 +230,8 @@ def sbc(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
         from ``numpy.random.SeedSequence(seed)``, so results do not depend on
         ``num_workers``.
     num_workers : int, optional
-        Processes that run simulations in parallel; by default the usable CPU cores.
+        Processes that run simulations in parallel; by default the usable CPU cores (one with
+        ``distributed=True``, whose processes are the workers).
         Each worker uses one torch thread. On Linux workers are forked, so programs and
         engines defined anywhere (a notebook, a test module) reach them; elsewhere they
         are spawned, and the program and engine must be importable (defined at module
