@@ -32,6 +32,15 @@ def _demo(args: argparse.Namespace) -> None:
     run_demo(args.out, smoke=args.smoke)
 
 
+def _join(args: argparse.Namespace, device: str | None = None) -> Any:
+    """This process's ``Ranks`` in the group torchrun started, with ``--distributed``; else None."""
+    if not args.distributed:
+        return None
+    from bayesgen.distributed import init_process_group
+
+    return init_process_group(device)
+
+
 def _fit(args: argparse.Namespace) -> None:
     import numpy as np
 
@@ -41,11 +50,7 @@ def _fit(args: argparse.Namespace) -> None:
     if args.arg:  # program arguments over the model's default data
         spec = bg.get_model(args.model)
         data = {**(spec.load_data() if spec.load_data is not None else {}), **_options(args.arg, "--arg")}
-    ranks = None
-    if args.distributed:
-        from bayesgen.distributed import init_process_group
-
-        ranks = init_process_group(args.device)
+    ranks = _join(args, args.device)
     fit = bg.fit(args.model, data, engine=args.engine, seed=args.seed, device=args.device, dtype=args.dtype,
                  progress=False if args.quiet or (ranks is not None and not ranks.is_root) else None,
                  distributed=args.distributed, **_options(args.option))
@@ -128,11 +133,7 @@ def _compare(args: argparse.Namespace) -> None:
 def _sbc(args: argparse.Namespace) -> None:
     from bayesgen.sbc import sbc
 
-    ranks = None
-    if args.distributed:
-        from bayesgen.distributed import init_process_group
-
-        ranks = init_process_group()
+    ranks = _join(args)
     result = sbc(args.model, engine=args.engine, options=_options(args.option), num_simulations=args.num_simulations,
                  num_draws=args.num_draws, alpha=args.alpha, seed=args.seed, num_workers=args.workers,
                  progress=False if args.quiet else None, distributed=args.distributed)

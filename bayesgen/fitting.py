@@ -207,12 +207,12 @@ def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
         raise TypeError(f"options {sorted(options)} are only accepted with an engine name; "
                         "set them on the engine instance instead")
     start = time.perf_counter()
+    if distributed and not getattr(engine, "shares_minibatches", False):  # before the data are read and checked
+        raise ValueError(f"engine '{type(engine).name}' cannot share a fit among processes; distributed=True "
+                         "is for the step-wise engines 'svi', 'mle' and 'map', whose minibatches it shares out")
+    ranks = Ranks.of_group() if distributed else Ranks()
     problem = prepare(model, data, device, dtype)
-    if distributed:
-        if not getattr(engine, "shares_minibatches", False):
-            raise ValueError(f"engine '{type(engine).name}' cannot share a fit among processes; distributed=True "
-                             "is for the step-wise engines 'svi', 'mle' and 'map', whose minibatches it shares out")
-        problem.ranks = Ranks.of_group()
+    problem.ranks = ranks
     with computing_in(problem.dtype):
         return _run(engine, problem, seed, sys.stderr.isatty() if progress is None else progress, start)
 
@@ -254,9 +254,11 @@ def _run(engine: Engine, problem: Problem, seed: int, show: bool, start: float) 
 def _notes(problem: Problem) -> dict[str, str]:
     """``Fit.info`` entries that say what a fit of data at scale leaves out, and why."""
     notes = {}
-    for plate, (subsample_size, size) in problem.density.subsampled.items():
-        notes["log_likelihood"] = (f"not computed: plate '{plate}' takes {subsample_size} of its {size} items per "
-                                   "run, so no run of the program scores every observation")
+    subsampled = problem.density.subsampled
+    if subsampled:
+        plates = "; ".join(f"plate '{plate}' takes {subsample_size} of its {size} items per run"
+                           for plate, (subsample_size, size) in subsampled.items())
+        notes["log_likelihood"] = f"not computed: {plates}, so no run of the program scores every observation"
     mapped = [key for key, value in problem.data.items() if isinstance(value, MappedRows)]
     if mapped:
         notes["observed_data"] = (f"not kept: {', '.join(mapped)} memory-mapped, read a minibatch at a time; "

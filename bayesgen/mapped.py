@@ -110,9 +110,8 @@ class MappedRows:
     def _read(self, index: Any) -> torch.Tensor:
         if isinstance(index, torch.Tensor):
             index = index.cpu().numpy()
-        rows = np.asarray(self.array[index])
-        tensor = torch.from_numpy(np.array(rows, copy=True))
-        return tensor.to(device=self.device, dtype=self.dtype)
+        rows = np.array(self.array[index])  # a copy: a slice of a memmap is a view of the file
+        return torch.from_numpy(rows).to(device=self.device, dtype=self.dtype)
 
     def check_finite(self) -> None:
         """Raise a ``ValueError`` with the first non-finite value's index, reading the array in chunks."""

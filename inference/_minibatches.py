@@ -79,19 +79,19 @@ class Minibatches(Messenger):
 
     @contextlib.contextmanager
     def step(self, step: int) -> Iterator[None]:
-        """Run one step of the engine with step ``step``'s indices, and start reading the rows of
-        step ``step + 1`` in the background."""
+        """Run one step of the engine with step ``step``'s indices, then start reading the
+        memory-mapped rows of step ``step + 1`` in the background."""
         if self._next is not None and self._next[0] == step:
             self._current = self._next[1]
         else:
             self._current = {name: self.indices(name, step) for name in self.plates}
-        upcoming = {name: self.indices(name, step + 1) for name in self.plates}
-        self._next = (step + 1, upcoming)
         with self:
             yield
-        for name, arrays in self.mapped.items():
-            for rows in arrays:
-                rows.prefetch(upcoming[name])
+        if any(self.mapped.values()):  # only memory-mapped rows are worth reading ahead
+            self._next = (step + 1, {name: self.indices(name, step + 1) for name in self.plates})
+            for name, arrays in self.mapped.items():
+                for rows in arrays:
+                    rows.prefetch(self._next[1][name])
 
     def _process_message(self, msg: Any) -> None:
         if msg["value"] is None and isinstance(msg["fn"], _Subsample) and msg["name"] in self._current:

@@ -7,8 +7,8 @@ from typing import ClassVar
 
 from bayesgen.engine import EngineResult, Problem
 from bayesgen.inference._optimize import run_mode
-from bayesgen.inference._params import optimise_params, refuse_step_settings
 from bayesgen.inference._minibatches import minibatches_for
+from bayesgen.inference._params import optimise_params, refuse_step_settings
 from bayesgen.inference._steps import checkpointing_of
 
 __all__ = ["MLE"]
