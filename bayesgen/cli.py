@@ -202,8 +202,8 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE",
                      help="a program argument, over the model's default data (e.g. batch_size=128); repeatable")
     fit.add_argument("--distributed", action="store_true",
-                     help="share the fit among the processes torchrun starts (svi, mle, map; a plate that "
-                          "subsamples); rank 0 prints and saves")
+                     help="share the fit among the processes torchrun starts: the minibatches of svi, mle and "
+                          "map (a plate that subsamples), the chains of nuts and hmc; rank 0 prints and saves")
     fit.add_argument("--out", help="save the fit to this netCDF file")
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
     fit.set_defaults(run=_fit)

@@ -3,8 +3,8 @@
 bayesgen has no cluster code of its own: ``torchrun`` starts the processes (on one machine or
 many) and PyTorch's collectives carry the data between them. Inside an initialised process
 group, ``bg.fit(..., distributed=True)`` gives each process its own share of every minibatch and
-averages the gradients (data-parallel SVI and network training), and
-``bg.sbc(..., distributed=True)`` gives each process its share of the simulations; every process
+averages the gradients (data-parallel SVI and network training) or runs its share of the chains
+(NUTS, HMC), and ``bg.sbc(..., distributed=True)`` gives each process its share of the simulations; every process
 ends with the same result, and ``bayesgen fit --distributed`` writes it from rank 0 only.
 """
 
@@ -76,6 +76,15 @@ class Ranks:
                 p.grad.copy_(average)
             offset += p.numel()
         return float(flat[-1])
+
+    def largest(self, value: int) -> int:
+        """The largest ``value`` over the processes, in every process."""
+        if self.world_size == 1:
+            return value
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+        tensor = torch.tensor([value], dtype=torch.int64, device=device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return int(tensor)
 
     def broadcast(self, tensors: Sequence[torch.Tensor]) -> None:
         """Overwrite ``tensors`` in place with rank 0's, in every process."""

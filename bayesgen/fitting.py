@@ -173,7 +173,8 @@ def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
         its ``subsample_size`` items of every step's minibatch and the gradients are averaged,
         so ``W`` processes fit as one process with ``W`` times the subsample would; every process
         returns the same fit. For the step-wise engines (``"svi"``, and ``"mle"``/``"map"`` of
-        programs with networks) of programs with a plate that subsamples.
+        programs with networks) of programs with a plate that subsamples; and for ``"nuts"``
+        and ``"hmc"``, whose chains it shares out (the draws are those of one process).
     **options
         The named engine's settings (e.g. ``num_samples=500``); unknown options raise
         ``TypeError`` listing the valid ones.
@@ -207,9 +208,11 @@ def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
         raise TypeError(f"options {sorted(options)} are only accepted with an engine name; "
                         "set them on the engine instance instead")
     start = time.perf_counter()
-    if distributed and not getattr(engine, "shares_minibatches", False):  # before the data are read and checked
+    shares = getattr(engine, "shares_minibatches", False) or getattr(engine, "splits_chains", False)
+    if distributed and not shares:  # before the data are read and checked
         raise ValueError(f"engine '{type(engine).name}' cannot share a fit among processes; distributed=True "
-                         "is for the step-wise engines 'svi', 'mle' and 'map', whose minibatches it shares out")
+                         "is for the step-wise engines 'svi', 'mle' and 'map', whose minibatches it shares out, "
+                         "and for 'nuts' and 'hmc', whose chains it shares out")
     ranks = Ranks.of_group() if distributed else Ranks()
     problem = prepare(model, data, device, dtype)
     problem.ranks = ranks
@@ -238,7 +241,7 @@ def _run(engine: Engine, problem: Problem, seed: int, show: bool, start: float) 
     timing["total"] = time.perf_counter() - start
     observed = {name: _observed_data(problem, name) for name in problem.spec.observed
                 if not isinstance(problem.data[problem.spec.observed[name]], MappedRows)}
-    info = {**result.info, **_notes(problem)}
+    info = {**result.info, **_notes(problem, getattr(engine, "splits_chains", False))}
     return Fit(
         engine=type(engine).name, kind=result.kind,
         posterior=_numpy({**result.draws, **deterministic}) or {},
@@ -251,7 +254,7 @@ def _run(engine: Engine, problem: Problem, seed: int, show: bool, start: float) 
     )
 
 
-def _notes(problem: Problem) -> dict[str, str]:
+def _notes(problem: Problem, splits_chains: bool) -> dict[str, str]:
     """``Fit.info`` entries that say what a fit of data at scale leaves out, and why."""
     notes = {}
     subsampled = problem.density.subsampled
@@ -264,7 +267,8 @@ def _notes(problem: Problem) -> dict[str, str]:
         notes["observed_data"] = (f"not kept: {', '.join(mapped)} memory-mapped, read a minibatch at a time; "
                                   "the fit holds no copy")
     if problem.ranks.world_size > 1:
-        notes["processes"] = f"{problem.ranks.world_size} (torch.distributed), each with its share of every minibatch"
+        share = "of the chains" if splits_chains else "of every minibatch"
+        notes["processes"] = f"{problem.ranks.world_size} (torch.distributed), each with its share {share}"
     return notes
 
 

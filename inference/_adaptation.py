@@ -16,6 +16,7 @@ from bayesgen.inference._integrator import (
     make_metric,
     start_point,
 )
+from bayesgen.inference._streams import ChainStreams
 
 
 class DualAveragingState(NamedTuple):
@@ -142,7 +143,7 @@ def find_reasonable_step_size(
     state: PhaseState,
     step_size: torch.Tensor,
     metric: Metric,
-    generator: torch.Generator,
+    streams: ChainStreams,
     max_iter: int = 100,
 ) -> torch.Tensor:
     """Hoffman & Gelman's heuristic, per chain: double or halve until ``exp(-dH)`` crosses 0.8.
@@ -157,8 +158,9 @@ def find_reasonable_step_size(
         Starting step sizes ``(C,)``.
     metric : Metric
         Metric of the chains.
-    generator : torch.Generator
-        Source of the momentum draws (fresh momenta every trial, as Stan and NumPyro do).
+    streams : ChainStreams
+        Source of the momentum draws (fresh momenta every trial, as Stan and NumPyro do; a chain
+        that has found its step size draws no more).
     max_iter : int
         Cap on the number of trials (each costs one density evaluation for all chains).
 
@@ -174,7 +176,7 @@ def find_reasonable_step_size(
     done = torch.zeros_like(step, dtype=torch.bool)
     for _ in range(max_iter):
         trial = torch.where(done, step, step * torch.exp2(direction))
-        point, energy0 = start_point(state, metric, generator)
+        point, energy0 = start_point(state, metric, streams, ~done)
         moved = leapfrog(logp_and_grad, point, trial.unsqueeze(-1), metric)
         _, delta = energy_error(moved, energy0)
         new_direction = torch.where(-delta > log_target, 1.0, -1.0).to(step.dtype)

@@ -22,10 +22,10 @@ from bayesgen.inference._integrator import (
     leapfrog,
     metric_tensors,
     start_point,
-    uniform_like,
     where_chains,
 )
 from bayesgen.inference._numerical import is_numerical_error
+from bayesgen.inference._streams import ChainStreams
 
 __all__ = ["FusedHMCStep", "HMCStep", "hmc_step", "hmc_transition"]
 
@@ -92,7 +92,7 @@ def hmc_transition(
     step_size: torch.Tensor,
     metric: Metric,
     *,
-    generator: torch.Generator,
+    streams: ChainStreams,
     num_steps: int,
     leapfrog_step: HMCStep | None = None,
 ) -> Transition:
@@ -104,8 +104,8 @@ def hmc_transition(
     """
     if leapfrog_step is None:
         leapfrog_step = functools.partial(hmc_step, logp_and_grad)
-    point, energy0 = start_point(state, metric, generator)
-    uniform, jitter = uniform_like(energy0, (2,) + energy0.shape, generator)
+    point, energy0 = start_point(state, metric, streams)
+    uniform, jitter = streams.uniform(2).T
     # jitter the step size by +-20% so that a fixed trajectory length cannot lock onto a
     # period of the posterior (Neal 2011, "MCMC using Hamiltonian dynamics", section 5.4.2.3)
     column = (step_size * (0.8 + 0.4 * jitter)).unsqueeze(-1)

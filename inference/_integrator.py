@@ -8,9 +8,11 @@ from typing import NamedTuple, TypeVar
 
 import torch
 
+from bayesgen.inference._streams import ChainStreams
+
 __all__ = ["LogDensityFn", "MAX_DELTA_ENERGY", "Metric", "PhasePoint", "PhaseState", "Transition", "bind_metric",
            "energy_error", "initial_state", "kinetic_energy", "leapfrog", "make_metric", "metric_tensors",
-           "sample_momentum", "start_point", "uniform_like", "velocity", "where_chains"]
+           "sample_momentum", "start_point", "velocity", "where_chains"]
 
 
 LogDensityFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -77,17 +79,12 @@ def kinetic_energy(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return 0.5 * (p * v).sum(-1)
 
 
-def uniform_like(
-    like: torch.Tensor, shape: tuple[int, ...], generator: torch.Generator
-) -> torch.Tensor:
-    """Uniform ``[0, 1)`` draws of ``shape`` with the dtype and device of ``like``."""
-    return torch.rand(shape, generator=generator, dtype=like.dtype, device=like.device)
+def sample_momentum(metric: Metric, streams: ChainStreams, active: torch.Tensor | None = None) -> torch.Tensor:
+    """Draw momenta ``p ~ N(0, M)`` ``(C, D)``: ``z / sqrt(M^{-1})``, or ``L^{-T} z`` (dense).
 
-
-def sample_momentum(metric: Metric, generator: torch.Generator) -> torch.Tensor:
-    """Draw momenta ``p ~ N(0, M)`` ``(C, D)``: ``z / sqrt(M^{-1})``, or ``L^{-T} z`` (dense)."""
+    Only the chains where ``active`` is true (None: all) draw; the others get zero momenta."""
     inv = metric.inverse_mass_matrix
-    noise = torch.randn(inv.shape[:2], generator=generator, dtype=inv.dtype, device=inv.device)
+    noise = streams.normal(inv.shape[1], active)
     if metric.cholesky is None:
         return noise * torch.rsqrt(inv)
     lower_t = metric.cholesky.mT
@@ -143,9 +140,10 @@ def bind_metric(flat: Sequence[torch.Tensor], dense: bool) -> tuple[Metric, Sequ
 
 
 def start_point(
-    state: PhaseState, metric: Metric, generator: torch.Generator
+    state: PhaseState, metric: Metric, streams: ChainStreams, active: torch.Tensor | None = None
 ) -> tuple[PhasePoint, torch.Tensor]:
-    """Draw fresh momenta at ``state``; return the phase point and its Hamiltonian ``(C,)``."""
-    p = sample_momentum(metric, generator)
+    """Draw fresh momenta at ``state`` (for the ``active`` chains, see :func:`sample_momentum`);
+    return the phase point and its Hamiltonian ``(C,)``."""
+    p = sample_momentum(metric, streams, active)
     point = PhasePoint(state.z, p, velocity(metric, p), state.logp, state.grad)
     return point, kinetic_energy(p, point.v) - state.logp

@@ -19,6 +19,7 @@ import torch
 from bayesgen.inference._hmc import FusedHMCStep, hmc_transition
 from bayesgen.inference._integrator import LogDensityFn, Metric, PhaseState, Transition
 from bayesgen.inference._nuts import FusedLeaves, nuts_transition
+from bayesgen.inference._streams import ChainStreams
 
 __all__ = ["COMPILE_MIN_STEPS", "HMCKernel", "NUTSKernel", "PROJECT_AFTER", "PROJECT_AFTER_STEPS",
            "SamplerKernel", "StepFn"]
@@ -46,11 +47,13 @@ PROJECT_AFTER_STEPS = 400
 class SamplerKernel(Protocol):
     """What the driver needs of a sampler."""
 
-    def transition_for(self, logp_and_grad: LogDensityFn, generator: torch.Generator, num_transitions: int,
+    def transition_for(self, logp_and_grad: LogDensityFn, streams: ChainStreams, num_transitions: int,
                        fuse: bool, jit_compile: bool | None) -> StepFn:
         """The transition of one run of ``num_transitions`` (warmup and sampling) on ``logp_and_grad``.
 
-        ``generator`` is the run's only source of randomness; ``fuse`` says that the density may
+        ``streams`` are the run's only source of randomness, one stream per chain (a chain's
+        draws must depend on its own stream and trajectory only, so that it samples the same
+        beside any other chains and in any process); ``fuse`` says that the density may
         be recorded and replayed with the kernel's own step, and ``jit_compile`` whether to
         compile that recording (True, False, or None: the kernel decides by the run's length).
         """
@@ -67,9 +70,9 @@ class NUTSKernel:
         if not isinstance(self.max_tree_depth, int) or self.max_tree_depth < 1:
             raise ValueError(f"max_tree_depth must be an integer of at least 1, got {self.max_tree_depth!r}")
 
-    def transition_for(self, logp_and_grad: LogDensityFn, generator: torch.Generator, num_transitions: int,
+    def transition_for(self, logp_and_grad: LogDensityFn, streams: ChainStreams, num_transitions: int,
                        fuse: bool, jit_compile: bool | None) -> StepFn:
-        return _NUTSTransition(logp_and_grad, generator, self.max_tree_depth, num_transitions, fuse, jit_compile)
+        return _NUTSTransition(logp_and_grad, streams, self.max_tree_depth, num_transitions, fuse, jit_compile)
 
 
 class _NUTSTransition:
@@ -78,23 +81,26 @@ class _NUTSTransition:
     With ``jit_compile=None`` and a recorded step it counts the leapfrog steps of the first
     :data:`PROJECT_AFTER` transitions (or of fewer that took :data:`PROJECT_AFTER_STEPS`) and, if
     the run projects to :data:`COMPILE_MIN_STEPS` more, compiles the step. The decision depends
-    on step counts only, never on timings, so a seed gives the same draws on every run.
+    on step counts only, never on timings, so a seed gives the same draws on every run; the
+    count is that of the longest trajectory over all the run's chains, in every process, so that
+    a run split over processes decides as the same run in one process does.
     """
 
-    def __init__(self, logp_and_grad: LogDensityFn, generator: torch.Generator, max_tree_depth: int,
+    def __init__(self, logp_and_grad: LogDensityFn, streams: ChainStreams, max_tree_depth: int,
                  num_transitions: int, fuse: bool, jit_compile: bool | None) -> None:
         self.transitions = num_transitions
         self.done = self.steps = 0
         self.leaves = FusedLeaves(logp_and_grad, compile=bool(jit_compile)) if fuse else None
         self.project = jit_compile is None and fuse
-        self.step: StepFn = functools.partial(nuts_transition, logp_and_grad, generator=generator,
+        self.streams = streams
+        self.step: StepFn = functools.partial(nuts_transition, logp_and_grad, streams=streams,
                                               max_tree_depth=max_tree_depth, build_leaves=self.leaves)
 
     def __call__(self, state: PhaseState, step_size: torch.Tensor, metric: Metric) -> Transition:
         info = self.step(state, step_size, metric)
         if self.project:
             self.done += 1
-            self.steps += int(info.n_steps.max())  # chains in lockstep: the longest trajectory's
+            self.steps += self.streams.largest_over_chains(info.n_steps)  # chains in lockstep: the longest
             if self.done == min(PROJECT_AFTER, self.transitions) or self.steps >= PROJECT_AFTER_STEPS:
                 self.project = False
                 if self.steps / self.done * (self.transitions - self.done) >= COMPILE_MIN_STEPS:
@@ -112,12 +118,12 @@ class HMCKernel:
         if not isinstance(self.num_steps, int) or self.num_steps < 1:
             raise ValueError(f"num_steps must be an integer of at least 1, got {self.num_steps!r}")
 
-    def transition_for(self, logp_and_grad: LogDensityFn, generator: torch.Generator, num_transitions: int,
+    def transition_for(self, logp_and_grad: LogDensityFn, streams: ChainStreams, num_transitions: int,
                        fuse: bool, jit_compile: bool | None) -> StepFn:
         """With ``jit_compile=None`` the recorded leapfrog step is compiled when the run takes at
         least :data:`COMPILE_MIN_STEPS` of them (known in advance: the trajectories are fixed)."""
         long_run = num_transitions * self.num_steps >= COMPILE_MIN_STEPS
         compile = long_run if jit_compile is None else jit_compile  # noqa: A001
         leapfrog_step = FusedHMCStep(logp_and_grad, compile) if fuse else None
-        return functools.partial(hmc_transition, logp_and_grad, generator=generator, num_steps=self.num_steps,
+        return functools.partial(hmc_transition, logp_and_grad, streams=streams, num_steps=self.num_steps,
                                  leapfrog_step=leapfrog_step)

@@ -5,16 +5,18 @@ from __future__ import annotations
 import functools
 import time
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import pyro.distributions as dist
 import torch
 from pyro.infer.inspect import get_dependencies
 
+from bayesgen.distributed import Ranks
 from bayesgen.engine import EngineResult, Problem
 from bayesgen.inference._guard import GuardedDensity
 from bayesgen.inference._kernels import SamplerKernel
-from bayesgen.inference._sampler import run_hmc
+from bayesgen.inference._sampler import HMCResult, run_hmc
+from bayesgen.inference._streams import ChainStreams
 from bayesgen.inference._threads import cpu_threads, threads_for
 from bayesgen.logdensity import LogDensity
 
@@ -31,27 +33,26 @@ def guarded_density(density: LogDensity) -> GuardedDensity:
                           rowwise=functools.partial(density._value_and_grad, jacobian=True, prior=True))
 
 
-def initial_points(density: LogDensity, num_chains: int, generator: torch.Generator,
-                   radius: float = 2.0, *, guard: GuardedDensity | None = None) -> torch.Tensor:
-    """Uniform(-radius, radius) in the unconstrained space, redrawn where the density is not finite
-    or raises a numerical error (as Stan does), evaluated through ``guard`` (by default
-    :func:`guarded_density`).
+def initial_points(density: LogDensity, streams: ChainStreams, radius: float = 2.0, *,
+                   guard: GuardedDensity | None = None) -> torch.Tensor:
+    """Uniform(-radius, radius) in the unconstrained space, a point per chain of ``streams``,
+    redrawn (from the chain's own stream) where the density is not finite or raises a numerical
+    error (as Stan does), evaluated through ``guard`` (by default :func:`guarded_density`).
 
     Raises ``ValueError`` if some chain finds no finite starting point in :data:`_INIT_TRIES`
     tries, naming the chains and the reason (the density's error, or a non-finite value).
     """
     guard = guarded_density(density) if guard is None else guard
-    kw = {"generator": generator, "dtype": torch.get_default_dtype(), "device": density.device}
-    init = (torch.rand(num_chains, density.dim, **kw) * 2 - 1) * radius
+    init = (streams.uniform(density.dim) * 2 - 1) * radius
     for _ in range(_INIT_TRIES):
         failures = guard.failures
         logp, grad = guard.evaluate(init, reraise=False)
         bad = ~(torch.isfinite(logp) & torch.isfinite(grad).all(-1))
         if not bad.any():
             return init
-        fresh = (torch.rand(num_chains, density.dim, **kw) * 2 - 1) * radius
+        fresh = (streams.uniform(density.dim, bad) * 2 - 1) * radius
         init = torch.where(bad[:, None], fresh, init)
-    chains = torch.nonzero(bad).flatten().tolist()
+    chains = [streams.chains[i] for i in torch.nonzero(bad).flatten().tolist()]
     if guard.failures > failures:
         reason = f"the log density raised {guard.first_error}"
         if not guard.succeeded:
@@ -87,14 +88,14 @@ def centred_sites(problem: Problem) -> list[str] | None:
     return found
 
 
-def _fault_info(guard: GuardedDensity, draws: torch.Tensor, lp: torch.Tensor) -> dict[str, Any]:
+def _fault_info(failures: int, first_error: str | None, draws: torch.Tensor, lp: torch.Tensor) -> dict[str, Any]:
     """Facts about failures for ``Fit.info`` (only those that occurred, so clean runs add nothing):
     how many points the density raised at (each a rejected, divergent proposal) and why, and
     which chains hold non-finite draws or log densities, with how many."""
     info: dict[str, Any] = {}
-    if guard.failures:
-        info["density_failures"] = guard.failures
-        info["density_error"] = guard.first_error
+    if failures:
+        info["density_failures"] = failures
+        info["density_error"] = first_error
     nonfinite = (~torch.isfinite(draws).all(-1) | ~torch.isfinite(lp)).sum(-1)
     if bool(nonfinite.any()):
         info["nonfinite_draws"] = nonfinite.tolist()
@@ -120,15 +121,23 @@ def run_mcmc(problem: Problem, *, seed: int, progress: bool, kernel: SamplerKern
     if density.dim == 0:
         raise ValueError(f"engine '{engine}': the program has no continuous latent sites to sample")
     density.require_exact(engine)
-    generator = torch.Generator(device=problem.device).manual_seed(seed)
+    ranks = problem.ranks
+    if num_chains < ranks.world_size:
+        raise ValueError(f"engine '{engine}': {num_chains} chain(s) cannot be shared among {ranks.world_size} "
+                         "processes; ask for at least one chain per process")
+    streams = ChainStreams(seed, ranks.mine(num_chains), dtype=torch.get_default_dtype(), device=problem.device,
+                           ranks=ranks)
     guard = guarded_density(density)
-    with cpu_threads(threads_for(problem, num_chains)):
-        init = initial_points(density, num_chains, generator, guard=guard)
+    with cpu_threads(threads_for(problem, streams.num_chains)):
+        init = initial_points(density, streams, guard=guard)
         fuse = density._replayable(init)
         sampled = time.perf_counter()
         result = run_hmc(guard, init, num_warmup=num_warmup, num_samples=num_samples,
-                         generator=generator, kernel=kernel, target_accept=target_accept,
-                         dense_mass=dense_mass, progress=progress, fuse=fuse, jit_compile=jit_compile)
+                         streams=streams, kernel=kernel, target_accept=target_accept, dense_mass=dense_mass,
+                         progress=progress and ranks.is_root, fuse=fuse, jit_compile=jit_compile)
+    failures, first_error = guard.failures, guard.first_error
+    if ranks.world_size > 1:
+        result, failures, first_error = _gather_chains(result, failures, first_error, ranks)
     finished = time.perf_counter()
     kept = result.draws.shape[1]  # num_samples, or fewer after a KeyboardInterrupt
     flat = result.draws.reshape(num_chains * kept, density.dim)
@@ -141,7 +150,7 @@ def run_mcmc(problem: Problem, *, seed: int, progress: bool, kernel: SamplerKern
         info.update(interrupted=True, num_draws=kept,
                     interrupted_note=f"kept the first {kept} of {num_samples} draws per chain (the "
                                      "transitions completed before the interrupt; warmup had finished)")
-    info.update(_fault_info(guard, result.draws, result.stats["lp"]))
+    info.update(_fault_info(failures, first_error, result.draws, result.stats["lp"]))
     if bool(result.stats["diverging"].any()):
         centred = centred_sites(problem)
         if centred is not None:
@@ -156,6 +165,37 @@ def run_mcmc(problem: Problem, *, seed: int, progress: bool, kernel: SamplerKern
                 "constrain": time.perf_counter() - finished},
         info=info,
     )
+
+
+def _gather_chains(result: HMCResult, failures: int, first_error: str | None,
+                   ranks: Ranks) -> tuple[HMCResult, int, str | None]:
+    """Every process's chains, in the order of their global indices (rank ``r`` ran chains
+    ``r, r + W, ...``), with the density failures of all; in every process. A run interrupted
+    in some process keeps the draws every process completed."""
+    device = result.draws.device
+    mine = (result._replace(draws=result.draws.cpu(), stats={k: v.cpu() for k, v in result.stats.items()},
+                            step_size=result.step_size.cpu(), inverse_mass_matrix=result.inverse_mass_matrix.cpu(),
+                            warmup_divergences=result.warmup_divergences.cpu()), failures, first_error)
+    shares = ranks.gather(mine)
+    counts = [len(share.step_size) for share, _, _ in shares]
+    starts = [sum(counts[:rank]) for rank in range(ranks.world_size)]
+    order = torch.tensor([starts[i % ranks.world_size] + i // ranks.world_size for i in range(sum(counts))])
+    kept = min(share.draws.shape[1] for share, _, _ in shares)
+
+    def joined(pick: Callable[[HMCResult], torch.Tensor], draws: bool = False) -> torch.Tensor:
+        parts = [pick(share)[:, :kept] if draws else pick(share) for share, _, _ in shares]
+        return torch.cat(parts)[order].to(device)
+
+    whole = HMCResult(
+        draws=joined(lambda share: share.draws, draws=True),
+        stats={name: joined(lambda share, name=name: share.stats[name], draws=True) for name in result.stats},
+        step_size=joined(lambda share: share.step_size),
+        inverse_mass_matrix=joined(lambda share: share.inverse_mass_matrix),
+        warmup_divergences=joined(lambda share: share.warmup_divergences),
+        interrupted=any(share.interrupted for share, _, _ in shares),
+    )
+    errors = [error for _, count, error in shares if count]
+    return whole, sum(count for _, count, _ in shares), errors[0] if errors else None
 
 
 def _chains(counts: list[int]) -> list[int]:

@@ -23,10 +23,10 @@ from bayesgen.inference._integrator import (
     leapfrog,
     metric_tensors,
     start_point,
-    uniform_like,
     where_chains,
 )
 from bayesgen.inference._numerical import is_numerical_error
+from bayesgen.inference._streams import ChainStreams
 
 __all__ = ["BuildLeaves", "FusedLeaves", "eager_leaves", "nuts_transition", "subtree_step"]
 
@@ -89,7 +89,6 @@ class _Context(NamedTuple):
     step_size: torch.Tensor
     energy0: torch.Tensor
     metric: Metric
-    generator: torch.Generator
     empty: _Subtree
 
 
@@ -309,13 +308,12 @@ def _empty_subtree(tree: _Tree) -> _Subtree:
 
 
 def _build_subtree(
-    ctx: _Context, tree: _Tree, ckpts: _Checkpoints, going_right: torch.Tensor, depth: int
+    ctx: _Context, tree: _Tree, ckpts: _Checkpoints, going_right: torch.Tensor, uniforms: torch.Tensor
 ) -> _Subtree:
-    """Build ``2**depth`` leaves from the outer edge of each running chain's trajectory."""
+    """Build a leaf per row of ``uniforms`` ``(2**depth, C)`` from the outer edge of each running
+    chain's trajectory."""
     step_size = ctx.step_size
     signed = torch.where(going_right, step_size, -step_size).unsqueeze(-1)
-    n_leaves = 1 << depth
-    uniforms = uniform_like(step_size, (n_leaves, step_size.shape[0]), ctx.generator)
     sub = ctx.empty._replace(edge=where_chains(going_right, tree.right, tree.left), proposal=tree.proposal,
                              active=tree.running)
     return ctx.build_leaves(ctx.metric, ctx.energy0, signed, sub, ckpts, uniforms)
@@ -351,9 +349,9 @@ def _combine(tree: _Tree, sub: _Subtree, going_right: torch.Tensor, uniform: tor
     )
 
 
-def _initial_tree(state: PhaseState, metric: Metric, generator: torch.Generator) -> _Tree:
+def _initial_tree(state: PhaseState, metric: Metric, streams: ChainStreams) -> _Tree:
     """Draw momenta and wrap the current state as a one-point trajectory."""
-    point, energy0 = start_point(state, metric, generator)
+    point, energy0 = start_point(state, metric, streams)
     p = point.p
     zeros = torch.zeros_like(energy0)
     no = torch.zeros_like(energy0, dtype=torch.bool)
@@ -368,7 +366,7 @@ def nuts_transition(
     step_size: torch.Tensor,
     metric: Metric,
     *,
-    generator: torch.Generator,
+    streams: ChainStreams,
     max_tree_depth: int,
     build_leaves: BuildLeaves | None = None,
 ) -> Transition:
@@ -384,8 +382,11 @@ def nuts_transition(
         Per-chain step sizes ``(C,)``.
     metric : Metric
         Per-chain metric.
-    generator : torch.Generator
-        Source of all randomness.
+    streams : ChainStreams
+        Source of all randomness: a chain draws its momenta at every transition and, at each
+        doubling it takes part in, a direction, the uniform that decides whether the new
+        subtree's proposal is taken, and one uniform per leaf, so that what it draws depends on
+        its own trajectory only, never on the chains beside it.
     max_tree_depth : int
         Maximum number of trajectory doublings.
     build_leaves : BuildLeaves or None
@@ -399,18 +400,19 @@ def nuts_transition(
     """
     if build_leaves is None:
         build_leaves = eager_leaves(logp_and_grad)
-    tree = _initial_tree(state, metric, generator)
+    tree = _initial_tree(state, metric, streams)
     energy0 = tree.proposal.energy
     chains, dim = state.z.shape
     buffer = state.z.new_zeros((chains, max_tree_depth, dim))
     ckpts = _Checkpoints(buffer, torch.zeros_like(buffer))
-    ctx = _Context(build_leaves, step_size, energy0, metric, generator, _empty_subtree(tree))
+    ctx = _Context(build_leaves, step_size, energy0, metric, _empty_subtree(tree))
     for depth in range(max_tree_depth):
         if depth > 0 and not bool(tree.running.any()):
             break
-        uniforms = uniform_like(state.logp, (2, chains), generator)
+        # a stopped chain draws nothing: it builds no leaf, and its direction and take are moot
+        uniforms = streams.uniform(2 + (1 << depth), None if depth == 0 else tree.running).T.contiguous()
         going_right = uniforms[0] < 0.5
-        sub = _build_subtree(ctx, tree, ckpts, going_right, depth)
+        sub = _build_subtree(ctx, tree, ckpts, going_right, uniforms[2:])
         tree = _combine(tree, sub, going_right, uniforms[1])
     prop = tree.proposal
     accept_prob = tree.sum_accept / tree.n_steps.clamp(min=1)

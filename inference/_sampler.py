@@ -16,6 +16,7 @@ from bayesgen.inference._adaptation import WindowedAdaptation, find_reasonable_s
 from bayesgen.inference._guard import GuardedDensity
 from bayesgen.inference._integrator import LogDensityFn, Metric, PhaseState, initial_state, make_metric
 from bayesgen.inference._kernels import NUTSKernel, SamplerKernel, StepFn
+from bayesgen.inference._streams import ChainStreams
 
 __all__ = ["HMCResult", "LogDensityFn", "run_hmc"]
 
@@ -165,7 +166,7 @@ def run_hmc(
     *,
     num_warmup: int,
     num_samples: int,
-    generator: torch.Generator,
+    streams: ChainStreams,
     kernel: SamplerKernel = NUTSKernel(),
     target_accept: float = 0.8,
     dense_mass: bool = False,
@@ -188,8 +189,10 @@ def run_hmc(
         ``(C, D)`` initial unconstrained positions; their dtype and device are used throughout.
     num_warmup, num_samples : int
         Numbers of warmup and sampling transitions.
-    generator : torch.Generator
-        Source of all randomness (same seed gives bitwise identical output).
+    streams : ChainStreams
+        Source of all randomness, a stream per chain: a chain's draws depend on its stream only,
+        not on the chains beside it (the same seed gives bitwise identical output, and the same
+        chain in a batch of another size or in another process).
     kernel : SamplerKernel
         The transition: ``NUTSKernel(max_tree_depth)``, ``HMCKernel(num_steps)``, or any object
         with their ``transition_for`` (:mod:`bayesgen.inference._kernels`).
@@ -242,9 +245,11 @@ def run_hmc(
     eye = torch.eye(dim, dtype=init.dtype, device=init.device)
     identity = eye.expand(chains, dim, dim) if dense_mass else torch.ones_like(init)
     metric = make_metric(identity.clone())
-    retune = functools.partial(find_reasonable_step_size, logp_and_grad, generator=generator)
+    if streams.num_chains != chains:
+        raise ValueError(f"streams has {streams.num_chains} chains' streams, init {chains} chains")
+    retune = functools.partial(find_reasonable_step_size, logp_and_grad, streams=streams)
     step_size = _initial_step_size(retune, state, metric, init_step_size)
-    step = kernel.transition_for(logp_and_grad, generator, num_warmup + num_samples, fuse, jit_compile)
+    step = kernel.transition_for(logp_and_grad, streams, num_warmup + num_samples, fuse, jit_compile)
     adapter = WindowedAdaptation(
         num_warmup,
         step_size,

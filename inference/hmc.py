@@ -45,6 +45,7 @@ class HMC:
     """
 
     name: ClassVar[str] = "hmc"
+    splits_chains: ClassVar[bool] = True
     num_warmup: int = 1000
     num_samples: int = 1000
     num_chains: int = 4

@@ -26,7 +26,9 @@ class NUTS:
     num_warmup, num_samples : int
         Warmup (adaptation) iterations and kept draws, per chain.
     num_chains : int
-        Number of chains, run in one process as a batch.
+        Number of chains, run in one process as a batch (under ``bg.fit(..., distributed=True)``,
+        process ``r`` of ``W`` runs chains ``r, r + W, ...``; each chain has its own random
+        stream, so the draws are those of the same run in one process).
     target_accept : float
         Target mean acceptance probability of the step-size adaptation.
     max_tree_depth : int
@@ -58,6 +60,7 @@ class NUTS:
     """
 
     name: ClassVar[str] = "nuts"
+    splits_chains: ClassVar[bool] = True
     num_warmup: int = 1000
     num_samples: int = 1000
     num_chains: int = 4

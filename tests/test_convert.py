@@ -40,7 +40,10 @@ def test_sample_stats_use_the_schema_names(idata):
 
 
 def test_loo_and_summary_run(idata):
-    loo = az.loo(idata)
+    with warnings.catch_warnings():
+        # 200 draws: ArviZ flags Pareto k above 1 - 1/log10(200) = 0.57, which some seeds' draws reach
+        warnings.filterwarnings("ignore", message="Estimated shape parameter of Pareto")
+        loo = az.loo(idata)
     assert np.isfinite(loo.elpd_loo) and loo.pareto_k.shape == (len(Y),)
     table = az.summary(idata)
     assert {"mean", "sd", "ess_bulk", "ess_tail", "r_hat"} <= set(table.columns)

@@ -150,6 +150,48 @@ def test_the_command_line_trains_a_vae_in_two_processes_and_rank_0_writes_it(tmp
     assert fit.info["processes"].startswith("2 ") and fit.params and fit.sample_stats["loss"].shape == (1, 30)
 
 
+def test_two_processes_share_the_chains_and_give_the_draws_of_one_process(tmp_path):
+    """The issue's command for NUTS: each process runs two of the four chains (every chain its own
+    random stream), and the fit rank 0 writes holds, bitwise, the draws, step sizes and tree
+    depths of the four chains run in one process with the same seed."""
+    options = {"num_chains": 4, "num_warmup": 150, "num_samples": 100}
+    result = _torchrun(None, tmp_path, "-m", "bayesgen", "fit", "eight_schools", "--engine", "nuts", "--distributed",
+                       "--seed", "3", *[f"--option={key}={value}" for key, value in options.items()],
+                       "--quiet", "--out", "nuts.nc")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert result.stdout.count("saved to nuts.nc") == 1
+    distributed = bg.load(str(tmp_path / "nuts.nc"))
+    single = bg.fit("eight_schools", engine="nuts", seed=3, progress=False, **options)
+    assert distributed.info["processes"] == "2 (torch.distributed), each with its share of the chains"
+    for name in single.posterior:
+        np.testing.assert_array_equal(distributed.posterior[name], single.posterior[name], err_msg=name)
+    for name in ("tree_depth", "n_steps", "step_size", "diverging"):
+        np.testing.assert_array_equal(distributed.sample_stats[name], single.sample_stats[name], err_msg=name)
+
+
+def test_static_hmc_shares_its_chains_too(tmp_path):
+    script = _PROGRAMS + textwrap.dedent("""
+        import sys
+        import bayesgen as bg
+        from bayesgen.distributed import init_process_group
+
+        ranks = init_process_group()
+        torch.set_default_dtype(torch.float64)  # as the tests' own process (tests/conftest.py)
+        y = np.linspace(-1.0, 2.0, 20)
+        fit = bg.fit(normal, {"y": y}, engine="hmc", num_chains=3, num_warmup=100, num_samples=50, seed=2,
+                     progress=False, distributed=True)
+        if ranks.is_root:
+            np.save(sys.argv[1], fit.posterior["mu"])
+    """)
+    result = _torchrun(script, tmp_path, str(tmp_path / "mu.npy"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    namespace: dict = {}
+    exec(_PROGRAMS, namespace)
+    single = bg.fit(namespace["normal"], {"y": np.linspace(-1.0, 2.0, 20)}, engine="hmc", num_chains=3,
+                    num_warmup=100, num_samples=50, seed=2, progress=False)
+    np.testing.assert_array_equal(np.load(tmp_path / "mu.npy"), single.posterior["mu"])
+
+
 def test_a_failing_process_ends_the_run_with_its_error(tmp_path):
     """Rank 1 raises inside the program while rank 0 waits for it in an all-reduce: torchrun ends
     the run with rank 1's error rather than leaving rank 0 to hang."""
@@ -175,9 +217,11 @@ def test_a_failing_process_ends_the_run_with_its_error(tmp_path):
     assert "rank 1 broke on purpose" in result.stderr
 
 
-def test_distributed_needs_a_process_group_and_a_step_wise_engine():
+def test_distributed_needs_a_process_group_and_an_engine_that_shares():
     X = np.zeros((100, 2))
     with pytest.raises(ValueError, match="initialised torch.distributed process group.*torchrun"):
         bg.fit(lambda X, y=None: None, {"X": X}, engine="svi", num_steps=2, distributed=True)
-    with pytest.raises(ValueError, match="engine 'nuts' cannot share a fit among processes"):
+    with pytest.raises(ValueError, match="initialised torch.distributed process group.*torchrun"):
         bg.fit(lambda X, y=None: None, {"X": X}, engine="nuts", distributed=True)
+    with pytest.raises(ValueError, match="engine 'laplace' cannot share a fit among processes"):
+        bg.fit(lambda X, y=None: None, {"X": X}, engine="laplace", distributed=True)

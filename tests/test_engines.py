@@ -163,14 +163,14 @@ from bayesgen.inference._integrator import PhaseState, Transition
 
 @dataclass(frozen=True)
 class RandomWalkKernel:
-    def transition_for(self, logp_and_grad, generator, num_transitions, fuse, jit_compile):
+    def transition_for(self, logp_and_grad, streams, num_transitions, fuse, jit_compile):
         def transition(state, step_size, metric):
             z = state.z
-            noise = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
+            noise = streams.normal(z.shape[1])
             proposal = z + step_size[:, None] * metric.inverse_mass_matrix.sqrt() * noise
             logp, grad = logp_and_grad(proposal)
             log_ratio = torch.nan_to_num(logp - state.logp, nan=-torch.inf)
-            uniform = torch.rand(z.shape[:1], generator=generator, dtype=z.dtype, device=z.device)
+            uniform = streams.uniform(1)[:, 0]
             accept = torch.log(uniform) < log_ratio
             new = PhaseState(torch.where(accept[:, None], proposal, z), torch.where(accept, logp, state.logp),
                              torch.where(accept[:, None], grad, state.grad))

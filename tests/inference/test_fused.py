@@ -11,6 +11,7 @@ import pytest
 import torch
 from bayesgen.inference._kernels import HMCKernel, NUTSKernel
 from bayesgen.inference._sampler import run_hmc
+from bayesgen.inference._streams import ChainStreams
 from programs import cpp_compiler, needs_compiler, normal_normal, normal_normal_posterior
 
 import bayesgen as bg
@@ -37,7 +38,8 @@ def _run(logp_and_grad, algorithm: str, fuse: bool, num_warmup: int = 500, num_s
     init = torch.randn((4, 3), generator=torch.Generator().manual_seed(2), dtype=DTYPE)
     kernel = NUTSKernel() if algorithm == "nuts" else HMCKernel()
     return run_hmc(logp_and_grad, init, num_warmup=num_warmup, num_samples=num_samples, kernel=kernel,
-                   generator=torch.Generator().manual_seed(3), fuse=fuse, dense_mass=dense, jit_compile=jit_compile)
+                   streams=ChainStreams(3, range(4), dtype=DTYPE, device="cpu"), fuse=fuse, dense_mass=dense,
+                   jit_compile=jit_compile)
 
 
 @pytest.mark.parametrize("algorithm", ["nuts", "hmc"])
@@ -163,8 +165,8 @@ def test_small_problems_sample_on_one_thread_and_restore_the_count():
 
 def _kernel(algorithm: str, jit_compile, num_warmup: int, num_samples: int, num_steps: int = 10):
     kernel = NUTSKernel() if algorithm == "nuts" else HMCKernel(num_steps)
-    return kernel.transition_for(_gaussian, torch.Generator().manual_seed(0), num_warmup + num_samples, True,
-                                 jit_compile)
+    return kernel.transition_for(_gaussian, ChainStreams(0, range(4), dtype=DTYPE, device="cpu"),
+                                 num_warmup + num_samples, True, jit_compile)
 
 
 def test_by_default_nuts_compiles_runs_that_project_to_many_leapfrog_steps(monkeypatch):

@@ -22,6 +22,7 @@ from bayesgen.inference._integrator import (
 from bayesgen.inference._nuts import _checkpoint_range
 from bayesgen.inference._kernels import HMCKernel, NUTSKernel
 from bayesgen.inference._sampler import HMCResult, run_hmc
+from bayesgen.inference._streams import ChainStreams
 
 DTYPE = torch.float64
 STAT_KEYS = {"lp", "diverging", "energy", "step_size", "tree_depth", "n_steps", "acceptance_rate"}
@@ -38,6 +39,10 @@ def _arviz():
 
 def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def _streams(seed: int, chains: int, dtype: torch.dtype = DTYPE) -> ChainStreams:
+    return ChainStreams(seed, range(chains), dtype=dtype, device="cpu")
 
 
 def _diag_gaussian(mean: torch.Tensor, sd: torch.Tensor):
@@ -89,7 +94,7 @@ def _run3(
         init,
         num_warmup=500,
         num_samples=num_samples,
-        generator=_generator(seed),
+        streams=_streams(seed, 4),
         kernel=NUTSKernel(max_tree_depth) if algorithm == "nuts" else HMCKernel(),
         init_step_size=init_step_size,
         adapt_step_size=adapt,
@@ -159,7 +164,7 @@ def test_high_dim_standard_normal_ess() -> None:
     dim = 100
     init = torch.randn((4, dim), generator=_generator(7), dtype=DTYPE)
     logp = _diag_gaussian(torch.zeros(dim, dtype=DTYPE), torch.ones(dim, dtype=DTYPE))
-    result = run_hmc(logp, init, num_warmup=500, num_samples=500, generator=_generator(8))
+    result = run_hmc(logp, init, num_warmup=500, num_samples=500, streams=_streams(8, 4))
     draws = result.draws.numpy()
     ess = np.array([az.ess(draws[:, :, i]) for i in range(dim)])
     assert ess.min() / draws[:, :, 0].size > 0.5
@@ -172,7 +177,7 @@ def test_dense_mass_matrix_adaptation() -> None:
     cov = corr * sd[:, None] * sd[None, :]
     init = torch.randn((4, 2), generator=_generator(11), dtype=DTYPE)
     result = run_hmc(_dense_gaussian(cov), init, num_warmup=1500, num_samples=10,
-                     generator=_generator(12), dense_mass=True)
+                     streams=_streams(12, 4), dense_mass=True)
     inv_mass = result.inverse_mass_matrix
     assert inv_mass.shape == (4, 2, 2)
     diag = torch.diagonal(inv_mass, dim1=-2, dim2=-1)
@@ -184,7 +189,7 @@ def test_dense_mass_matrix_adaptation() -> None:
 def test_funnel_produces_divergences() -> None:
     init = torch.randn((4, 10), generator=_generator(21), dtype=DTYPE)
     result = run_hmc(
-        _funnel, init, num_warmup=150, num_samples=150, generator=_generator(22), kernel=NUTSKernel(7)
+        _funnel, init, num_warmup=150, num_samples=150, streams=_streams(22, 4), kernel=NUTSKernel(7)
     )
     assert result.stats["diverging"].sum() > 0
     assert torch.isfinite(result.draws).all() and torch.isfinite(result.stats["lp"]).all()
@@ -204,7 +209,7 @@ def test_non_finite_log_density_is_divergent_not_fatal() -> None:
     init = torch.full((4, 2), 0.5, dtype=DTYPE)
     for kernel in (NUTSKernel(), HMCKernel()):
         result = run_hmc(logp_and_grad, init, num_warmup=100, num_samples=200,
-                         generator=_generator(5), kernel=kernel)
+                         streams=_streams(5, 4), kernel=kernel)
         assert bool((result.draws > 0).all()) and bool((result.draws < 4).all())
         assert torch.isfinite(result.stats["lp"]).all()
         total = result.stats["diverging"].sum() + result.warmup_divergences.sum()
@@ -234,12 +239,12 @@ def test_max_tree_depth_is_respected() -> None:
 def test_no_warmup_uses_given_step_size_and_identity_metric() -> None:
     init = torch.zeros((3, 3), dtype=DTYPE)
     logp = _diag_gaussian(MEAN3, SD3)
-    result = run_hmc(logp, init, num_warmup=0, num_samples=20, generator=_generator(0),
+    result = run_hmc(logp, init, num_warmup=0, num_samples=20, streams=_streams(0, 3),
                      init_step_size=0.3)
     assert torch.equal(result.step_size, torch.full((3,), 0.3, dtype=DTYPE))
     assert torch.equal(result.inverse_mass_matrix, torch.ones((3, 3), dtype=DTYPE))
     assert torch.equal(result.warmup_divergences, torch.zeros(3, dtype=torch.int64))
-    dense = run_hmc(logp, init, num_warmup=0, num_samples=5, generator=_generator(0),
+    dense = run_hmc(logp, init, num_warmup=0, num_samples=5, streams=_streams(0, 3),
                     dense_mass=True)
     assert torch.equal(dense.inverse_mass_matrix, torch.eye(3, dtype=DTYPE).expand(3, 3, 3))
     assert bool((dense.step_size != 1.0).all())
@@ -254,7 +259,7 @@ def test_fixed_step_size_and_metric_when_not_adapting() -> None:
 def test_float32_and_progress_bar() -> None:
     init = torch.zeros((2, 3), dtype=torch.float32)
     logp = _diag_gaussian(MEAN3.float(), SD3.float())
-    result = run_hmc(logp, init, num_warmup=30, num_samples=10, generator=_generator(0),
+    result = run_hmc(logp, init, num_warmup=30, num_samples=10, streams=_streams(0, 2, torch.float32),
                      progress=True)
     assert result.draws.dtype == torch.float32 and result.stats["lp"].dtype == torch.float32
     assert result.step_size.dtype == torch.float32
@@ -264,15 +269,15 @@ def test_argument_validation() -> None:
     logp = _diag_gaussian(MEAN3, SD3)
     init = torch.zeros((2, 3), dtype=DTYPE)
     with pytest.raises(TypeError, match="kernel must be a sampler kernel.*'mala'"):
-        run_hmc(logp, init, num_warmup=1, num_samples=1, generator=_generator(0), kernel="mala")
+        run_hmc(logp, init, num_warmup=1, num_samples=1, streams=_streams(0, 2), kernel="mala")
     with pytest.raises(ValueError, match="max_tree_depth"):
         NUTSKernel(0)
     with pytest.raises(ValueError, match="num_steps"):
         HMCKernel(0)
     with pytest.raises(ValueError, match="shapes"):
-        run_hmc(lambda x: (x, x), init, num_warmup=1, num_samples=1, generator=_generator(0))
+        run_hmc(lambda x: (x, x), init, num_warmup=1, num_samples=1, streams=_streams(0, 2))
     with pytest.raises(ValueError, match="init"):
-        run_hmc(logp, init[0], num_warmup=1, num_samples=1, generator=_generator(0))
+        run_hmc(logp, init[0], num_warmup=1, num_samples=1, streams=_streams(0, 2))
 
 
 def test_stan_adaptation_windows() -> None:
@@ -320,7 +325,7 @@ def test_reasonable_step_size_is_per_chain() -> None:
     state = initial_state(logp, torch.zeros((2, 5), dtype=DTYPE))
     # chain 1's metric is 100 times too wide, so its step size must be about 10 times smaller
     metric = make_metric(torch.tensor([[1.0] * 5, [100.0] * 5], dtype=DTYPE))
-    step = find_reasonable_step_size(logp, state, torch.ones(2, dtype=DTYPE), metric, _generator(9))
+    step = find_reasonable_step_size(logp, state, torch.ones(2, dtype=DTYPE), metric, _streams(9, 2))
     assert step.shape == (2,)
     assert 0.25 <= step[0].item() <= 4.0
     assert 2.0 <= math.log2(step[0].item() / step[1].item()) <= 5.0
@@ -343,16 +348,16 @@ def test_a_stopped_chain_is_left_as_it_was_by_later_doublings() -> None:
     logp = _diag_gaussian(torch.zeros(3, dtype=DTYPE), torch.ones(3, dtype=DTYPE))
     state = initial_state(logp, torch.randn(4, 3, generator=_generator(0), dtype=DTYPE))
     metric = make_metric(torch.ones(4, 3, dtype=DTYPE))
-    generator = _generator(1)
-    tree = _initial_tree(state, metric, generator)
+    streams = _streams(1, 4)
+    tree = _initial_tree(state, metric, streams)
     tree = tree._replace(running=torch.tensor([True, False, True, False]))
     step_size = torch.full((4,), 0.3, dtype=DTYPE)
-    ctx = _Context(eager_leaves(logp), step_size, tree.proposal.energy, metric, generator, _empty_subtree(tree))
+    ctx = _Context(eager_leaves(logp), step_size, tree.proposal.energy, metric, _empty_subtree(tree))
     ckpts = _Checkpoints(torch.zeros(4, 5, 3, dtype=DTYPE), torch.zeros(4, 5, 3, dtype=DTYPE))
     for depth, right in enumerate([True, False, True]):
         going_right = torch.full((4,), right)
-        sub = _build_subtree(ctx, tree, ckpts, going_right, depth)
-        after = _combine(tree, sub, going_right, torch.rand(4, generator=generator, dtype=DTYPE))
+        sub = _build_subtree(ctx, tree, ckpts, going_right, streams.uniform(1 << depth).T.contiguous())
+        after = _combine(tree, sub, going_right, streams.uniform(1)[:, 0])
         stopped = ~tree.running
         for field in ("left", "right", "proposal"):
             for new, old in zip(getattr(after, field), getattr(tree, field)):
