@@ -28,22 +28,26 @@ def test_the_model_of_choices_beats_popularity_on_held_out_top_10():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["wine", "breast_cancer"])
-def test_the_bayesian_mixture_finds_planted_outliers_as_well_as_em(name):
-    """Three versions of each data set: ROC-AUC of bg.anomaly_scores on the zoo's gmm at least that
-    of scikit-learn's GaussianMixture with the same components (to 0.01), and above 0.85 on each."""
+def test_the_robust_mixture_finds_planted_outliers_at_least_as_well_as_every_baseline(name):
+    """The issue's anomaly target on the example's 10 versions of each tabular data set: the mean
+    ROC-AUC of bg.anomaly_scores on the zoo's gmm with Student-t components is at least that of
+    each of scikit-learn's detectors (the README's table)."""
     pytest.importorskip("sklearn")
     from sklearn.metrics import roc_auc_score
 
     import anomaly_detection
 
     dims, components = anomaly_detection.SETTINGS[name]
-    ours, em = [], []
-    for seed in range(3):
+    ours, theirs = [], []
+    for seed in range(10):
         features, outlier = anomaly_detection.versions(name, seed)
         x = anomaly_detection.reduce(features, dims)
-        ours.append(roc_auc_score(outlier, anomaly_detection.bayesgen_scores(x, components, seed, smoke=False)))
-        em.append(roc_auc_score(outlier, anomaly_detection.baseline_scores(x, components, seed)["GMM (EM)"]))
-    assert np.mean(ours) >= np.mean(em) - 0.01 and min(ours) > 0.85, (ours, em)
+        ours.append(roc_auc_score(outlier, anomaly_detection.bayesgen_scores(x, components, seed, smoke=False,
+                                                                             robust=True)))
+        baselines = anomaly_detection.baseline_scores(x, components, seed)
+        theirs.append({method: roc_auc_score(outlier, score) for method, score in baselines.items()})
+    best = max(np.mean([auc[method] for auc in theirs]) for method in theirs[0])
+    assert np.mean(ours) >= best, (np.mean(ours), theirs)
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import pytest
 from pyro.infer.autoguide import AutoMultivariateNormal
 from recovery import assert_recovers
 from scipy.special import logsumexp
-from scipy.stats import multivariate_normal
+from scipy.stats import multivariate_normal, multivariate_t
 
 import bayesgen as bg
 
@@ -33,6 +33,34 @@ def test_pointwise_log_likelihood_is_the_mixture_density():
     by_hand = np.stack([logsumexp([np.log(w[s, k]) + multivariate_normal(locs[s, k], cov[s, k]).logpdf(data["y"])
                                    for k in range(2)], axis=0) for s in range(5)])
     np.testing.assert_allclose(fit.log_likelihood["y"][0], by_hand, rtol=1e-10)
+
+
+@pytest.mark.parametrize("full_covariance", [True, False])
+def test_robust_pointwise_log_likelihood_is_the_student_t_mixture_density(full_covariance):
+    data, _ = SPEC.simulate(seed=0, num_obs=60, full_covariance=full_covariance, robust=True)
+    fit = bg.fit(SPEC, data, engine="laplace", num_draws=4)
+    post = fit.posterior
+    w, locs, scales, df = post["weights"][0], post["locs"][0], post["scales"][0], post["df"][0]
+    corr = post["corr"][0] if full_covariance else np.broadcast_to(np.eye(2), (4, 2, 2, 2))
+    cov = np.einsum("ski,skij,skj->skij", scales, corr @ np.swapaxes(corr, -1, -2), scales)
+    by_hand = np.stack([logsumexp([np.log(w[s, k]) + multivariate_t(locs[s, k], cov[s, k], df=df[s]).logpdf(data["y"])
+                                   for k in range(2)], axis=0) for s in range(4)])
+    np.testing.assert_allclose(fit.log_likelihood["y"][0], by_hand, rtol=1e-10)
+
+
+def test_robust_mixture_scores_a_planted_outlier_highest_without_widening_around_it():
+    """One far point among 80 from one Gaussian: the Student-t fit gives it the top anomaly score
+    and keeps the component's scales near the inliers' (the Gaussian fit's stretch to cover it)."""
+    rng = np.random.default_rng(5)
+    y = np.vstack([rng.normal(0.0, 1.0, (80, 2)), [[9.0, -9.0]]])
+    data = {"y": y, "num_components": 1}
+    options = {"engine": "nuts", "num_chains": 2, "num_warmup": 200, "num_samples": 200, "seed": 0, "progress": False}
+    robust = bg.fit(SPEC, {**data, "robust": True}, **options)
+    gaussian = bg.fit(SPEC, data, **options)
+    scores = bg.anomaly_scores(robust, {**data, "robust": True})
+    assert scores.argmax() == 80 and scores[80] > np.sort(scores)[-2] + 3.0
+    robust_scale = float(robust.posterior["scales"].mean())
+    assert abs(robust_scale - y[:80].std()) < 0.2 < float(gaussian.posterior["scales"].mean()) - robust_scale
 
 
 def test_map_assignments_recover_the_simulated_clusters():
@@ -77,6 +105,13 @@ def test_infer_discrete_errors_name_the_problem():
 def test_parameters_are_recovered(engine, options):
     data, truth = SPEC.simulate(seed=3, num_obs=200)
     fit = bg.fit(SPEC, data, engine=engine, seed=0, progress=False, **options)
+    assert_recovers(fit, _with_correlation(fit, truth))
+
+
+@pytest.mark.slow
+def test_robust_mixture_recovers_its_parameters_and_degrees_of_freedom():
+    data, truth = SPEC.simulate(seed=3, num_obs=400, robust=True)
+    fit = bg.fit(SPEC, data, engine="nuts", num_chains=2, num_warmup=400, num_samples=400, seed=0, progress=False)
     assert_recovers(fit, _with_correlation(fit, truth))
 
 
