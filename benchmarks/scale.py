@@ -1,5 +1,5 @@
 """Scale: SVI step time and memory as the data grow to 10^7 memory-mapped rows, and the throughput
-of two processes against one (torchrun, gloo) for data-parallel SVI and for SBC simulations.
+of two processes against one (torchrun, gloo) for data-parallel SVI, SBC simulations and NUTS chains.
 
     python benchmarks/scale.py            # the full run quoted in the README (about 10 minutes)
     python benchmarks/scale.py --smoke    # the same tables at toy sizes, in about a minute
@@ -112,6 +112,25 @@ SBC = textwrap.dedent("""
 """)
 
 
+CHAINS = textwrap.dedent("""
+    import json, sys, time
+    import torch, bayesgen as bg
+    from bayesgen.distributed import init_process_group
+
+    ranks = init_process_group()
+    torch.set_default_dtype(torch.float64)
+    chains, warmup, samples, rows = (int(a) for a in sys.argv[1:5])
+    data = bg.get_model("logistic_regression").simulate(seed=0, num_obs=rows, num_features=20)[0]
+    options = {"engine": "nuts", "num_chains": chains, "num_warmup": warmup, "num_samples": samples, "seed": 1,
+               "progress": False, "distributed": True}
+    bg.fit("logistic_regression", data, **options)  # compile caches filled: the timed run loads them
+    start = time.perf_counter()
+    fit = bg.fit("logistic_regression", data, **options)
+    if ranks.is_root:
+        print(json.dumps({"seconds": time.perf_counter() - start, "steps": int(fit.sample_stats["n_steps"].sum())}))
+""")
+
+
 def _write_data(folder: Path, rows: int, columns: int = 10, chunk: int = 1_000_000) -> None:
     """Simulated logistic-regression data as .npy files, written a chunk at a time."""
     rng = np.random.default_rng(0)
@@ -197,7 +216,17 @@ def main() -> None:
     one = _torchrun(SBC, 1, simulations, warmup, samples)["seconds"]
     two = _torchrun(SBC, 2, simulations, warmup, samples)["seconds"]
     print(f"| SBC, {simulations} simulations of eight schools (NUTS, 2 chains, {warmup}+{samples}) | {one:.1f} "
-          f"| {two:.1f} | {one / two:.2f}x |")
+          f"| {two:.1f} | {one / two:.2f}x |", flush=True)
+    # few chains: a step costs about the same for 4 chains as for 8 (reading the data, the
+    # per-step overheads); many: the arithmetic grows with the chains
+    runs = [("4", "100", "100", "500")] if args.smoke else [("8", "500", "500", "2000"), ("64", "150", "150", "5000")]
+    for chains, warmup, samples, rows in runs:
+        one = _torchrun(CHAINS, 1, chains, warmup, samples, rows)
+        two = _torchrun(CHAINS, 2, chains, warmup, samples, rows)
+        assert one["steps"] == two["steps"]  # the same draws: the same work
+        print(f"| NUTS, {chains} chains of a logistic regression ({int(rows):,} x 20, {warmup}+{samples}; the "
+              f"same draws) | {one['seconds']:.1f} | {two['seconds']:.1f} | {one['seconds'] / two['seconds']:.2f}x |",
+              flush=True)
 
 
 if __name__ == "__main__":
