@@ -28,12 +28,12 @@ __all__ = ["COMPILE_MIN_STEPS", "HMCKernel", "NUTSKernel", "PROJECT_AFTER", "PRO
 StepFn = Callable[[PhaseState, torch.Tensor, Metric], Transition]
 
 #: Leapfrog steps a run must still have ahead for ``jit_compile=None`` to compile its recorded
-#: step with TorchInductor: about where compiling pays for itself. On a two-core CPU compilation
-#: costs 2.1-2.4 s with scalar kernels only (eight schools) and 3.0-3.5 s with SIMD ones for
-#: the likelihood (the benchmark's regressions; the first in a process also probes the CPU,
-#: 1.2 s), and the compiled step saves 350-500 microseconds a leapfrog step of the sampler's
-#: loop over the TorchScript replay (eight schools 368 -> 16, breast cancer 410 -> 46, the
-#: synthetic 5000 x 20 regression 658 -> 160), so it breaks even after 6,000-10,000 steps.
+#: step (and the merge of subtrees) with TorchInductor: about where compiling pays for itself on a
+#: machine that never compiled the model. There a C++ compiler builds the kernels, which takes
+#: seconds on a CPU, and the compiled step saves a few hundred microseconds a leapfrog step over
+#: the TorchScript replay, so it breaks even after several thousand steps. A later process that
+#: records the same step loads the compiled program instead (:mod:`bayesgen._replay.saved`), but
+#: the rule does not look at that: a seed gives the same draws whether a program was saved or not.
 COMPILE_MIN_STEPS = 10_000
 
 #: NUTS transitions from whose leapfrog steps ``jit_compile=None`` projects those of the run...
@@ -94,7 +94,8 @@ class _NUTSTransition:
         self.project = jit_compile is None and fuse
         self.streams = streams
         self.step: StepFn = functools.partial(nuts_transition, logp_and_grad, streams=streams,
-                                              max_tree_depth=max_tree_depth, build_leaves=self.leaves)
+                                              max_tree_depth=max_tree_depth, build_leaves=self.leaves,
+                                              combine=self.leaves.combine if fuse else None)
 
     def __call__(self, state: PhaseState, step_size: torch.Tensor, metric: Metric) -> Transition:
         info = self.step(state, step_size, metric)

@@ -28,7 +28,7 @@ from bayesgen.inference._integrator import (
 from bayesgen.inference._numerical import is_numerical_error
 from bayesgen.inference._streams import ChainStreams
 
-__all__ = ["BuildLeaves", "FusedLeaves", "eager_leaves", "nuts_transition", "subtree_step"]
+__all__ = ["BuildLeaves", "Combine", "FusedLeaves", "eager_leaves", "nuts_transition", "subtree_step"]
 
 
 class _Proposal(NamedTuple):
@@ -80,6 +80,10 @@ class _Checkpoints(NamedTuple):
 #: leaf per row of ``uniforms`` or no chain is still extending it:
 #: ``(metric, energy0, signed_step, sub, ckpts, uniforms) -> sub``.
 BuildLeaves = Callable[[Metric, torch.Tensor, torch.Tensor, _Subtree, _Checkpoints, torch.Tensor], _Subtree]
+
+
+#: Merges a finished subtree into the trajectory: ``(tree, sub, going_right, uniform) -> tree``.
+Combine = Callable[[_Tree, _Subtree, torch.Tensor, torch.Tensor], _Tree]
 
 
 class _Context(NamedTuple):
@@ -209,6 +213,24 @@ def _unpack_state(flat: Sequence[torch.Tensor]) -> tuple[_Subtree, _Checkpoints]
     return _unpack_subtree(flat), _Checkpoints(*flat[_SUBTREE_SIZE:_STATE_SIZE])
 
 
+#: Tensors that :func:`_pack_tree` makes of a trajectory (its three points flattened in place).
+_TREE_SIZE = 2 * len(PhasePoint._fields) + len(_Proposal._fields) + len(_Tree._fields) - 3
+assert _Tree._fields[:3] == ("left", "right", "proposal"), "_pack_tree flattens a trajectory's first three fields"
+
+
+def _pack_tree(tree: _Tree) -> tuple[torch.Tensor, ...]:
+    """Flatten a trajectory into one tuple of tensors; inverse of :func:`_unpack_tree`."""
+    return (*tree.left, *tree.right, *tree.proposal, *tree[3:])
+
+
+def _unpack_tree(flat: Sequence[torch.Tensor]) -> _Tree:
+    """A trajectory from the first :data:`_TREE_SIZE` tensors of ``flat`` (see :func:`_pack_tree`)."""
+    point = len(PhasePoint._fields)
+    proposal_end = 2 * point + len(_Proposal._fields)
+    return _Tree(PhasePoint(*flat[:point]), PhasePoint(*flat[point:2 * point]),
+                 _Proposal(*flat[2 * point:proposal_end]), *flat[proposal_end:_TREE_SIZE])
+
+
 def eager_leaves(logp_and_grad: LogDensityFn) -> BuildLeaves:
     """:data:`BuildLeaves` running :func:`subtree_step` operation by operation."""
 
@@ -227,18 +249,23 @@ def eager_leaves(logp_and_grad: LogDensityFn) -> BuildLeaves:
 
 
 class FusedLeaves:
-    """:data:`BuildLeaves` whose leaf step is recorded at its first call and replayed after.
+    """:data:`BuildLeaves` whose leaf step is recorded at its first call and replayed after, with
+    the merge of each finished subtree into the trajectory (:meth:`combine`) recorded alike.
 
     Leapfrog, density, gradient and the tree bookkeeping of one leaf become one recorded graph
     run by TorchScript, or compiled by TorchInductor with ``compile`` or after
     :meth:`compile` (:class:`bayesgen._replay.Fused`); where that is not possible the step runs
     eagerly. The loop over leaves passes the replay's flat outputs straight back in; it checks
-    the arguments' layout once per subtree (10 us for 26 tensors) and remembers, per layout, the
-    replay and that its outputs come back laid out as its inputs. ``logp_and_grad`` should have
-    been validated as recordable (a ``bg.LogDensity`` whose ``value_and_grad`` replays). A
-    compiled replay reuses its output buffers every other call, so the subtree returned is only
-    valid until leaves are built again: :func:`_combine` merges it into the trajectory (new
-    tensors) before that.
+    the arguments' strides once per subtree and remembers, per layout, the replay and that its
+    outputs come back laid out as its inputs. ``logp_and_grad`` should have been validated as
+    recordable (a ``bg.LogDensity`` whose ``value_and_grad`` replays).
+
+    The merge is some forty small operations on every subtree: replayed by TorchScript it is no
+    faster than eager (its recording decomposes some of them), so it pays only once compiled,
+    when it takes a twentieth of the eager time. A compiled replay reuses its output buffers
+    every other call: the subtree returned is only valid until leaves are built again, and a
+    merged trajectory until the merge after next; :func:`nuts_transition` merges the one
+    before building again, and copies what it returns of the other.
     """
 
     def __init__(self, logp_and_grad: LogDensityFn, compile: bool = False) -> None:  # noqa: A002
@@ -247,12 +274,24 @@ class FusedLeaves:
         # per argument layout: the bound replay, and whether its outputs come back laid out as its
         # inputs (None until its first call), so that each subtree checks the layout only once
         self._bound: dict[tuple[Any, ...], tuple[Callable[..., tuple[torch.Tensor, ...]], bool | None]] = {}
+        self.merge = Fused(_flat_combine, compile=compile)
+        self._merges: dict[tuple[Any, ...], Callable[..., tuple[torch.Tensor, ...]]] = {}
 
     def compile(self) -> None:
-        """Compile the recorded step with TorchInductor from now on."""
-        for fused in self.fused.values():
+        """Compile the recorded step and merge with TorchInductor from now on."""
+        for fused in (*self.fused.values(), self.merge):
             fused.compile_recordings()
         self._bound.clear()
+        self._merges.clear()
+
+    def combine(self, tree: _Tree, sub: _Subtree, going_right: torch.Tensor, uniform: torch.Tensor) -> _Tree:
+        """:func:`_combine`, recorded at its first call and replayed (:data:`Combine`)."""
+        args = (*_pack_tree(tree), *_pack(sub), going_right, uniform)
+        key = _strides(args)
+        merge = self._merges.get(key)
+        if merge is None:
+            merge = self._merges[key] = self.merge.bind(args)
+        return _unpack_tree(merge(*args))
 
     def _flat_step(self, dense: bool) -> Callable[..., tuple[torch.Tensor, ...]]:
         def step(*flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -275,7 +314,7 @@ class FusedLeaves:
             test, store = _checkpoint_masks(leaf_idx, size, uniforms.device)
             args = (*head, *state, test, store, uniform)
             if not stable:  # until the outputs are laid out as the inputs, look the replay up
-                key = layout_of(args)
+                key = _strides(args)
                 step, stable = self._bound.get(key) or (bind_where_defined(fused, args, self.logp_and_grad), None)
             try:
                 out = step(*args)
@@ -287,7 +326,7 @@ class FusedLeaves:
                 # eager outputs need not be laid out as the replay's inputs)
                 out, stable = fused.fn(*args), False
             else:
-                if stable is None and step is fused.fn and key not in fused.replays:
+                if stable is None and step is fused.fn and layout_of(args) not in fused.replays:
                     stable = False  # the recording was put off (bind_where_defined): try again
                 elif stable is None:
                     stable = layout_of(out[:_STATE_SIZE]) == layout_of(state)
@@ -296,6 +335,13 @@ class FusedLeaves:
             if leaf_idx + 1 < n_leaves and not bool(out[_STATE_SIZE]):
                 break
         return _unpack_subtree(state)
+
+
+def _strides(tensors: Sequence[torch.Tensor]) -> tuple[tuple[int, ...], ...]:
+    """What the layout of a run's step arguments can differ in: their strides. Their shapes,
+    dtypes and devices are the run's (a :class:`FusedLeaves` serves one run), and checking
+    the strides alone takes a third of :func:`~bayesgen._replay.layout_of`'s time."""
+    return tuple(t.stride() for t in tensors)
 
 
 def _empty_subtree(tree: _Tree) -> _Subtree:
@@ -349,6 +395,15 @@ def _combine(tree: _Tree, sub: _Subtree, going_right: torch.Tensor, uniform: tor
     )
 
 
+def _flat_combine(*flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """:func:`_combine` of flat tensors: a packed trajectory, a packed subtree, the direction
+    and the uniform (what :class:`Fused` records)."""
+    tree = _unpack_tree(flat)
+    sub = _unpack_subtree(flat[_TREE_SIZE:])
+    going_right, uniform = flat[_TREE_SIZE + _SUBTREE_SIZE:]
+    return _pack_tree(_combine(tree, sub, going_right, uniform))
+
+
 def _initial_tree(state: PhaseState, metric: Metric, streams: ChainStreams) -> _Tree:
     """Draw momenta and wrap the current state as a one-point trajectory."""
     point, energy0 = start_point(state, metric, streams)
@@ -369,6 +424,7 @@ def nuts_transition(
     streams: ChainStreams,
     max_tree_depth: int,
     build_leaves: BuildLeaves | None = None,
+    combine: Combine | None = None,
 ) -> Transition:
     """One multinomial NUTS transition for all chains in lockstep.
 
@@ -392,6 +448,9 @@ def nuts_transition(
     build_leaves : BuildLeaves or None
         The leaf loop, possibly recorded (:class:`FusedLeaves`); None runs it eagerly
         (:func:`eager_leaves`).
+    combine : Combine or None
+        Merges each subtree into the trajectory, possibly recorded (:meth:`FusedLeaves.combine`);
+        None runs :func:`_combine` eagerly.
 
     Returns
     -------
@@ -400,6 +459,8 @@ def nuts_transition(
     """
     if build_leaves is None:
         build_leaves = eager_leaves(logp_and_grad)
+    if combine is None:
+        combine = _combine
     tree = _initial_tree(state, metric, streams)
     energy0 = tree.proposal.energy
     chains, dim = state.z.shape
@@ -413,8 +474,10 @@ def nuts_transition(
         uniforms = streams.uniform(2 + (1 << depth), None if depth == 0 else tree.running).T.contiguous()
         going_right = uniforms[0] < 0.5
         sub = _build_subtree(ctx, tree, ckpts, going_right, uniforms[2:])
-        tree = _combine(tree, sub, going_right, uniforms[1])
+        tree = combine(tree, sub, going_right, uniforms[1])
     prop = tree.proposal
     accept_prob = tree.sum_accept / tree.n_steps.clamp(min=1)
-    new_state = PhaseState(prop.z, prop.logp, prop.grad)
-    return Transition(new_state, tree.diverging, prop.energy, tree.depth, tree.n_steps, accept_prob)
+    # copies: a recorded merge's outputs live in buffers that its call after next writes again
+    new_state = PhaseState(prop.z.clone(), prop.logp.clone(), prop.grad.clone())
+    return Transition(new_state, tree.diverging.clone(), prop.energy.clone(), tree.depth.clone(),
+                      tree.n_steps.clone(), accept_prob)

@@ -102,14 +102,19 @@ def test_value_dependent_control_flow_falls_back_to_the_program():
     assert torch.allclose(value, expected, atol=1e-12) and torch.allclose(grad[:, 0], expected_grad, atol=1e-12)
 
 
-def test_contracted_recording_turns_broadcast_products_into_matrix_products():
+def test_contracted_recording_turns_large_broadcast_products_into_matrix_products():
+    from bayesgen._replay.rewrites import CONTRACT_MIN_ELEMENTS
+
     model, data = PROGRAMS["plates_and_deterministic"]  # alpha + (X * beta).sum(-1)
     density = bg.LogDensity(model, data)
-    u = torch.randn(6, density.dim)
+    small = torch.randn(6, density.dim)
+    assert "einsum" not in record(density.value_and_grad, [small], contract=True).code
+    chains = CONTRACT_MIN_ELEMENTS // data["X"].numel() + 1
+    u = torch.randn(chains, density.dim)
     graph = record(density.value_and_grad, [u], contract=True)
     assert sum(node.target is torch.ops.aten.einsum.default for node in graph.graph.nodes) == 2
     for scale in (0.1, 3.0):
-        point = torch.randn(6, density.dim) * scale
+        point = torch.randn(chains, density.dim) * scale
         for actual, expected in zip(graph(point), _eager(density, point)):
             assert torch.allclose(actual, expected, rtol=1e-12, atol=1e-10)
 
@@ -401,25 +406,75 @@ def test_fused_stops_compiling_when_no_recording_compiles(monkeypatch):
     assert torch.equal(fused(a)[0], a * 3.0)
 
 
-def test_a_compiled_graph_is_kept_in_inductors_on_disk_cache_for_the_next_process(tmp_path, monkeypatch):
-    from torch._dynamo.utils import counters
+@needs_compiler
+def test_a_compiled_graph_is_saved_and_the_next_process_loads_it_without_compiling(tmp_path, monkeypatch):
+    from torch._inductor import compile_fx as inductor
     from torch._inductor.utils import clear_caches
+
+    from bayesgen._replay import saved
 
     def step(a, b):
         return torch.exp(-a.abs()) * b + a.sum(-1, keepdim=True), b - 0.5 * a
 
+    compilations = []
+    compile_fx = inductor.compile_fx
+    monkeypatch.setattr(inductor, "compile_fx", lambda *args, **kwargs: compilations.append(1) or compile_fx(*args, **kwargs))
     a, b = torch.randn(4, 3), torch.randn(4, 3)
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
     outputs = []
-    for _ in range(2):  # the second compilation finds the first on disk, as a new process would
+    for _ in range(2):  # the second finds the first's program on disk, as a new process would
         clear_caches()
-        counters.clear()
         compiled = compile_graph(record(step, (a, b)), (a, b))
         outputs.append([t.clone() for t in compiled(a, b)])
-        found = dict(counters["inductor"])
     clear_caches()
-    assert found.get("fxgraph_cache_hit") == 1 and "fxgraph_cache_bypass" not in found
+    assert len(compilations) == 1  # Inductor compiled once; the second loaded the saved program
+    assert len(list(saved.folder().glob("*.py"))) == 1
     assert all(torch.equal(x, y) for x, y in zip(*outputs))
+    first, second, third = (compiled(a, b)[0].data_ptr() for _ in range(3))
+    assert first == third != second  # the loaded program reuses its buffers too
+
+
+def test_saved_programs_are_keyed_by_the_graph_and_the_layout_not_the_values():
+    from bayesgen._replay.saved import key_of
+
+    def step(a, b):
+        return (a * b + 1.0,)
+
+    a, b = torch.randn(4, 3), torch.randn(4, 3)
+    graph = record(step, (a, b))
+    key = key_of(graph, (a, b), scalar=True)
+    assert key == key_of(record(step, (a, b)), (torch.randn(4, 3), torch.randn(4, 3)), scalar=True)
+    assert key != key_of(graph, (a, b), scalar=False)
+    assert key != key_of(graph, (a, torch.randn(3, 4).T), scalar=True)  # other strides
+    assert key != key_of(graph, (a, a), scalar=True)  # one storage for both
+    assert key != key_of(record(lambda a, b: (a * b + 2.0,), (a, b)), (a, b), scalar=True)
+
+
+@needs_compiler
+def test_a_damaged_or_wrong_saved_program_is_compiled_again(tmp_path, monkeypatch):
+    from torch._inductor.utils import clear_caches
+
+    from bayesgen._replay import saved
+
+    def step(a, b):
+        return torch.exp(-a.abs()) * b + a.sum(-1, keepdim=True), b - 0.5 * a
+
+    def other(a, b):
+        return torch.exp(-a.abs()) * b - a.sum(-1, keepdim=True), b + 0.5 * a
+
+    a, b = torch.randn(4, 3), torch.randn(4, 3)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    compile_graph(record(step, (a, b)), (a, b))
+    compile_graph(record(other, (a, b)), (a, b))
+    (path, other_path) = sorted(saved.folder().glob("*.py"), key=lambda p: p.stat().st_mtime_ns)
+    other_source = other_path.read_text()
+    for damage in ("this is not Python(", other_source):  # a broken file; another graph's program
+        path.write_text(damage)
+        clear_caches()
+        compiled = compile_graph(record(step, (a, b)), (a, b))
+        assert agrees(step(a, b), compiled(a, b))
+        assert path.read_text() != damage  # compiled again and saved again
+    clear_caches()
 
 
 def _fast_path_works() -> bool:
@@ -444,12 +499,14 @@ def test_the_installed_torch_keeps_the_fast_path():
 
 
 @needs_compiler
-def test_a_broken_fast_path_is_caught_and_said_once(monkeypatch, caplog):
+def test_a_broken_fast_path_is_caught_and_said_once(monkeypatch, caplog, tmp_path):
     """The check above fails when Inductor's compiler raises (patched here to do so), and the
     fallback is a warning the first time, then debug."""
     from torch._inductor import compile_fx as inductor
 
     from bayesgen._replay import fallback
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # no saved program to load instead
 
     def broken(*args, **kwargs):
         raise RuntimeError("an Inductor that changed")

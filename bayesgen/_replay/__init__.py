@@ -21,6 +21,8 @@ The package's modules, by how stable what they use is:
 - :mod:`~bayesgen._replay.rewrites`: value-preserving rewrites of a recorded graph (ours);
 - :mod:`~bayesgen._replay.inductor`: everything that touches TorchInductor's private interfaces,
   with the torch versions it was checked on;
+- :mod:`~bayesgen._replay.saved`: Inductor's compiled programs saved by the graph they compile,
+  for the next process;
 - :mod:`~bayesgen._replay.runtime`: when to record, how to replay, when to fall back;
 - :mod:`~bayesgen._replay.fallback`: saying that a fast path is not available.
 """

@@ -27,8 +27,9 @@ from typing import Any
 import torch
 from torch import fx
 
+from bayesgen._replay import saved
 from bayesgen._replay.fallback import fell_back
-from bayesgen._replay.recording import same
+from bayesgen._replay.recording import agrees, same
 
 __all__ = ["CHECKED_ON", "VECTORIZE_MIN_LOOP", "compile_graph"]
 
@@ -58,14 +59,28 @@ def compile_graph(graph_module: fx.GraphModule, args: Sequence[torch.Tensor]) ->
     loop runs over at least :data:`VECTORIZE_MIN_LOOP` values get SIMD instructions
     (:func:`_vectorise_long_loops`); graphs with no tensor that long get scalar kernels only
     (:func:`_scalar_kernels`) and skip the probe of the CPU's instruction sets. The result is
-    Inductor's program called directly (:func:`_direct`). Much less time when Inductor's
-    on-disk cache already holds the graph. On CUDA, Inductor emits Triton kernels.
+    Inductor's program called directly (:func:`_direct`), which is saved for the next process
+    that records the same graph (:mod:`~bayesgen._replay.saved`): that one loads it instead of
+    compiling. On CUDA, Inductor emits Triton kernels, and its own on-disk cache is the only one.
     """
     on_cpu = all(a.device.type == "cpu" for a in args)
     # Fused replays a compilation only with the argument layout it was compiled for, so the
     # per-call checks of every input's size and strides (a third of a small step's time) go
     options: dict[str, Any] = {"size_asserts": False}
     scalar = on_cpu and _longest_row(graph_module, args) < VECTORIZE_MIN_LOOP
+
+    def kernels() -> contextlib.AbstractContextManager[None]:
+        return _scalar_kernels() if scalar else _vectorise_long_loops() if on_cpu else contextlib.nullcontext()
+
+    key = saved.key_of(graph_module, args, scalar) if on_cpu else None
+    if key is not None:
+        with kernels():
+            program = saved.load(key)
+        if program is not None:
+            loaded = _checked(program, graph_module, args)
+            if loaded is not None:
+                return loaded
+            saved.forget(key)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # deprecation notices from Inductor's imports
@@ -78,14 +93,49 @@ def compile_graph(graph_module: fx.GraphModule, args: Sequence[torch.Tensor]) ->
                 programs.append(compile_fx_inner(*inner_args, **inner_kwargs))
                 return programs[-1]
 
-            kernels = _scalar_kernels() if scalar else _vectorise_long_loops() if on_cpu else contextlib.nullcontext()
-            with config.patch(options), kernels, _cacheable() as fake_mode:
-                examples = [fake_mode.from_tensor(a, static_shapes=True) for a in args]
-                compiled = compile_fx(graph_module, examples, inner_compile=compile_program)
+            if on_cpu:  # saved by bayesgen (above), not by Inductor's cache, whose keying costs more
+                with config.patch({**options, "fx_graph_cache": False}), kernels():
+                    compiled = compile_fx(graph_module, list(args), inner_compile=compile_program)
+            else:
+                with config.patch(options), _cacheable() as fake_mode:
+                    examples = [fake_mode.from_tensor(a, static_shapes=True) for a in args]
+                    compiled = compile_fx(graph_module, examples, inner_compile=compile_program)
     except Exception as exc:  # noqa: BLE001 - no compiler, unsupported operation, ...
         fell_back("inductor", f"{type(exc).__name__}: {exc}")
         return None
-    return _direct(compiled, programs, graph_module, args) if on_cpu else compiled
+    if not on_cpu:
+        return compiled
+    direct = _direct(compiled, programs, graph_module, args)
+    if direct is not compiled:
+        saved.save(key, programs[0].current_callable)
+    return direct
+
+
+def _checked(program: Callable[[list[torch.Tensor]], Any], graph_module: fx.GraphModule,
+             args: Sequence[torch.Tensor]) -> Callable[..., Any] | None:
+    """A saved program called directly, with its buffers reused where that works, if it
+    :func:`~bayesgen._replay.recording.agrees` with the recording at ``args`` over two calls
+    (both sets of buffers); else None."""
+    expected = graph_module(*args)
+    for candidate in (_reusing_buffers(program), program):
+        if candidate is None:
+            continue
+        direct = _calling(candidate, saved.constants_of(graph_module))
+        try:
+            if agrees(expected, direct(*args)) and agrees(expected, direct(*args)):
+                return direct
+        except Exception:  # noqa: BLE001, S112 - a program that cannot be called: compile again
+            continue
+    return None
+
+
+def _calling(program: Callable[[list[torch.Tensor]], Any], constants: list[torch.Tensor]) -> Callable[..., Any]:
+    """``program`` called as the recording is: with the arguments, its constants put in front."""
+
+    def direct(*inputs: torch.Tensor) -> Any:
+        return program([*constants, *inputs])
+
+    return direct
 
 
 @contextlib.contextmanager
@@ -93,12 +143,13 @@ def _cacheable() -> Iterator[Any]:
     """Inside the block, Inductor's on-disk FX graph cache can key the graph; yields the fake
     tensor mode in which to describe the example inputs (``from_tensor(x, static_shapes=True)``).
 
-    Inductor keys a graph only under a tracing context whose fake tensors carry a shape
-    environment; without one it bypasses its cache ("No shape env") and every process
-    recompiled a model that an earlier one had compiled. The inputs are described with static
-    shapes, so the environment never receives a symbolic size and the kernels are those of a
-    compilation without it. AOTAutograd's own cache is off: it would answer before Inductor's
-    and hand back the program inside its wrappers only, which :func:`_direct` needs to get past.
+    Used on CUDA, whose programs bayesgen does not save itself (:mod:`~bayesgen._replay.saved`
+    saves CPU programs, and a CPU compilation skips Inductor's cache, whose keying costs a
+    cold compilation more than it saves). Inductor keys a graph only under a tracing context whose
+    fake tensors carry a shape environment; without one it bypasses its cache ("No shape env").
+    The inputs are described with static shapes, so the environment never receives a symbolic
+    size. AOTAutograd's own cache is off: it would answer before Inductor's and hand back the
+    program inside its wrappers only.
     """
     from torch._functorch import config as functorch_config
     from torch._guards import TracingContext, tracing
@@ -125,16 +176,11 @@ def _direct(compiled: Callable[..., Any], programs: list[Any], graph_module: fx.
     program = getattr(programs[0], "current_callable", None) if len(programs) == 1 else None
     if program is None:
         return compiled
-    constants = [value for named in (graph_module.named_parameters, graph_module.named_buffers)
-                 for _, value in named(remove_duplicate=False)]
     expected = compiled(*args)
     for candidate in (_reusing_buffers(program), program):
         if candidate is None:
             continue
-
-        def direct(*inputs: torch.Tensor, program: Callable[[list[torch.Tensor]], Any] = candidate) -> Any:
-            return program([*constants, *inputs])
-
+        direct = _calling(candidate, saved.constants_of(graph_module))
         try:
             if same(expected, direct(*args)) and same(expected, direct(*args)):  # both sets of buffers
                 return direct

@@ -44,7 +44,7 @@ def record(fn: Callable[..., Any], args: Sequence[torch.Tensor], *, contract: bo
     # arguments would make the graph read the same input for both
     args = [a.clone() for a in args]
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _one_fake_mode():
             warnings.simplefilter("ignore")  # the eager calls already showed the program's warnings
             graph_module = make_fx(lambda *xs: fn(*xs), tracing_mode="real")(*args)
     except Exception as exc:  # noqa: BLE001 - any failure means "keep the eager function"
@@ -56,6 +56,16 @@ def record(fn: Callable[..., Any], args: Sequence[torch.Tensor], *, contract: bo
         return None
     simplify(graph_module, args, contract)
     return graph_module
+
+
+def _one_fake_mode() -> Any:
+    """A tracing context whose fake tensor mode ``make_fx`` uses for the metadata of every value
+    it records; without one it makes a mode per value, and each mode saves the Python stack
+    (about a millisecond: a third of a second for a NUTS step of a few hundred operations)."""
+    from torch._guards import TracingContext, tracing
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    return tracing(TracingContext(FakeTensorMode(allow_non_fake_inputs=True)))
 
 
 def name_of(fn: Callable[..., Any]) -> str:

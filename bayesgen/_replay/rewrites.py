@@ -4,6 +4,8 @@ reorders sums), and the helpers that read ATen operations off graph nodes."""
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -118,13 +120,22 @@ def _operand(node: Any, values: dict[fx.Node, Any]) -> tuple[Any, torch.Size] | 
     return (node, value.shape) if isinstance(value, _Meta) else None
 
 
+#: Elements a broadcast product must have for :func:`_contract_products` to make it a matrix
+#: product. Smaller ones cost little as written, and in a compiled step their loops join the
+#: kernels around them, where a matrix product is a library call of its own, with the wrapper
+#: code around it (the wine regression's 4 x 130 x 13 product and its gradient: two calls per
+#: leapfrog step, and three kernels to compile instead of one).
+CONTRACT_MIN_ELEMENTS = 2 ** 15
+
+
 def _contract_products(graph: fx.Graph, values: dict[fx.Node, Any]) -> bool:
     """Rewrite ``(a * b).sum(dims)`` as an ``einsum`` of ``a`` and ``b``; whether any was rewritten.
 
     Programs written to broadcast over a batch of chains compute ``X @ beta`` as
     ``(X * beta).sum(-1)``, which materialises a ``(batch, n, d)`` product (and its gradient
     another); the einsum runs as one matrix product instead. Sums are reordered, so results
-    change by rounding: used only where that is accepted (:class:`Fused`).
+    change by rounding: used only where that is accepted (:class:`Fused`). Products of fewer than
+    :data:`CONTRACT_MIN_ELEMENTS` values are left as they are written.
     """
     letters = "abcdefghijklmnopqrstuvwxyz"
     changed = False
@@ -136,6 +147,8 @@ def _contract_products(graph: fx.Graph, values: dict[fx.Node, Any]) -> bool:
             continue
         operands = [_operand(a, values) for a in product.args[:2]]
         shape, out = values[product].shape, _meta(values.get(node))
+        if math.prod(shape) < CONTRACT_MIN_ELEMENTS:
+            continue
         if None in operands or not isinstance(out, _Meta) or len(shape) > len(letters) \
                 or values[operands[0][0]].dtype != values[operands[1][0]].dtype:
             continue

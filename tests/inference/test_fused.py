@@ -72,8 +72,9 @@ def test_compiled_steps_reusing_their_buffers_give_the_chain_of_fresh_buffers(al
 
 @needs_compiler
 def test_the_leaf_loop_binds_its_replay_once_and_again_after_compiling():
-    """The loop over leaves looks its replay up once per argument layout, not at every subtree;
-    compiling the recordings must make it call the compiled step from then on."""
+    """The loop over leaves, and the merge of each subtree into the trajectory, look their replays
+    up once per argument layout, not at every subtree; compiling the recordings must make them
+    call the compiled programs from then on."""
     from bayesgen.inference import _integrator
 
     kernel = _kernel("nuts", False, 10**5, 10**5)
@@ -85,11 +86,14 @@ def test_the_leaf_loop_binds_its_replay_once_and_again_after_compiling():
     for _ in range(3):
         kernel(state, step_size, metric)
     (key, scripted), = fused.replays.items()  # one layout: the outputs come back laid out as the inputs
-    assert leaves._bound == {key: (scripted, True)}
+    assert list(leaves._bound.values()) == [(scripted, True)]
+    (merge_key, merge_scripted), = leaves.merge.replays.items()
+    assert list(leaves._merges.values()) == [merge_scripted]
     leaves.compile()
     kernel(state, step_size, metric)
-    compiled = fused.replays[key]
-    assert compiled is not scripted and leaves._bound == {key: (compiled, True)}
+    compiled, merge_compiled = fused.replays[key], leaves.merge.replays[merge_key]
+    assert compiled is not scripted and list(leaves._bound.values()) == [(compiled, True)]
+    assert merge_compiled is not merge_scripted and list(leaves._merges.values()) == [merge_compiled]
 
 
 def _arviz():
