@@ -17,12 +17,14 @@ then keep the eager function.
 
 The package's modules, by how stable what they use is:
 
-- :mod:`~bayesgen._replay.recording`: recording with ``make_fx`` (public torch) and comparing outputs;
+- :mod:`~bayesgen._replay.recording`: recording with ``make_fx`` (public torch, in a tracing
+  context from ``torch._guards`` that spares it a fake tensor mode per value) and comparing outputs;
 - :mod:`~bayesgen._replay.rewrites`: value-preserving rewrites of a recorded graph (ours);
-- :mod:`~bayesgen._replay.inductor`: everything that touches TorchInductor's private interfaces,
-  with the torch versions it was checked on;
+- :mod:`~bayesgen._replay.inductor`: compiling with TorchInductor's private interfaces, with the
+  torch versions they were checked on;
 - :mod:`~bayesgen._replay.saved`: Inductor's compiled programs saved by the graph they compile,
-  for the next process;
+  for the next process (it reads Inductor's cache folder and configuration and loads the modules
+  Inductor writes: private interfaces too, checked with :mod:`~bayesgen._replay.inductor`'s);
 - :mod:`~bayesgen._replay.runtime`: when to record, how to replay, when to fall back;
 - :mod:`~bayesgen._replay.fallback`: saying that a fast path is not available.
 """
