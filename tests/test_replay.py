@@ -1,6 +1,7 @@
 """Recorded-and-replayed densities (bayesgen._replay) against running the Pyro program."""
 
 import time
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -408,8 +409,10 @@ def test_fused_stops_compiling_when_no_recording_compiles(monkeypatch):
 
 @needs_compiler
 def test_a_compiled_graph_is_saved_and_the_next_process_loads_it_without_compiling(tmp_path, monkeypatch):
-    from torch._inductor import compile_fx as inductor
-    from torch._inductor.utils import clear_caches
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit's deprecation notices from Inductor's imports
+        from torch._inductor import compile_fx as inductor
+        from torch._inductor.utils import clear_caches
 
     from bayesgen._replay import saved
 
@@ -502,7 +505,9 @@ def test_the_installed_torch_keeps_the_fast_path():
 def test_a_broken_fast_path_is_caught_and_said_once(monkeypatch, caplog, tmp_path):
     """The check above fails when Inductor's compiler raises (patched here to do so), and the
     fallback is a warning the first time, then debug."""
-    from torch._inductor import compile_fx as inductor
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit's deprecation notices from Inductor's imports
+        from torch._inductor import compile_fx as inductor
 
     from bayesgen._replay import fallback
 

@@ -113,18 +113,25 @@ def compile_graph(graph_module: fx.GraphModule, args: Sequence[torch.Tensor]) ->
 
 def _checked(program: Callable[[list[torch.Tensor]], Any], graph_module: fx.GraphModule,
              args: Sequence[torch.Tensor]) -> Callable[..., Any] | None:
-    """A saved program called directly, with its buffers reused where that works, if it
-    :func:`~bayesgen._replay.recording.agrees` with the recording at ``args`` over two calls
-    (both sets of buffers); else None."""
+    """A saved program called directly (:func:`_first_direct`) if it
+    :func:`~bayesgen._replay.recording.agrees` with the recording at ``args``; else None."""
     expected = graph_module(*args)
+    return _first_direct(program, graph_module, args, lambda outputs: agrees(expected, outputs))
+
+
+def _first_direct(program: Callable[[list[torch.Tensor]], Any], graph_module: fx.GraphModule,
+                  args: Sequence[torch.Tensor], matches: Callable[[Any], bool]) -> Callable[..., Any] | None:
+    """``program`` called as the recording is (:func:`_calling`), with its buffers reused
+    (:func:`_reusing_buffers`) or else without, whichever first gives outputs that ``matches``
+    accepts at two calls (both sets of buffers); None if neither does."""
     for candidate in (_reusing_buffers(program), program):
         if candidate is None:
             continue
         direct = _calling(candidate, saved.constants_of(graph_module))
         try:
-            if agrees(expected, direct(*args)) and agrees(expected, direct(*args)):
+            if matches(direct(*args)) and matches(direct(*args)):
                 return direct
-        except Exception:  # noqa: BLE001, S112 - a program that cannot be called: compile again
+        except Exception:  # noqa: BLE001, S112 - a program that cannot be called so: try the next
             continue
     return None
 
@@ -177,16 +184,7 @@ def _direct(compiled: Callable[..., Any], programs: list[Any], graph_module: fx.
     if program is None:
         return compiled
     expected = compiled(*args)
-    for candidate in (_reusing_buffers(program), program):
-        if candidate is None:
-            continue
-        direct = _calling(candidate, saved.constants_of(graph_module))
-        try:
-            if same(expected, direct(*args)) and same(expected, direct(*args)):  # both sets of buffers
-                return direct
-        except Exception:  # noqa: BLE001 - a program that cannot be called directly keeps its wrappers
-            pass
-    return compiled
+    return _first_direct(program, graph_module, args, lambda outputs: same(expected, outputs)) or compiled
 
 
 #: A buffer allocation, with sizes and strides written out as numbers, in the Python wrapper that
