@@ -437,6 +437,23 @@ def test_a_compiled_graph_is_saved_and_the_next_process_loads_it_without_compili
     assert first == third != second  # the loaded program reuses its buffers too
 
 
+@needs_compiler
+def test_a_graph_whose_shapes_depend_on_the_values_compiles(tmp_path, monkeypatch, caplog):
+    """Boolean indexing needs a shape environment for its data-dependent size: the first attempt,
+    without one, fails and the compilation is made again with one, not given up."""
+    def step(a, b):
+        return ((a[a > 0] * 2.0).sum() + b).exp(), b * 3.0
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    a, b = torch.randn(4, 3), torch.randn(4, 3)
+    with caplog.at_level("WARNING", logger="bayesgen._replay"):
+        compiled = compile_graph(record(step, (a, b)), (a, b))
+    assert compiled is not None and not caplog.records
+    for _ in range(3):  # another count of positive values each time
+        a = torch.randn(4, 3)
+        assert agrees(step(a, b), compiled(a, b))
+
+
 def test_saved_programs_are_keyed_by_the_graph_and_the_layout_not_the_values():
     from bayesgen._replay.saved import key_of
 

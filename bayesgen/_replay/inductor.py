@@ -16,6 +16,7 @@ import contextlib
 import functools
 import inspect
 import itertools
+import logging
 import math
 import re
 import textwrap
@@ -32,6 +33,8 @@ from bayesgen._replay.fallback import fell_back
 from bayesgen._replay.recording import agrees, same
 
 __all__ = ["CHECKED_ON", "VECTORIZE_MIN_LOOP", "compile_graph"]
+
+_log = logging.getLogger(__name__)
 
 #: torch versions on which these private interfaces were checked (the tests pass).
 CHECKED_ON = ("2.13",)
@@ -93,11 +96,18 @@ def compile_graph(graph_module: fx.GraphModule, args: Sequence[torch.Tensor]) ->
                 programs.append(compile_fx_inner(*inner_args, **inner_kwargs))
                 return programs[-1]
 
+            compiled = None
             if on_cpu:  # saved by bayesgen (above), not by Inductor's cache, whose keying costs more
-                with config.patch({**options, "fx_graph_cache": False}), kernels():
-                    compiled = compile_fx(graph_module, list(args), inner_compile=compile_program)
-            else:
-                with config.patch(options), _cacheable() as fake_mode:
+                try:
+                    with config.patch({**options, "fx_graph_cache": False}), kernels():
+                        compiled = compile_fx(graph_module, list(args), inner_compile=compile_program)
+                except Exception as exc:  # noqa: BLE001 - retried below, with a shape environment
+                    # an operation whose output's shape depends on the values (boolean indexing)
+                    # needs the symbolic sizes that only a shape environment gives
+                    _log.debug("compiling again with a shape environment: %s: %s", type(exc).__name__, exc)
+                    programs.clear()
+            if compiled is None:
+                with config.patch(options), kernels(), _cacheable() as fake_mode:
                     examples = [fake_mode.from_tensor(a, static_shapes=True) for a in args]
                     compiled = compile_fx(graph_module, examples, inner_compile=compile_program)
     except Exception as exc:  # noqa: BLE001 - no compiler, unsupported operation, ...
