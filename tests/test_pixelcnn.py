@@ -96,6 +96,18 @@ def test_logits_do_not_change_when_later_pixels_do():
             torch.testing.assert_close(new[:, :i + 1], logits[:, :i + 1], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("num_layers, kernel_size", [(0, None), (2, 3), (1, 5), (3, 3)])
+def test_one_pixels_logit_from_its_window_is_the_whole_images(num_layers, kernel_size):
+    height, width = 9, 7  # wider and taller than every window but the first's, so windows are cut
+    net = _random_network(height, width, num_layers=num_layers, kernel_size=kernel_size)
+    images = torch.bernoulli(torch.full((6, height, width), 0.5, dtype=torch.float64),
+                             generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        whole = net(images)
+        for row, col in itertools.product(range(height), range(width)):
+            torch.testing.assert_close(net.logit_at(images, row, col), whole[:, row, col], rtol=0, atol=1e-12)
+
+
 def test_shapes_support_and_expand():
     net = _random_network(2, 3)
     distribution = PixelCNNBernoulli(net, 2, 3)

@@ -278,6 +278,10 @@ def test_argument_validation() -> None:
         run_hmc(lambda x: (x, x), init, num_warmup=1, num_samples=1, streams=_streams(0, 2))
     with pytest.raises(ValueError, match="init"):
         run_hmc(logp, init[0], num_warmup=1, num_samples=1, streams=_streams(0, 2))
+    calls = []
+    with pytest.raises(ValueError, match="streams has 3 chains' streams, init 2 chains"):
+        run_hmc(lambda x: calls.append(x) or logp(x), init, num_warmup=1, num_samples=1, streams=_streams(0, 3))
+    assert not calls  # refused before the density runs
 
 
 def test_stan_adaptation_windows() -> None:
