@@ -91,7 +91,7 @@ class MaskedConv2d(nn.Module):
         kernel = x.new_zeros((out_channels, fan_in // len(self.taps), half + 1, 2 * half + 1))
         kernel[:, :, self.kernel_rows, self.kernel_cols] = self.linear.weight.reshape(
             out_channels, len(self.taps), -1).transpose(1, 2)
-        top, left, right = (half if border else 0 for border in borders)  # never below: no tap is
+        top, left, right = (half if border else 0 for border in borders)  # none below: no tap looks down
         padded = F.pad(x.permute(0, 3, 1, 2), (left, right, top, 0))
         return F.conv2d(padded, kernel, self.linear.bias).permute(0, 2, 3, 1)
 
@@ -308,9 +308,12 @@ SPEC = ModelSpec(
         "pass, so the network's weights are fitted as point estimates (engine 'map' or 'mle', Adam "
         "through Pyro's SVI, optionally on minibatches with batch_size) and held-out lpd_per_obs from "
         "bg.evaluate is the exact log-likelihood per image in nats, no bound. generate draws images "
-        "by ancestral sampling, one network pass per pixel. This version suits small images: its first "
-        "masked kernel reaches every earlier pixel (no blind spot), followed by optional residual 3x3 "
-        "type-B blocks and a per-pixel head; an input channel of ones and a per-pixel bias tell it "
+        "by ancestral sampling, one network pass per pixel over only the features that reach it. By "
+        "default its first masked kernel reaches every earlier pixel (no blind spot, which suits small "
+        "images), followed by optional residual 3x3 type-B blocks and a per-pixel head; on 28x28 MNIST "
+        "a 15x15 first kernel with num_layers=4 and channels=32 costs a quarter of the default per step "
+        "and reached 68.6 nats per image held out, against 83.7 for the fully visible SBN "
+        "(examples/deep_images.py); an input channel of ones and a per-pixel bias tell it "
         "where a pixel lies, and a Normal(0, 0.15) prior on the weights (a factor site, weight "
         "decay, so mle and map both fit the penalised likelihood; weight_scale=None drops it) keeps "
         "it from overfitting 1,347 images. The weights are point estimates without uncertainty. "
