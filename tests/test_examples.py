@@ -1,7 +1,9 @@
 """Each example runs end to end in its --smoke mode, in a subprocess, as a user would run it."""
 
+import os
 import subprocess
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -10,10 +12,28 @@ EXAMPLES = sorted(p for p in (Path(__file__).resolve().parent.parent / "examples
                   if not p.name.startswith("_"))  # _smoke.py: what the examples share
 
 
+@pytest.fixture(scope="module")
+def smoke_runs(request, tmp_path_factory):
+    """The --smoke runs of the selected examples, started together on a pool of one process per
+    core, each on one thread: a run spends much of its time importing, on one core, so two at a
+    time on two cores take about half as long as one after another (with two threads each, runs
+    side by side contend and slow down several-fold)."""
+    selected = [item.callspec.params["script"] for item in request.session.items
+                if getattr(item, "originalname", None) == "test_example_runs_in_smoke_mode"]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def run(script: Path, folder: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(script), "--smoke"], capture_output=True, text=True,
+                              timeout=600, cwd=folder, env=environment)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1))) as pool:
+        yield {script: pool.submit(run, script, tmp_path_factory.mktemp(script.stem)) for script in selected}
+        pool.shutdown(cancel_futures=True)
+
+
 @pytest.mark.parametrize("script", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_example_runs_in_smoke_mode(script, tmp_path):
-    result = subprocess.run([sys.executable, str(script), "--smoke"], capture_output=True, text=True,
-                            timeout=600, cwd=tmp_path)
+def test_example_runs_in_smoke_mode(script, smoke_runs: dict[Path, Future]):
+    result = smoke_runs[script].result()
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
 

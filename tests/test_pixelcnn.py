@@ -157,7 +157,7 @@ def test_ancestral_samples_have_the_distributions_frequencies():
 
 # --- the program, fitted ------------------------------------------------------------------------
 
-SMALL = {"images": TRAIN[:300]}
+SMALL = {"images": TRAIN[:100]}
 
 
 @pytest.fixture(scope="module")
@@ -205,9 +205,10 @@ def test_held_out_lpd_is_the_exact_log_likelihood(small_fit):
     assert exact > -30.0  # better than a pixel-wise coin (64 log 2 = 44 nats) after 150 steps
 
 
-def test_the_same_seed_gives_the_same_fit(small_fit):
-    again = bg.fit("pixelcnn", SMALL, engine="mle", num_steps=150, progress=False)
-    for name, value in small_fit.params.items():
+def test_the_same_seed_gives_the_same_fit():
+    first, again = (bg.fit("pixelcnn", {"images": TRAIN[:100]}, engine="mle", num_steps=10, progress=False)
+                    for _ in range(2))
+    for name, value in first.params.items():
         np.testing.assert_array_equal(again.params[name], value)
 
 
