@@ -138,8 +138,8 @@ class PixelCNN(nn.Module):
     @property
     def reach(self) -> int:
         """How far a pixel's logit sees: the rows above it and the columns either side of it that
-        can reach it (the first kernel's half-side, plus one per 3x3 block)."""
-        return self.first.half + len(self.blocks)
+        can reach it (the half-sides of the kernels, added up: one per 3x3 block)."""
+        return self.first.half + sum(block.half for block in self.blocks)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits ``(batch, H, W)`` of images ``(batch, H, W)``: pixel i's from the pixels before i."""
