@@ -89,6 +89,7 @@ def compile_graph(graph_module: fx.GraphModule, args: Sequence[torch.Tensor]) ->
             warnings.simplefilter("ignore")  # deprecation notices from Inductor's imports
             from torch._inductor import config
             from torch._inductor.compile_fx import compile_fx, compile_fx_inner
+            from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicOutputShapeException
 
             programs: list[Any] = []
 
@@ -101,9 +102,10 @@ def compile_graph(graph_module: fx.GraphModule, args: Sequence[torch.Tensor]) ->
                 try:
                     with config.patch({**options, "fx_graph_cache": False}), kernels():
                         compiled = compile_fx(graph_module, list(args), inner_compile=compile_program)
-                except Exception as exc:  # noqa: BLE001 - retried below, with a shape environment
+                except (DynamicOutputShapeException, DataDependentOutputException) as exc:
                     # an operation whose output's shape depends on the values (boolean indexing)
-                    # needs the symbolic sizes that only a shape environment gives
+                    # needs the symbolic sizes that only a shape environment gives; any other
+                    # failure would fail again, so it goes to the fall-back below at once
                     _log.debug("compiling again with a shape environment: %s: %s", type(exc).__name__, exc)
                     programs.clear()
             if compiled is None:
