@@ -24,7 +24,7 @@ from bayesgen.program import ProgramError, on_device, run_program
 from bayesgen.registry import get_model, make_engine
 from bayesgen.result import Fit
 from bayesgen.spec import ModelSpec
-from bayesgen.validate import check_arguments, check_observed, infer_observed, to_tensors
+from bayesgen.validate import check_arguments, check_observed, check_single_rows, infer_observed, to_tensors
 
 __all__ = ["fit", "prepare", "resolve_model"]
 
@@ -81,6 +81,7 @@ def prepare(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any]
     if not spec.observed:
         spec = dataclasses.replace(spec, observed=infer_observed(prototype, tensors))
     check_observed(prototype, spec)
+    check_single_rows(prototype, tensors, spec)
     return Problem(spec=spec, data=tensors, prototype=prototype, device=resolved, dtype=chosen)
 
 

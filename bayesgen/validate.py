@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+import warnings
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -18,8 +19,8 @@ from bayesgen.mapped import MappedRows, is_mapped
 from bayesgen.program import is_deterministic, is_subsample, run_program
 from bayesgen.spec import ModelSpec
 
-__all__ = ["check_arguments", "check_observed", "infer_observed", "missing_arguments", "observed_by_name",
-           "to_tensors"]
+__all__ = ["check_arguments", "check_observed", "check_single_rows", "infer_observed", "missing_arguments",
+           "observed_by_name", "to_tensors"]
 
 
 def _keyword_parameters(model: Callable[..., Any]) -> dict[str, inspect.Parameter] | None:
@@ -267,3 +268,42 @@ def check_observed(trace: Trace, spec: ModelSpec) -> None:
         if site is None or not site["is_observed"]:
             raise ValueError(f"site '{name}' is observed in this model but got no data: "
                              f"pass data['{spec.observed[name]}']")
+
+
+def check_single_rows(trace: Trace, data: Mapping[str, Any], spec: ModelSpec) -> None:
+    """Warn about a data argument with one row where the observations sit in a larger plate.
+
+    Inside ``pyro.plate("data", N)`` a covariate of shape ``(1, p)`` or ``(1,)`` is broadcast
+    to all N observations without an error (Pyro's plate semantics), and after the plate has
+    expanded the site, its one row looks the same as a parameter shared by design (an
+    intercept). So the rule is on the data: an argument whose first dimension is 1, in a
+    program whose observed sites sit in a plate of size N > 1 that another argument has N
+    rows for, and that has no plate of size 1 the row could belong to. It is a warning, not
+    an error, because such an argument can be meant (a one-element array of a constant).
+    """
+    observed_arguments = set(spec.observed.values())
+    plate_sizes: set[int] = set()
+    observation_plates: dict[int, str] = {}
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or is_subsample(site):
+            continue
+        for frame in site["cond_indep_stack"]:
+            size = int(frame.full_size or frame.size)
+            plate_sizes.add(size)
+            if site["is_observed"] and not is_deterministic(site) and frame.vectorized and size > 1:
+                observation_plates.setdefault(size, frame.name)
+    if not observation_plates or 1 in plate_sizes:
+        return
+    tensors = {k: v for k, v in data.items() if isinstance(v, torch.Tensor) and v.dim() >= 1}
+    for key, value in tensors.items():
+        if key in observed_arguments or value.shape[0] != 1:
+            continue
+        for size, plate in observation_plates.items():
+            rows = [k for k, v in tensors.items() if k != key and v.shape[0] == size]
+            if rows:
+                warnings.warn(
+                    f"data['{key}'] has 1 row (shape {tuple(value.shape)}) but the observations sit in "
+                    f"plate '{plate}' of size {size}, as many as the rows of data['{rows[0]}']: inside the "
+                    f"plate its one row is used for every observation. Pass one row per observation, or "
+                    "drop the first dimension if one value is meant for all", stacklevel=2)
+                break

@@ -3,6 +3,7 @@ log density or a clear ValueError/TypeError naming the argument, never a crash f
 Pyro (DESIGN.md section 7)."""
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -78,7 +79,7 @@ def _expected_failure(x_info, y_info) -> bool:
     Non-finite floats, a 0-d or empty y and bool y (a Normal cannot score it) are refused. The
     plate's size is ``len(y)``; the site's shape is that of ``a + b * x`` with the plate's
     dim (-1) set to it, which needs x's last dim to be that size or 1 (a length-1 x broadcasts,
-    as in numpy and Pyro); y must have exactly the site's shape (no silent broadcast).
+    as in numpy and Pyro, with a warning); y must have exactly the site's shape (no silent broadcast).
     """
     (_, x, _, x_ndim), (_, y, y_dtype, y_ndim) = x_info, y_info
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
@@ -95,7 +96,9 @@ def _check(case) -> None:
     x_info, y_info, point = case
     data = {"x": x_info[0], "y": y_info[0]}
     try:
-        problem = prepare(line, data)
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            problem = prepare(line, data)
         value = float(problem.density.log_density(torch.tensor([point])))
     except (ValueError, TypeError) as exc:
         message = str(exc)
@@ -104,6 +107,8 @@ def _check(case) -> None:
         assert "Trace Shapes" not in message  # Pyro's trace table is not the explanation
         return
     assert not _expected_failure(x_info, y_info), "invalid input accepted"
+    broadcast = x_info[3] >= 1 and x_info[1].shape[0] == 1 and y_info[1].shape[0] > 1
+    assert [str(w.message).split(" (")[0] for w in said] == (["data['x'] has 1 row"] if broadcast else [])
     assert value == pytest.approx(_closed_form(x_info[1], y_info[1], point), rel=1e-9, abs=1e-9)
 
 

@@ -320,8 +320,10 @@ def test_wavenet_beats_the_histogram_and_a_linear_autoregression_on_held_out_sig
         train, test = datasets.scale_to_unit(train, train), datasets.scale_to_unit(test, train)
     test = test[:20000]  # 1.25 s of speech, 200 s of PPG
     architecture = {"channels": 32, "num_layers": 10}
+    # 400 steps (70 s of fitting on one thread): speech 3.55 bits against AR(16)'s 3.72, PPG 3.32
+    # against 3.52 (1,000 steps gave PPG 3.44: the shorter schedule decays sooner, and ends no worse)
     fit = bg.fit("wavenet", {**wavenet.encode(train), **architecture, "batch_size": 8, "window": 1024},
-                 engine="mle", num_steps=1000, lr=0.01, lr_decay=0.1, seed=0)
+                 engine="mle", num_steps=400, lr=0.01, lr_decay=0.1, seed=0)
     report = bg.evaluate(fit, {**wavenet.encode(test), **architecture}, num_samples=2)
     bits = -report["lpd_per_obs"].iloc[0] / np.log(2)
     histogram = histogram_entropy_bits(wavenet.encode(test)["codes"], 256)

@@ -1,5 +1,7 @@
 """Bad input gets a clear error naming the site or argument, before any engine runs."""
 
+import warnings
+
 import numpy as np
 import pyro
 import pyro.distributions as dist
@@ -33,6 +35,33 @@ def test_data_must_be_a_mapping():
 def test_observed_shape_mismatch_is_not_broadcast():
     with pytest.raises(ValueError, match=r"observed site 'y' has data of shape \(20, 1\).*\(20,\)"):
         bg.fit(normal_normal, {"y": Y[:, None], "n": 20}, engine="map")
+
+
+def _regression_sized_by_y(x, y):
+    slope = pyro.sample("slope", dist.Normal(0.0, 1.0))
+    with pyro.plate("data", y.shape[0]):
+        pyro.sample("y", dist.Normal(slope * x, 1.0), obs=y)
+
+
+def test_a_covariate_with_one_row_inside_the_observations_plate_is_warned_about():
+    """Pyro's plate broadcasts a (1,) covariate to all 20 observations without a word."""
+    with pytest.warns(UserWarning, match=r"data\['x'\] has 1 row .* plate 'data' of size 20.*data\['y'\]"):
+        bg.fit(_regression_sized_by_y, {"x": Y[:1], "y": Y}, engine="map")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bg.fit(_regression_sized_by_y, {"x": Y, "y": Y}, engine="map")
+
+
+def test_one_group_of_a_hierarchy_is_not_mistaken_for_a_broadcast_covariate():
+    def one_group(group_mean, index, y):
+        with pyro.plate("groups", group_mean.shape[0]):
+            effect = pyro.sample("effect", dist.Normal(group_mean, 1.0))
+        with pyro.plate("data", y.shape[0]):
+            pyro.sample("y", dist.Normal(effect[index], 1.0), obs=y)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bg.fit(one_group, {"group_mean": np.zeros(1), "index": np.zeros(20, dtype=int), "y": Y}, engine="map")
 
 
 def test_nan_in_data_names_argument_and_index():
