@@ -136,7 +136,7 @@ def _correlated(n: int = 20, rho: float = 0.97) -> torch.Tensor:
 def test_linalg_error_is_a_divergence() -> None:
     """The posterior of r sits near 1, where the Cholesky factorisation fails: the run finishes,
     counts the failures as divergences and bg.check reports both."""
-    # a seed whose chains meet the failures while drawing, not only in warmup (seeds 0-5: 4 does)
+    # a seed whose chains meet the failures while drawing, not only in warmup (of seeds 0-5, 1-4 do)
     fit = bg.fit(correlation_model, {"y": _correlated()}, engine="nuts", seed=4, num_warmup=200,
                  num_samples=200, num_chains=2, progress=False)
     assert np.isfinite(fit.posterior["r"]).all() and (np.abs(fit.posterior["r"]) < 1).all()

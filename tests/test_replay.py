@@ -454,6 +454,25 @@ def test_a_graph_whose_shapes_depend_on_the_values_compiles(tmp_path, monkeypatc
         assert agrees(step(a, b), compiled(a, b))
 
 
+def test_a_scripted_replay_raises_where_the_program_raises_a_linalg_error():
+    """torch.linalg.cholesky, inv and solve record as an unchecked call and a check that
+    TorchScript's tracer drops: the scripted replay must still raise where the program does (the sampler's guard
+    counts such points as failed densities), not return NaN, and agree with it elsewhere."""
+    def step(a):
+        return torch.linalg.cholesky(a).diagonal(dim1=-2, dim2=-1).log().sum(), torch.linalg.inv(a).sum()
+
+    good = torch.tensor([[2.0, 0.5], [0.5, 1.0]]).expand(3, 2, 2).clone()
+    bad = torch.tensor([[1.0, 1.2], [1.2, 1.0]]).expand(3, 2, 2).clone()
+    scripted = script(record(step, (good,)), (good,))
+    assert scripted is not None and agrees(step(good), scripted(good))
+    with pytest.raises(RuntimeError, match="not positive-definite"):
+        scripted(bad)
+    singular = torch.tensor([[1.0, 1.0], [1.0, 1.0]]).expand(3, 2, 2).clone()
+    for singular_at in (lambda a: (torch.linalg.inv(a).sum(),), lambda a: (torch.linalg.solve(a, a[..., 0]).sum(),)):
+        with pytest.raises(RuntimeError, match="singular"):
+            script(record(singular_at, (good,)), (good,))(singular)
+
+
 def test_saved_programs_are_keyed_by_the_graph_and_the_layout_not_the_values():
     from bayesgen._replay.saved import key_of
 

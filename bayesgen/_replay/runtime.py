@@ -4,8 +4,10 @@ eager function (a recording that disagrees with it, or is slower)."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
+import operator
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -29,6 +31,57 @@ RECORD_AFTER = 3
 PROBE_SCALES = (0.1, 1.0, 3.0)
 
 
+_aten = torch.ops.aten
+
+#: The ``linalg`` functions that a recording splits into an unchecked ``*_ex`` call and
+#: ``_linalg_check_errors`` on its ``info`` (``torch.linalg.cholesky``, ``inv``, ``solve``), each
+#: with the checking function that gives the same first result and raises itself.
+_CHECKING = {_aten.linalg_cholesky_ex.default: _aten.linalg_cholesky.default,
+             _aten.linalg_inv_ex.default: _aten.linalg_inv.default,
+             _aten._linalg_solve_ex.default: _aten.linalg_solve.default}
+
+
+def _with_checks_fused(graph_module: fx.GraphModule) -> fx.GraphModule:
+    """The graph with each ``*_ex`` call and its ``_linalg_check_errors`` made one checking call.
+
+    TorchScript's tracer drops ``_linalg_check_errors``, which returns nothing, so a scripted
+    replay would give NaN where the program raises (a Cholesky factor of a matrix that is not
+    positive-definite), and the sampler's guard would take the point for a divergence without
+    counting a failed density. Rule: a check is fused where its call is in :data:`_CHECKING`
+    and nothing but the check uses the call's results other than the first (a solve whose LU
+    factors the gradient reuses keeps its check, which TorchScript then drops); the graph itself
+    is returned when nothing is fused, else a copy that shares its constants.
+    """
+    checks = graph_module.graph.find_nodes(op="call_function", target=_aten._linalg_check_errors.default)
+    if not checks:
+        return graph_module
+    fused = fx.GraphModule(graph_module, copy.deepcopy(graph_module.graph))
+    graph, changed = fused.graph, False
+    for check in graph.find_nodes(op="call_function", target=_aten._linalg_check_errors.default):
+        info = check.args[0]
+        call = info.args[0] if info.target is operator.getitem else None
+        checking = _CHECKING.get(getattr(call, "target", None))
+        firsts = [user for user in call.users if user is not info] if checking is not None else []
+        if checking is None or len(info.users) != 1 or any(
+                user.target is not operator.getitem or user.args[1] != 0 for user in firsts):
+            continue
+        with graph.inserting_after(call):
+            # the same tensors and keyword options (upper, left), less check_errors
+            options = {k: v for k, v in call.kwargs.items() if k != "check_errors"}
+            replacement = graph.call_function(checking, call.args, options)
+        for first in firsts:
+            first.replace_all_uses_with(replacement)
+            graph.erase_node(first)
+        for node in (check, info, call):
+            graph.erase_node(node)
+        changed = True
+    if not changed:
+        return graph_module
+    graph.lint()
+    fused.recompile()
+    return fused
+
+
 def script(graph_module: fx.GraphModule, args: Sequence[torch.Tensor]) -> Callable[..., Any] | None:
     """The recorded graph as a TorchScript function, or None if that fails (:func:`fell_back`).
 
@@ -37,12 +90,14 @@ def script(graph_module: fx.GraphModule, args: Sequence[torch.Tensor]) -> Callab
     third of the cost of calling it from Python (140 against 510 microseconds for the eight
     schools density and its gradient, 80 operations). ``torch.jit`` is deprecated in favour of
     ``torch.compile``, whose compilation takes seconds to tens of seconds on a CPU: the
-    replay falls back to the graph itself when TorchScript is not available.
+    replay falls back to the graph itself when TorchScript is not available. The checks that
+    TorchScript would drop are fused into their calls first (:func:`_with_checks_fused`).
     """
+    checked = _with_checks_fused(graph_module)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit's deprecation notice
-            return torch.jit.trace(graph_module, tuple(args), check_trace=False)
+            return torch.jit.trace(checked, tuple(args), check_trace=False)
     except Exception as exc:  # noqa: BLE001 - no TorchScript, an operation it cannot hold, ...
         fell_back("torchscript", f"{type(exc).__name__}: {exc}")
         return None
