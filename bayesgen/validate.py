@@ -284,13 +284,11 @@ def check_single_rows(trace: Trace, data: Mapping[str, Any], spec: ModelSpec) ->
     observed_arguments = set(spec.observed.values())
     plate_sizes: set[int] = set()
     observation_plates: dict[int, str] = {}
-    for name, site in trace.nodes.items():
-        if site["type"] != "sample" or is_subsample(site):
-            continue
+    for site in _sample_sites(trace).values():
         for frame in site["cond_indep_stack"]:
             size = int(frame.full_size or frame.size)
             plate_sizes.add(size)
-            if site["is_observed"] and not is_deterministic(site) and frame.vectorized and size > 1:
+            if site["is_observed"] and frame.vectorized and size > 1:
                 observation_plates.setdefault(size, frame.name)
     if not observation_plates or 1 in plate_sizes:
         return

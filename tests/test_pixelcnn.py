@@ -206,7 +206,7 @@ def test_held_out_lpd_is_the_exact_log_likelihood(small_fit):
 
 
 def test_the_same_seed_gives_the_same_fit():
-    first, again = (bg.fit("pixelcnn", {"images": TRAIN[:100]}, engine="mle", num_steps=10, progress=False)
+    first, again = (bg.fit("pixelcnn", SMALL, engine="mle", num_steps=10, progress=False)
                     for _ in range(2))
     for name, value in first.params.items():
         np.testing.assert_array_equal(again.params[name], value)

@@ -456,8 +456,9 @@ def test_a_graph_whose_shapes_depend_on_the_values_compiles(tmp_path, monkeypatc
 
 def test_a_scripted_replay_raises_where_the_program_raises_a_linalg_error():
     """torch.linalg.cholesky, inv and solve record as an unchecked call and a check that
-    TorchScript's tracer drops: the scripted replay must still raise where the program does (the sampler's guard
-    counts such points as failed densities), not return NaN, and agree with it elsewhere."""
+    TorchScript's tracer drops: the scripted replay must still raise where the program does (the
+    sampler's guard counts such points as failed densities), not return NaN, and agree with it
+    elsewhere."""
     def step(a):
         return torch.linalg.cholesky(a).diagonal(dim1=-2, dim2=-1).log().sum(), torch.linalg.inv(a).sum()
 

@@ -52,8 +52,7 @@ def _with_checks_fused(graph_module: fx.GraphModule) -> fx.GraphModule:
     factors the gradient reuses keeps its check, which TorchScript then drops); the graph itself
     is returned when nothing is fused, else a copy that shares its constants.
     """
-    checks = graph_module.graph.find_nodes(op="call_function", target=_aten._linalg_check_errors.default)
-    if not checks:
+    if not graph_module.graph.find_nodes(op="call_function", target=_aten._linalg_check_errors.default):
         return graph_module
     fused = fx.GraphModule(graph_module, copy.deepcopy(graph_module.graph))
     graph, changed = fused.graph, False
@@ -61,9 +60,10 @@ def _with_checks_fused(graph_module: fx.GraphModule) -> fx.GraphModule:
         info = check.args[0]
         call = info.args[0] if info.target is operator.getitem else None
         checking = _CHECKING.get(getattr(call, "target", None))
-        firsts = [user for user in call.users if user is not info] if checking is not None else []
-        if checking is None or len(info.users) != 1 or any(
-                user.target is not operator.getitem or user.args[1] != 0 for user in firsts):
+        if checking is None or len(info.users) != 1:
+            continue
+        firsts = [user for user in call.users if user is not info]
+        if any(user.target is not operator.getitem or user.args[1] != 0 for user in firsts):
             continue
         with graph.inserting_after(call):
             # the same tensors and keyword options (upper, left), less check_errors
