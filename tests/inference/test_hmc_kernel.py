@@ -207,7 +207,9 @@ def test_non_finite_log_density_is_divergent_not_fatal() -> None:
         return logp, torch.where(outside.unsqueeze(-1), torch.nan, grad)
 
     init = torch.full((4, 2), 0.5, dtype=DTYPE)
-    for kernel in (NUTSKernel(), HMCKernel()):
+    # trees at most 2^6 steps: divergences near the edges shrink the step size, and deeper trees
+    # only take longer to reach the same verdict
+    for kernel in (NUTSKernel(max_tree_depth=6), HMCKernel()):
         result = run_hmc(logp_and_grad, init, num_warmup=100, num_samples=200,
                          streams=_streams(5, 4), kernel=kernel)
         assert bool((result.draws > 0).all()) and bool((result.draws < 4).all())
