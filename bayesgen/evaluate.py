@@ -68,9 +68,10 @@ def evaluate(fit_or_model: Fit | ModelSpec | str | Callable[..., Any], real_data
         - ``ks_stat``, ``ks_pvalue``: two-sample Kolmogorov-Smirnov test of this
           feature, held-out values against model points (below).
         - ``chi2_stat``, ``chi2_pvalue``: for sites with discrete support only (NaN
-          otherwise), chi-square goodness of fit of the held-out values of this feature
-          to the category frequencies of all model samples, with sparse categories
-          pooled (``bayesgen.metrics.chi_square_test``).
+          otherwise), chi-square test that the held-out values of this feature and all
+          model samples of it come from one distribution (the noise of both counted:
+          a point fit's one simulated data set is no larger than the data), with sparse
+          categories pooled (``bayesgen.metrics.chi_square_test``).
         - ``mmd``, ``mmd_pvalue``: joint kernel two-sample test over all features of
           the site (``bayesgen.metrics.mmd_test``, on at most 500 points of each side, drawn
           at random), same for every row of a site.

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy.stats import chi2_contingency
 
 from bayesgen.metrics import c2st, chi_square_test, entropy, kl_divergence, ks_test, mutual_information, t_test
 
@@ -90,6 +91,11 @@ def test_chi_square_matches_the_closed_form_and_pools_sparse_categories():
         chi_square_test([1, 2])
     with pytest.raises(ValueError, match="sum to 1"):
         chi_square_test([1, 2], probs=[0.5, 0.6])
+    with pytest.raises(ValueError, match="non-negative category counts"):
+        chi_square_test([-5, 15], probs=[0.5, 0.5])
+    # data where the model puts no probability: rejected outright, not pooled away
+    assert chi_square_test([5, 5, 40], probs=[0.0, 0.2, 0.8]) == (math.inf, 0.0)
+    assert chi_square_test([0, 10, 40], probs=[0.0, 0.2, 0.8]) == (0.0, 1.0)
 
 
 def test_chi_square_against_model_samples_finds_a_changed_rate():
@@ -97,6 +103,20 @@ def test_chi_square_against_model_samples_finds_a_changed_rate():
     model = rng.poisson(3.0, 50_000)
     assert chi_square_test(rng.poisson(3.0, 300), model_samples=model).pvalue > ALPHA
     assert chi_square_test(rng.poisson(3.6, 300), model_samples=model).pvalue < 1e-3
+
+
+@pytest.mark.parametrize("draw", [lambda rng, n: rng.binomial(1, 0.3, n), lambda rng, n: rng.poisson(3.0, n)],
+                         ids=["bernoulli", "poisson"])
+def test_chi_square_against_as_many_model_samples_as_data_holds_its_level(draw):
+    # a point fit simulates one data set as large as the held-out one: the test must count the
+    # noise of both samples (a goodness-of-fit test to the model's frequencies rejected 16% and 39%)
+    rng = np.random.default_rng(6)
+    rejected = [chi_square_test(draw(rng, 100), model_samples=draw(rng, 100)).pvalue < 0.05 for _ in range(1000)]
+    assert abs(np.mean(rejected) - 0.05) < 3 * math.sqrt(0.05 * 0.95 / 1000)
+    table = np.array([[30, 70], [24, 76]])  # the same counts as a contingency table, by scipy
+    expected = chi2_contingency(table, correction=False)
+    assert chi_square_test([0] * 30 + [1] * 70, model_samples=[0] * 24 + [1] * 76) == \
+        pytest.approx((expected.statistic, expected.pvalue))
 
 
 def test_ks_one_and_two_sample():
