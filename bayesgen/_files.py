@@ -15,7 +15,9 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
 
     A rename within one folder is atomic, so a crash or Ctrl-C at any moment leaves either
     the previous file or the complete new one at ``path``, never a half-written one; the
-    temporary file is removed if writing fails.
+    temporary file is removed if writing fails. The file gets the permissions a plain ``open``
+    would give it (those of the file it replaces, else 0666 less the umask), not the private
+    0600 of a temporary file.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -23,11 +25,22 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
     os.close(handle)
     try:
         write(temporary)
+        os.chmod(temporary, _mode_for(path))
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def _mode_for(path: str) -> int:
+    """The permission bits a new file at ``path`` should have."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)  # the only portable way to read it is to set it
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def save_figure(figure: Any, path: str | os.PathLike[str]) -> None:

@@ -11,6 +11,8 @@ __all__ = ["did_you_mean"]
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
     """``" Did you mean 'x'?"`` for the closest of ``known`` to ``name`` (difflib's ratio of at
-    least 0.6), or ``""`` when none is close: ready to append to a message's first sentence."""
-    close = difflib.get_close_matches(name, list(known), n=1)
+    least 0.6, ignoring case: ``NUTS`` finds ``nuts``), or ``""`` when none is close: ready to
+    append to a message's first sentence."""
+    by_lower = {candidate.lower(): candidate for candidate in known}
+    close = [by_lower[match] for match in difflib.get_close_matches(str(name).lower(), list(by_lower), n=1)]
     return f" Did you mean '{close[0]}'?" if close else ""

@@ -10,12 +10,22 @@ from typing import Any, Sequence
 __all__ = ["main"]
 
 
+#: Words a shell user writes for Python's constants (``--arg centered=false`` must not be the
+#: string "false", which Python counts as true).
+_CONSTANTS = {"true": True, "false": False, "none": None, "null": None}
+
+
 def _options(pairs: Sequence[str], flag: str = "--option") -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as a mapping; values are Python literals (``500``, ``0.9``, ``[1, 2]``),
+    true/false/none in any case, or else strings."""
     options = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep:
-            raise SystemExit(f"bayesgen: {flag} expects key=value, got '{pair}'")
+            raise ValueError(f"{flag} expects key=value, got '{pair}'")
+        if raw.strip().lower() in _CONSTANTS:
+            options[key] = _CONSTANTS[raw.strip().lower()]
+            continue
         try:
             options[key] = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
@@ -144,6 +154,9 @@ def _sbc(args: argparse.Namespace) -> None:
     print(result.tests.to_string())
     if result.rejected:
         print(f"not calibrated at family-wise alpha {args.alpha}: {', '.join(result.rejected)}")
+    elif result.untested:
+        print(f"too few simulations to test {', '.join(result.untested)}: run at least 10 "
+              "(--num-simulations), so that two bins of ranks expect five each")
     else:
         print(f"no quantity rejects uniform ranks at family-wise alpha {args.alpha}")
     if args.out:

@@ -148,9 +148,12 @@ def _optimiser_findings(fit: "Fit") -> list[str]:
     found = []
     if fit.info.get("runaway_sites"):
         found.append(fit.info["message"])  # no finite optimum: the message names the sites and the remedy
-    elif fit.info.get("converged") is False:
+    elif fit.info.get("converged") is False and not fit.info.get("interrupted"):  # that finding says it
+        # L-BFGS (mle, map and laplace of small parameter vectors) has no learning rate to lower
+        adam = fit.engine in ("svi", "gan") or (fit.engine in ("mle", "map") and bool(fit.params))
         found.append(f"the optimiser did not converge in {fit.settings.get('num_steps')} steps "
-                     f"({fit.info.get('message', 'no message')}); raise num_steps or lower lr")
+                     f"({fit.info.get('message', 'no message')}); raise num_steps"
+                     + (" or lower lr" if adam else ""))
     if fit.info.get("hessian_positive_definite") is False:
         found.append(fit.info.get("hessian_message") or (
             "the Hessian at the optimum is not negative definite: the optimum is not a strict maximum "
@@ -161,7 +164,7 @@ def _optimiser_findings(fit: "Fit") -> list[str]:
                      "against the approximation are heavy-tailed, so the approximation is unreliable")
     found += _dispersion_findings(fit)
     loss = fit.sample_stats.get("loss")
-    if loss is not None and not np.all(np.isfinite(loss[..., -1])):
+    if loss is not None and loss.shape[-1] and not np.all(np.isfinite(loss[..., -1])):
         found.append("the final loss is not finite: the optimiser diverged")
     return found
 
@@ -211,9 +214,10 @@ def _dispersion_findings(fit: "Fit") -> list[str]:
     if narrow:
         cause = (" a mean-field Gaussian cannot represent correlations between parameters, and it "
                  "understates the sd of correlated ones;") if mean_field else ""
+        remedy = "use guide='mvn', more num_steps, or engine='nuts'" if fit.info.get("family") != "mvn" else \
+            "a full-rank Gaussian cannot follow the posterior's shape there: use engine='nuts' (or more num_steps)"
         found.append(f"the approximation is too narrow: the sd of {', '.join(narrow)} is a fraction of what the "
-                     f"curvature of the posterior at its mean gives (the Laplace sd);{cause} use guide='mvn', "
-                     "more num_steps, or engine='nuts'")
+                     f"curvature of the posterior at its mean gives (the Laplace sd);{cause} {remedy}")
     if wide:
         found.append(f"the approximation is too wide: the sd of {', '.join(wide)} is a multiple of the Laplace "
                      "sd at its mean; run more num_steps or use engine='nuts'")

@@ -42,7 +42,10 @@ def resolve_model(model: Callable[..., Any] | str | ModelSpec) -> ModelSpec:
 
 def _resolve_device(device: str | torch.device | None, data: Mapping[str, Any]) -> torch.device:
     if device is not None:
-        resolved = torch.device(device)
+        try:
+            resolved = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N' (a torch.device), got {device!r}") from exc
         if resolved.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device='{device}' but CUDA is not available on this machine")
         return resolved

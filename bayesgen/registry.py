@@ -5,9 +5,14 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import numbers
 import pkgutil
+import types
+import typing
 from types import ModuleType
 from typing import Any
+
+import numpy as np
 
 from bayesgen._hints import did_you_mean
 from bayesgen.spec import ModelSpec
@@ -66,7 +71,50 @@ def make_engine(name: str, options: dict[str, Any]) -> Any:
         if key not in valid:
             raise TypeError(f"engine '{name}' has no option '{key}'.{did_you_mean(key, valid)} "
                             f"Valid options: {', '.join(valid)}")
-    return cls(**options)
+    hints = typing.get_type_hints(cls)
+    return cls(**{key: _checked_option(name, key, hints[key], value) for key, value in options.items()})
+
+
+#: The least value of each count option (one vocabulary: ``num_*``); others take at least 1.
+#: No warmup, or no optimisation steps (an ``svi`` fit that keeps its Laplace start), are runs
+#: a user may mean.
+_LEAST_COUNT = {"num_warmup": 0, "num_steps": 0}
+
+
+def _checked_option(engine: str, key: str, hint: Any, value: Any) -> Any:
+    """``value`` as option ``key`` of its annotated type (int, float, bool, str, or one of them or
+    None), or a ``TypeError``/``ValueError`` naming the option: the string ``"false"`` would
+    otherwise count as true, and ``num_samples="100"`` fail deep inside the sampler.
+
+    Integers accept numpy integers and integral floats (``1e4``); floats accept any real
+    number; options of other types (a guide, a discriminator) are the engine's to check.
+    """
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    kinds = [kind for kind in allowed if kind in (int, float, bool, str)]
+    if len(kinds) != 1:
+        return value
+    kind, where = kinds[0], f"engine '{engine}': option {key}"
+    if kind is bool:
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        raise TypeError(f"{where} must be True or False, got {value!r}")
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise TypeError(f"{where} must be a string, got {value!r}")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{where} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+    if kind is float:
+        return float(value)
+    if not float(value).is_integer():
+        raise TypeError(f"{where} must be an integer, got {value!r}")
+    count = int(value)
+    least = _LEAST_COUNT.get(key, 1)
+    if key.startswith("num_") and count < least:
+        raise ValueError(f"{where} must be at least {least}, got {count}")
+    return count
 
 
 def _documented(doc: str) -> dict[str, str]:

@@ -108,6 +108,18 @@ class Fit:
             self.timing["log_likelihood"] = time.perf_counter() - started
         return self._log_likelihood
 
+    def __repr__(self) -> str:
+        """One line of what the fit holds (the dataclass's own would print every array)."""
+        sites = ", ".join(f"{name}{tuple(value.shape[2:])}" if value.ndim > 2 else name
+                          for name, value in self.posterior.items())
+        parts = [f"engine={self.engine!r}", f"model={self.model_name!r}",
+                 f"chains x draws={self.num_chains}x{self.num_draws}", f"sites=[{sites}]"]
+        if self.params:
+            parts.append(f"params={len(self.params)} arrays")
+        if self.info.get("interrupted"):
+            parts.append("interrupted=True")
+        return f"Fit({', '.join(parts)})"
+
     @property
     def num_chains(self) -> int:
         """Number of chains in ``posterior``."""

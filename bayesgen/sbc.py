@@ -76,8 +76,17 @@ class SBCResult:
 
     @property
     def rejected(self) -> list[str]:
-        """The quantities whose ranks are not uniform at the corrected level: the engine is miscalibrated there."""
+        """The quantities whose ranks are not uniform at the corrected level: the engine is miscalibrated there.
+
+        Empty also where nothing could be tested (:attr:`untested`): read both.
+        """
         return self.tests.index[self.tests["rejected"]].tolist()
+
+    @property
+    def untested(self) -> list[str]:
+        """The quantities whose ranks were too few to test (p-value NaN: with fewer than 10
+        simulations, no two bins of ranks expect five each)."""
+        return self.tests.index[self.tests["pvalue"].isna()].tolist()
 
     @property
     def band_prob(self) -> float:

@@ -10,9 +10,11 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 import pyro
+import pyro.distributions
 import pyro.util
 import torch
 from pyro.poutine.trace_struct import Trace
+from torch.distributions import constraints
 
 from bayesgen._hints import did_you_mean
 from bayesgen.mapped import MappedRows, is_mapped
@@ -243,9 +245,43 @@ def _check_scorable(name: str, site: Mapping[str, Any], value: torch.Tensor, spe
         ) from exc
 
 
+def _check_support(name: str, site: Mapping[str, Any], value: torch.Tensor, spec: ModelSpec) -> None:
+    """Observed values must lie in the support of the site's distribution (where the program
+    does not mask them out), checked here so that every path meets it: a fit fails later in a
+    log-density evaluation, but scoring held-out data (``bg.evaluate``) runs without Pyro's
+    validation and would return a number for pixels of 2 under a Bernoulli.
+
+    Distributions that do not declare their support are not checked.
+    """
+    try:
+        support = site["fn"].support
+        while isinstance(support, constraints.independent):  # check entries, not whole events
+            support = support.base_constraint
+        inside = support.check(value)
+    except (NotImplementedError, RuntimeError, TypeError):
+        return
+    mask = site["mask"]
+    if isinstance(mask, torch.Tensor):
+        mask = mask.reshape(mask.shape + (1,) * (inside.dim() - mask.dim()))
+        inside = inside | ~mask.expand_as(inside)
+    if bool(inside.all()):
+        return
+    outside = tuple((~inside).nonzero()[0].tolist())
+    shown = f": {float(value[outside]):g}" if len(outside) == value.dim() else ""
+    argument = spec.observed.get(name)
+    data = f"data['{argument}']" if argument else "the data"
+    fn = site["fn"]
+    while isinstance(fn, (torch.distributions.Independent, pyro.distributions.MaskedDistribution,
+                          pyro.distributions.ExpandedDistribution)):
+        fn = fn.base_dist
+    raise ValueError(f"observed site '{name}' has a value outside the support of its distribution "
+                     f"{type(fn).__name__} ({support}) at index {outside}{shown}; check {data}")
+
+
 def check_observed(trace: Trace, spec: ModelSpec) -> None:
     """Observed values must have exactly the site's shape (no silent broadcasting), be finite,
-    and (bool or integer data) be of a dtype the site's distribution can score."""
+    lie in the support of the site's distribution, and (bool or integer data) be of a dtype the
+    site's distribution can score."""
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or not site["is_observed"] or is_deterministic(site) or is_subsample(site):
             continue
@@ -263,6 +299,7 @@ def check_observed(trace: Trace, spec: ModelSpec) -> None:
             raise ValueError(f"observed site '{name}' has a non-finite value at index {index}")
         if not value.is_floating_point():
             _check_scorable(name, site, value, spec)
+        _check_support(name, site, value, spec)
     for name in spec.observed:
         site = trace.nodes.get(name)
         if site is None or not site["is_observed"]:

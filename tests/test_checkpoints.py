@@ -225,3 +225,16 @@ def test_atomic_write_removes_its_temporary_file_when_writing_fails(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         atomic_write(tmp_path / "file.txt", broken)
     assert os.listdir(tmp_path) == []
+
+
+def test_atomic_write_gives_the_permissions_of_a_plain_open(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "new.txt", lambda temporary: Path(temporary).write_text("x"))
+        assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600
+        (tmp_path / "shared.txt").write_text("old")
+        (tmp_path / "shared.txt").chmod(0o664)
+        atomic_write(tmp_path / "shared.txt", lambda temporary: Path(temporary).write_text("new"))
+        assert (tmp_path / "shared.txt").stat().st_mode & 0o777 == 0o664  # a replaced file keeps its mode
+    finally:
+        os.umask(umask)

@@ -1,5 +1,6 @@
 """Models and engines are found by name."""
 
+import numpy as np
 import pytest
 
 import bayesgen as bg
@@ -26,3 +27,31 @@ def test_unknown_names():
         bg.get_model("nope")
     with pytest.raises(ValueError, match="unknown engine"):
         bg.registry.get_engine_class("nope")
+    with pytest.raises(ValueError, match="unknown engine 'NUTS'. Did you mean 'nuts'"):
+        bg.registry.get_engine_class("NUTS")
+
+
+def test_engine_options_are_checked_against_their_types():
+    make = bg.registry.make_engine
+    with pytest.raises(TypeError, match="engine 'nuts': option dense_mass must be True or False, got 'false'"):
+        make("nuts", {"dense_mass": "false"})  # a non-empty string would count as true
+    with pytest.raises(TypeError, match="option num_samples must be an integer, got '100'"):
+        make("nuts", {"num_samples": "100"})
+    with pytest.raises(TypeError, match="option num_steps must be an integer, got 10.5"):
+        make("svi", {"num_steps": 10.5})
+    with pytest.raises(TypeError, match="option lr must be a number, got True"):
+        make("svi", {"lr": True})
+    with pytest.raises(ValueError, match="option num_draws must be at least 1, got 0"):
+        make("laplace", {"num_draws": 0})
+    nuts = make("nuts", {"num_samples": np.int64(50), "num_warmup": 0, "target_accept": 0.9, "jit_compile": None})
+    assert (type(nuts.num_samples), nuts.num_samples, nuts.num_warmup) == (int, 50, 0)
+    assert make("svi", {"num_steps": 1e3, "guide": "mvn"}).num_steps == 1000  # an integral float is a count
+
+
+def test_the_command_line_reads_true_false_and_none_in_any_case():
+    from bayesgen.cli import _options
+
+    assert _options(["centered=false", "dense_mass=TRUE", "jit_compile=None", "lr=0.1", "guide=mvn"]) == {
+        "centered": False, "dense_mass": True, "jit_compile": None, "lr": 0.1, "guide": "mvn"}
+    with pytest.raises(ValueError, match="--option expects key=value, got 'num_samples'"):
+        _options(["num_samples"])

@@ -5,6 +5,7 @@ import warnings
 import numpy as np
 import pyro
 import pyro.distributions as dist
+from pyro import poutine
 import pytest
 import torch
 
@@ -76,6 +77,35 @@ def test_inf_in_data_names_argument_and_index():
     bad[3] = np.inf
     with pytest.raises(ValueError, match=r"data\['y'\] contains inf at index \(3,\)"):
         bg.fit(normal_normal, {"y": bad}, engine="nuts")
+
+
+def coin_flips(y=None):
+    p = pyro.sample("p", dist.Beta(2.0, 2.0))
+    with pyro.plate("flips", 6):
+        pyro.sample("y", dist.Bernoulli(p), obs=y)
+
+
+def padded_flips(y=None, length=4):
+    p = pyro.sample("p", dist.Beta(2.0, 2.0))
+    with pyro.plate("flips", 6), poutine.mask(mask=torch.arange(6) < length):  # entries from 4 on are padding
+        pyro.sample("y", dist.Bernoulli(p), obs=y)
+
+
+def test_data_outside_the_support_are_named_for_fitting_and_for_scoring():
+    flips = np.array([0.0, 1.0, 1.0, 0.0, 1.0, 0.0])
+    fit = bg.fit(coin_flips, {"y": flips}, engine="map")
+    bad = flips.copy()
+    bad[4] = 2.0
+    message = r"site 'y' has a value outside the support of its distribution Bernoulli \(Boolean\(\)\) at index \(4,\): 2; check data\['y'\]"
+    with pytest.raises(ValueError, match=message):
+        bg.fit(coin_flips, {"y": bad}, engine="map")
+    with pytest.raises(ValueError, match=message):  # held-out data are scored without Pyro's validation
+        bg.evaluate(fit, {"y": bad})
+    padding = flips.copy()
+    padding[5] = -1.0  # masked out: not data, so not checked
+    bg.fit(padded_flips, {"y": padding}, engine="map")
+    with pytest.raises(ValueError, match=r"at index \(2,\): 0.5"):
+        bg.fit(padded_flips, {"y": np.where(np.arange(6) == 2, 0.5, padding)}, engine="map")
 
 
 def test_wrong_dtype_names_the_argument():
