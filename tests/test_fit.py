@@ -30,7 +30,7 @@ def test_fit_members_have_the_documented_shapes(nuts_fit):
     assert fit.point is None and fit.stderr is None
     assert fit.timing["total"] > 0
     # one line, not every array (the dataclass's repr printed 88 kB for a small regression)
-    assert repr(fit) == f"Fit(engine='nuts', model='{fit.model_name}', chains x draws=3x50, sites=[alpha, beta(3,), sigma, sigma2])"
+    assert repr(fit) == f"Fit(engine='nuts', model='{fit.model_name}', chains x draws=3x50, sites=[beta(3,), alpha, sigma, sigma2])"
 
 
 def test_pointwise_log_likelihood_is_the_normal_density(nuts_fit):
