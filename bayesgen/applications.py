@@ -9,6 +9,7 @@ import numpy as np
 import pyro
 import torch
 
+from bayesgen._seeding import rng_restored
 from bayesgen.evaluate import posterior_draws
 from bayesgen.fitting import prepare
 from bayesgen.generate import generate, trained
@@ -18,6 +19,7 @@ from bayesgen.result import Fit
 __all__ = ["anomaly_scores", "augment"]
 
 
+@rng_restored()
 def anomaly_scores(fit: Fit, data: Mapping[str, Any], *, num_samples: int = 1000, seed: int = 0) -> np.ndarray:
     """One score per observation: minus the log posterior predictive density of the observation
     under the fit, in nats; higher is more anomalous.

@@ -206,7 +206,7 @@ def _parser() -> argparse.ArgumentParser:
     fit = sub.add_parser("fit", help="fit a zoo model to its default data and print the summary")
     fit.add_argument("model", help="zoo model name (see 'bayesgen list')")
     fit.add_argument("--engine", default="nuts", help="engine name (default: nuts)")
-    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--seed", type=int, default=0, help="seed of the fit: the same seed gives the same draws")
     fit.add_argument("--device", default=None, help="cpu, cuda or cuda:N")
     fit.add_argument("--dtype", default=None, choices=["float32", "float64"],
                      help="precision to compute in (default: the data's; float64 for numpy arrays)")
@@ -221,7 +221,7 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
     fit.set_defaults(run=_fit)
     summary = sub.add_parser("summary", help="summarise a fit saved with --out or Fit.save")
-    summary.add_argument("path")
+    summary.add_argument("path", help="a fit saved by bayesgen fit --out (or Fit.save)")
     summary.set_defaults(run=_summary)
     versus = sub.add_parser("compare", help="compare fits saved with --out or Fit.save, parameter by parameter")
     versus.add_argument("paths", nargs="*", metavar="path", help="saved fits (two or more), labelled by engine "
@@ -241,8 +241,8 @@ def _parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--num-draws", type=int, default=99,
                            help="posterior draws each true value is ranked among (default: 99)")
     calibrate.add_argument("--alpha", type=float, default=0.01, help="family-wise level of the tests (default: 0.01)")
-    calibrate.add_argument("--seed", type=int, default=0)
-    calibrate.add_argument("--workers", type=int, default=None,
+    calibrate.add_argument("--seed", type=int, default=0, help="seed of the simulations and their fits")
+    calibrate.add_argument("--num-workers", "--workers", dest="workers", type=int, default=None,
                            help="parallel processes (default: all cores; 1 per process with --distributed)")
     calibrate.add_argument("--distributed", action="store_true",
                            help="share the simulations among the processes torchrun starts; rank 0 reports")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence
 
 from typing import Any
@@ -23,15 +24,26 @@ stats: Any = LazyModule("scipy.stats")
 _MAX_POINTS = 500  # draws per side in the joint MMD test (its cost is quadratic)
 
 
-def _named(fits: Mapping[str, Fit] | Sequence[Fit]) -> dict[str, Fit]:
+def _named(fits: Mapping[str, Fit] | Sequence[Fit], least: int = 1) -> dict[str, Fit]:
+    """Label -> fit, the labels of a sequence being the engines' names (``svi-2`` for a second);
+    a ``TypeError`` for anything but fits (a path: ``bg.load`` reads it), a ``ValueError`` for
+    fewer than ``least``."""
     if isinstance(fits, Mapping):
-        return dict(fits)
-    named: dict[str, Fit] = {}
-    for fit in fits:
-        name, k = fit.engine, 2
-        while name in named:
-            name, k = f"{fit.engine}-{k}", k + 1
-        named[name] = fit
+        named = dict(fits)
+    else:
+        named = {}
+        for fit in fits:
+            name, k = getattr(fit, "engine", ""), 2
+            while name in named:
+                name, k = f"{getattr(fit, 'engine', '')}-{k}", k + 1
+            named[name] = fit
+    for label, fit in named.items():
+        if not isinstance(fit, Fit):
+            raise TypeError(f"fits must be bg.Fit objects (bg.load(path) reads a saved one); "
+                            f"'{label}' is a {type(fit).__name__}" if label else
+                            f"fits must be bg.Fit objects (bg.load(path) reads a saved one), got a {type(fit).__name__}")
+    if len(named) < least:
+        raise ValueError(f"comparing needs at least {least} fits, got {len(named)}")
     return named
 
 
@@ -93,7 +105,7 @@ def compare(fits: Mapping[str, Fit] | Sequence[Fit], reference: str | None = Non
         p-values; the Wasserstein p-value is a permutation test), and per engine a joint
         MMD test over all parameters, standardised by the reference sd.
     """
-    named = _named(fits)
+    named = _named(fits, least=2)
     if reference is None:
         reference = next((k for k, f in named.items() if f.kind == "samples"), next(iter(named)))
     if reference not in named:
@@ -126,8 +138,10 @@ def compare(fits: Mapping[str, Fit] | Sequence[Fit], reference: str | None = Non
                          "ks_stat": ks.statistic, "ks_pvalue": ks.pvalue, "w1": w1, "w1_pvalue": w1_p})
             joint_ref.append((ref_draws.reshape(-1) - ref_mean) / ref_sd)
             joint.append((draws.reshape(-1) - ref_mean) / ref_sd)
-        mmd, mmd_p = mmd_test(_subsample(np.stack(joint_ref, -1), seed), _subsample(np.stack(joint, -1), seed),
-                              seed=seed)
+        mmd, mmd_p = math.nan, math.nan
+        if joint and min(len(joint_ref[0]), len(joint[0])) >= 2:  # the unbiased MMD needs two draws a side
+            mmd, mmd_p = mmd_test(_subsample(np.stack(joint_ref, -1), seed), _subsample(np.stack(joint, -1), seed),
+                                  seed=seed)
         for row in rows[-len(joint):]:
             row["mmd"], row["mmd_pvalue"] = mmd, mmd_p
     return pd.DataFrame(rows)

@@ -232,6 +232,10 @@ def check(fit: "Fit") -> list[str]:
     approximations whose sds are off from the Laplace sds at their mean by more than a factor 2.
     NaN diagnostics count as failures.
     """
+    from bayesgen.result import Fit
+
+    if not isinstance(fit, Fit):
+        raise TypeError(f"bg.check needs a bg.Fit (bg.load(path) reads a saved one), got a {type(fit).__name__}")
     found = _fault_findings(fit)
     bad_sites = [name for name, value in fit.posterior.items()
                  if np.issubdtype(value.dtype, np.number) and not np.all(np.isfinite(value))]

@@ -32,6 +32,7 @@ from pyro.ops.einsum.adjoint import require_backward
 from pyro.ops.rings import MarginalRing
 from pyro.poutine.trace_struct import Trace
 
+from bayesgen._seeding import rng_restored
 from bayesgen.dtypes import computing_in
 # the density's own scoring and factor layout, so that the marginals contract exactly the factors
 # (enumerated sites unmasked) that the density sums over
@@ -63,6 +64,7 @@ def _draws(fit: Fit, density: LogDensity, num_samples: int | None) -> dict[str, 
     return {name: torch.as_tensor(fit.posterior[name][:, index], dtype=dtype) for name in density.latent_names}
 
 
+@rng_restored()
 def infer_discrete(fit: Fit, *, model: Callable[..., Any] | None = None, temperature: int = 1,
                    num_samples: int | None = None, seed: int = 0) -> dict[str, np.ndarray]:
     """Values of the enumerated discrete sites at each posterior draw, ``(chain, draw, *shape)``.

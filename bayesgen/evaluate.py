@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import numbers
 import warnings
 from typing import Any, Callable, Mapping
 
@@ -13,6 +14,7 @@ import torch
 from pyro.infer import Predictive
 
 from bayesgen._lazy import LazyModule
+from bayesgen._seeding import check_seed, rng_restored
 from bayesgen.dtypes import computing_in
 from bayesgen.engine import Problem
 from bayesgen.fitting import prepare
@@ -33,6 +35,7 @@ _MAX_MMD_POINTS = 500  # points of each side in the MMD test (its cost is quadra
 _MIN_C2ST_OBS = 50  # fewer held-out observations cannot train and validate a classifier
 
 
+@rng_restored()
 def evaluate(fit_or_model: Fit | ModelSpec | str | Callable[..., Any], real_data: Mapping[str, Any], *,
              num_samples: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Compare a model's samples with held-out real data: two-sample tests and predictive density.
@@ -98,8 +101,9 @@ def evaluate(fit_or_model: Fit | ModelSpec | str | Callable[..., Any], real_data
         observations of its one simulated data set). Small p-values say that the model's
         samples do not look like the data.
     """
-    if not isinstance(num_samples, int) or num_samples < 2:
+    if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 2:
         raise ValueError(f"num_samples must be an integer of at least 2, got {num_samples!r}")
+    num_samples, seed = int(num_samples), check_seed(seed)
     if isinstance(fit_or_model, Fit):
         if fit_or_model.problem is None:
             raise ValueError("this fit was loaded from a file without its program; "

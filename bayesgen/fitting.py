@@ -13,6 +13,7 @@ import pyro
 import torch
 from pyro.poutine.trace_struct import Trace
 
+from bayesgen._seeding import check_seed, rng_restored
 from bayesgen.distributed import Ranks
 from bayesgen.dtypes import ParameterDtypes, computing_in, data_dtype, dtype_name, requested_dtype
 from bayesgen.engine import Engine, EngineResult, Problem
@@ -21,7 +22,7 @@ from bayesgen.mapped import MappedRows
 from bayesgen.marginal import observation_log_likelihood
 from bayesgen.postprocess import deterministic_sites
 from bayesgen.program import ProgramError, on_device, run_program
-from bayesgen.registry import get_model, make_engine
+from bayesgen.registry import get_model, is_zoo_spec, list_engines, make_engine
 from bayesgen.result import Fit
 from bayesgen.spec import ModelSpec
 from bayesgen.validate import check_arguments, check_observed, check_single_rows, infer_observed, to_tensors
@@ -144,6 +145,7 @@ def _numpy(tensors: Mapping[str, torch.Tensor] | None) -> dict[str, np.ndarray] 
     return {k: v.detach().cpu().numpy() for k, v in tensors.items()}
 
 
+@rng_restored()
 def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | None = None, *,
         engine: str | Engine = "nuts", seed: int = 0, device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None, progress: bool | None = None, distributed: bool = False,
@@ -206,6 +208,7 @@ def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
     >>> bg.check(nuts)  # plain-language findings; empty when nothing is wrong
     []
     """
+    seed = check_seed(seed)
     if isinstance(engine, str):
         engine = make_engine(engine, options)
     elif options:
@@ -220,8 +223,20 @@ def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
     ranks = Ranks.of_group() if distributed else Ranks()
     problem = prepare(model, data, device, dtype)
     problem.ranks = ranks
+    _check_engine_applies(model, problem.spec, type(engine).name)
     with computing_in(problem.dtype):
         return _run(engine, problem, seed, sys.stderr.isatty() if progress is None else progress, start)
+
+
+def _check_engine_applies(model: Any, spec: ModelSpec, engine: str) -> None:
+    """Warn where a zoo model is fitted by a registered engine its spec does not list (a VAE is
+    meant for ``svi`` with the encoder its module ships, which ``bg.evaluate`` then scores
+    held-out images with). A user's program or spec, or a user's engine, is the user's call."""
+    zoo = isinstance(model, str) or (isinstance(model, ModelSpec) and is_zoo_spec(model))
+    if zoo and engine in list_engines() and engine not in spec.engines:
+        warnings.warn(f"engine '{engine}' is not among those model '{spec.name}' is meant for "
+                      f"({', '.join(spec.engines)}; its ModelSpec.engines): the fit may not mean what it "
+                      "would under them", UserWarning, stacklevel=3)
 
 
 def _run(engine: Engine, problem: Problem, seed: int, show: bool, start: float) -> Fit:

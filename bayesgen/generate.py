@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
+import numbers
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 from pyro.poutine.trace_struct import Trace
 from torch.distributions import transform_to
 
+from bayesgen._seeding import check_seed, rng_restored
 from bayesgen.dtypes import computing_in
 from bayesgen.logdensity import Uncondition
 from bayesgen.program import is_latent, on_device, run_program
@@ -131,7 +133,8 @@ def trained(problem: "Problem", params: Mapping[str, np.ndarray]) -> Iterator[No
                     raise ValueError(f"parameter '{name}' of the fit has shape {tuple(np.shape(value))}, but the "
                                      f"program with these arguments builds it with shape {tuple(target.shape)}: pass "
                                      "the arguments the fit was made with (sizes of its networks: see "
-                                     "fit.constant_data)")
+                                     "fit.constant_data), and data of the sizes it was fitted to (images of "
+                                     "the same height and width)")
                 backups[name] = target.detach().clone()
                 constrained = torch.as_tensor(value, device=target.device)
                 target.copy_(transform_to(constraints[name]).inv(constrained))
@@ -139,6 +142,7 @@ def trained(problem: "Problem", params: Mapping[str, np.ndarray]) -> Iterator[No
             yield
 
 
+@rng_restored()
 def generate(fit: "Fit", num_samples: int, *, seed: int = 0, temperature: float = 1.0,
              conditions: Mapping[str, Any] | None = None, point: bool = False) -> Any:
     """New samples of every observed site, ``(num_samples, *event_shape)``, decoded where the model
@@ -149,8 +153,9 @@ def generate(fit: "Fit", num_samples: int, *, seed: int = 0, temperature: float 
     site at the centre of its posterior (the mean in the unconstrained space, mapped back, so
     that it lies in the site's support) instead of a random draw per run.
     """
-    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+    if not isinstance(num_samples, numbers.Integral) or isinstance(num_samples, bool) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+    num_samples, seed = int(num_samples), check_seed(seed)
     problem = fit._require_problem()
     with computing_in(problem.dtype):
         return _generate(fit, problem, num_samples, seed, temperature, conditions, point)

@@ -45,7 +45,7 @@ def save(fit: Fit, path: str) -> None:
     meta = {
         "engine": fit.engine, "kind": fit.kind, "settings": fit.settings, "timing": fit.timing,
         "point": _jsonable(fit.point), "stderr": _jsonable(fit.stderr), "info": fit.info,
-        "dims": fit.dims, "model_name": fit.model_name,
+        "dims": fit.dims, "model_name": fit.model_name, "zoo_model": _is_zoo_model(fit),
         # ArviZ gives a number a dimension of length 1: the shapes bring back 0-d arguments as 0-d
         "constant_shapes": {key: list(np.shape(value)) for key, value in fit.constant_data.items()},
     }
@@ -81,7 +81,8 @@ def load(path: str, model: Callable[..., Any] | str | ModelSpec | None = None) -
         The program the fit belongs to (not stored in the file: code is never unpickled). With
         it, the loaded fit is rebuilt from the file's observed and constant data and can
         ``predict``, ``generate`` and be evaluated like a fresh one; without it, it holds the
-        draws, statistics and parameters only.
+        draws, statistics and parameters only, unless it is a fit of a zoo model, whose
+        program is found by its name.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no saved fit at {path}")
@@ -103,9 +104,18 @@ def load(path: str, model: Callable[..., Any] | str | ModelSpec | None = None) -
         model_name=meta["model_name"], posterior_predictive=_group(idata, "posterior_predictive"),
         params=_params(idata), constant_data=_reshaped(_group(idata, "constant_data"), meta.get("constant_shapes", {})),
     )
+    if model is None and meta.get("zoo_model"):
+        model = fit.model_name  # a zoo model's program is found by its name, not unpickled
     if model is not None:
-        fit.problem = _problem(fit, model)
+        fit.problem = _problem(fit, model, path)
     return fit
+
+
+def _is_zoo_model(fit: Fit) -> bool:
+    """Whether the fit's program is the zoo's program of its name (so that ``load`` finds it)."""
+    from bayesgen.registry import is_zoo_spec
+
+    return fit.problem is not None and is_zoo_spec(fit.problem.spec)
 
 
 def _meta_group(idata: Any) -> Any:
@@ -129,7 +139,7 @@ def _params(idata: Any) -> dict[str, np.ndarray]:
     return {name: group[f"p{i}"].values for i, name in enumerate(names)}
 
 
-def _problem(fit: Fit, model: Callable[..., Any] | str | ModelSpec) -> Any:
+def _problem(fit: Fit, model: Callable[..., Any] | str | ModelSpec, path: str) -> Any:
     """The fit's problem rebuilt from ``model`` and the data the file holds."""
     from bayesgen.fitting import prepare, resolve_model
 
@@ -137,4 +147,8 @@ def _problem(fit: Fit, model: Callable[..., Any] | str | ModelSpec) -> Any:
     arguments = {key: value.item() if value.ndim == 0 else value for key, value in fit.constant_data.items()}
     observed = dict(spec.observed) or {site: site for site in fit.observed_data}
     arguments.update({observed.get(site, site): value for site, value in fit.observed_data.items()})
-    return prepare(spec, arguments, dtype=fit.settings.get("dtype"))
+    try:
+        return prepare(spec, arguments, dtype=fit.settings.get("dtype"))
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(f"the fit in {path} (of model '{fit.model_name}') does not run under the program given "
+                        f"as model= ('{spec.name}'), which must be the one it was fitted with: {exc}") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from typing import Any, Callable, NamedTuple
 
@@ -19,9 +20,44 @@ spatial: Any = LazyModule("scipy.spatial")
 special: Any = LazyModule("scipy.special")
 
 
-def _points(samples: np.ndarray | torch.Tensor) -> np.ndarray:
+def _points(samples: np.ndarray | torch.Tensor, name: str = "x", least: int = 1) -> np.ndarray:
+    """Samples as a float array of rows (points), with at least ``least`` of them."""
     array = np.asarray(samples.detach().cpu() if isinstance(samples, torch.Tensor) else samples, dtype=float)
-    return array.reshape(len(array), -1)
+    array = array.reshape(len(array), -1) if array.ndim else array.reshape(1, 1)
+    if len(array) < least:
+        raise ValueError(f"{name} needs at least {least} points (rows), got {len(array)}")
+    return array
+
+
+def _neighbours(k: Any) -> int:
+    """The k of a k-nearest-neighbour estimator: a positive integer."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def _ordinal(k: int) -> str:
+    """1st, 2nd, 3rd, 4th, ..., 11th, 12th, 13th, 21st."""
+    suffix = "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
+    return f"{k}{suffix}"
+
+
+def _positive_distances(distances: np.ndarray, what: str) -> np.ndarray:
+    """``distances`` if all are positive; else a ``ValueError``: a k-NN estimate takes their
+    logarithm, and repeated points (discrete data, a sampler's rejected moves, a sample
+    compared with itself) would make it infinite without saying why."""
+    zero = int(np.sum(distances <= 0))
+    if zero:
+        raise ValueError(f"{what} is 0 for {zero} of {len(distances)} points: the k-nearest-neighbour "
+                         "estimators need continuous samples without repeated points (drop repeats, "
+                         "e.g. np.unique(x, axis=0), or compare samples drawn separately)")
+    return distances
+
+
+def _same_features(x: np.ndarray, y: np.ndarray, names: str = "x and y") -> None:
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"{names} must have the same number of features (columns), "
+                         f"got {x.shape[1]} and {y.shape[1]}")
 
 
 def _log_unit_ball(dim: int) -> float:
@@ -44,9 +80,11 @@ def entropy(p: torch.distributions.Distribution | np.ndarray, *, k: int = 3) -> 
     """
     if isinstance(p, torch.distributions.Distribution):
         return float(p.entropy().sum())
-    x = _points(p)
+    k = _neighbours(k)
+    x = _points(p, "p", least=k + 1)
     n, dim = x.shape
-    radius = spatial.cKDTree(x).query(x, k=k + 1)[0][:, k]
+    radius = _positive_distances(spatial.cKDTree(x).query(x, k=k + 1)[0][:, k],
+                                 f"the distance to the {_ordinal(k)} neighbour")
     return float(special.digamma(n) - special.digamma(k) + _log_unit_ball(dim) + dim * np.mean(np.log(radius)))
 
 
@@ -63,11 +101,15 @@ def kl_divergence(p: torch.distributions.Distribution | np.ndarray,
         return float(torch.distributions.kl_divergence(p, q).sum())
     if isinstance(p, torch.distributions.Distribution) or isinstance(q, torch.distributions.Distribution):
         raise TypeError("pass two torch distributions (closed form) or two sample arrays (estimator)")
-    x, y = _points(p), _points(q)
+    k = _neighbours(k)
+    x, y = _points(p, "p", least=k + 1), _points(q, "q", least=k)
+    _same_features(x, y, "p and q")
     n, dim = x.shape
-    rho = spatial.cKDTree(x).query(x, k=k + 1)[0][:, k]
+    rho = _positive_distances(spatial.cKDTree(x).query(x, k=k + 1)[0][:, k],
+                              f"the distance from a point of p to its {_ordinal(k)} neighbour in p")
     nu = spatial.cKDTree(y).query(x, k=k)[0]
-    nu = nu[:, k - 1] if nu.ndim == 2 else nu
+    nu = _positive_distances(nu[:, k - 1] if nu.ndim == 2 else nu,
+                             f"the distance from a point of p to its {_ordinal(k)} neighbour in q")
     return float(dim * np.mean(np.log(nu / rho)) + math.log(len(y) / (n - 1)))
 
 
@@ -88,13 +130,17 @@ def mutual_information(x: torch.distributions.MultivariateNormal | np.ndarray,
         return float(0.5 * (logdet(cov[:split, :split])[1] + logdet(cov[split:, split:])[1] - logdet(cov)[1]))
     if y is None:
         raise ValueError("pass paired samples x and y, or a MultivariateNormal and split")
-    a, b = _points(x), _points(y)
+    k = _neighbours(k)
+    a, b = _points(x, "x", least=k + 1), _points(y, "y", least=k + 1)
     if len(a) != len(b):
         raise ValueError(f"x and y must be paired draws, got {len(a)} and {len(b)} rows")
     joint = np.concatenate([a, b], axis=1)
-    eps = spatial.cKDTree(joint).query(joint, k=k + 1, p=np.inf)[0][:, k]
-    count_a = spatial.cKDTree(a).query_ball_point(a, eps - 1e-12, p=np.inf, return_length=True) - 1
-    count_b = spatial.cKDTree(b).query_ball_point(b, eps - 1e-12, p=np.inf, return_length=True) - 1
+    eps = _positive_distances(spatial.cKDTree(joint).query(joint, k=k + 1, p=np.inf)[0][:, k],
+                              f"the max-norm distance to the {_ordinal(k)} neighbour of (x, y)")
+    # neighbours strictly closer than eps: the largest radius below it, whatever the data's scale
+    inside = np.nextafter(eps, 0.0)
+    count_a = spatial.cKDTree(a).query_ball_point(a, inside, p=np.inf, return_length=True) - 1
+    count_b = spatial.cKDTree(b).query_ball_point(b, inside, p=np.inf, return_length=True) - 1
     n = len(a)
     return float(special.digamma(k) + special.digamma(n)
                  - np.mean(special.digamma(count_a + 1) + special.digamma(count_b + 1)))
@@ -130,8 +176,11 @@ def mmd_test(x: np.ndarray, y: np.ndarray, *, num_permutations: int = 200, seed:
     >>> p < 0.01
     True
     """
-    x = np.asarray(x, dtype=float).reshape(len(x), -1)
-    y = np.asarray(y, dtype=float).reshape(len(y), -1)
+    x, y = _points(x, "x", least=2), _points(y, "y", least=2)  # an unbiased MMD needs pairs within each
+    _same_features(x, y)
+    if isinstance(num_permutations, bool) or not isinstance(num_permutations, numbers.Integral) \
+            or num_permutations < 1:
+        raise ValueError(f"num_permutations must be a positive integer, got {num_permutations!r}")
     pooled = np.concatenate([x, y])
     dist2 = spatial.distance.cdist(pooled, pooled, "sqeuclidean")
     bandwidth2 = np.median(dist2[np.triu_indices_from(dist2, k=1)]) or 1.0
@@ -198,7 +247,8 @@ def ks_test(x: np.ndarray, reference: np.ndarray | Callable[[np.ndarray], np.nda
     """Kolmogorov-Smirnov test (``scipy.stats``), two-sided.
 
     ``reference`` is a second sample (two-sample test), a distribution with a ``cdf``
-    method (a frozen ``scipy.stats`` distribution), or a CDF callable (one-sample test).
+    method (a frozen ``scipy.stats`` distribution), the name of a ``scipy.stats``
+    distribution at its standard parameters (``"norm"``), or a CDF callable (one-sample test).
     For discrete data the test is conservative: its p-values are too large; where ties
     defeat scipy's exact two-sample null distribution its asymptotic one is used.
 
@@ -212,6 +262,10 @@ def ks_test(x: np.ndarray, reference: np.ndarray | Callable[[np.ndarray], np.nda
     True
     """
     a = _sample("x", x)
+    if isinstance(reference, str):
+        if not hasattr(stats, reference) or not hasattr(getattr(stats, reference), "cdf"):
+            raise ValueError(f"reference {reference!r} is not a scipy.stats distribution")
+        return _result(stats.kstest(a, reference))
     if hasattr(reference, "cdf"):
         return _result(stats.kstest(a, reference.cdf))
     if callable(reference):

@@ -17,7 +17,8 @@ import numpy as np
 from bayesgen._hints import did_you_mean
 from bayesgen.spec import ModelSpec
 
-__all__ = ["engine_options", "get_engine_class", "get_model", "list_engines", "list_models", "make_engine"]
+__all__ = ["engine_options", "get_engine_class", "get_model", "is_zoo_spec", "list_engines", "list_models",
+           "make_engine"]
 
 
 def _modules(package: str) -> list[str]:
@@ -44,6 +45,13 @@ def get_model(name: str) -> ModelSpec:
     if not isinstance(spec, ModelSpec):
         raise TypeError(f"bayesgen.models.{name} defines no ModelSpec called SPEC")
     return spec
+
+
+def is_zoo_spec(spec: ModelSpec) -> bool:
+    """Whether ``spec`` holds the program of the zoo model of its name (so that the name finds it)."""
+    if spec.name not in _modules("bayesgen.models"):
+        return False
+    return spec.model is get_model(spec.name).model
 
 
 def list_engines() -> list[str]:

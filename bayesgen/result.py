@@ -10,6 +10,8 @@ import numpy as np
 import pyro
 import torch
 
+from bayesgen._seeding import check_seed, rng_restored
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -103,7 +105,7 @@ class Fit:
             from bayesgen.generate import trained
 
             started = time.perf_counter()
-            with trained(self.problem, self.params):
+            with trained(self.problem, self.params), rng_restored():  # the estimate of a VAE's seeds
                 self._log_likelihood = pointwise_log_likelihood_of(self, self._latent_draws(self.problem))
             self.timing["log_likelihood"] = time.perf_counter() - started
         return self._log_likelihood
@@ -148,6 +150,7 @@ class Fit:
 
         save(self, path)
 
+    @rng_restored()
     def predict(self, num_samples: int | None = None, *, seed: int = 0, **new_data: Any) -> dict[str, np.ndarray]:
         """Posterior predictive draws of the observed sites, ``(chain, draw, *shape)``.
 
@@ -170,6 +173,7 @@ class Fit:
         from bayesgen.postprocess import simulate_sites
         from bayesgen.validate import check_arguments, to_tensors
 
+        seed = check_seed(seed)
         problem = self._require_problem()
         check_arguments(problem.spec.model, new_data, partial=True)
         data = {**problem.data, **to_tensors(new_data, problem.device, problem.dtype)}
@@ -230,8 +234,8 @@ class Fit:
 
     def _require_problem(self) -> "Problem":
         if self.problem is None:
-            raise ValueError("this fit was loaded from a file without its program; "
-                             "pass the model to bg.load(path, model=...) to predict")
+            raise ValueError("this fit was loaded from a file without its program; pass the model to "
+                             "bg.load(path, model=...) to predict, generate or evaluate with it")
         if not self.problem.spec.observed:
             raise ValueError("cannot tell which program arguments carry observed data; declare them "
                              "in a ModelSpec(observed={site: argument})")

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from bayesgen._files import save_figure
 from bayesgen._lazy import LazyModule
+from bayesgen._seeding import rng_restored
 from bayesgen.convert import plot_rank_ecdf
 from bayesgen.diagnostics import ess
 from bayesgen.distributed import Ranks
@@ -177,6 +178,7 @@ class _Job:
     dtype: torch.dtype
 
 
+@rng_restored()
 def sbc(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | None = None, *,
         engine: str | Engine = "nuts", options: Mapping[str, Any] | None = None, num_simulations: int = 100,
         num_draws: int = 99, alpha: float = 0.01, seed: int = 0, num_workers: int | None = None,

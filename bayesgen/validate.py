@@ -286,6 +286,10 @@ def check_observed(trace: Trace, spec: ModelSpec) -> None:
         if site["type"] != "sample" or not site["is_observed"] or is_deterministic(site) or is_subsample(site):
             continue
         expected = tuple(site["fn"].batch_shape + site["fn"].event_shape)
+        if not isinstance(site["value"], (torch.Tensor, numbers.Number)):
+            argument = spec.observed.get(name)
+            raise TypeError(f"observed site '{name}' got {type(site['value']).__name__} {site['value']!r:.40} as its "
+                            f"data; pass {f'data[{argument!r}]' if argument else 'its data'} as numbers (an array)")
         value = torch.as_tensor(site["value"])  # a number observed as such (``obs=1.0``) has no shape
         if tuple(value.shape) != expected:
             raise ValueError(

@@ -284,7 +284,12 @@ def _discriminator(choice: str | nn.Module, real: torch.Tensor, seed: int) -> nn
                                    nn.Linear(MLP_HIDDEN, MLP_HIDDEN), nn.LeakyReLU(0.2), nn.Linear(MLP_HIDDEN, 1))
     module = module.to(device=real.device, dtype=real.dtype)
     with torch.no_grad():
-        out = module(real)
+        try:
+            out = module(real)
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise ValueError(f"engine 'gan': the discriminator fails on a batch of observations of shape "
+                             f"{tuple(real.shape)} ({type(exc).__name__}: {exc}); it must take the observed "
+                             "site's values, one observation per row") from exc
     if not isinstance(out, torch.Tensor) or tuple(out.shape) not in ((len(real),), (len(real), 1)):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"engine 'gan': the discriminator must map a batch of observations {tuple(real.shape)} "

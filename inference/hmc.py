@@ -20,8 +20,10 @@ class HMC:
 
     Parameters
     ----------
-    num_warmup, num_samples : int
-        Warmup iterations and kept draws, per chain.
+    num_warmup : int
+        Warmup (adaptation) iterations per chain; their draws are not kept.
+    num_samples : int
+        Draws kept per chain.
     num_chains : int
         Number of chains, run in one process as a batch.
     num_steps : int

@@ -23,8 +23,10 @@ class NUTS:
 
     Parameters
     ----------
-    num_warmup, num_samples : int
-        Warmup (adaptation) iterations and kept draws, per chain.
+    num_warmup : int
+        Warmup (adaptation) iterations per chain; their draws are not kept.
+    num_samples : int
+        Draws kept per chain.
     num_chains : int
         Number of chains, run in one process as a batch (under ``bg.fit(..., distributed=True)``,
         process ``r`` of ``W`` runs chains ``r, r + W, ...``; each chain has its own random

@@ -56,6 +56,12 @@ def test_var_names_restrict_the_report_and_unknown_ones_are_named(two_runs):
 def test_unknown_reference_is_named(two_runs):
     with pytest.raises(ValueError, match="reference 'svi'"):
         bg.compare({"a": two_runs[0], "b": two_runs[1]}, reference="svi")
+    with pytest.raises(ValueError, match="comparing needs at least 2 fits, got 1"):
+        bg.compare({"a": two_runs[0]})  # an empty table before
+    with pytest.raises(TypeError, match=r"fits must be bg.Fit objects \(bg.load\(path\) reads a saved one\), got a str"):
+        bg.compare(["a.nc", "b.nc"])
+    with pytest.raises(TypeError, match="bg.check needs a bg.Fit"):
+        bg.check("a.nc")
 
 
 def test_plot_compare_writes_an_overlay(tmp_path, two_runs):

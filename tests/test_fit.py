@@ -135,6 +135,21 @@ def test_save_then_load_gives_the_same_summary(tmp_path, nuts_fit):
         loaded.predict()
 
 
+def test_a_zoo_fit_loads_with_its_program_and_a_wrong_program_is_named(tmp_path):
+    fit = bg.fit("eight_schools", engine="laplace", num_draws=50)
+    fit.save(str(tmp_path / "schools.nc"))
+    loaded = bg.load(str(tmp_path / "schools.nc"))  # found by its zoo name
+    assert np.array_equal(loaded.generate(5, seed=2)["y"], fit.generate(5, seed=2)["y"])
+    with pytest.raises(TypeError, match=r"the fit in .*schools.nc \(of model 'eight_schools'\) does not run under "
+                                         r"the program given as model= \('linear_regression'\)"):
+        bg.load(str(tmp_path / "schools.nc"), model="linear_regression")
+
+
+def test_a_zoo_model_warns_under_an_engine_its_spec_does_not_list():
+    with pytest.warns(UserWarning, match=r"engine 'mle' is not among those model 'bnn' is meant for \(nuts, hmc"):
+        bg.fit("bnn", engine="mle", num_steps=5)
+
+
 def test_point_estimates_survive_save_and_load(tmp_path):
     fit = bg.fit(linear_regression, DATA, engine="mle")
     fit.save(str(tmp_path / "mle.nc"))

@@ -163,6 +163,9 @@ def test_programs_that_cannot_be_generators_are_refused():
 def test_a_discriminator_with_the_wrong_output_is_refused():
     with pytest.raises(ValueError, match=r"discriminator must map a batch of observations \(64, 8, 8\) to one value"):
         bg.fit("gan", SMALL, discriminator=nn.Flatten(), **SHORT)
+    with pytest.raises(ValueError, match=r"discriminator fails on a batch of observations of shape \(64, 8, 8\) "
+                                         r"\(RuntimeError: mat1 and mat2 shapes"):
+        bg.fit("gan", SMALL, discriminator=nn.Linear(10, 1), **SHORT)  # rows of 8 pixels, not 10
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

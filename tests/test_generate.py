@@ -99,10 +99,34 @@ def test_network_weights_are_params_saved_as_arrays_and_drive_generate_after_loa
     assert "X" in loaded.to_arviz().constant_data
 
 
+@pytest.mark.parametrize("call", ["fit", "generate", "predict", "evaluate"])
+def test_seeded_functions_leave_the_callers_generators_as_they_were(normal_fit, call):
+    """A seed= makes the function's own draws repeatable; it must not reset the caller's streams
+    (pyro.set_rng_seed seeds torch's, numpy's and Python's global generators)."""
+    import random
+
+    y = np.random.default_rng(1).normal(3.0, 1.0, 20)
+    run = {"fit": lambda: bg.fit(normal, {"y": y}, engine="laplace", num_draws=20, seed=5),
+           "generate": lambda: normal_fit.generate(3, seed=1), "predict": lambda: normal_fit.predict(10, seed=2),
+           "evaluate": lambda: bg.evaluate(normal_fit, {"y": y}, num_samples=10, seed=3)}[call]
+    following = []
+    for caller_seed in (10, 20):
+        np.random.seed(caller_seed)
+        random.seed(caller_seed)
+        torch.manual_seed(caller_seed)
+        expected = (np.random.get_state()[1].copy(), random.getstate(), torch.get_rng_state())
+        run()
+        assert np.array_equal(np.random.get_state()[1], expected[0]) and random.getstate() == expected[1]
+        assert torch.equal(torch.get_rng_state(), expected[2])
+        following.append(float(torch.rand(())))
+    assert following[0] != following[1]
+
+
 def test_generate_names_a_bad_num_samples(normal_fit):
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="num_samples must be a positive integer"):
             normal_fit.generate(bad)
+    assert normal_fit.generate(np.int64(3))["y"].shape == (3,)  # a numpy integer is an integer
 
 
 def test_the_prototype_of_a_local_latent_program_runs():

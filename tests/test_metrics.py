@@ -7,7 +7,8 @@ import pytest
 import torch
 from scipy.stats import chi2_contingency
 
-from bayesgen.metrics import c2st, chi_square_test, entropy, kl_divergence, ks_test, mutual_information, t_test
+from bayesgen.metrics import (c2st, chi_square_test, entropy, kl_divergence, ks_test, mmd_test, mutual_information,
+                              t_test)
 
 N = 5000
 COV_P = np.array([[1.0, 0.6], [0.6, 2.0]])
@@ -48,6 +49,35 @@ def test_knn_kl_between_2d_gaussians():
 def test_ksg_mutual_information_of_correlated_gaussians(rho):
     xy = np.random.default_rng(2).multivariate_normal([0.0, 0.0], [[1.0, rho], [rho, 1.0]], size=N)
     assert abs(mutual_information(xy[:, 0], xy[:, 1]) - (-0.5 * math.log(1 - rho**2))) < 0.05
+
+
+def test_ksg_mutual_information_does_not_depend_on_the_units():
+    xy = np.random.default_rng(2).multivariate_normal([0.0, 0.0], [[1.0, 0.8], [0.8, 1.0]], size=N)
+    at_one = mutual_information(xy[:, 0], xy[:, 1])
+    for scale in (1e-13, 1e-9, 1e9):  # an absolute 1e-12 off the radius gave inf at 1e-13, 0.588 at 1e-9
+        assert mutual_information(scale * xy[:, 0], scale * xy[:, 1]) == pytest.approx(at_one, rel=1e-12)
+
+
+def test_knn_estimators_refuse_repeated_points_and_too_few_of_them():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(200, 2)), rng.normal(size=(200, 2))
+    repeated = "need continuous samples without repeated points"
+    with pytest.raises(ValueError, match=f"1st neighbour is 0 for 2 of 201 points: the k-nearest-neighbour .*{repeated}"):
+        entropy(np.vstack([x, x[:1]]), k=1)  # one repeated draw made it -inf
+    with pytest.raises(ValueError, match=f"its 1st neighbour in q is 0 for 200 of 200 points.*{repeated}"):
+        kl_divergence(x, x)  # -inf before
+    with pytest.raises(ValueError, match=f"3rd neighbour of \\(x, y\\) is 0.*{repeated}"):
+        mutual_information(rng.integers(0, 3, 200), rng.integers(0, 3, 200))  # discrete data: inf before
+    with pytest.raises(ValueError, match="p needs at least 4 points"):
+        entropy(rng.normal(size=3))
+    with pytest.raises(ValueError, match="k must be a positive integer, got 0"):
+        entropy(x, k=0)
+    with pytest.raises(ValueError, match="p and q must have the same number of features"):
+        kl_divergence(x, y[:, :1])
+    with pytest.raises(ValueError, match="x needs at least 2 points"):
+        mmd_test(x[:1], y)  # a NaN statistic with p = 0.005 before
+    with pytest.raises(ValueError, match="num_permutations must be a positive integer, got 0"):
+        mmd_test(x, y, num_permutations=0)
 
 
 def test_mixed_arguments_are_rejected():
@@ -125,6 +155,9 @@ def test_ks_one_and_two_sample():
     # two points against U(0, 1): the ECDF misses the CDF by 0.25 at both jumps
     assert ks_test([0.25, 0.75], uniform()).statistic == pytest.approx(0.25)
     assert ks_test([0.25, 0.75], uniform().cdf).statistic == pytest.approx(0.25)
+    assert ks_test([0.25, 0.75], "uniform").statistic == pytest.approx(0.25)  # a name, as scipy takes
+    with pytest.raises(ValueError, match="'normal' is not a scipy.stats distribution"):
+        ks_test([0.25, 0.75], "normal")
     rng = np.random.default_rng(5)
     x = rng.normal(size=400)
     assert ks_test(x, norm()).pvalue > ALPHA and ks_test(x, rng.normal(size=400)).pvalue > ALPHA

@@ -188,7 +188,7 @@ def test_cli_prints_the_uniformity_table_and_writes_the_plot(tmp_path, capsys):
 
     out = tmp_path / "sbc.png"
     code = main(["sbc", "linear_regression", "--engine", "laplace", "--option", "num_steps=200",
-                 "--num-simulations", "5", "--num-draws", "9", "--workers", "1", "--out", str(out), "--quiet"])
+                 "--num-simulations", "5", "--num-draws", "9", "--num-workers", "1", "--out", str(out), "--quiet"])
     printed = capsys.readouterr().out
     assert code == 0 and "pvalue_holm" in printed and "beta[2]" in printed and LOG_LIKELIHOOD in printed
     # five simulations test nothing, and the verdict says so rather than "no quantity rejects"

@@ -111,6 +111,8 @@ def test_data_outside_the_support_are_named_for_fitting_and_for_scoring():
 def test_wrong_dtype_names_the_argument():
     with pytest.raises(TypeError, match=r"data\['y'\] has dtype <U"):
         bg.fit(normal_normal, {"y": np.array(["a", "b"])}, engine="map")
+    with pytest.raises(TypeError, match=r"observed site 'y' got str 'y' as its data; pass its data as numbers"):
+        bg.fit(coin_flips, {"y": "y"}, engine="map")
 
 
 def test_discrete_latent_that_cannot_be_enumerated_is_named():
