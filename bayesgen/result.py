@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -174,6 +175,9 @@ class Fit:
         from bayesgen.validate import check_arguments, to_tensors
 
         seed = check_seed(seed)
+        if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral)
+                                        or num_samples < 1):
+            raise ValueError(f"num_samples must be a positive integer or None (all draws), got {num_samples!r}")
         problem = self._require_problem()
         check_arguments(problem.spec.model, new_data, partial=True)
         data = {**problem.data, **to_tensors(new_data, problem.device, problem.dtype)}
@@ -188,7 +192,10 @@ class Fit:
         pyro.set_rng_seed(seed)
         sites = list(problem.spec.observed)
         with torch.no_grad(), trained(problem, self.params):
-            out = {k: v.cpu().numpy() for k, v in simulate_sites(problem.density, draws, data, sites).items()}
+            try:
+                out = {k: v.cpu().numpy() for k, v in simulate_sites(problem.density, draws, data, sites).items()}
+            except (RuntimeError, ValueError) as exc:
+                raise _with_shapes_named(exc, new_data, problem.data) from exc
         if not new_data:
             self.posterior_predictive = out
         return out
@@ -240,3 +247,18 @@ class Fit:
             raise ValueError("cannot tell which program arguments carry observed data; declare them "
                              "in a ModelSpec(observed={site: argument})")
         return self.problem
+
+
+def _with_shapes_named(exc: Exception, new_data: dict[str, Any], fitted: dict[str, Any]) -> Exception:
+    """``exc`` from a program run on new data, as a ``ValueError`` naming the new arguments whose
+    shapes differ from the fitted ones beyond their first (rows) dimension, where there are any:
+    the likely cause, which torch reports as a mismatch deep inside the program."""
+    differ = [f"{key} has shape {tuple(np.shape(value))} where the fit's has {tuple(fitted[key].shape)}"
+              for key, value in new_data.items()
+              if isinstance(fitted.get(key), torch.Tensor) and np.ndim(value) == fitted[key].dim() >= 1
+              and tuple(np.shape(value))[1:] != tuple(fitted[key].shape)[1:]]
+    if not differ:
+        return exc
+    return ValueError(f"the program fails on the new data ({type(exc).__name__}: {str(exc).splitlines()[0]}): "
+                      f"{'; '.join(differ)}; new data must match the fitted data in all but the number of rows")
+

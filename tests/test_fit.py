@@ -116,6 +116,10 @@ def test_predict_with_new_data_and_stored_posterior_predictive(nuts_fit):
     new = fit.predict(X=X[:7])
     assert new["y"].shape == (3, 50, 7)
     assert "y" not in fit.posterior_predictive
+    with pytest.raises(ValueError, match=r"X has shape \(3, 2\) where the fit's has \(\d+, 3\); new data must match"):
+        fit.predict(X=X[:3, :2])  # torch's "size of tensor a (2) must match" from inside the program before
+    with pytest.raises(ValueError, match="num_samples must be a positive integer or None"):
+        fit.predict(0)
     replicated = fit.predict(num_samples=10)
     assert replicated["y"].shape == (3, 10, len(Y))
     assert fit.posterior_predictive["y"].shape == (3, 10, len(Y))
