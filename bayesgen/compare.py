@@ -179,4 +179,10 @@ def loo_compare(fits: Mapping[str, Fit], ic: str = "loo") -> pd.DataFrame:
     for name, fit in fits.items():
         if not fit.log_likelihood:
             raise ValueError(f"fit '{name}' has no pointwise log-likelihood to compare")
+        if all(np.ptp(values.reshape(-1, *values.shape[2:]), axis=0).max(initial=0.0) == 0
+               for values in fit.log_likelihood.values()):
+            raise ValueError(f"fit '{name}' has draws that all sit at one point (a point fit whose curvature gave "
+                             "no covariance: see bg.check), so its elpd is the plug-in fit to the very data it "
+                             "was fitted to, which ranks above any posterior; refit it with draws that vary "
+                             "(engine='nuts', or 'laplace' of a well-posed model)")
     return loo_table({name: fit.to_arviz() for name, fit in fits.items()}, ic)

@@ -66,8 +66,20 @@ def read_netcdf(path: str) -> "InferenceData":
 
 def plot_densities(datasets: list["InferenceData"], labels: list[str], var_names: list[str] | None) -> Any:
     """Marginal posterior densities of several fits overlaid, one panel per scalar parameter
-    (``arviz.plot_density``, lightly shaded); returns the axes."""
-    return _az.plot_density(datasets, data_labels=labels, var_names=var_names, shade=0.1)
+    (``arviz.plot_density``, lightly shaded); returns the axes.
+
+    Each panel is titled on one line (``theta[1]``, where ArviZ puts the index on a second line
+    that runs into the tick labels of the panel above) and has at most five ticks on its axis
+    (a wide range, from a fit far off the others, would print numbers into each other)."""
+    from matplotlib.ticker import MaxNLocator
+
+    axes = _az.plot_density(datasets, data_labels=labels, var_names=var_names, shade=0.1)
+    for axis in np.ravel(axes):
+        name, _, index = axis.get_title().partition("\n")
+        if index:
+            axis.set_title(f"{name}[{index}]", fontsize=axis.title.get_fontsize())
+        axis.xaxis.set_major_locator(MaxNLocator(5))
+    return axes
 
 
 def plot_rank_ecdf(ranks: np.ndarray, num_draws: int, *, ci_prob: float = 0.95, ax: Any = None) -> Any:

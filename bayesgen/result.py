@@ -166,7 +166,8 @@ class Fit:
         **new_data
             Program arguments to replace, e.g. new covariates. Observed sites are
             simulated: without new data in the shape of the observed data (replicated data,
-            also stored as ``posterior_predictive`` and shown by ``to_arviz()``); with new
+            also stored as ``posterior_predictive`` and shown by ``to_arviz()`` when drawn at
+            every posterior draw, so that ArviZ pairs them, as ``az.loo_pit`` does); with new
             data their arguments are set to None unless given, so the program sizes them
             from the new arguments.
         """
@@ -196,7 +197,7 @@ class Fit:
                 out = {k: v.cpu().numpy() for k, v in simulate_sites(problem.density, draws, data, sites).items()}
             except (RuntimeError, ValueError) as exc:
                 raise _with_shapes_named(exc, new_data, problem.data) from exc
-        if not new_data:
+        if not new_data and num_samples is None:  # a thinned set would not line up with the posterior's draws
             self.posterior_predictive = out
         return out
 

@@ -432,4 +432,8 @@ def run_mode(problem: Problem, *, seed: int, num_steps: int, num_draws: int, jac
         if not result.info["hessian_positive_definite"]:
             result.info["hessian_message"] = ("standard errors are undefined: there is no finite maximum "
                                               "to take the curvature at (see the message)")
+    elif not result.info["hessian_positive_definite"]:
+        # said out loud, as a runaway is: the draws all sit at the point, which ArviZ and
+        # bg.loo_compare would otherwise take for a posterior with no uncertainty
+        warnings.warn(f"engine '{engine}': {result.info['hessian_message']}", UserWarning, stacklevel=4)
     return result

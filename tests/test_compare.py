@@ -101,6 +101,11 @@ def test_loo_compare_ranks_the_true_model_first():
     assert table.loc["intercept", "elpd_diff"] > 4 * table.loc["intercept", "dse"]
     with pytest.raises(ValueError, match="ic must be"):
         bg.loo_compare(fits, ic="aic")
+    collinear = {"X": np.column_stack([small_x[:, 0], 2 * small_x[:, 0], small_x[:, 2]]), "y": small_y}
+    with pytest.warns(UserWarning, match="engine 'mle': the information matrix .* is singular"):
+        point = bg.fit(linear_regression, collinear, engine="mle")  # no covariance: its draws all sit at the point
+    with pytest.raises(ValueError, match="fit 'mle' has draws that all sit at one point"):
+        bg.loo_compare({"regression": fits["regression"], "mle": point})  # it ranked first, with weight 1, before
 
 
 def test_cli_compares_saved_fits_and_names_a_missing_file(tmp_path, capsys, two_runs):

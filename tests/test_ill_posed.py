@@ -68,7 +68,8 @@ def test_collinear_covariates_name_the_sites_of_the_flat_direction():
     rng = np.random.default_rng(0)
     x1 = rng.normal(size=50)
     y = 1.0 + 0.5 * x1 + rng.normal(size=50)
-    fit = bg.fit(two_covariates, {"x1": x1, "x2": 2 * x1, "y": y}, engine="mle")
+    with pytest.warns(UserWarning, match="engine 'mle': the information matrix .* is singular"):  # said at fit time
+        fit = bg.fit(two_covariates, {"x1": x1, "x2": 2 * x1, "y": y}, engine="mle")
     assert fit.info["hessian_positive_definite"] is False
     message = fit.info["hessian_message"]
     assert "singular" in message and "flat" in message and "collinear" in message
@@ -87,7 +88,8 @@ def rotating_factors(ratings=None):
 def test_a_symmetry_under_map_is_named_and_the_remedy_is_not_map_again():
     rng = np.random.default_rng(1)
     ratings = rng.normal(size=(6, 2)) @ rng.normal(size=(2, 5)) + 0.3 * rng.normal(size=(6, 5))
-    fit = bg.fit(rotating_factors, {"ratings": ratings}, engine="map")
+    with pytest.warns(UserWarning, match="engine 'map': the information matrix"):
+        fit = bg.fit(rotating_factors, {"ratings": ratings}, engine="map")
     message = fit.info["hessian_message"]
     assert "flat" in message and "rotating the factors" in message and "more informative prior" in message
     assert "engine='map'" not in message
