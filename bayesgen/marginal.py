@@ -19,7 +19,7 @@ import torch
 from pyro.poutine.trace_struct import Trace
 
 from bayesgen.postprocess import pointwise_log_likelihood
-from bayesgen.program import is_subsample, on_device
+from bayesgen.program import is_subsample, on_device, site_log_prob
 
 if TYPE_CHECKING:
     from bayesgen.engine import Problem
@@ -148,7 +148,7 @@ def _site_terms(trace: Trace, plate: str, nesting: int, latent_only: bool = Fals
         frame = next((f for f in node["cond_indep_stack"] if f.name == plate), None)
         if frame is None:
             continue
-        log_p = node["fn"].log_prob(node["value"])
+        log_p = site_log_prob(node)
         log_p = log_p.reshape((1,) * (nesting + 1 - log_p.dim()) + log_p.shape)
         log_p = log_p.movedim(frame.dim, -1)
         total = total + log_p.reshape(log_p.shape[0], -1, log_p.shape[-1]).sum(1)

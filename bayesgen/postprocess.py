@@ -14,7 +14,7 @@ from pyro.poutine.trace_struct import Trace
 
 from bayesgen._replay import agrees, record, script
 from bayesgen.logdensity import LogDensity, factor_tree, per_draw, plate_symbols, present_dims, score_trace
-from bayesgen.program import is_deterministic, is_subsample
+from bayesgen.program import is_deterministic, is_subsample, site_log_prob
 
 __all__ = ["deterministic_sites", "pointwise_log_likelihood", "simulate_sites"]
 
@@ -85,7 +85,7 @@ def _evaluated_sites(density: LogDensity, trace: Trace, size: int, kind: str) ->
             out[name] = per_draw(site["value"], size, shape)
         elif kind == "log_likelihood" and name in density.observed and density.subsampling_plate(site) is None:
             shape = tuple(density.prototype.nodes[name]["fn"].batch_shape)
-            out[name] = per_draw(site["fn"].log_prob(site["value"]), size, shape)
+            out[name] = per_draw(site_log_prob(site), size, shape)  # masked-out terms 0, as Pyro scores them
     return out
 
 

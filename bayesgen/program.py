@@ -16,7 +16,7 @@ from torch.distributions import biject_to, constraints, transform_to
 from torch.distributions.transforms import Transform
 
 __all__ = ["BATCH_PLATE", "LastSite", "ProgramError", "is_deterministic", "is_latent", "is_subsample", "on_device",
-           "run_program", "support_bijection"]
+           "run_program", "site_log_prob", "support_bijection"]
 
 BATCH_PLATE = "_bayesgen_batch"
 
@@ -55,6 +55,18 @@ class LastSite(Messenger):
     def _pyro_sample(self, msg: Any) -> None:
         if not isinstance(msg["fn"], _Subsample):  # a plate's index site is not where a program fails
             self.name = msg["name"]
+
+
+def site_log_prob(site: Mapping[str, Any]) -> torch.Tensor:
+    """A sample site's log density per batch element, 0 where the program masks it out
+    (``poutine.mask``, as Pyro's ELBOs and densities leave such terms out); unscaled."""
+    log_p = site["fn"].log_prob(site["value"])
+    mask = site["mask"]
+    if mask is None or mask is True:
+        return log_p
+    if mask is False:
+        return torch.zeros_like(log_p)
+    return torch.where(mask, log_p, log_p.new_zeros(()))
 
 
 def on_device(device: torch.device) -> contextlib.AbstractContextManager[Any]:

@@ -192,3 +192,23 @@ def test_approximations_weigh_their_draws_in_chunks_that_the_data_size_bounds(en
     assert fit.posterior["beta"].shape == (1, 1000, 10)
     assert max(batches) == 40  # the importance weights (Pareto k) of 1000 draws, and their values
     assert np.isfinite(fit.info["pareto_k"])
+
+
+def test_terms_a_program_masks_out_have_no_log_likelihood():
+    """poutine.mask leaves terms out of the density: their pointwise log-likelihood is 0, as Pyro
+    scores them (it was their full log density, which az.loo then counted)."""
+    from pyro import poutine
+
+    kept = torch.arange(30) < 20
+
+    def partly_masked(y=None):
+        mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        with pyro.plate("n", 30), poutine.mask(mask=kept):
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    y = np.random.default_rng(0).normal(2.0, 1.0, 30)
+    fit = bg.fit(partly_masked, {"y": y}, engine="laplace", num_draws=50)
+    loglik = fit.log_likelihood["y"]
+    assert loglik.shape == (1, 50, 30) and np.all(loglik[..., 20:] == 0)
+    mu = fit.posterior["mu"][..., None]
+    np.testing.assert_allclose(loglik[..., :20], -0.5 * np.log(2 * np.pi) - 0.5 * (y[:20] - mu) ** 2, atol=1e-10)
