@@ -161,7 +161,9 @@ def _optimiser_findings(fit: "Fit") -> list[str]:
     khat = fit.info.get("pareto_k")
     if khat is not None and not khat <= PARETO_K_MAX:
         found.append(f"Pareto k-hat = {khat:.2f} > {PARETO_K_MAX}: importance weights of the posterior "
-                     "against the approximation are heavy-tailed, so the approximation is unreliable")
+                     "against the approximation are heavy-tailed (the posterior's tails are not the "
+                     "approximation's), so its joint distribution and tails are unreliable, though its means "
+                     "and sds may be close; compare with engine='nuts'")
     found += _dispersion_findings(fit)
     loss = fit.sample_stats.get("loss")
     if loss is not None and loss.shape[-1] and not np.all(np.isfinite(loss[..., -1])):

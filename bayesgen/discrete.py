@@ -121,7 +121,8 @@ def infer_discrete(fit: Fit, *, model: Callable[..., Any] | None = None, tempera
             for name in density.enumerated:
                 shape = tuple(density.prototype.nodes[name]["value"].shape)
                 parts.setdefault(name, []).append(per_draw(trace.nodes[name]["value"], size, shape))
-    return {name: torch.cat(values).reshape(lead + values[0].shape[1:]).cpu().numpy()
+    # a Bernoulli's values come as floats: every enumerated site's values are category indices
+    return {name: torch.cat(values).reshape(lead + values[0].shape[1:]).cpu().numpy().astype(np.int64)
             for name, values in parts.items()}
 
 

@@ -115,12 +115,13 @@ class SVI:
                 ranks=problem.ranks)
             with torch.no_grad():
                 u = q.sample(self.num_draws, generator)
-                log_p = density.log_density_in_chunks(u)
-                log_weights = log_p - q.distribution().log_prob(u)
                 draws = {k: v[None] for k, v in density.constrain(u).items() if k in density.latent_names}
-            info["pareto_k"] = pareto_khat(log_weights.cpu().numpy())
             info["family"] = guide
-            info["sd_vs_laplace"] = sd_against_laplace(density, q)
+            if not density.subsampled:  # a minibatch density is a new random one at every call: no check
+                with torch.no_grad():
+                    log_weights = density.log_density_in_chunks(u) - q.distribution().log_prob(u)
+                info["pareto_k"] = pareto_khat(log_weights.cpu().numpy())
+                info["sd_vs_laplace"] = sd_against_laplace(density, q)
         elif isinstance(guide, str):
             raise ValueError(f"unknown guide '{guide}'; use one of {', '.join(_FAMILIES)}, "
                              "an AutoGuide class or a guide callable")

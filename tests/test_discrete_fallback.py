@@ -162,7 +162,8 @@ def test_a_batch_of_one_draw_on_either_path(simulated):
     one = {k: v[:, :1] for k, v in fit.posterior.items()}
     np.testing.assert_allclose(batched, _by_hand(type("One", (), {"posterior": one}), data), rtol=0, atol=1e-10)
     np.testing.assert_allclose(fallback, batched, rtol=0, atol=1e-10)
-    assert bg.infer_discrete(fit, temperature=0, num_samples=1)["assignment"].shape == (1, 1, 60)
+    decoded = bg.infer_discrete(fit, temperature=0, num_samples=1)["assignment"]
+    assert decoded.shape == (1, 1, 60) and decoded.dtype == np.int64
 
 
 def test_only_the_vindex_twin_broadcasts_over_draws(simulated):

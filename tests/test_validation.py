@@ -173,6 +173,8 @@ def test_svi_fits_minibatches_and_reports_no_pointwise_log_likelihood_for_them()
     mean, sd = float(Y_MINIBATCHED.sum()) / precision, precision**-0.5
     assert abs(fit.posterior["mu"].mean() - mean) < sd
     assert "y" not in (fit.log_likelihood or {})  # a different random minibatch at every draw
+    # nor importance weights or curvature against a random minibatch's density (k-hat 0.3-3.4 of a good fit)
+    assert "pareto_k" not in fit.info and "sd_vs_laplace" not in fit.info
 
 
 def minibatched_local_latents(y):
