@@ -9,7 +9,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, config_enumerate
-from pyro.infer.autoguide import AutoGuide
+from pyro.infer.autoguide import AutoGuide, AutoLaplaceApproximation
 
 from bayesgen.engine import Problem
 from bayesgen.inference._minibatches import Minibatches
@@ -87,6 +87,10 @@ def fit_pyro_guide(problem: Problem, guide: Any, *, num_steps: int, num_particle
         state = PyroState(optim, lambda: svi.evaluate_loss(**problem.data))
         steps = run_steps(pyro_svi_step(svi, problem.data, problem.ranks), num_steps, progress=progress, desc="svi",
                           checkpointing=checkpointing, state=state, minibatches=minibatches)
+        if isinstance(guide_fn, AutoLaplaceApproximation):
+            # its trained guide is a point (a MAP estimate); its draws come from the Gaussian with the
+            # curvature there as precision, which Pyro builds on request
+            guide_fn = guide_fn.laplace_approximation(**problem.data)
         with torch.no_grad():
             draws = _guide_draws(guide_fn, problem, num_draws, amortised=not isinstance(guide, type))
     return draws, steps

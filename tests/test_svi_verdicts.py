@@ -98,3 +98,20 @@ def test_default_full_rank_svi_on_spector_matches_nuts():
     distance = np.abs(svi.posterior["beta"][0].mean(0) - mean) / sd
     assert svi.info["converged"], svi.info["message"]
     assert (distance < 0.25).all(), distance
+
+
+def test_the_laplace_autoguide_draws_from_its_gaussian_not_its_point():
+    """AutoLaplaceApproximation trains a point; Pyro's laplace_approximation() gives the Gaussian to
+    draw from (the draws were all the point: sd 0)."""
+    from pyro.infer.autoguide import AutoLaplaceApproximation
+
+    def coin(y=None):
+        p = pyro.sample("p", dist.Beta(2.0, 2.0))
+        with pyro.plate("flips", 20):
+            pyro.sample("y", dist.Bernoulli(p), obs=y)
+
+    fit = bg.fit(coin, {"y": np.array([1.0] * 14 + [0.0] * 6)}, engine="svi", guide=AutoLaplaceApproximation,
+                 num_steps=1000, lr=0.05, num_draws=4000, seed=0)
+    draws = fit.posterior["p"].ravel()
+    # Beta(16, 8): mode 0.682, sd 0.094; the Laplace approximation in the logit space is close to it
+    assert abs(draws.mean() - 16 / 24) < 0.02 and draws.std() == pytest.approx(0.0943, rel=0.1)
