@@ -165,6 +165,8 @@ def _optimiser_findings(fit: "Fit") -> list[str]:
                      "approximation's), so its joint distribution and tails are unreliable, though its means "
                      "and sds may be close; compare with engine='nuts'")
     found += _dispersion_findings(fit)
+    if fit.info.get("curvature_message"):
+        found.append(f"at the approximation's mean {fit.info['curvature_message']}")
     loss = fit.sample_stats.get("loss")
     if loss is not None and loss.shape[-1] and not np.all(np.isfinite(loss[..., -1])):
         found.append("the final loss is not finite: the optimiser diverged")

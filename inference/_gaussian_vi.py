@@ -10,7 +10,7 @@ import torch
 import torch.distributions as td
 
 from bayesgen.distributed import Ranks
-from bayesgen.inference._optimize import coordinate_labels, find_mode, negative_hessian
+from bayesgen.inference._optimize import coordinate_labels, curvature_message, find_mode, negative_hessian, site_of
 from bayesgen.inference._minibatches import Minibatches
 from bayesgen.inference._steps import Checkpointing, Steps, run_steps
 from bayesgen.logdensity import LogDensity
@@ -225,24 +225,29 @@ def laplace_start(density: LogDensity, generator: torch.Generator) -> tuple[torc
     return None if cov is None else (mode.u, cov)
 
 
-def sd_against_laplace(density: LogDensity, q: GaussianFamily) -> dict[str, float] | None:
+def sd_against_laplace(density: LogDensity, q: GaussianFamily) -> tuple[dict[str, float] | None, str | None]:
     """The coordinates whose sd under q differs by more than :data:`SD_FACTOR` from the Laplace
-    sd at q's mean, with the ratio (q's over Laplace's); None where the check does not apply
-    (dimension above :data:`LAPLACE_MAX_DIM`, a density that subsamples, or a Hessian at q's
-    mean that is not negative definite).
+    sd at q's mean, with the ratio (q's over Laplace's), and None; or None and what is wrong with
+    the curvature there (:func:`curvature_message`: flat directions of an improper or
+    unidentified posterior, which q's sds hide) where the Hessian at q's mean is not negative
+    definite; or None, None where the check does not apply (dimension above
+    :data:`LAPLACE_MAX_DIM`, a density that subsamples).
 
     The ELBO cannot see this: a mean-field q that is too narrow in correlated directions is the
     ELBO's own optimum, and its Pareto k-hat can stay under 0.7. The density's curvature at
     the same point says what the sds should be near a Gaussian posterior.
     """
     if density.dim > LAPLACE_MAX_DIM or density.subsampled:
-        return None
-    cov = _covariance(negative_hessian(density, q.loc.detach()))
+        return None, None
+    precision = negative_hessian(density, q.loc.detach())
+    cov = _covariance(precision)
     if cov is None:
-        return None
+        return None, curvature_message(precision, coordinate_labels(density), site_of(density), prior=True,
+                                       consequence="the approximation's sds there may mean nothing")
     ratio = q.marginal_sd().detach() / cov.diagonal().sqrt()
     flagged = (ratio > SD_FACTOR) | (ratio < 1 / SD_FACTOR)
-    return {label: round(float(r), 3) for label, r, bad in zip(coordinate_labels(density), ratio, flagged) if bad}
+    return {label: round(float(r), 3) for label, r, bad in zip(coordinate_labels(density), ratio, flagged)
+            if bad}, None
 
 
 class _GaussianRun:

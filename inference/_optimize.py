@@ -17,7 +17,7 @@ from bayesgen.logdensity import LogDensity
 from bayesgen.program import LastSite
 
 __all__ = ["Mode", "coordinate_labels", "curvature_message", "find_mode", "mode_result", "negative_hessian", "run_mode",
-           "runaway_sites"]
+           "runaway_sites", "site_of"]
 
 
 #: Objective value that stands in for a non-finite one during the line search.
@@ -167,7 +167,7 @@ def coordinate_labels(density: LogDensity) -> list[str]:
     return labels
 
 
-def _site_of(density: LogDensity) -> list[str]:
+def site_of(density: LogDensity) -> list[str]:
     """The site name of each coordinate of the flat unconstrained vector."""
     return [site.name for site in density.layout for _ in range(site.size)]
 
@@ -245,7 +245,8 @@ def _singular(precision: torch.Tensor) -> bool:
     return bool(values[0] <= _SINGULAR_RTOL * values[-1])
 
 
-def curvature_message(precision: torch.Tensor, labels: list[str], sites: list[str], *, prior: bool = False) -> str:
+def curvature_message(precision: torch.Tensor, labels: list[str], sites: list[str], *, prior: bool = False,
+                      consequence: str = "standard errors are undefined (NaN) and the draws sit at the point") -> str:
     """Why a negative Hessian ``precision`` is not positive definite, naming the directions.
 
     Rule: the eigenvalues of the matrix scaled to unit diagonal (:func:`_normalised`, so
@@ -268,6 +269,8 @@ def curvature_message(precision: torch.Tensor, labels: list[str], sites: list[st
     prior : bool
         Whether the objective includes the prior (``map``): the remedy offered is then a more
         informative prior, not ``engine='map'``.
+    consequence : str
+        What follows for the fit, said after "so".
     """
     if not bool(torch.isfinite(precision).all()):
         bad = sorted({sites[i] for i in (~torch.isfinite(precision)).any(1).nonzero().flatten().tolist()})
@@ -319,8 +322,7 @@ def curvature_message(precision: torch.Tensor, labels: list[str], sites: list[st
               "parameters that enter only through their sum or product (a symmetry such as rotating "
               f"the factors of a matrix factorisation); drop or combine them, or give them {remedy}"
               if flat else f"The optimiser stopped at a saddle point; try another seed or {remedy}")
-    return (f"the information matrix (minus the Hessian) {what}, so standard errors are undefined "
-            "(NaN) and the draws sit at the point: " + "; ".join(parts) + " (coefficients in units of "
+    return (f"the information matrix (minus the Hessian) {what}, so {consequence}: " + "; ".join(parts) + " (coefficients in units of "
             f"each parameter's curvature). Sites involved: {names}. {causes}")
 
 
@@ -367,7 +369,7 @@ def mode_result(density: LogDensity, mode: Mode, *, jacobian: bool, prior: bool,
     if mode.failed_evaluations:
         info["failed_evaluations"] = mode.failed_evaluations
     if not positive:
-        info["hessian_message"] = curvature_message(precision, coordinate_labels(density), _site_of(density),
+        info["hessian_message"] = curvature_message(precision, coordinate_labels(density), site_of(density),
                                                     prior=prior)
     if kind == "approximation" and positive:
         with torch.no_grad():

@@ -121,7 +121,9 @@ class SVI:
                 with torch.no_grad():
                     log_weights = density.log_density_in_chunks(u) - q.distribution().log_prob(u)
                 info["pareto_k"] = pareto_khat(log_weights.cpu().numpy())
-                info["sd_vs_laplace"] = sd_against_laplace(density, q)
+                info["sd_vs_laplace"], curvature = sd_against_laplace(density, q)
+                if curvature:
+                    info["curvature_message"] = curvature
         elif isinstance(guide, str):
             raise ValueError(f"unknown guide '{guide}'; use one of {', '.join(_FAMILIES)}, "
                              "an AutoGuide class or a guide callable")

@@ -115,3 +115,19 @@ def test_the_laplace_autoguide_draws_from_its_gaussian_not_its_point():
     draws = fit.posterior["p"].ravel()
     # Beta(16, 8): mode 0.682, sd 0.094; the Laplace approximation in the logit space is close to it
     assert abs(draws.mean() - 16 / 24) < 0.02 and draws.std() == pytest.approx(0.0943, rel=0.1)
+
+
+def test_a_direction_the_posterior_does_not_identify_is_named_for_svi():
+    """Flat priors on mu and nu with data on mu + nu only: the posterior is improper along mu - nu,
+    which a Gaussian guide hides behind tidy sds (bg.check said nothing)."""
+
+    def sum_only(y=None):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0).mask(False))
+        nu = pyro.sample("nu", dist.Normal(0.0, 1.0).mask(False))
+        with pyro.plate("n", 20):
+            pyro.sample("y", dist.Normal(mu + nu, 2.0), obs=y)
+
+    fit = bg.fit(sum_only, {"y": np.random.default_rng(0).normal(1.0, 2.0, 20)}, engine="svi", guide="normal",
+                 num_steps=1000, seed=0)
+    assert any(finding.startswith("at the approximation's mean the information matrix (minus the Hessian) is "
+                                  "singular") and "0.71*mu - 0.71*nu" in finding for finding in bg.check(fit))
