@@ -18,10 +18,13 @@ if TYPE_CHECKING:
 
     from bayesgen.result import Fit
 
+#: The group of statistics recorded per optimisation step, not per draw (``loss``).
+OPTIMIZATION = "optimization"
+
 #: ArviZ, imported at first use; silenced: 0.23's refactor notice
 _az: Any = LazyModule("arviz", quiet=FutureWarning)
 
-__all__ = ["InferenceData", "plot_densities", "plot_rank_ecdf", "read_netcdf", "to_inference_data"]
+__all__ = ["OPTIMIZATION", "InferenceData", "plot_densities", "plot_rank_ecdf", "read_netcdf", "to_inference_data"]
 
 
 def _dims(fit: "Fit", groups: list[dict[str, np.ndarray]]) -> dict[str, list[str]]:
@@ -34,7 +37,10 @@ def to_inference_data(fit: "Fit") -> "InferenceData":
 
     Groups: posterior, sample_stats, log_likelihood, observed_data, constant_data (the
     program's other arguments), and posterior_predictive when computed. Every array has
-    ``(chain, draw)`` leading dims except observed and constant data.
+    ``(chain, draw)`` leading dims except observed and constant data. Statistics that are not
+    one per draw (an optimiser's ``loss``, one per step) go to a group :data:`OPTIMIZATION`
+    with dims ``(chain, step)``: in sample_stats they would pose as 3,000 draws beside the
+    posterior's 1,000 (ArviZ's summaries, and xarray's alignment of the groups, pad with NaN).
 
     Examples
     --------
@@ -46,9 +52,12 @@ def to_inference_data(fit: "Fit") -> "InferenceData":
     >>> dict(idata.posterior.sizes)
     {'chain': 2, 'draw': 5}
     """
+    lead = next(iter(fit.posterior.values())).shape[:2] if fit.posterior else None
+    per_draw = {name: value for name, value in fit.sample_stats.items() if np.shape(value)[:2] == lead}
+    per_step = {name: value for name, value in fit.sample_stats.items() if name not in per_draw}
     groups: dict[str, Any] = {
         "posterior": fit.posterior or None,
-        "sample_stats": fit.sample_stats or None,
+        "sample_stats": per_draw or None,
         "log_likelihood": fit.log_likelihood or None,
         "observed_data": fit.observed_data or None,
         "constant_data": fit.constant_data or None,
@@ -56,7 +65,14 @@ def to_inference_data(fit: "Fit") -> "InferenceData":
     }
     dims = _dims(fit, [g for g in groups.values() if g])
     attrs = {"inference_library": "bayesgen", "engine": fit.engine, "kind": fit.kind}
-    return _az.from_dict(**groups, dims=dims, attrs=attrs)
+    idata = _az.from_dict(**groups, dims=dims, attrs=attrs)
+    if per_step:
+        import xarray as xr
+
+        idata.add_groups({OPTIMIZATION: xr.Dataset(
+            {name: (("chain", "step", *(f"{name}_dim_{i}" for i in range(np.ndim(value) - 2))), np.asarray(value))
+             for name, value in per_step.items()}, attrs=attrs)})
+    return idata
 
 
 def read_netcdf(path: str) -> "InferenceData":

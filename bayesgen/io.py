@@ -10,7 +10,7 @@ import numpy as np
 
 from bayesgen._files import atomic_write
 from bayesgen._lazy import LazyModule
-from bayesgen.convert import read_netcdf
+from bayesgen.convert import OPTIMIZATION, read_netcdf
 from bayesgen.result import Fit
 from bayesgen.spec import ModelSpec
 
@@ -97,7 +97,8 @@ def load(path: str, model: Callable[..., Any] | str | ModelSpec | None = None) -
     meta = json.loads(raw)
     fit = Fit(
         engine=meta["engine"], kind=meta["kind"],
-        posterior=_group(idata, "posterior"), sample_stats=_group(idata, "sample_stats"),
+        posterior=_group(idata, "posterior"),
+        sample_stats={**_group(idata, "sample_stats"), **_group(idata, OPTIMIZATION)},
         observed_data=_group(idata, "observed_data"), _log_likelihood=_group(idata, "log_likelihood"),
         settings=meta["settings"], timing=meta["timing"], point=_arrays(meta["point"]),
         stderr=_arrays(meta["stderr"]), info=meta["info"], dims=meta["dims"],
@@ -121,7 +122,7 @@ def _is_zoo_model(fit: Fit) -> bool:
 def _meta_group(idata: Any) -> Any:
     """The group whose attributes hold the fit's JSON record: the posterior, or for a program whose
     only unknowns are network weights (nothing to draw) the observed data."""
-    for name in ("posterior", "observed_data", "sample_stats"):
+    for name in ("posterior", "observed_data", "sample_stats", OPTIMIZATION):
         if name in idata.groups():
             return idata[name]
     return None

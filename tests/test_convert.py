@@ -55,3 +55,12 @@ def test_model_dims_name_the_axes():
     assert idata.posterior["theta"].dims == ("chain", "draw", "school")
     assert idata.observed_data["y"].dims == ("school",)
     assert idata.log_likelihood["y"].dims == ("chain", "draw", "school")
+
+
+def test_an_optimisers_loss_goes_to_a_group_of_steps_not_among_the_draws(tmp_path):
+    fit = bg.fit(linear_regression, {"X": X, "y": Y}, engine="svi", guide="mvn", num_steps=300, num_draws=100)
+    idata = fit.to_arviz()
+    assert "sample_stats" not in idata.groups()  # 300 losses posed as draws beside 100 posterior draws
+    assert dict(idata.optimization["loss"].sizes) == {"chain": 1, "step": 300}
+    fit.save(str(tmp_path / "svi.nc"))
+    assert np.array_equal(bg.load(str(tmp_path / "svi.nc")).sample_stats["loss"], fit.sample_stats["loss"])
