@@ -22,7 +22,8 @@ class ModelSpec:
         Observed sample site -> the program argument that carries its data. Inferred from
         the first trace when empty (an argument whose tensor is a site's ``obs``).
     dims : mapping
-        Site -> ArviZ dimension names for the site's own dims (no chain/draw).
+        Site or program argument -> ArviZ dimension names for its own dims (no chain/draw):
+        naming an argument's dims too (``X``: obs, feature) lets xarray align it with the sites.
     description : str
         One line for ``bg.list_models()``.
     card : str

@@ -60,7 +60,7 @@ SPEC = ModelSpec(
     name="eight_schools",
     model=model,
     observed={"y": "y"},
-    dims={"theta": ("school",), "theta_tilde": ("school",), "y": ("school",)},
+    dims={"theta": ("school",), "theta_tilde": ("school",), "y": ("school",), "sigma": ("school",)},
     description="Hierarchical normal model of SAT coaching effects in eight schools (centred or not)",
     card=(
         "Eight schools estimates the effect of SAT coaching programmes in eight US high "

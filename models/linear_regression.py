@@ -38,7 +38,8 @@ def _check_groups(group: torch.Tensor | None, num_groups: int | None, num_obs: i
 
 
 #: ArviZ dims shared by the zoo's GLMs (coefficients, observations, varying intercepts).
-GLM_DIMS = {"beta": ("feature",), "y": ("obs",), "alpha_tilde": ("group",), "alpha_group": ("group",)}
+GLM_DIMS = {"beta": ("feature",), "y": ("obs",), "alpha_tilde": ("group",), "alpha_group": ("group",),
+            "X": ("obs", "feature"), "group": ("obs",)}  # the arguments too, so that X * beta aligns in xarray
 
 
 def intercept(group: torch.Tensor | None, num_groups: int | None, num_obs: int) -> torch.Tensor:

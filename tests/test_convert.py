@@ -64,3 +64,13 @@ def test_an_optimisers_loss_goes_to_a_group_of_steps_not_among_the_draws(tmp_pat
     assert dict(idata.optimization["loss"].sizes) == {"chain": 1, "step": 300}
     fit.save(str(tmp_path / "svi.nc"))
     assert np.array_equal(bg.load(str(tmp_path / "svi.nc")).sample_stats["loss"], fit.sample_stats["loss"])
+
+
+def test_zoo_models_name_the_dims_of_their_arguments_too():
+    """So that xarray aligns covariates with the sites (sigma / y was an 8 x 8 array)."""
+    schools = bg.fit("eight_schools", engine="laplace", num_draws=20).to_arviz()
+    assert schools.constant_data["sigma"].dims == ("school",) == schools.observed_data["y"].dims
+    assert (schools.observed_data["y"] / schools.constant_data["sigma"]).dims == ("school",)
+    diabetes = bg.fit("linear_regression", engine="laplace", num_draws=20).to_arviz()
+    predictor = (diabetes.constant_data["X"] * diabetes.posterior["beta"]).sum("feature")
+    assert set(predictor.dims) == {"obs", "chain", "draw"}
