@@ -102,8 +102,12 @@ def run_program(model: Callable[..., Any], data: Mapping[str, Any]) -> Trace:
         if mismatch is not None:
             raise ValueError(mismatch) from exc
         where = f"at or after site '{last.name}'" if last.name else "before its first sample site"
+        # the hint goes after the error itself, before the table of shapes Pyro appends to it
+        text = str(exc)
+        cut = text.find("Trace Shapes:")
+        head, table = (text[:cut].rstrip(), "\n" + text[cut:]) if cut > 0 else (text, "")
         raise ProgramError(
-            f"the program raised {type(exc).__name__} {where}: {exc}{_data_hint(exc, data)}"
+            f"the program raised {type(exc).__name__} {where}: {head}{_data_hint(exc, data)}{table}"
         ) from exc
 
 
@@ -161,7 +165,8 @@ def _data_hint(exc: BaseException, data: Mapping[str, Any]) -> str:
     """Data arguments that the error of a failed run probably came from, as a sentence (or '').
 
     Rule: an error about 0-d tensors (``len() of a 0-d tensor``) names the 0-d tensors of
-    ``data``; an error about a size of zero names the empty ones.
+    ``data``; an error about a size of zero names the empty ones; an improper prior's refusal to
+    be sampled gets the masked proper prior that Pyro's documentation suggests instead.
     """
     text = str(exc)
     tensors = {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
@@ -175,6 +180,11 @@ def _data_hint(exc: BaseException, data: Mapping[str, Any]) -> str:
         if empty:
             verb = "is" if len(empty) == 1 else "are"
             return f". {_quote(empty)} {verb} empty; pass at least one observation"
+    if "ImproperUniform does not support sampling" in text:
+        return (". A program is run once with its latents drawn from their priors, and an improper prior "
+                "cannot be drawn from: write a flat prior as a proper one left out of the density, "
+                "dist.Normal(0.0, 1.0).mask(False) on the real line or dist.HalfNormal(1.0).mask(False) "
+                "on the positive reals")
     return ""
 
 

@@ -134,6 +134,19 @@ def test_program_that_raises_names_the_site():
         bg.fit(broken, {"y": torch.zeros(3)}, engine="map")
 
 
+def test_an_improper_prior_gets_the_masked_proper_prior_instead():
+    from torch.distributions import constraints
+
+    def flat(y=None):
+        mu = pyro.sample("mu", dist.ImproperUniform(constraints.real, (), ()))
+        with pyro.plate("n", 10):
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    with pytest.raises(ValueError, match=r"ImproperUniform does not support sampling. A program is run once with its "
+                                         r"latents drawn from their priors.*Normal\(0.0, 1.0\).mask\(False\)"):
+        bg.fit(flat, {"y": np.zeros(10)}, engine="map")
+
+
 def test_mle_without_observed_data_is_an_error():
     with pytest.raises(ValueError, match="no observed sites"):
         bg.fit(normal_normal, {"n": 5}, engine="mle")
