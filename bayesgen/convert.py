@@ -32,12 +32,29 @@ def _dims(fit: "Fit", groups: list[dict[str, np.ndarray]]) -> dict[str, list[str
     return {name: list(dims) for name, dims in fit.dims.items() if name in names}
 
 
+def _discrete_sites(fit: "Fit") -> set[str]:
+    """The observed sites whose distributions have discrete support (known from the program)."""
+    if fit.problem is None:
+        return set()
+    nodes = fit.problem.prototype.nodes
+    return {name for name in fit.problem.spec.observed
+            if name in nodes and getattr(nodes[name]["fn"].support, "is_discrete", False)}
+
+
+def _as_counts(arrays: dict[str, np.ndarray], discrete: set[str]) -> dict[str, np.ndarray]:
+    """``arrays`` with the discrete sites' whole-numbered floats as int64, which ArviZ plots as the
+    counts they are (``az.plot_ppc`` draws a binary outcome held as floats as a smooth density)."""
+    return {name: value.astype(np.int64) if name in discrete and np.issubdtype(value.dtype, np.floating)
+            and np.all(np.mod(value, 1) == 0) else value for name, value in arrays.items()}
+
+
 def to_inference_data(fit: "Fit") -> "InferenceData":
     """Build ``arviz.InferenceData`` from a Fit.
 
     Groups: posterior, sample_stats, log_likelihood, observed_data, constant_data (the
     program's other arguments), and posterior_predictive when computed. Every array has
-    ``(chain, draw)`` leading dims except observed and constant data. Statistics that are not
+    ``(chain, draw)`` leading dims except observed and constant data. The observed and predicted
+    values of sites with discrete support are integers. Statistics that are not
     one per draw (an optimiser's ``loss``, one per step) go to a group :data:`OPTIMIZATION`
     with dims ``(chain, step)``: in sample_stats they would pose as 3,000 draws beside the
     posterior's 1,000 (ArviZ's summaries, and xarray's alignment of the groups, pad with NaN).
@@ -55,13 +72,14 @@ def to_inference_data(fit: "Fit") -> "InferenceData":
     lead = next(iter(fit.posterior.values())).shape[:2] if fit.posterior else None
     per_draw = {name: value for name, value in fit.sample_stats.items() if np.shape(value)[:2] == lead}
     per_step = {name: value for name, value in fit.sample_stats.items() if name not in per_draw}
+    discrete = _discrete_sites(fit)
     groups: dict[str, Any] = {
         "posterior": fit.posterior or None,
         "sample_stats": per_draw or None,
         "log_likelihood": fit.log_likelihood or None,
-        "observed_data": fit.observed_data or None,
+        "observed_data": _as_counts(fit.observed_data, discrete) or None,
         "constant_data": fit.constant_data or None,
-        "posterior_predictive": fit.posterior_predictive or None,
+        "posterior_predictive": _as_counts(fit.posterior_predictive, discrete) or None,
     }
     dims = _dims(fit, [g for g in groups.values() if g])
     attrs = {"inference_library": "bayesgen", "engine": fit.engine, "kind": fit.kind}

@@ -48,6 +48,9 @@ def save(fit: Fit, path: str) -> None:
         "dims": fit.dims, "model_name": fit.model_name, "zoo_model": _is_zoo_model(fit),
         # ArviZ gives a number a dimension of length 1: the shapes bring back 0-d arguments as 0-d
         "constant_shapes": {key: list(np.shape(value)) for key, value in fit.constant_data.items()},
+        # the ArviZ groups hold a discrete site's values as integers; the fit holds them as the program took them
+        "data_dtypes": {key: str(value.dtype) for group in (fit.observed_data, fit.posterior_predictive)
+                        for key, value in group.items()},
     }
     _meta_group(idata).attrs[_META] = json.dumps(meta, default=repr)
 
@@ -99,10 +102,12 @@ def load(path: str, model: Callable[..., Any] | str | ModelSpec | None = None) -
         engine=meta["engine"], kind=meta["kind"],
         posterior=_group(idata, "posterior"),
         sample_stats={**_group(idata, "sample_stats"), **_group(idata, OPTIMIZATION)},
-        observed_data=_group(idata, "observed_data"), _log_likelihood=_group(idata, "log_likelihood"),
+        observed_data=_retyped(_group(idata, "observed_data"), meta.get("data_dtypes", {})),
+        _log_likelihood=_group(idata, "log_likelihood"),
         settings=meta["settings"], timing=meta["timing"], point=_arrays(meta["point"]),
         stderr=_arrays(meta["stderr"]), info=meta["info"], dims=meta["dims"],
-        model_name=meta["model_name"], posterior_predictive=_group(idata, "posterior_predictive"),
+        model_name=meta["model_name"],
+        posterior_predictive=_retyped(_group(idata, "posterior_predictive"), meta.get("data_dtypes", {})),
         params=_params(idata), constant_data=_reshaped(_group(idata, "constant_data"), meta.get("constant_shapes", {})),
     )
     if model is None and meta.get("zoo_model"):
@@ -126,6 +131,10 @@ def _meta_group(idata: Any) -> Any:
         if name in idata.groups():
             return idata[name]
     return None
+
+
+def _retyped(arrays: dict[str, np.ndarray], dtypes: dict[str, str]) -> dict[str, np.ndarray]:
+    return {key: value.astype(dtypes[key]) if key in dtypes else value for key, value in arrays.items()}
 
 
 def _reshaped(arrays: dict[str, np.ndarray], shapes: dict[str, list[int]]) -> dict[str, np.ndarray]:

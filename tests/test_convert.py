@@ -74,3 +74,16 @@ def test_zoo_models_name_the_dims_of_their_arguments_too():
     diabetes = bg.fit("linear_regression", engine="laplace", num_draws=20).to_arviz()
     predictor = (diabetes.constant_data["X"] * diabetes.posterior["beta"]).sum("feature")
     assert set(predictor.dims) == {"obs", "chain", "draw"}
+
+
+def test_a_discrete_sites_values_are_integers_for_arviz_and_floats_again_after_load(tmp_path):
+    """az.plot_ppc draws integer data as counts, floats as a smooth density (a binary outcome as two humps)."""
+    fit = bg.fit("logistic_regression", engine="laplace", num_draws=20)
+    fit.predict()
+    idata = fit.to_arviz()
+    assert idata.observed_data["y"].dtype == np.int64 and idata.posterior_predictive["y"].dtype == np.int64
+    assert fit.observed_data["y"].dtype == np.float64  # the fit keeps the values as the program took them
+    fit.save(str(tmp_path / "fit.nc"))
+    loaded = bg.load(str(tmp_path / "fit.nc"))
+    assert loaded.observed_data["y"].dtype == np.float64 and loaded.posterior_predictive["y"].dtype == np.float64
+    assert np.array_equal(loaded.observed_data["y"], fit.observed_data["y"])
