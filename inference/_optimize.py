@@ -322,6 +322,11 @@ def curvature_message(precision: torch.Tensor, labels: list[str], sites: list[st
               "parameters that enter only through their sum or product (a symmetry such as rotating "
               f"the factors of a matrix factorisation); drop or combine them, or give them {remedy}"
               if flat else f"The optimiser stopped at a saddle point; try another seed or {remedy}")
+    imputed = [s for s in dict.fromkeys(sites) if s in involved_all and s.endswith("_unobserved")]
+    if imputed and flat:
+        causes += (f". Site(s) {', '.join(repr(s) for s in imputed)} come from pyro.sample(..., obs_mask=...): "
+                   "Pyro makes them as large as the data, and their entries at observed positions have no "
+                   "density at all; sample only the missing entries as a latent site instead")
     return (f"the information matrix (minus the Hessian) {what}, so {consequence}: " + "; ".join(parts) + " (coefficients in units of "
             f"each parameter's curvature). Sites involved: {names}. {causes}")
 

@@ -203,3 +203,18 @@ def test_a_support_without_a_bijection_names_site_distribution_and_fix():
     with pytest.raises(ValueError, match=r"latent site 'W' has distribution Wishart with support "
                                          r"PositiveDefinite\(\).*LKJCholesky"):
         bg.fit(wishart, {"y": np.zeros(2)}, engine="map")
+
+
+def test_the_flat_entries_that_obs_mask_makes_are_explained():
+    mask = torch.arange(30) < 20
+
+    def partly_missing(y=None):
+        mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        with pyro.plate("n", 30):
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=y, obs_mask=mask)
+
+    y = torch.tensor(np.random.default_rng(0).normal(2.0, 1.0, 30))
+    with pytest.warns(UserWarning, match="the information matrix"):
+        fit = bg.fit(partly_missing, {"y": y}, engine="laplace", num_draws=10)
+    assert "20 direction(s) flat" in fit.info["hessian_message"]
+    assert "'y_unobserved' come from pyro.sample(..., obs_mask=...)" in fit.info["hessian_message"]
