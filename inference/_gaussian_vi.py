@@ -10,7 +10,8 @@ import torch
 import torch.distributions as td
 
 from bayesgen.distributed import Ranks
-from bayesgen.inference._optimize import coordinate_labels, curvature_message, find_mode, negative_hessian, site_of
+from bayesgen.inference._optimize import (coordinate_labels, curvature_directions, curvature_message, find_mode,
+                                          negative_hessian, site_of)
 from bayesgen.inference._minibatches import Minibatches
 from bayesgen.inference._steps import Checkpointing, Steps, run_steps
 from bayesgen.logdensity import LogDensity
@@ -227,11 +228,13 @@ def laplace_start(density: LogDensity, generator: torch.Generator) -> tuple[torc
 
 def sd_against_laplace(density: LogDensity, q: GaussianFamily) -> tuple[dict[str, float] | None, str | None]:
     """The coordinates whose sd under q differs by more than :data:`SD_FACTOR` from the Laplace
-    sd at q's mean, with the ratio (q's over Laplace's), and None; or None and what is wrong with
-    the curvature there (:func:`curvature_message`: flat directions of an improper or
-    unidentified posterior, which q's sds hide) where the Hessian at q's mean is not negative
-    definite; or None, None where the check does not apply (dimension above
-    :data:`LAPLACE_MAX_DIM`, a density that subsamples).
+    sd at q's mean, with the ratio (q's over Laplace's), and None; or None and the flat
+    directions of the curvature there (:func:`curvature_message`: an improper or unidentified
+    posterior, which q's sds hide) where the Hessian at q's mean is singular without upward
+    curvature; or None, None where the check does not apply (dimension above
+    :data:`LAPLACE_MAX_DIM`, a density that subsamples, or upward curvature at q's mean: the
+    mean of a posterior with symmetric modes, such as a factor model's signs or a network's
+    units, may sit between them, which says nothing about q).
 
     The ELBO cannot see this: a mean-field q that is too narrow in correlated directions is the
     ELBO's own optimum, and its Pareto k-hat can stay under 0.7. The density's curvature at
@@ -242,6 +245,11 @@ def sd_against_laplace(density: LogDensity, q: GaussianFamily) -> tuple[dict[str
     precision = negative_hessian(density, q.loc.detach())
     cov = _covariance(precision)
     if cov is None:
+        if not torch.isfinite(precision).all():
+            return None, None
+        _, _, flat, upward = curvature_directions(precision)
+        if not flat or upward:
+            return None, None
         return None, curvature_message(precision, coordinate_labels(density), site_of(density), prior=True,
                                        consequence="the approximation's sds there may mean nothing")
     ratio = q.marginal_sd().detach() / cov.diagonal().sqrt()

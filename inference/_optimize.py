@@ -16,7 +16,7 @@ from bayesgen.inference._numerical import is_numerical_error
 from bayesgen.logdensity import LogDensity
 from bayesgen.program import LastSite
 
-__all__ = ["Mode", "coordinate_labels", "curvature_message", "find_mode", "mode_result", "negative_hessian", "run_mode",
+__all__ = ["Mode", "coordinate_labels", "curvature_directions", "curvature_message", "find_mode", "mode_result", "negative_hessian", "run_mode",
            "runaway_sites", "site_of"]
 
 
@@ -245,6 +245,19 @@ def _singular(precision: torch.Tensor) -> bool:
     return bool(values[0] <= _SINGULAR_RTOL * values[-1])
 
 
+def curvature_directions(precision: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[int], list[int]]:
+    """Eigenvalues and eigenvectors of a finite ``precision`` scaled to unit diagonal
+    (:func:`_normalised`, so that the parameters' units do not matter), and the indices of the
+    flat directions (eigenvalues within :data:`_SINGULAR_RTOL` of zero relative to the largest)
+    and of those of upward curvature (negative beyond that)."""
+    values, vectors = torch.linalg.eigh(_normalised(precision))
+    scale = float(values.abs().max()) if values.numel() else 0.0
+    tolerance = _SINGULAR_RTOL * max(scale, torch.finfo(values.dtype).tiny)
+    flat = [i for i in range(len(values)) if abs(float(values[i])) <= tolerance]
+    negative = [i for i in range(len(values)) if float(values[i]) < -tolerance]
+    return values, vectors, flat, negative
+
+
 def curvature_message(precision: torch.Tensor, labels: list[str], sites: list[str], *, prior: bool = False,
                       consequence: str = "standard errors are undefined (NaN) and the draws sit at the point") -> str:
     """Why a negative Hessian ``precision`` is not positive definite, naming the directions.
@@ -276,11 +289,7 @@ def curvature_message(precision: torch.Tensor, labels: list[str], sites: list[st
         bad = sorted({sites[i] for i in (~torch.isfinite(precision)).any(1).nonzero().flatten().tolist()})
         return ("the Hessian is not finite (for " + ", ".join(f"'{s}'" for s in bad)
                 + "), so standard errors are undefined")
-    values, vectors = torch.linalg.eigh(_normalised(precision))
-    scale = float(values.abs().max()) if values.numel() else 0.0
-    tolerance = _SINGULAR_RTOL * max(scale, torch.finfo(values.dtype).tiny)
-    flat = [i for i in range(len(values)) if abs(float(values[i])) <= tolerance]
-    negative = [i for i in range(len(values)) if float(values[i]) < -tolerance]
+    values, vectors, flat, negative = curvature_directions(precision)
 
     def describe(i: int) -> tuple[str, set[str]]:
         v = vectors[:, i]
