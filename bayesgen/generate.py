@@ -94,13 +94,16 @@ def kept_networks(problem: "Problem") -> Iterator[None]:
 
 @contextlib.contextmanager
 def _restored(tensors: Mapping[str, torch.Tensor], backups: Mapping[str, torch.Tensor]) -> Iterator[None]:
-    """Copy ``backups`` back into ``tensors`` (in place, by name) when the block ends."""
+    """Copy ``backups`` back into ``tensors`` (in place, by name) when the block ends, and drop the
+    gradients the block left on them: Pyro's SVI adds a step's gradient to what ``.grad`` holds,
+    so the last gradient of one fit (a GAN's generator) would enter the first step of the next."""
     try:
         yield
     finally:
         with torch.no_grad():
             for name, value in backups.items():
                 tensors[name].copy_(value)
+                tensors[name].grad = None
 
 
 @contextlib.contextmanager
