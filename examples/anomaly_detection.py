@@ -1,4 +1,4 @@
-"""Unsupervised anomaly detection with a fitted Gaussian mixture, against scikit-learn's detectors.
+"""Unsupervised anomaly detection with a fitted Gaussian model, against scikit-learn's detectors.
 
 Protocol (Campos et al. 2016): each data set is made in 10 seeded versions, inliers from one
 class plus a few outliers from the others, and every method scores all points without the
@@ -10,18 +10,19 @@ labels; the labels only grade the scores, by ROC-AUC and average precision.
 
 Features are standardised and reduced to their first principal components (fitted on each
 version, without labels): 3 for the two tabular sets, 16 for the 64-pixel digits. bayesgen fits
-the zoo's ``gmm`` (full covariances) by NUTS twice, with Gaussian components and with robust
-Student-t ones (``robust=True``: the few outliers fall in the heavy tails instead of widening
+the zoo's ``gmm`` (full covariances) by NUTS twice, with a Gaussian component and with a robust
+Student-t one (``robust=True``: the few outliers fall in the heavy tails instead of widening
 the inliers' covariance), and scores each point by ``bg.anomaly_scores``: minus its log
-posterior predictive density. The baselines are scikit-learn's IsolationForest,
-LocalOutlierFactor, the mean distance to the k nearest neighbours, and a GaussianMixture by EM
-with the same number of components, on the same features.
+posterior predictive density. One component (``SETTINGS``): the inliers are one class. The
+baselines are scikit-learn's IsolationForest, LocalOutlierFactor, the mean distance to the k
+nearest neighbours, and a GaussianMixture by EM with the same number of components (so the
+same Gaussian, fitted by maximum likelihood), on the same features.
 
 The verdict depends on the reduction, for every method: at 5 components on breast cancer,
 LocalOutlierFactor leads (benchmarks/README.md gives that run too).
 
 Run ``python examples/anomaly_detection.py`` (``--smoke``: one version of one data set, a short
-chain). Needs the ``examples`` extra (scikit-learn).
+chain).
 
 Reference: Campos, Zimek, Sander et al. (2016), "On the evaluation of unsupervised outlier
 detection", Data Mining and Knowledge Discovery 30.

@@ -22,8 +22,8 @@ and scored by its accuracy on the test set. Each generator sees only the n x 10 
 The table gives the mean test accuracy over the seeds and a one-sided Wilcoxon signed-rank
 test (paired by seed) of "real + generated is more accurate than real only".
 
-Run ``python examples/augmentation.py`` (``--smoke``: n = 5, one seed, short runs). Needs
-the ``examples`` extra (scikit-learn).
+Run ``python examples/augmentation.py`` (``--smoke``: n = 5, one seed, short runs, so no paired
+test).
 """
 
 from __future__ import annotations

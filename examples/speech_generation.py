@@ -74,8 +74,8 @@ def signals(names: list[str], smoke: bool) -> dict[str, tuple[np.ndarray, float,
         noise = np.random.default_rng(0).normal(0.0, 0.02, len(t))
         out["simulated"] = (0.3 * np.sin(2 * np.pi * 220 * t) * np.exp(-t) + noise, 16000.0,
                             f"simulated tone in noise ({missing})")
-    if smoke:
-        out = {name: (signal[:30000], rate, source) for name, (signal, rate, source) in out.items()}
+    if smoke:  # the loudest stretch: the clip's first 30,000 samples are silence
+        out = {name: (loudest(signal, 30000), rate, source) for name, (signal, rate, source) in out.items()}
     return out
 
 
@@ -146,6 +146,8 @@ def plot(panels: dict[str, tuple[np.ndarray, np.ndarray, float]], path: str, tit
             axis.plot(np.arange(len(values)) / rate, values, linewidth=0.5)
             axis.set_title(f"{name}: {label}", fontsize=10)
             axis.set_xlabel("seconds")
+            if column == 0:
+                axis.set_ylabel("amplitude (full scale 1)")
     figure.suptitle(title)
     figure.set_layout_engine("constrained")
     figure.savefig(path, dpi=110)
@@ -174,7 +176,8 @@ def main(names: list[str], smoke: bool = False, seed: int = 0) -> pd.DataFrame:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--signal", choices=["speech", "ppg", "both"], default="both")
+    parser.add_argument("--signal", choices=["speech", "ppg", "both"], default="both",
+                        help="the 16 kHz speech clip, the 100 Hz heart PPG recording, or both")
     parser.add_argument("--smoke", action="store_true", help="tiny run to check that everything works")
     args = parser.parse_args()
     with _smoke.quiet(args.smoke):

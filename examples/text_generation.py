@@ -127,7 +127,8 @@ def main(corpora: list[str], smoke: bool = False, seed: int = 0) -> pd.DataFrame
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", choices=["names", "shakespeare", "both"], default="both")
+    parser.add_argument("--corpus", choices=["names", "shakespeare", "both"], default="both",
+                        help="5,163 first names, lines of 38 Shakespeare plays, or both")
     parser.add_argument("--smoke", action="store_true", help="tiny run to check that everything works")
     args = parser.parse_args()
     with _smoke.quiet(args.smoke):
