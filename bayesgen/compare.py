@@ -126,8 +126,8 @@ def compare(fits: Mapping[str, Fit] | Sequence[Fit], reference: str | None = Non
         joint_ref, joint = [], []
         for name, ref_draws in ref_scalars.items():
             draws = scalars[name]
-            if np.ptp(ref_draws) == 0 and np.ptp(draws) == 0:
-                continue  # a structural constant (e.g. a Cholesky factor's fixed 1 or 0): nothing to compare
+            if all(np.ptp(d) <= 1e-12 * max(1.0, float(np.abs(d).max())) for d in (ref_draws, draws)):
+                continue  # a structural constant up to rounding (a Cholesky factor's fixed 0, a correlation's 1)
             ref_mean, ref_sd = ref_draws.mean(), ref_draws.std()
             a, b = _thinned(ref_draws), _thinned(draws)
             ks = stats.ks_2samp(a, b)

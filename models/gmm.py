@@ -29,7 +29,9 @@ def model(y: torch.Tensor | None = None, num_components: int = 2, full_covarianc
         K, the number of mixture components.
     full_covariance : bool
         ``Sigma_k = diag(scale_k) L_k L_k^T diag(scale_k)`` with an LKJ(2) prior on the
-        correlation factor ``L_k``; False gives diagonal covariances.
+        correlation matrix, sampled as its Cholesky factor ``corr_cholesky`` (``L_k``) and
+        reported as ``corr`` (``L_k L_k^T``, a deterministic site); False gives diagonal
+        covariances.
     robust : bool
         True replaces each Gaussian component by a multivariate Student-t with the same location
         and scale matrix and ``df`` degrees of freedom, shared by the components, ``df ~ Gamma(2,
@@ -58,8 +60,9 @@ def model(y: torch.Tensor | None = None, num_components: int = 2, full_covarianc
     locs = pyro.deterministic("locs", locs, event_dim=2)
     scales = pyro.sample("scales", dist.HalfNormal(1.0).expand([k, num_features]).to_event(2))
     if full_covariance:
-        corr = pyro.sample("corr", dist.LKJCholesky(num_features, 2.0).expand([k]).to_event(1))
-        scale_tril = scales[..., None] * corr
+        factor = pyro.sample("corr_cholesky", dist.LKJCholesky(num_features, 2.0).expand([k]).to_event(1))
+        pyro.deterministic("corr", factor @ factor.transpose(-1, -2), event_dim=3)  # what a reader calls corr
+        scale_tril = scales[..., None] * factor
     elif robust:
         scale_tril = torch.diag_embed(scales)
     if robust:
@@ -107,7 +110,7 @@ def simulate(seed: int, num_obs: int = 200, num_components: int = 2, num_feature
         noise *= np.sqrt(truth["df"] / rng.chisquare(truth["df"], size=(num_obs, 1)))
     y = locs[z] + scales[z] * noise
     if full_covariance:
-        truth["corr"] = corr
+        truth["corr"] = corr @ np.swapaxes(corr, -1, -2)
     return {"y": y, "num_components": k, "full_covariance": full_covariance, "robust": robust}, truth
 
 
@@ -117,7 +120,8 @@ SPEC = ModelSpec(
     observed={"y": "y"},
     dims={"weights": ("component",), "locs_first": ("component",), "locs_rest": ("component", "feature_rest"),
           "locs": ("component", "feature"), "scales": ("component", "feature"),
-          "corr": ("component", "feature", "feature_bis"), "df": (), "y": ("obs", "feature")},
+          "corr": ("component", "feature", "feature_bis"), "corr_cholesky": ("component", "feature", "feature_bis"),
+          "df": (), "y": ("obs", "feature")},
     description="Gaussian mixture, full or diagonal covariance (Old Faithful eruptions and waiting times)",
     card=(
         "A finite mixture of multivariate Gaussians whose component assignments are summed out "

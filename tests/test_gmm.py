@@ -15,7 +15,7 @@ SPEC = bg.get_model("gmm")
 
 
 def _with_correlation(fit, truth):
-    """Judge the one free entry of each 2x2 correlation factor, not its fixed 1s and 0s."""
+    """Judge the one free entry of each 2x2 correlation matrix, not its fixed 1s."""
     truth = dict(truth)
     if "corr" in truth:
         fit.posterior["rho"] = fit.posterior["corr"][..., 1, 0]
@@ -27,9 +27,10 @@ def test_pointwise_log_likelihood_is_the_mixture_density():
     data, _ = SPEC.simulate(seed=0, num_obs=60)
     fit = bg.fit(SPEC, data, engine="laplace", num_draws=5)
     w, locs = fit.posterior["weights"][0], fit.posterior["locs"][0]
-    cov = np.einsum("ski,skij,skj->skij", fit.posterior["scales"][0],
-                    fit.posterior["corr"][0] @ np.swapaxes(fit.posterior["corr"][0], -1, -2),
+    cov = np.einsum("ski,skij,skj->skij", fit.posterior["scales"][0], fit.posterior["corr"][0],
                     fit.posterior["scales"][0])
+    factor = fit.posterior["corr_cholesky"][0]  # corr is the correlation matrix of its Cholesky factor
+    np.testing.assert_allclose(fit.posterior["corr"][0], factor @ np.swapaxes(factor, -1, -2), atol=1e-12)
     by_hand = np.stack([logsumexp([np.log(w[s, k]) + multivariate_normal(locs[s, k], cov[s, k]).logpdf(data["y"])
                                    for k in range(2)], axis=0) for s in range(5)])
     np.testing.assert_allclose(fit.log_likelihood["y"][0], by_hand, rtol=1e-10)
@@ -42,7 +43,7 @@ def test_robust_pointwise_log_likelihood_is_the_student_t_mixture_density(full_c
     post = fit.posterior
     w, locs, scales, df = post["weights"][0], post["locs"][0], post["scales"][0], post["df"][0]
     corr = post["corr"][0] if full_covariance else np.broadcast_to(np.eye(2), (4, 2, 2, 2))
-    cov = np.einsum("ski,skij,skj->skij", scales, corr @ np.swapaxes(corr, -1, -2), scales)
+    cov = np.einsum("ski,skij,skj->skij", scales, corr, scales)
     by_hand = np.stack([logsumexp([np.log(w[s, k]) + multivariate_t(locs[s, k], cov[s, k], df=df[s]).logpdf(data["y"])
                                    for k in range(2)], axis=0) for s in range(4)])
     np.testing.assert_allclose(fit.log_likelihood["y"][0], by_hand, rtol=1e-10)
