@@ -68,7 +68,7 @@ def plot_forecast(fit: bg.Fit, y: np.ndarray, path: str, title: str, sunspots: b
     ax.plot(years[-60:], y[-60:], color="k", lw=1, label="observed")
     ax.set(xlabel="year" if sunspots else "time step",
            ylabel="sqrt(sunspot number), standardised" if sunspots else "simulated value", title=title)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="best", fontsize=8, framealpha=0.5)
     ax.figure.savefig(path, dpi=90, bbox_inches="tight")
 
 

@@ -55,17 +55,19 @@ def main(smoke: bool = False) -> pd.DataFrame:
     marginals = hmm.state_marginals(fits["nuts"], num_samples=200)
     print(f"Viterbi: {decoded.mean():.0%} of {'steps' if smoke else 'waits'} in the "
           f"{'high' if smoke else 'long-wait'} state; "
-          f"{int(((marginals[:, 1] > 0.1) & (marginals[:, 1] < 0.9)).sum())} steps are uncertain (0.1-0.9)")
+          f"uncertain (probability 0.1-0.9) at {int(((marginals[:, 1] > 0.1) & (marginals[:, 1] < 0.9)).sum())} "
+          f"of {len(marginals)} steps")
     y = np.asarray(data["y"])
     fig, ax = plt.subplots(figsize=(9, 3))
     ax.plot(y, color="0.6", lw=0.8)
-    ax.scatter(np.arange(len(y)), y, c=marginals[:, 1], cmap="coolwarm", s=10, zorder=3)
+    points = ax.scatter(np.arange(len(y)), y, c=marginals[:, 1], cmap="coolwarm", s=10, zorder=3, vmin=0, vmax=1)
+    fig.colorbar(points, ax=ax, label=f"P({'high state' if smoke else 'long wait'})", pad=0.01)
     locs = fits["nuts"].posterior["locs"].mean((0, 1))
     ax.step(np.arange(len(y)), locs[decoded], where="mid", color="k", lw=1, label="Viterbi state mean")
     ax.set(xlabel="time step" if smoke else "eruption", ylabel="y" if smoke else "waiting time (standardised)",
            title=_smoke.title(f"{source}: decoded states (colour: P({'high state' if smoke else 'long wait'}))",
                               smoke))
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right", framealpha=0.5)  # see-through: points lie under it
     fig.tight_layout()
     fig.savefig("hmm_states.png", dpi=100)
     print("wrote hmm_compare.png, hmm_states.png")
