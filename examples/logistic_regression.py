@@ -58,9 +58,13 @@ def main(smoke: bool = False, out: str = "logistic_regression_forest.png") -> pd
     with pd.option_context("display.width", 200):
         print("against NUTS, over all 31 parameters:")
         print(worst.round(3).to_string())
-    axes = az.plot_forest([fit.to_arviz() for fit in fits.values()], model_names=list(fits),
-                          var_names=["beta"], combined=True, hdi_prob=0.9, figsize=(7, 12))
+    from sklearn.datasets import load_breast_cancer
+
+    names = list(load_breast_cancer().feature_names)  # load_data keeps the features in this order
+    axes = az.plot_forest([fit.to_arviz().assign_coords(feature=names, groups="posterior") for fit in fits.values()],
+                          model_names=list(fits), var_names=["beta"], combined=True, hdi_prob=0.9, figsize=(7, 12))
     axes[0].set_title(_smoke.title("Wisconsin breast cancer data: coefficients (90% intervals)", smoke))
+    axes[0].set_xlabel("coefficient of the standardised feature (log odds of benign per sd)")
     axes[0].figure.savefig(out, dpi=90, bbox_inches="tight")
     print(f"wrote {out}")
     return table

@@ -76,7 +76,8 @@ def main(smoke: bool = False, out: str = "poisson_regression_forest.png") -> pd.
     with pd.option_context("display.width", 200, "display.max_rows", 100):
         print(f"population-level parameters against NUTS (beta: {', '.join(covariates)}):")
         print(shown.round(3).to_string(index=False))
-    axes = az.plot_forest([fit.to_arviz() for fit in fits.values()], model_names=list(fits),
+    axes = az.plot_forest([fit.to_arviz().assign_coords(feature=list(covariates), groups="posterior")
+                           for fit in fits.values()], model_names=list(fits),
                           var_names=POPULATION, combined=True, hdi_prob=0.9, figsize=(7, 6))
     axes[0].set_title(_smoke.title(f"{source}: population-level parameters (90% intervals)", smoke))
     axes[0].figure.savefig(out, dpi=90, bbox_inches="tight")
