@@ -120,7 +120,8 @@ def main(smoke: bool = False) -> pd.DataFrame:
     for name, scores in choice_rankings(fit).items():
         rows.append({"model": "choices", "fit": "map", "ranking": name, **scored(scores)})
     table = pd.DataFrame(rows)
-    print(table.round(3).to_string(index=False))
+    shown = table.rename(columns={"recall": "recall@10", "ndcg": "NDCG@10", "users": "users scored"})
+    print(shown.round(3).to_string(index=False))
     return table
 
 
