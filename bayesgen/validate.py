@@ -261,8 +261,9 @@ def _check_support(name: str, site: Mapping[str, Any], value: torch.Tensor, spec
     except (NotImplementedError, RuntimeError, TypeError):
         return
     mask = site["mask"]
-    if isinstance(mask, torch.Tensor):
-        mask = mask.reshape(mask.shape + (1,) * (inside.dim() - mask.dim()))
+    if isinstance(mask, torch.Tensor):  # it broadcasts to the batch shape from the right; events follow
+        batch = tuple(site["fn"].batch_shape)
+        mask = mask.expand(batch).reshape(batch + (1,) * (inside.dim() - len(batch)))
         inside = inside | ~mask.expand_as(inside)
     if bool(inside.all()):
         return
