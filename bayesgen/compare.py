@@ -142,7 +142,7 @@ def compare(fits: Mapping[str, Fit] | Sequence[Fit], reference: str | None = Non
         if joint and min(len(joint_ref[0]), len(joint[0])) >= 2:  # the unbiased MMD needs two draws a side
             mmd, mmd_p = mmd_test(_subsample(np.stack(joint_ref, -1), seed), _subsample(np.stack(joint, -1), seed),
                                   seed=seed)
-        for row in rows[-len(joint):]:
+        for row in rows[len(rows) - len(joint):]:  # this fit's rows (none if all its parameters were constant)
             row["mmd"], row["mmd_pvalue"] = mmd, mmd_p
     return pd.DataFrame(rows)
 

@@ -24,12 +24,20 @@ OPTIMIZATION = "optimization"
 #: ArviZ, imported at first use; silenced: 0.23's refactor notice
 _az: Any = LazyModule("arviz", quiet=FutureWarning)
 
-__all__ = ["OPTIMIZATION", "InferenceData", "plot_densities", "plot_rank_ecdf", "read_netcdf", "to_inference_data"]
+__all__ = ["OPTIMIZATION", "InferenceData", "is_per_step", "plot_densities", "plot_rank_ecdf", "read_netcdf",
+           "to_inference_data"]
 
 
 def _dims(fit: "Fit", groups: list[dict[str, np.ndarray]]) -> dict[str, list[str]]:
     names = {name for group in groups for name in group}
     return {name: list(dims) for name, dims in fit.dims.items() if name in names}
+
+
+def is_per_step(stat: str) -> bool:
+    """Whether a ``sample_stats`` entry holds one value per optimisation step, not per draw: the
+    engines' losses (``loss``, ``discriminator_loss``), by name, whatever their length (an ``svi``
+    run of 1,000 steps and 1,000 draws has a loss as long as its draws)."""
+    return stat == "loss" or stat.endswith("_loss")
 
 
 def _discrete_sites(fit: "Fit") -> set[str]:
@@ -38,7 +46,14 @@ def _discrete_sites(fit: "Fit") -> set[str]:
         return set()
     nodes = fit.problem.prototype.nodes
     return {name for name in fit.problem.spec.observed
-            if name in nodes and getattr(nodes[name]["fn"].support, "is_discrete", False)}
+            if name in nodes and _has_discrete_support(nodes[name]["fn"])}
+
+
+def _has_discrete_support(fn: Any) -> bool:
+    try:
+        return bool(fn.support.is_discrete)
+    except NotImplementedError:  # an observed site's distribution need not declare its support
+        return False
 
 
 def _as_counts(arrays: dict[str, np.ndarray], discrete: set[str]) -> dict[str, np.ndarray]:
@@ -69,9 +84,8 @@ def to_inference_data(fit: "Fit") -> "InferenceData":
     >>> dict(idata.posterior.sizes)
     {'chain': 2, 'draw': 5}
     """
-    lead = next(iter(fit.posterior.values())).shape[:2] if fit.posterior else None
-    per_draw = {name: value for name, value in fit.sample_stats.items() if np.shape(value)[:2] == lead}
-    per_step = {name: value for name, value in fit.sample_stats.items() if name not in per_draw}
+    per_step = {name: value for name, value in fit.sample_stats.items() if is_per_step(name)}
+    per_draw = {name: value for name, value in fit.sample_stats.items() if name not in per_step}
     discrete = _discrete_sites(fit)
     groups: dict[str, Any] = {
         "posterior": fit.posterior or None,

@@ -66,7 +66,8 @@ class EngineResult:
     draws : dict
         Latent site -> constrained draws, tensor ``(chain, draw, *shape)``.
     sample_stats : dict
-        ArviZ stat name -> tensor ``(chain, draw)`` (or ``(1, step)`` for ``loss``).
+        ArviZ stat name -> tensor ``(chain, draw)`` (or ``(1, step)`` for ``loss`` and other
+        ``*_loss``: :func:`~bayesgen.convert.is_per_step`).
     point, stderr : dict or None
         Optimum and standard errors per site (point engines).
     timing : dict

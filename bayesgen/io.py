@@ -49,8 +49,9 @@ def save(fit: Fit, path: str) -> None:
         # ArviZ gives a number a dimension of length 1: the shapes bring back 0-d arguments as 0-d
         "constant_shapes": {key: list(np.shape(value)) for key, value in fit.constant_data.items()},
         # the ArviZ groups hold a discrete site's values as integers; the fit holds them as the program took them
-        "data_dtypes": {key: str(value.dtype) for group in (fit.observed_data, fit.posterior_predictive)
-                        for key, value in group.items()},
+        "data_dtypes": {group: {key: str(value.dtype) for key, value in arrays.items()}
+                        for group, arrays in (("observed_data", fit.observed_data),
+                                              ("posterior_predictive", fit.posterior_predictive))},
     }
     _meta_group(idata).attrs[_META] = json.dumps(meta, default=repr)
 
@@ -102,12 +103,13 @@ def load(path: str, model: Callable[..., Any] | str | ModelSpec | None = None) -
         engine=meta["engine"], kind=meta["kind"],
         posterior=_group(idata, "posterior"),
         sample_stats={**_group(idata, "sample_stats"), **_group(idata, OPTIMIZATION)},
-        observed_data=_retyped(_group(idata, "observed_data"), meta.get("data_dtypes", {})),
+        observed_data=_retyped(_group(idata, "observed_data"), meta.get("data_dtypes", {}).get("observed_data", {})),
         _log_likelihood=_group(idata, "log_likelihood"),
         settings=meta["settings"], timing=meta["timing"], point=_arrays(meta["point"]),
         stderr=_arrays(meta["stderr"]), info=meta["info"], dims=meta["dims"],
         model_name=meta["model_name"],
-        posterior_predictive=_retyped(_group(idata, "posterior_predictive"), meta.get("data_dtypes", {})),
+        posterior_predictive=_retyped(_group(idata, "posterior_predictive"),
+                                      meta.get("data_dtypes", {}).get("posterior_predictive", {})),
         params=_params(idata), constant_data=_reshaped(_group(idata, "constant_data"), meta.get("constant_shapes", {})),
     )
     if model is None and meta.get("zoo_model"):

@@ -6,6 +6,7 @@ import dataclasses
 import importlib
 import inspect
 import numbers
+import os
 import pkgutil
 import types
 import typing
@@ -105,12 +106,12 @@ def _checked_option(engine: str, key: str, hint: Any, value: Any) -> Any:
         return value
     kind, where = kinds[0], f"engine '{engine}': option {key}"
     if kind is bool:
-        if isinstance(value, (bool, np.bool_)):
+        if isinstance(value, (bool, np.bool_)) or (isinstance(value, numbers.Integral) and value in (0, 1)):
             return bool(value)
         raise TypeError(f"{where} must be True or False, got {value!r}")
     if kind is str:
-        if isinstance(value, str):
-            return value
+        if isinstance(value, (str, os.PathLike)):  # a checkpoint's path may be a pathlib.Path
+            return os.fspath(value)
         raise TypeError(f"{where} must be a string, got {value!r}")
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{where} must be {'an integer' if kind is int else 'a number'}, got {value!r}")

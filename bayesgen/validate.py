@@ -245,26 +245,60 @@ def _check_scorable(name: str, site: Mapping[str, Any], value: torch.Tensor, spe
         ) from exc
 
 
+#: The distributions that wrap another without changing what values it takes.
+_WRAPPERS = (torch.distributions.Independent, pyro.distributions.MaskedDistribution,
+             pyro.distributions.ExpandedDistribution)
+
+
+def _kept(site: Mapping[str, Any], dims: int) -> torch.Tensor | None:
+    """Which entries of a site's value (its first ``dims`` dims) the program scores: a boolean
+    tensor that broadcasts to them, all True without masks, None where a mask is False.
+
+    A mask broadcasts to the batch shape of the distribution it masks, which starts at a
+    dimension of the value that wrapping shifts: ``Independent`` moves batch dims to the event
+    (the start stays), ``expand`` adds leading batch dims (the start moves right).
+    """
+    kept = torch.ones((1,) * dims, dtype=torch.bool)
+    fn, start = site["fn"], 0
+    masks = [(site["mask"], tuple(fn.batch_shape), 0)]
+    while isinstance(fn, _WRAPPERS):
+        if isinstance(fn, pyro.distributions.MaskedDistribution):
+            masks.append((fn._mask, tuple(fn.batch_shape), start))
+        if isinstance(fn, pyro.distributions.ExpandedDistribution):
+            start += len(fn.batch_shape) - len(fn.base_dist.batch_shape)
+        fn = fn.base_dist
+    for mask, batch, first in masks:
+        if mask is False:
+            return None
+        if isinstance(mask, torch.Tensor):
+            shape = (1,) * first + batch + (1,) * (dims - first - len(batch))
+            kept = kept & mask.to(torch.bool).expand(batch).reshape(shape)
+    return kept
+
+
 def _check_support(name: str, site: Mapping[str, Any], value: torch.Tensor, spec: ModelSpec) -> None:
     """Observed values must lie in the support of the site's distribution (where the program
     does not mask them out), checked here so that every path meets it: a fit fails later in a
     log-density evaluation, but scoring held-out data (``bg.evaluate``) runs without Pyro's
     validation and would return a number for pixels of 2 under a Bernoulli.
 
-    Distributions that do not declare their support are not checked.
+    Distributions that do not declare their support (or whose support depends on the value) are
+    not checked, nor are entries masked out: by ``poutine.mask`` or by a distribution's
+    ``.mask(...)`` at any level of its wrappers (missing values held by a placeholder such as -1).
     """
     try:
         support = site["fn"].support
         while isinstance(support, constraints.independent):  # check entries, not whole events
             support = support.base_constraint
+        if constraints.is_dependent(support):
+            return
         inside = support.check(value)
-    except (NotImplementedError, RuntimeError, TypeError):
+        kept = _kept(site, inside.dim())
+    except (NotImplementedError, RuntimeError, TypeError, ValueError):
         return
-    mask = site["mask"]
-    if isinstance(mask, torch.Tensor):  # it broadcasts to the batch shape from the right; events follow
-        batch = tuple(site["fn"].batch_shape)
-        mask = mask.expand(batch).reshape(batch + (1,) * (inside.dim() - len(batch)))
-        inside = inside | ~mask.expand_as(inside)
+    if kept is None:  # all masked out
+        return
+    inside = inside | ~kept.expand_as(inside)
     if bool(inside.all()):
         return
     outside = tuple((~inside).nonzero()[0].tolist())
@@ -272,8 +306,7 @@ def _check_support(name: str, site: Mapping[str, Any], value: torch.Tensor, spec
     argument = spec.observed.get(name)
     data = f"data['{argument}']" if argument else "the data"
     fn = site["fn"]
-    while isinstance(fn, (torch.distributions.Independent, pyro.distributions.MaskedDistribution,
-                          pyro.distributions.ExpandedDistribution)):
+    while isinstance(fn, _WRAPPERS):
         fn = fn.base_dist
     raise ValueError(f"observed site '{name}' has a value outside the support of its distribution "
                      f"{type(fn).__name__} ({support}) at index {outside}{shown}; check {data}")

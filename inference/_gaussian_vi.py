@@ -153,8 +153,9 @@ class _LastWindow:
         self.gradients: list[torch.Tensor] = []
 
     def add(self, step: int, q: GaussianFamily) -> None:
-        """Take step ``step``'s parameters (after the update) and gradient (before it)."""
-        if step < self.first:
+        """Take step ``step``'s parameters (after the update) and gradient (before it); nothing in a
+        run shorter than the window, which :meth:`finish` leaves as it is."""
+        if self.first < 0 or step < self.first:
             return
         for name, param in q.named_parameters():
             self.params[name] = self.params.get(name, 0) + param.detach()

@@ -16,8 +16,8 @@ from bayesgen.inference._numerical import is_numerical_error
 from bayesgen.logdensity import LogDensity
 from bayesgen.program import LastSite
 
-__all__ = ["Mode", "coordinate_labels", "curvature_directions", "curvature_message", "find_mode", "mode_result", "negative_hessian", "run_mode",
-           "runaway_sites", "site_of"]
+__all__ = ["Mode", "coordinate_labels", "curvature_directions", "curvature_message", "find_mode", "mode_result",
+           "negative_hessian", "run_mode", "runaway_sites", "site_of"]
 
 
 #: Objective value that stands in for a non-finite one during the line search.
@@ -336,8 +336,8 @@ def curvature_message(precision: torch.Tensor, labels: list[str], sites: list[st
         causes += (f". Site(s) {', '.join(repr(s) for s in imputed)} come from pyro.sample(..., obs_mask=...): "
                    "Pyro makes them as large as the data, and their entries at observed positions have no "
                    "density at all; sample only the missing entries as a latent site instead")
-    return (f"the information matrix (minus the Hessian) {what}, so {consequence}: " + "; ".join(parts) + " (coefficients in units of "
-            f"each parameter's curvature). Sites involved: {names}. {causes}")
+    return (f"the information matrix (minus the Hessian) {what}, so {consequence}: " + "; ".join(parts)
+            + f" (coefficients in units of each parameter's curvature). Sites involved: {names}. {causes}")
 
 
 def _constrained_flat(density: LogDensity, u: torch.Tensor) -> torch.Tensor:

@@ -134,3 +134,19 @@ def test_cli_compares_saved_fits_and_names_a_missing_file(tmp_path, capsys, two_
     error = capsys.readouterr().err
     assert "at least two saved fits, got 0" in error and f"--var-names also took {paths[0]}, {paths[1]}" in error
     assert main(["compare", "--var-names", "alpha", "--", *paths]) == 0
+
+
+def test_a_fit_whose_shared_parameters_are_all_constant_leaves_the_others_rows_alone():
+    from bayesgen.result import Fit
+
+    rng = np.random.default_rng(0)
+
+    def made(engine, kind, posterior):
+        return Fit(engine=engine, kind=kind, posterior=posterior, sample_stats={}, observed_data={}, settings={},
+                   timing={})
+
+    reference = made("nuts", "samples", {"a": rng.normal(size=(2, 100)), "c": np.ones((2, 100))})
+    shifted = made("svi", "approximation", {"a": rng.normal(size=(1, 200)) + 3, "c": np.ones((1, 200))})
+    constant = made("map", "approximation", {"c": np.ones((1, 200))})  # only the constant: no rows of its own
+    table = bg.compare({"nuts": reference, "svi": shifted, "map": constant}, seed=0)
+    assert list(table["engine"]) == ["svi"] and table["mmd_pvalue"].iloc[0] < 0.01  # was overwritten with NaN

@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
 import bayesgen as bg
 from programs import linear_regression, regression_data
@@ -64,6 +65,8 @@ def test_an_optimisers_loss_goes_to_a_group_of_steps_not_among_the_draws(tmp_pat
     assert dict(idata.optimization["loss"].sizes) == {"chain": 1, "step": 300}
     fit.save(str(tmp_path / "svi.nc"))
     assert np.array_equal(bg.load(str(tmp_path / "svi.nc")).sample_stats["loss"], fit.sample_stats["loss"])
+    as_many = bg.fit(linear_regression, {"X": X, "y": Y}, engine="svi", guide="mvn", num_steps=40, num_draws=40)
+    assert "optimization" in as_many.to_arviz().groups()  # by name, not by length: 40 steps are not 40 draws
 
 
 def test_zoo_models_name_the_dims_of_their_arguments_too():
@@ -87,3 +90,26 @@ def test_a_discrete_sites_values_are_integers_for_arviz_and_floats_again_after_l
     loaded = bg.load(str(tmp_path / "fit.nc"))
     assert loaded.observed_data["y"].dtype == np.float64 and loaded.posterior_predictive["y"].dtype == np.float64
     assert np.array_equal(loaded.observed_data["y"], fit.observed_data["y"])
+
+
+def test_a_site_without_a_declared_support_converts_and_integer_data_keep_their_dtype(tmp_path):
+    import pyro
+    import pyro.distributions as dist
+
+    class Unit(dist.Normal):  # an observed site's distribution need not declare its support
+        @property
+        def support(self):
+            raise NotImplementedError
+
+    def counts(y=None):
+        rate = pyro.sample("rate", dist.Gamma(2.0, 1.0))
+        with pyro.plate("n", 20):
+            pyro.sample("y", dist.Poisson(rate), obs=y)
+        pyro.sample("z", Unit(rate, 1.0), obs=torch.tensor(2.0))
+
+    y = np.random.default_rng(0).poisson(2.0, 20)  # int64
+    fit = bg.fit(counts, {"y": y}, engine="laplace", num_draws=20)
+    fit.predict()
+    fit.save(str(tmp_path / "fit.nc"))  # to_arviz read the support of z, which raised
+    loaded = bg.load(str(tmp_path / "fit.nc"))
+    assert loaded.observed_data["y"].dtype == fit.observed_data["y"].dtype  # not the predictive's

@@ -46,6 +46,10 @@ def test_engine_options_are_checked_against_their_types():
     nuts = make("nuts", {"num_samples": np.int64(50), "num_warmup": 0, "target_accept": 0.9, "jit_compile": None})
     assert (type(nuts.num_samples), nuts.num_samples, nuts.num_warmup) == (int, 50, 0)
     assert make("svi", {"num_steps": 1e3, "guide": "mvn"}).num_steps == 1000  # an integral float is a count
+    from pathlib import Path
+
+    assert make("svi", {"checkpoint": Path("run.pt")}).checkpoint == "run.pt"  # a path is a string option
+    assert make("nuts", {"dense_mass": 1}).dense_mass is True  # 0 and 1 are booleans, as in Python
 
 
 def test_the_command_line_reads_true_false_and_none_in_any_case():

@@ -106,6 +106,18 @@ def test_data_outside_the_support_are_named_for_fitting_and_for_scoring():
     bg.fit(padded_flips, {"y": padding}, engine="map")
     with pytest.raises(ValueError, match=r"at index \(2,\): 0.5"):
         bg.fit(padded_flips, {"y": np.where(np.arange(6) == 2, 0.5, padding)}, engine="map")
+    # a distribution's own .mask(...), under to_event too, leaves its placeholders unchecked
+    kept = torch.arange(6) < 4
+
+    def masked_counts(y=None):
+        rate = pyro.sample("rate", dist.Gamma(2.0, 1.0))
+        pyro.sample("y", dist.Poisson(rate).expand([6]).mask(kept).to_event(1), obs=y)
+
+    counts = np.array([1.0, 3.0, 2.0, 0.0, -1.0, -1.0])  # -1: missing
+    # Gamma(2 + 6, 1 + 4) from the four counts kept: its mode 1.4
+    assert bg.fit(masked_counts, {"y": counts}, engine="map").point["rate"] == pytest.approx(1.4, rel=1e-4)
+    with pytest.raises(ValueError, match=r"Poisson .* at index \(1,\): -3"):
+        bg.fit(masked_counts, {"y": np.where(np.arange(6) == 1, -3.0, counts)}, engine="map")
 
 
 def test_wrong_dtype_names_the_argument():
