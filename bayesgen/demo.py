@@ -27,7 +27,7 @@ from bayesgen.result import Fit
 __all__ = ["DemoResult", "demo_engines", "run_demo"]
 
 MODEL = "linear_regression"
-HEADING = ("bayesgen demo: Bayesian linear regression of diabetes progression, one program, six engines, seven fits\n"
+HEADING = ("bayesgen demo: Bayesian linear regression of diabetes progression, one program, six engines\n"
            "data: scikit-learn's diabetes data, 442 patients x 10 baseline covariates (age, sex, BMI, blood\n"
            "pressure, six blood serums), standardised; y = disease progression after one year, standardised")
 WIDTH = 100
