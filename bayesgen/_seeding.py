@@ -11,12 +11,13 @@ leave them.
 from __future__ import annotations
 
 import contextlib
-import numbers
 import random
 from collections.abc import Iterator
 
 import numpy as np
 import torch
+
+from bayesgen._counts import check_count
 
 __all__ = ["check_seed", "rng_restored"]
 
@@ -41,6 +42,4 @@ def rng_restored() -> Iterator[None]:
 def check_seed(seed: object) -> int:
     """``seed`` as an int, or a ``ValueError`` naming it: a non-negative integer (numpy's
     included), as torch, numpy and Python's ``random`` all accept."""
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    return int(seed)
+    return check_count("seed", seed, minimum=0)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, Mapping
 
 import numpy as np
 import pyro
 import torch
 
+from bayesgen._counts import check_count
 from bayesgen._seeding import check_seed, rng_restored
 from bayesgen.evaluate import posterior_draws
 from bayesgen.fitting import prepare
@@ -63,9 +63,7 @@ def anomaly_scores(fit: Fit, data: Mapping[str, Any], *, num_samples: int = 1000
     if fit.problem is None:
         raise ValueError("this fit was loaded from a file without its program; "
                          "pass the model to bg.load(path, model=...) to score observations")
-    if not isinstance(num_samples, numbers.Integral) or isinstance(num_samples, bool) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-    num_samples, seed = int(num_samples), check_seed(seed)
+    num_samples, seed = check_count("num_samples", num_samples), check_seed(seed)
     problem = prepare(fit.problem.spec, data, fit.problem.device, fit.problem.dtype)
     if not problem.spec.observed:
         raise ValueError("data hold no observed site's values: pass the observations to score under the "

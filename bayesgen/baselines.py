@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from scipy import special
 
+from bayesgen._counts import check_count
 from bayesgen.signals import mu_law_bin_edges, mu_law_decode, mu_law_encode
 
 __all__ = ["BernoulliMixture", "CharacterBigram", "FullyVisibleSBN", "IndependentBernoulli", "QuantisedLinearAR",
@@ -283,9 +284,7 @@ def _codes(codes: Any, num_symbols: int) -> np.ndarray:
 
 
 def _check_num_symbols(num_symbols: int) -> int:
-    if isinstance(num_symbols, bool) or not isinstance(num_symbols, (int, np.integer)) or num_symbols < 2:
-        raise ValueError(f"num_symbols must be an integer of at least 2, got {num_symbols!r}")
-    return int(num_symbols)
+    return check_count("num_symbols", num_symbols, minimum=2)
 
 
 def histogram_entropy_bits(codes: Any, num_symbols: int) -> float:
@@ -372,9 +371,7 @@ class QuantisedLinearAR:
     min_sd = 1e-9
 
     def __init__(self, order: int = 16, mu: int = 255) -> None:
-        if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order < 1:
-            raise ValueError(f"order must be a positive integer, got {order!r}")
-        self.order = int(order)
+        self.order = check_count("order", order)
         self.mu = mu
         self.edges = mu_law_bin_edges(mu)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import numbers
 import warnings
 from typing import Any, Callable, Mapping
 
@@ -13,6 +12,7 @@ import pyro
 import torch
 from pyro.infer import Predictive
 
+from bayesgen._counts import check_count
 from bayesgen._lazy import LazyModule
 from bayesgen._seeding import check_seed, rng_restored
 from bayesgen.dtypes import computing_in
@@ -101,9 +101,7 @@ def evaluate(fit_or_model: Fit | ModelSpec | str | Callable[..., Any], real_data
         observations of its one simulated data set). Small p-values say that the model's
         samples do not look like the data.
     """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 2:
-        raise ValueError(f"num_samples must be an integer of at least 2, got {num_samples!r}")
-    num_samples, seed = int(num_samples), check_seed(seed)
+    num_samples, seed = check_count("num_samples", num_samples, minimum=2), check_seed(seed)
     if isinstance(fit_or_model, Fit):
         if fit_or_model.problem is None:
             raise ValueError("this fit was loaded from a file without its program; "

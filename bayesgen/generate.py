@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-import numbers
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import numpy as np
@@ -15,6 +14,7 @@ import torch
 from pyro.poutine.trace_struct import Trace
 from torch.distributions import transform_to
 
+from bayesgen._counts import check_count
 from bayesgen._seeding import check_seed, rng_restored
 from bayesgen.dtypes import computing_in
 from bayesgen.logdensity import Uncondition
@@ -156,9 +156,7 @@ def generate(fit: "Fit", num_samples: int, *, seed: int = 0, temperature: float 
     site at the centre of its posterior (the mean in the unconstrained space, mapped back, so
     that it lies in the site's support) instead of a random draw per run.
     """
-    if not isinstance(num_samples, numbers.Integral) or isinstance(num_samples, bool) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-    num_samples, seed = int(num_samples), check_seed(seed)
+    num_samples, seed = check_count("num_samples", num_samples), check_seed(seed)
     problem = fit._require_problem()
     with computing_in(problem.dtype):
         return _generate(fit, problem, num_samples, seed, temperature, conditions, point)

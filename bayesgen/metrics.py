@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
 
+from bayesgen._counts import check_count
 from bayesgen._lazy import LazyModule
 
 __all__ = ["HypothesisResult", "c2st", "chi_square_test", "entropy", "kl_divergence", "ks_test", "mmd_test",
@@ -31,9 +31,7 @@ def _points(samples: np.ndarray | torch.Tensor, name: str = "x", least: int = 1)
 
 def _neighbours(k: Any) -> int:
     """The k of a k-nearest-neighbour estimator: a positive integer."""
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    return int(k)
+    return check_count("k", k)
 
 
 def _ordinal(k: int) -> str:
@@ -178,9 +176,7 @@ def mmd_test(x: np.ndarray, y: np.ndarray, *, num_permutations: int = 200, seed:
     """
     x, y = _points(x, "x", least=2), _points(y, "y", least=2)  # an unbiased MMD needs pairs within each
     _same_features(x, y)
-    if isinstance(num_permutations, bool) or not isinstance(num_permutations, numbers.Integral) \
-            or num_permutations < 1:
-        raise ValueError(f"num_permutations must be a positive integer, got {num_permutations!r}")
+    num_permutations = check_count("num_permutations", num_permutations)
     pooled = np.concatenate([x, y])
     dist2 = spatial.distance.cdist(pooled, pooled, "sqeuclidean")
     bandwidth2 = np.median(dist2[np.triu_indices_from(dist2, k=1)]) or 1.0
@@ -399,8 +395,7 @@ def c2st(x: np.ndarray, y: np.ndarray, *, seed: int = 0, num_folds: int = 5,
     a, b = _points(x), _points(y)
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"x and y must have the same number of features, got {a.shape[1]} and {b.shape[1]}")
-    if not isinstance(num_folds, int) or num_folds < 2:
-        raise ValueError(f"num_folds must be an integer of at least 2, got {num_folds!r}")
+    num_folds = check_count("num_folds", num_folds, minimum=2)
     rng = np.random.default_rng(seed)
     n = min(len(a), len(b))
     if n < num_folds:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -11,6 +10,7 @@ import numpy as np
 import pyro
 import torch
 
+from bayesgen._counts import check_count
 from bayesgen._seeding import check_seed, rng_restored
 
 if TYPE_CHECKING:
@@ -176,9 +176,7 @@ class Fit:
         from bayesgen.validate import check_arguments, to_tensors
 
         seed = check_seed(seed)
-        if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral)
-                                        or num_samples < 1):
-            raise ValueError(f"num_samples must be a positive integer or None (all draws), got {num_samples!r}")
+        num_samples = check_count("num_samples", num_samples, none_means="all draws")
         problem = self._require_problem()
         check_arguments(problem.spec.model, new_data, partial=True)
         data = {**problem.data, **to_tensors(new_data, problem.device, problem.dtype)}

@@ -17,6 +17,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
+from bayesgen._counts import check_count
 from bayesgen._files import save_figure
 from bayesgen._lazy import LazyModule
 from bayesgen._seeding import rng_restored
@@ -291,14 +292,11 @@ def sbc(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
 
 
 def _check_settings(num_simulations: int, num_draws: int, alpha: float, num_workers: int | None) -> None:
-    if not isinstance(num_simulations, int) or num_simulations < 2:
-        raise ValueError(f"num_simulations must be an integer of at least 2, got {num_simulations!r}")
-    if not isinstance(num_draws, int) or num_draws < 1:
-        raise ValueError(f"num_draws must be a positive integer, got {num_draws!r}")
+    check_count("num_simulations", num_simulations, minimum=2)
+    check_count("num_draws", num_draws)
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie strictly between 0 and 1, got {alpha!r}")
-    if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 1):
-        raise ValueError(f"num_workers must be a positive integer or None, got {num_workers!r}")
+    check_count("num_workers", num_workers, none_means="the usable CPU cores")
 
 
 def _resolve(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | None

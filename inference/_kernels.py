@@ -16,6 +16,7 @@ from typing import Callable, Protocol
 
 import torch
 
+from bayesgen._counts import check_count
 from bayesgen.inference._hmc import FusedHMCStep, hmc_transition
 from bayesgen.inference._integrator import LogDensityFn, Metric, PhaseState, Transition
 from bayesgen.inference._nuts import FusedLeaves, nuts_transition
@@ -67,8 +68,7 @@ class NUTSKernel:
     max_tree_depth: int = 10
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_tree_depth, int) or self.max_tree_depth < 1:
-            raise ValueError(f"max_tree_depth must be an integer of at least 1, got {self.max_tree_depth!r}")
+        check_count("max_tree_depth", self.max_tree_depth)
 
     def transition_for(self, logp_and_grad: LogDensityFn, streams: ChainStreams, num_transitions: int,
                        fuse: bool, jit_compile: bool | None) -> StepFn:
@@ -116,8 +116,7 @@ class HMCKernel:
     num_steps: int = 10
 
     def __post_init__(self) -> None:
-        if not isinstance(self.num_steps, int) or self.num_steps < 1:
-            raise ValueError(f"num_steps must be an integer of at least 1, got {self.num_steps!r}")
+        check_count("num_steps", self.num_steps)
 
     def transition_for(self, logp_and_grad: LogDensityFn, streams: ChainStreams, num_transitions: int,
                        fuse: bool, jit_compile: bool | None) -> StepFn:

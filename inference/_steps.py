@@ -15,6 +15,7 @@ import torch
 from pyro.infer.util import zero_grads
 from tqdm.auto import tqdm
 
+from bayesgen._counts import check_count
 from bayesgen._files import atomic_write
 from bayesgen.distributed import Ranks
 from bayesgen.inference._minibatches import Minibatches
@@ -62,8 +63,7 @@ class Checkpointing:
     settings: dict[str, Any]
 
     def __post_init__(self) -> None:
-        if not isinstance(self.every, int) or isinstance(self.every, bool) or self.every < 1:
-            raise ValueError(f"checkpoint_every must be a positive integer, got {self.every!r}")
+        check_count("checkpoint_every", self.every)
         if self.resume is not None and not os.path.isfile(self.resume):
             raise FileNotFoundError(f"resume: no checkpoint file at {self.resume!r}")
 

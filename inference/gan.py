@@ -15,6 +15,7 @@ from pyro.poutine.messenger import Messenger
 from torch import nn
 from torch.nn import functional as F
 
+from bayesgen._counts import check_count
 from bayesgen.engine import EngineResult, Problem
 from bayesgen.generate import local_latents
 from bayesgen.inference._steps import checkpointing_of, load_param_store, param_store, run_steps
@@ -129,8 +130,7 @@ class GAN:
         counts = {"num_steps": self.num_steps, "batch_size": self.batch_size,
                   "num_critic": 1 if self.num_critic is None else self.num_critic}
         for option, value in counts.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"engine 'gan': {option} must be a positive integer, got {getattr(self, option)!r}")
+            check_count(f"engine 'gan': {option}", value)
         for option, value in (("lr", self.lr), ("temperature", self.temperature), ("gp_weight", self.gp_weight)):
             kind = "non-negative" if option == "gp_weight" else "positive"
             if not (isinstance(value, (int, float)) and math.isfinite(value)

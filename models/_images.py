@@ -10,6 +10,7 @@ from typing import Any
 import pyro
 import torch
 
+from bayesgen._counts import check_count
 from bayesgen.datasets import binary_digits
 from bayesgen.models._networks import device_of, network
 
@@ -28,8 +29,7 @@ def image_size(images: torch.Tensor | None, num_images: int, height: int, width:
 def image_plate(num_images: int, batch_size: int | None) -> pyro.plate:
     """The plate over images, one likelihood term each; ``batch_size`` draws a minibatch per run
     (the terms scaled by ``num_images / batch_size``, so a step's loss estimates the full one)."""
-    if batch_size is not None and not 1 <= batch_size:
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    batch_size = check_count("batch_size", batch_size, none_means="every image in each run")
     size = None if batch_size is None or batch_size >= num_images else batch_size
     return pyro.plate("image", num_images, subsample_size=size, dim=-1)
 

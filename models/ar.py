@@ -11,6 +11,7 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import TorchDistribution, constraints
 
+from bayesgen._counts import check_count
 from bayesgen.datasets import require
 from bayesgen.spec import ModelSpec
 
@@ -176,10 +177,7 @@ def model(y: torch.Tensor | None = None, num_lags: int = 2, horizon: int = 0, nu
     num_times : int, optional
         Length of the series; needed when ``y`` is None (simulation, e.g. by ``bg.sbc``).
     """
-    if isinstance(num_lags, bool) or not isinstance(num_lags, numbers.Integral) or num_lags < 1:
-        raise ValueError(f"num_lags must be a positive int, got {num_lags!r}")
-    if isinstance(horizon, bool) or not isinstance(horizon, numbers.Integral) or horizon < 0:
-        raise ValueError(f"horizon must be a non-negative int, got {horizon!r}")
+    num_lags, horizon = check_count("num_lags", num_lags), check_count("horizon", horizon, minimum=0)
     length = _series_length(y, num_times)
     mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
     sigma = pyro.sample("sigma", dist.HalfNormal(1.0))

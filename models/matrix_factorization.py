@@ -12,6 +12,7 @@ import pyro.distributions as dist
 import torch
 from pyro.poutine.util import is_validation_enabled
 
+from bayesgen._counts import check_count
 from bayesgen.datasets import rdataset
 from bayesgen.result import Fit
 from bayesgen.spec import ModelSpec
@@ -147,8 +148,7 @@ def recommend(fit: Fit, user: int, num_items: int = 10, exclude_rated: bool = Tr
     total_users, total_items = fit.posterior["user_bias"].shape[-1], fit.posterior["item_bias"].shape[-1]
     if isinstance(user, bool) or not isinstance(user, (int, np.integer)) or not 0 <= user < total_users:
         raise ValueError(f"user must be an integer index in [0, {total_users}), got {user!r}")
-    if isinstance(num_items, bool) or not isinstance(num_items, (int, np.integer)) or num_items < 1:
-        raise ValueError(f"num_items must be a positive integer, got {num_items!r}")
+    num_items = check_count("num_items", num_items)
     candidates = np.arange(total_items)
     if exclude_rated:
         if fit.problem is None:
@@ -207,8 +207,7 @@ def split_recent(num_heldout: int = 10, max_users: int | None = 150, max_items: 
         The training data (program arguments, as ``load_data``), and the held-out ratings as
         arrays ``user``, ``item`` and ``rating`` in the same indices.
     """
-    if isinstance(num_heldout, bool) or not isinstance(num_heldout, int) or num_heldout < 1:
-        raise ValueError(f"num_heldout must be a positive integer, got {num_heldout!r}")
+    num_heldout = check_count("num_heldout", num_heldout)
     data = load_data(max_users, max_items)
     frame, _ = _movielens(max_users, max_items)
     time = frame["timestamp"].to_numpy()
