@@ -18,7 +18,7 @@ from bayesgen._seeding import check_seed, rng_restored
 from bayesgen.dtypes import computing_in
 from bayesgen.engine import Problem
 from bayesgen.fitting import prepare
-from bayesgen.generate import trained
+from bayesgen.generate import local_latents, trained
 from bayesgen.marginal import observation_log_likelihood, undrawn_local_latents
 from bayesgen.metrics import c2st, chi_square_test, ks_test, mmd_test
 from bayesgen.postprocess import simulate_sites
@@ -51,7 +51,11 @@ def evaluate(fit_or_model: Fit | ModelSpec | str | Callable[..., Any], real_data
     fit_or_model : Fit, ModelSpec, str or callable
     real_data : mapping
         Program arguments, as for ``bg.fit``: the held-out observations under their
-        observed arguments, plus the covariates they go with.
+        observed arguments, plus the covariates they go with. Where the fit holds draws of
+        local latents (one value per observation, such as an AutoGuide's codes), observation
+        ``i`` takes the draws of the fit's observation ``i``, as NumPyro's ``Predictive`` and
+        PyMC pair them; data of another size are refused (score new observations through an
+        amortising guide).
     num_samples : int
         Parameter draws (posterior or prior), one predictive data set each.
     seed : int
@@ -85,9 +89,9 @@ def evaluate(fit_or_model: Fit | ModelSpec | str | Callable[..., Any], real_data
           p(y_i | theta_s)`` over the site's likelihood terms ``i`` and the ``S``
           parameter draws (posterior, or prior for a model); higher is better.
           NaN for programs with enumerated discrete latents. For a fit that holds no
-          draws of the local latents (a VAE's codes) and trained the guide its model
-          ships, each term is the importance-weighted bound on ``log p(y_i)`` with
-          that guide as proposal (``bayesgen.marginal``, 1,000 samples per
+          draws of the local latents (a VAE's codes) and trained an amortising guide
+          (the one its model ships, or a guide callable passed as ``guide=``), each
+          term is the importance-weighted bound on ``log p(y_i)`` with that guide as proposal (``bayesgen.marginal``, 1,000 samples per
           observation); NaN where nothing integrates them out (a GAN's noise).
         - ``lpd_per_obs``: ``lpd`` divided by the number of likelihood terms, those the
           program masks out (padding after a sequence's end) not counted: nats per
@@ -128,16 +132,9 @@ def _evaluate(fit_or_model: Fit | ModelSpec | str | Callable[..., Any], heldout:
         raise ValueError(f"with real_data, plate '{plate}' draws a minibatch of {subsample_size} of its {size} "
                          "items: held-out data are scored whole, so leave out the minibatch argument "
                          "(batch_size)")
-    blank = {**heldout.data, **{argument: None for argument in heldout.spec.observed.values()}}
     params = fit_or_model.params if isinstance(fit_or_model, Fit) else {}
     with torch.no_grad(), trained(heldout, params):
-        pyro.set_rng_seed(seed)
-        simulated = simulate_sites(heldout.density, draws, blank, list(heldout.spec.observed))
-        if not _shapes_match(simulated, heldout) and _sized_by_data(heldout):
-            # a program that takes its observations' number and size from the data alone (an
-            # image model): simulate with the data in place, the observed sites drawn afresh
-            pyro.set_rng_seed(seed)
-            simulated = simulate_sites(heldout.density, draws, heldout.data, list(heldout.spec.observed))
+        simulated = _simulate(heldout, draws, seed)
         fit = fit_or_model if isinstance(fit_or_model, Fit) else None
         loglik = observation_log_likelihood(fit, heldout, draws, seed=seed)
     rng = np.random.default_rng(seed)
@@ -152,6 +149,31 @@ def _evaluate(fit_or_model: Fit | ModelSpec | str | Callable[..., Any], heldout:
                            loglik[site].cpu().numpy() if site in loglik else None, _likelihood_terms(proto),
                            discrete=proto["fn"].support.is_discrete, rng=rng, seed=seed)
     return pd.DataFrame(rows)
+
+
+def _simulate(heldout: Problem, draws: Mapping[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+    """The predictive draws of the observed sites: the program run with its observed arguments
+    None, as a generative program simulates its data.
+
+    A program that takes its observations' number and size from the data alone (an image model)
+    simulates the wrong number with them None (its default), or cannot run at all (it reads
+    ``images.shape``, or its local latents' draws are of the data's size): such a program, whose
+    observed sites have exactly the shape of their data, is run with the data in place, its
+    observed sites drawn afresh.
+    """
+    observed = list(heldout.spec.observed)
+    blank = {**heldout.data, **{argument: None for argument in heldout.spec.observed.values()}}
+    pyro.set_rng_seed(seed)
+    try:
+        simulated = simulate_sites(heldout.density, draws, blank, observed)
+    except (AttributeError, TypeError, ValueError):
+        if not _sized_by_data(heldout):
+            raise
+    else:
+        if _shapes_match(simulated, heldout) or not _sized_by_data(heldout):
+            return simulated
+    pyro.set_rng_seed(seed)
+    return simulate_sites(heldout.density, draws, heldout.data, observed)
 
 
 def _shapes_match(simulated: Mapping[str, torch.Tensor], heldout: Problem) -> bool:
@@ -194,6 +216,15 @@ def posterior_draws(fit: Fit, heldout: Problem, num_samples: int, undrawn: set[s
                          "that the program has with real_data")
     if not names:
         return {}  # network weights only: the program is one model, run once
+    local = local_latents(heldout.prototype, list(heldout.spec.observed))
+    for site in heldout.density.layout:
+        drawn = tuple(fit.posterior[site.name].shape[2:]) if site.name in names else site.shape
+        if drawn != site.shape:
+            whose = (" (a local latent: the fit holds its values for the observations it was fitted to, which "
+                     "new observations do not share; a guide callable that amortises it, such as an encoder, "
+                     "scores them)") if site.name in local else ""
+            raise ValueError(f"the fit's draws of site '{site.name}' have shape {drawn}, but the program with "
+                             f"these data has it of shape {site.shape}{whose}")
     total = fit.num_chains * fit.num_draws
     index = np.linspace(0, total - 1, min(num_samples, total)).round().astype(int)
     return {name: _as_tensor(fit.posterior[name].reshape((total,) + fit.posterior[name].shape[2:])[index][None],
@@ -201,16 +232,17 @@ def posterior_draws(fit: Fit, heldout: Problem, num_samples: int, undrawn: set[s
 
 
 def _prior_draws(problem: Problem, num_samples: int, seed: int) -> dict[str, torch.Tensor]:
-    """Latent draws from the prior (the program run with its observed arguments None), ``(1, S, *shape)``."""
+    """Latent draws from the prior, ``(1, S, *shape)``: the program run with the held-out data, which
+    its latents do not depend on (a latent site draws from its prior; only observed sites see the
+    data), so that local latents come at the held-out data's size."""
     layout = problem.density.layout
     if not layout:
         raise ValueError("the program has no continuous latent sites whose prior could be sampled")
-    blank = {**problem.data, **{argument: None for argument in problem.spec.observed.values()}}
     pyro.set_rng_seed(seed)
     predictive = Predictive(problem.spec.model, num_samples=num_samples, parallel=problem.density.vectorized,
                             return_sites=[site.name for site in layout])
     with on_device(problem.device), torch.no_grad():
-        prior = predictive(**blank)
+        prior = predictive(**problem.data)
     return {site.name: prior[site.name].reshape((1, num_samples) + site.shape) for site in layout}
 
 

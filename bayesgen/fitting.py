@@ -189,6 +189,13 @@ def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
     -------
     Fit
 
+    Notes
+    -----
+    The networks of the program and of a guide callable (``pyro.module``, ``PyroModule``) train
+    during the fit and hold their old weights again afterwards, so that every fit starts from
+    the same weights and one seed gives one fit. The trained weights are in ``fit.params``, and
+    ``fit.generate``, ``fit.predict`` and ``bg.evaluate`` run the program with them.
+
     Examples
     --------
     A Pyro program whose observed argument defaults to None (so that it also simulates),
@@ -243,7 +250,8 @@ def _run(engine: Engine, problem: Problem, seed: int, show: bool, start: float) 
     """Run ``engine`` on the prepared problem and build the Fit (in the problem's dtype)."""
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
-    with kept_networks(problem):
+    guide = getattr(engine, "guide", None)  # svi's: a guide callable's networks are kept alike
+    with kept_networks(problem, guide if callable(guide) and not isinstance(guide, type) else None):
         result: EngineResult = engine.run(problem, seed=seed, progress=show)
         if result.info.get("interrupted"):  # an engine that caught Ctrl-C hands back the work done
             warnings.warn(f"engine '{type(engine).name}' was interrupted (KeyboardInterrupt): "

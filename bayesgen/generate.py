@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, NamedTuple
 
 import numpy as np
 import pyro
@@ -64,30 +64,40 @@ def local_latents(trace: Trace, observed: list[str]) -> set[str]:
             and any(frame.name in frames for frame in site["cond_indep_stack"])}
 
 
-def _live_parameters(problem: "Problem") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The tensors the program and its spec's guide really read, by parameter name, with each
-    one's constraint: both programs run once in an empty, scoped parameter store, so that every
-    parameter is registered as the tensor it is (a module's own ``nn.Parameter`` under
-    ``pyro.module`` or ``PyroModule``; the unconstrained tensor of a ``pyro.param``)."""
+class _LiveParameters(NamedTuple):
+    tensors: dict[str, torch.Tensor]
+    constraints: dict[str, Any]
+    of_model: set[str]  # the names the model reads (the rest are its spec's guide's)
+
+
+def _live_parameters(problem: "Problem", guide: Callable[..., Any] | None = None) -> _LiveParameters:
+    """The tensors the program, its spec's guide and ``guide`` (one the fit was given) really read,
+    by parameter name, with each one's constraint: the programs run once in an empty, scoped
+    parameter store, so that every parameter is registered as the tensor it is (a module's own
+    ``nn.Parameter`` under ``pyro.module`` or ``PyroModule``; the unconstrained tensor of a
+    ``pyro.param``)."""
     store = pyro.get_param_store()
+    guides = [g for g in (problem.spec.guide, guide) if g is not None]
     with store.scope():
-        programs = [problem.spec.model] + ([problem.spec.guide] if problem.spec.guide is not None else [])
         with torch.no_grad(), on_device(problem.device):
-            for program in programs:
+            run_program(problem.spec.model, problem.data)
+            of_model = set(store.keys())
+            for program in dict.fromkeys(guides):  # each once
                 run_program(program, problem.data)
         live = store.get_state()
-    return live["params"], live["constraints"]
+    return _LiveParameters(live["params"], live["constraints"], of_model)
 
 
 @contextlib.contextmanager
-def kept_networks(problem: "Problem") -> Iterator[None]:
-    """Inside the block the program's networks may train; afterwards they hold their old weights.
+def kept_networks(problem: "Problem", guide: Callable[..., Any] | None = None) -> Iterator[None]:
+    """Inside the block the networks of the program and its guides may train; afterwards they
+    hold their old weights.
 
     ``bg.fit`` trains inside it, so that a network (a ``pyro.module`` or ``PyroModule``, which
     outlives the parameter store) starts every fit from the same weights, and one seed gives
     one fit; the trained weights are kept in ``Fit.params``.
     """
-    tensors, _ = _live_parameters(problem)
+    tensors = _live_parameters(problem, guide).tensors
     with _restored(tensors, {name: tensor.detach().clone() for name, tensor in tensors.items()}):
         yield
 
@@ -107,7 +117,8 @@ def _restored(tensors: Mapping[str, torch.Tensor], backups: Mapping[str, torch.T
 
 
 @contextlib.contextmanager
-def trained(problem: "Problem", params: Mapping[str, np.ndarray]) -> Iterator[None]:
+def trained(problem: "Problem", params: Mapping[str, np.ndarray],
+            guide: Callable[..., Any] | None = None) -> Iterator[None]:
     """Inside the block the program's weights hold the fit's trained values ``params``; afterwards
     Pyro's parameter store and the networks hold what they held before.
 
@@ -115,7 +126,10 @@ def trained(problem: "Problem", params: Mapping[str, np.ndarray]) -> Iterator[No
     :func:`_live_parameters`), mapped to the unconstrained space of each parameter's
     constraint, and copied back at the end. Writing the values into the store instead would
     leave the networks on their own weights. Parameters the program does not use (an
-    AutoGuide's, whose draws are in the posterior) are left out.
+    AutoGuide's, whose draws are in the posterior) are left out, and so are those of a guide the
+    fit was given unless it is passed as ``guide`` (an encoder, for the held-out likelihood); a parameter the model reads
+    that the fit does not hold means that the program is not the one the fit was made with (a
+    ``ValueError``), whose weights would silently stay untrained.
 
     The block computes in the problem's dtype (:mod:`bayesgen.dtypes`), as the fit did, so that
     everything that runs the program with the fit's weights (predictions, log-likelihoods,
@@ -125,7 +139,14 @@ def trained(problem: "Problem", params: Mapping[str, np.ndarray]) -> Iterator[No
         if not params:
             yield
             return
-        tensors, constraints = _live_parameters(problem)
+        tensors, constraints, of_model = _live_parameters(problem, guide)
+        untrained = sorted(of_model - set(params))
+        if untrained:
+            shown = ", ".join(repr(name) for name in untrained[:3]) + (
+                f" and {len(untrained) - 3} more" if len(untrained) > 3 else "")
+            raise ValueError(f"the program reads parameter(s) {shown} that the fit does not hold (it holds "
+                             f"{', '.join(repr(name) for name in list(params)[:3])}...): is it the program the "
+                             "fit was made with?")
         backups = {}
         with torch.no_grad():
             for name, value in params.items():

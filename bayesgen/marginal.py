@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from bayesgen.engine import Problem
     from bayesgen.result import Fit
 
-__all__ = ["NUM_PARTICLES", "importance_log_likelihood", "is_amortised", "observation_log_likelihood",
+__all__ = ["NUM_PARTICLES", "amortising_guide", "importance_log_likelihood", "observation_log_likelihood",
            "per_observation", "undrawn_local_latents"]
 
 #: Importance samples per observation: the bound at 1,000 is within a few hundredths of a nat of
@@ -36,12 +36,19 @@ _PARTICLE_PLATE = "_bayesgen_particles"
 _MAX_ELEMENTS = 2**24  # values of the observed site held at once: particles x observations x event
 
 
-def is_amortised(fit: "Fit") -> bool:
-    """Whether ``fit`` trained the guide its model ships (an encoder): then that guide, with the
-    fit's parameters, is the proposal of the importance-weighted likelihood."""
+def amortising_guide(fit: "Fit") -> Callable[..., Any] | None:
+    """The guide whose trained parameters give ``fit``'s local latents as a function of each
+    observation (an encoder), the proposal of the importance-weighted likelihood: the guide
+    callable the svi run was given, or with none given the one the model's spec ships. None for
+    other fits, and for a fit loaded from a file whose run was given its own guide (a file holds
+    the guide's parameters, not its code: load with a ``ModelSpec`` that ships the guide)."""
     problem = fit.problem
-    return (problem is not None and problem.spec.guide is not None and fit.engine == "svi"
-            and fit.settings.get("guide") is None and bool(fit.params))
+    if problem is None or fit.engine != "svi" or not fit.params:
+        return None
+    given = fit.settings.get("guide")
+    if given is None:
+        return problem.spec.guide
+    return given if callable(given) and not isinstance(given, type) else None  # not an AutoGuide class
 
 
 def undrawn_local_latents(fit: "Fit", problem: "Problem") -> set[str]:
@@ -63,22 +70,27 @@ def observation_log_likelihood(fit: "Fit | None", problem: "Problem", draws: Map
     prior ``draws`` when ``fit`` is None): observed site -> ``(chain, draw, *batch_shape)``.
 
     At the latent ``draws`` where they hold every latent site; the importance-weighted bound with
-    the shipped guide, one chain of one draw, where a fit that trained that guide holds no draws of
-    the local latents; empty where nothing integrates them out (a GAN's noise) or the observations'
+    the fit's amortising guide (:func:`amortising_guide`), one chain of one draw, where the fit
+    holds no draws of the local latents; empty where nothing integrates them out (a GAN's noise) or the observations'
     plate subsamples. The program's parameters must already hold the fit's values
     (``generate.trained``).
     """
     if fit is None or not undrawn_local_latents(fit, problem):
         return pointwise_log_likelihood(problem.density, draws)
-    if is_amortised(fit) and not problem.density.subsampled:
-        return {name: value[None, None] for name, value in importance_log_likelihood(problem, seed=seed).items()}
-    return {}
+    guide = amortising_guide(fit)
+    if guide is None or problem.density.subsampled:
+        return {}
+    from bayesgen.generate import trained
+
+    with trained(problem, fit.params, guide):  # a given guide's weights (the spec's hold theirs already)
+        weights = importance_log_likelihood(problem, guide=guide, seed=seed)
+    return {name: value[None, None] for name, value in weights.items()}
 
 
-def importance_log_likelihood(problem: "Problem", *, num_particles: int = NUM_PARTICLES,
-                              seed: int = 0) -> dict[str, torch.Tensor]:
+def importance_log_likelihood(problem: "Problem", *, guide: Callable[..., Any] | None = None,
+                              num_particles: int = NUM_PARTICLES, seed: int = 0) -> dict[str, torch.Tensor]:
     """``log (1/K) sum_k p(x_n, z_k) / q(z_k | x_n)`` for each observation ``n`` of each observed
-    site, with ``z_k ~ q(. | x_n)`` drawn by the spec's guide: site -> ``(N,)``.
+    site, with ``z_k ~ q(. | x_n)`` drawn by ``guide`` (by default the spec's): site -> ``(N,)``.
 
     The program's parameters must already hold the trained values (``generate.trained``).
     ``z`` are the latent sites in the plate of the observed site's observations; each
@@ -87,9 +99,10 @@ def importance_log_likelihood(problem: "Problem", *, num_particles: int = NUM_PA
     observations' length is cut alike), all ``K`` particles of a chunk in one vectorised run of
     the guide and the program.
     """
-    guide = problem.spec.guide
+    guide = guide if guide is not None else problem.spec.guide
     if guide is None:
-        raise ValueError("the importance-weighted likelihood needs the guide the model ships")
+        raise ValueError("the importance-weighted likelihood needs an amortising guide: the model's spec "
+                         "ships none and none was given")
     if len(problem.spec.observed) != 1:
         raise ValueError("the importance-weighted likelihood needs a program with one observed site")
     (site,) = problem.spec.observed

@@ -95,8 +95,8 @@ class Fit:
         first use from the program and the posterior's draws (then kept, its seconds in
         ``timing["log_likelihood"]``); empty for a fit without its program.
 
-        Where the fit holds no draws of local latents (a VAE's codes) and trained the guide its
-        model ships, it is the importance-weighted estimate of each observation's marginal
+        Where the fit holds no draws of local latents (a VAE's codes) and trained an amortising
+        guide (the one its model ships, or a guide callable passed as ``guide=``), it is the importance-weighted estimate of each observation's marginal
         log-likelihood (``bayesgen.marginal``), one chain of one draw; where nothing can integrate
         them out (a GAN's noise) or the program subsamples its observations, it is empty."""
         if self._log_likelihood is None:

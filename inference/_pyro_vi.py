@@ -23,10 +23,11 @@ __all__ = ["PyroState", "fit_pyro_guide"]
 
 
 def _make_guide(guide: Any, model: Callable[..., Any], hide: list[str]) -> Callable[..., Any]:
-    """An AutoGuide class is built on the program (enumerated sites hidden); callables are used as given."""
+    """An AutoGuide class is built on the program (enumerated sites hidden); AutoGuides built already
+    and callables are used as given."""
     if isinstance(guide, type) and issubclass(guide, AutoGuide):
         return guide(poutine.block(model, hide=hide))
-    if callable(guide):
+    if isinstance(guide, AutoGuide) or callable(guide):
         return guide
     raise TypeError(f"guide must be 'normal', 'mvn', 'lowrank', an AutoGuide class or a guide "
                     f"callable, got {guide!r}")
@@ -92,7 +93,7 @@ def fit_pyro_guide(problem: Problem, guide: Any, *, num_steps: int, num_particle
             # curvature there as precision, which Pyro builds on request
             guide_fn = guide_fn.laplace_approximation(**problem.data)
         with torch.no_grad():
-            draws = _guide_draws(guide_fn, problem, num_draws, amortised=not isinstance(guide, type))
+            draws = _guide_draws(guide_fn, problem, num_draws, amortised=not isinstance(guide, (type, AutoGuide)))
     return draws, steps
 
 

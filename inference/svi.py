@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+from pyro.infer.autoguide import AutoGuide, AutoLowRankMultivariateNormal, AutoMultivariateNormal, AutoNormal
 
 from bayesgen.diagnostics import pareto_khat
 from bayesgen.engine import EngineResult, Problem
@@ -28,8 +29,11 @@ class SVI:
 
     With ``guide="normal"`` (mean-field), ``"mvn"`` (full-rank) or ``"lowrank"``, q is a
     Gaussian over the flat unconstrained vector of ``bg.LogDensity``; all particles of a
-    step cost one batched density call. Any other guide — a Pyro ``AutoGuide`` class
-    (e.g. ``AutoIAFNormal``) or a guide callable — runs through ``pyro.infer.SVI``, with
+    step cost one batched density call. A program with ``pyro.param``/``pyro.module``
+    parameters (network weights) fits the family as Pyro's ``AutoNormal``,
+    ``AutoMultivariateNormal`` or ``AutoLowRankMultivariateNormal`` instead, so that its
+    parameters are trained with q. Any other guide — a Pyro ``AutoGuide`` class (e.g.
+    ``AutoIAFNormal``) or a guide callable — runs through ``pyro.infer.SVI``, with
     ``TraceEnum_ELBO`` when the program has enumerable discrete latents.
 
     Parameters
@@ -96,15 +100,34 @@ class SVI:
         with cpu_threads(threads_for(problem, self.num_particles)):
             return self._run(problem, seed=seed, progress=progress)
 
+    def _autoguide_twin(self, family: str, problem: Problem) -> AutoGuide:
+        """Pyro's AutoGuide of the same Gaussian family (and rank and initial scale), on the program."""
+        model = problem.spec.model
+        if family == "normal":
+            return AutoNormal(model, init_scale=self.init_scale)
+        if family == "mvn":
+            return AutoMultivariateNormal(model, init_scale=self.init_scale)
+        return AutoLowRankMultivariateNormal(model, rank=self.rank, init_scale=self.init_scale)
+
     def _run(self, problem: Problem, *, seed: int, progress: bool) -> EngineResult:
         started = time.perf_counter()
         density = problem.density
-        if density.dim == 0 and not problem.has_params:
-            raise ValueError("engine 'svi': the program has no continuous latent sites or parameters to fit")
+        if not (density.latent_names or density.discrete_latents or density.enumerated):
+            if problem.has_params:
+                raise ValueError("engine 'svi' approximates the posterior of latent sites, and this program has "
+                                 "none: its unknowns are all parameters (network weights); fit them with "
+                                 "engine='mle', or engine='map' to count their priors")
+            raise ValueError("engine 'svi': the program has no latent sites or parameters to fit")
         generator = torch.Generator(device=problem.device).manual_seed(seed)
         checkpointing = checkpointing_of(self, seed)
         info: dict[str, Any] = {}
         guide = self.guide if self.guide is not None else problem.spec.guide or "normal"
+        if isinstance(guide, str) and guide in _FAMILIES and problem.has_params:
+            # q over the latents alone would leave the program's networks at their initial weights:
+            # Pyro's twin of the family trains them with q, through pyro.infer.SVI
+            density.require_continuous(f"svi' with guide '{guide}")
+            info["family"] = guide
+            guide = self._autoguide_twin(guide, problem)
         if isinstance(guide, str) and guide in _FAMILIES:
             density.require_continuous(f"svi' with guide '{guide}")
             _require_global_latents(density, guide)
