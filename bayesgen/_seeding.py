@@ -41,5 +41,8 @@ def rng_restored() -> Iterator[None]:
 
 def check_seed(seed: object) -> int:
     """``seed`` as an int, or a ``ValueError`` naming it: a non-negative integer (numpy's
-    included), as torch, numpy and Python's ``random`` all accept."""
-    return check_count("seed", seed, minimum=0)
+    included) below 2**32, as torch, numpy's global generator and Python's ``random`` all accept."""
+    seed = check_count("seed", seed, minimum=0)
+    if seed >= 2**32:
+        raise ValueError(f"seed must be below 2**32 (numpy's global generator takes 32 bits), got {seed}")
+    return seed

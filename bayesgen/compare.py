@@ -111,6 +111,11 @@ def compare(fits: Mapping[str, Fit] | Sequence[Fit], reference: str | None = Non
     if reference not in named:
         raise ValueError(f"reference '{reference}' is not one of the fits: {', '.join(named)}")
     ref = named[reference]
+    for label, fit in named.items():
+        if not fit.posterior:
+            raise ValueError(f"fit '{label}' has no posterior draws to compare (its unknowns are network weights"
+                             f"{' and amortised codes' if fit.params else ''}, fitted as points): compare such fits "
+                             "by held-out likelihood and sample tests, bg.evaluate(fit, heldout) for each")
     unknown = [name for name in var_names or () if name not in ref.posterior]
     if unknown:
         raise ValueError(f"var_names {unknown} are not posterior sites of the reference '{reference}' "
@@ -179,6 +184,10 @@ def loo_compare(fits: Mapping[str, Fit], ic: str = "loo") -> pd.DataFrame:
     for name, fit in fits.items():
         if not fit.log_likelihood:
             raise ValueError(f"fit '{name}' has no pointwise log-likelihood to compare")
+        if not fit.posterior and fit.params:
+            raise ValueError(f"fit '{name}' has no posterior draws (its unknowns are network weights, fitted as "
+                             "points), so leave-one-out has nothing to reweight: compare such fits by held-out "
+                             "likelihood, bg.evaluate(fit, heldout)['lpd_per_obs']")
         if all(np.ptp(values.reshape(-1, *values.shape[2:]), axis=0).max(initial=0.0) == 0
                for values in fit.log_likelihood.values()):
             raise ValueError(f"fit '{name}' has draws that all sit at one point (a point fit whose curvature gave "

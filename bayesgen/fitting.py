@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import sys
 import time
 import warnings
@@ -39,6 +40,15 @@ def resolve_model(model: Callable[..., Any] | str | ModelSpec) -> ModelSpec:
     if callable(model):
         return ModelSpec.from_callable(model)
     raise TypeError(f"model must be a Pyro program, a zoo name or a ModelSpec, got {type(model).__name__}")
+
+
+def _argument_names(model: Any) -> list[str]:
+    """The keyword arguments of the program that ``model`` names (none where it names none)."""
+    try:
+        program = resolve_model(model).model
+        return list(inspect.signature(program).parameters)
+    except (LookupError, TypeError, ValueError):  # an unknown name or a bad model: prepare says so
+        return []
 
 
 def _resolve_device(device: str | torch.device | None, data: Mapping[str, Any]) -> torch.device:
@@ -217,7 +227,7 @@ def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
     """
     seed = check_seed(seed)
     if isinstance(engine, str):
-        engine = make_engine(engine, options)
+        engine = make_engine(engine, options, _argument_names(model))
     elif options:
         raise TypeError(f"options {sorted(options)} are only accepted with an engine name; "
                         "set them on the engine instance instead")

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from bayesgen.engine import Problem
     from bayesgen.result import Fit
 
-__all__ = ["NUM_PARTICLES", "amortising_guide", "importance_log_likelihood", "observation_log_likelihood",
+__all__ = ["NUM_PARTICLES", "amortising_guide", "encoded_local_latents", "importance_log_likelihood",
+           "observation_log_likelihood",
            "per_observation", "undrawn_local_latents"]
 
 #: Importance samples per observation: the bound at 1,000 is within a few hundredths of a nat of
@@ -62,6 +63,25 @@ def undrawn_local_latents(fit: "Fit", problem: "Problem") -> set[str]:
     # enumerated sites (a mixture's assignments) are summed out by the plain log-likelihood
     drawable = set(problem.density.latent_names) | set(problem.density.discrete_latents)
     return {name for name in local & drawable if name not in fit.posterior}
+
+
+def encoded_local_latents(fit: "Fit", problem: "Problem", draws: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """Draws of the local latents that ``fit`` holds no draws of, from its amortising guide given
+    ``problem``'s observations (a VAE's codes from its encoder): site -> ``(chain, draw, *shape)``
+    for ``draws = (chain, draw)``. Empty without such a guide, and where the observations' plate
+    subsamples (a run would encode a random minibatch). The posterior predictive of the data a fit
+    was made from needs them: codes drawn from the prior would give new images, not replicates."""
+    from bayesgen.generate import trained
+
+    guide, undrawn = amortising_guide(fit), undrawn_local_latents(fit, problem)
+    if guide is None or not undrawn or problem.density.subsampled:
+        return {}
+    chains, num = draws
+    with torch.no_grad(), trained(problem, fit.params, guide), on_device(problem.device):
+        with pyro.plate(_PARTICLE_PLATE, chains * num, dim=-problem.density.max_plate_nesting - 1):
+            trace = poutine.trace(guide).get_trace(**problem.data)
+    return {name: trace.nodes[name]["value"].reshape((chains, num) + problem.prototype.nodes[name]["value"].shape)
+            for name in undrawn}
 
 
 def observation_log_likelihood(fit: "Fit | None", problem: "Problem", draws: Mapping[str, torch.Tensor], *,

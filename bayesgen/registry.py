@@ -5,13 +5,15 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import math
 import numbers
 import os
 import pkgutil
 import types
 import typing
 from types import ModuleType
-from typing import Any
+from collections.abc import Collection
+from typing import Any, Callable
 
 import numpy as np
 
@@ -72,14 +74,20 @@ def get_engine_class(name: str) -> type:
     raise TypeError(f"bayesgen.inference.{name} defines no engine class with name = '{name}'")
 
 
-def make_engine(name: str, options: dict[str, Any]) -> Any:
-    """Build engine ``name`` from its options; unknown options raise TypeError listing valid ones."""
+def make_engine(name: str, options: dict[str, Any], program_arguments: Collection[str] = ()) -> Any:
+    """Build engine ``name`` from its options; unknown options raise TypeError listing valid ones
+    (and saying so where one is among ``program_arguments``, the fitted program's, such as an
+    image model's ``batch_size``, which goes in the data)."""
     cls = get_engine_class(name)
     valid = [f.name for f in dataclasses.fields(cls)]
     for key in options:
-        if key not in valid:
-            raise TypeError(f"engine '{name}' has no option '{key}'.{did_you_mean(key, valid)} "
-                            f"Valid options: {', '.join(valid)}")
+        if key in valid:
+            continue
+        if key in program_arguments:
+            raise TypeError(f"engine '{name}' has no option '{key}': '{key}' is an argument of the program, "
+                            f"so pass it in the data (bg.fit(model, {{..., '{key}': {options[key]!r}}}, ...))")
+        raise TypeError(f"engine '{name}' has no option '{key}'.{did_you_mean(key, valid)} "
+                        f"Valid options: {', '.join(valid)}")
     hints = typing.get_type_hints(cls)
     return cls(**{key: _checked_option(name, key, hints[key], value) for key, value in options.items()})
 
@@ -88,6 +96,16 @@ def make_engine(name: str, options: dict[str, Any]) -> Any:
 #: No warmup, or no optimisation steps (an ``svi`` fit that keeps its Laplace start), are runs
 #: a user may mean.
 _LEAST_COUNT = {"num_warmup": 0, "num_steps": 0}
+
+#: The values each real-valued option may take (every one must be finite), in the words of the error.
+_REAL_RANGE: dict[str, tuple[Callable[[float], bool], str]] = {
+    "lr": (lambda v: v > 0, "a positive number"),
+    "lr_decay": (lambda v: 0 < v <= 1, "in (0, 1] (the factor the learning rate has decayed by at the last step)"),
+    "tol": (lambda v: v > 0, "a positive number"),
+    "init_scale": (lambda v: v > 0, "a positive number"),
+    "init_step_size": (lambda v: v > 0, "a positive number"),
+    "target_accept": (lambda v: 0 < v < 1, "strictly between 0 and 1"),
+}
 
 
 def _checked_option(engine: str, key: str, hint: Any, value: Any) -> Any:
@@ -116,7 +134,11 @@ def _checked_option(engine: str, key: str, hint: Any, value: Any) -> Any:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{where} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
     if kind is float:
-        return float(value)
+        real = float(value)
+        allowed_range, words = _REAL_RANGE.get(key, (lambda v: True, "a finite number"))
+        if not (math.isfinite(real) and allowed_range(real)):
+            raise ValueError(f"{where} must be {words}, got {value!r}")
+        return real
     if not float(value).is_integer():
         raise TypeError(f"{where} must be an integer, got {value!r}")
     count = int(value)

@@ -167,11 +167,14 @@ class Fit:
             Program arguments to replace, e.g. new covariates. Observed sites are
             simulated: without new data in the shape of the observed data (replicated data,
             also stored as ``posterior_predictive`` and shown by ``to_arviz()`` when drawn at
-            every posterior draw, so that ArviZ pairs them, as ``az.loo_pit`` does); with new
+            every posterior draw, so that ArviZ pairs them, as ``az.loo_pit`` does; local latents
+            that an amortising guide stands for, a VAE's codes, are drawn from it given each
+            observation, so that replicates are reconstructions); with new
             data their arguments are set to None unless given, so the program sizes them
             from the new arguments.
         """
         from bayesgen.generate import trained
+        from bayesgen.marginal import encoded_local_latents
         from bayesgen.postprocess import simulate_sites
         from bayesgen.validate import check_arguments, to_tensors
 
@@ -189,6 +192,9 @@ class Fit:
             index = np.linspace(0, self.num_draws - 1, num_samples).round().astype(int)
             draws = {k: v[:, index] for k, v in draws.items()}
         pyro.set_rng_seed(seed)
+        if not new_data:  # replicates of the fit's own observations: their codes from the encoder
+            lead = next(iter(draws.values())).shape[:2] if draws else (1, num_samples or 1)
+            draws = {**draws, **encoded_local_latents(self, problem, tuple(lead))}
         sites = list(problem.spec.observed)
         with torch.no_grad(), trained(problem, self.params):
             try:

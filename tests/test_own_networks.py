@@ -80,3 +80,38 @@ def test_svi_refuses_a_program_whose_only_unknowns_are_network_weights():
     with pytest.warns(UserWarning, match="not among those model .pixelcnn. is meant for"):
         with pytest.raises(ValueError, match="engine 'svi' approximates .* has none.*engine='mle'"):
             bg.fit("pixelcnn", {"images": TRAIN[:20], "channels": 4}, engine="svi", num_steps=2, progress=False)
+
+
+def test_fits_of_network_weights_are_pointed_from_posterior_comparisons_to_bg_evaluate():
+    vae = bg.fit("vae", {"images": TRAIN[:50]}, **{**OPTIONS, "num_steps": 2})
+    pixelcnn = bg.fit("pixelcnn", {"images": TRAIN[:50], "channels": 4}, engine="mle", num_steps=2, progress=False)
+    with pytest.raises(ValueError, match="fit 'vae' has no posterior draws to compare.*bg.evaluate"):
+        bg.compare({"vae": vae, "pixelcnn": pixelcnn})
+    with pytest.raises(ValueError, match="fit 'vae' has no posterior draws .*bg.evaluate"):
+        bg.loo_compare({"vae": vae, "pixelcnn": pixelcnn})
+
+
+def toy(x=None, n=50):
+    """z_i ~ N(0, 1), x_i ~ N(z_i, 0.1): x_i ~ N(0, sqrt(1.01)), and z_i | x_i ~ N(x_i / 1.01, 0.1 / sqrt(1.01))."""
+    with pyro.plate("obs", n if x is None else x.shape[0]):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(z, 0.1), obs=x)
+
+
+def toy_encoder(x=None, n=50):
+    shrink = pyro.param("shrink", torch.tensor(0.5))
+    with pyro.plate("obs", x.shape[0]):
+        pyro.sample("z", dist.Normal(shrink * x, 0.1 / 1.01**0.5))
+
+
+def test_replicates_encode_each_observation_and_the_held_out_bound_meets_the_exact_marginal():
+    x = torch.randn(50, generator=torch.Generator().manual_seed(1)) * 1.01**0.5
+    fit = bg.fit(toy, {"x": x}, engine="svi", guide=toy_encoder, num_steps=500, lr=0.05, num_particles=4,
+                 progress=False)
+    assert abs(float(fit.params["shrink"]) - 1 / 1.01) < 0.02  # the exact posterior's
+    replicates = fit.predict(num_samples=20)["x"][0]  # codes from the encoder, not the prior
+    assert np.corrcoef(replicates.mean(0), x.numpy())[0, 1] > 0.99
+    heldout = torch.randn(200, generator=torch.Generator().manual_seed(2)) * 1.01**0.5
+    report = bg.evaluate(fit, {"x": heldout}, num_samples=10)
+    exact = dist.Normal(0.0, 1.01**0.5).log_prob(heldout).mean()
+    assert abs(report["lpd_per_obs"].iloc[0] - float(exact)) < 0.01

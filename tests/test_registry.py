@@ -52,6 +52,22 @@ def test_engine_options_are_checked_against_their_types():
     assert make("nuts", {"dense_mass": 1}).dense_mass is True  # 0 and 1 are booleans, as in Python
 
 
+def test_real_options_must_be_finite_and_in_their_range():
+    make = bg.registry.make_engine
+    for engine, option, value, words in [("svi", "lr", -1.0, "a positive number"), ("mle", "lr", float("nan"),
+                                          "a positive number"), ("map", "lr_decay", 0, r"in \(0, 1\]"),
+                                         ("svi", "lr_decay", 5, r"in \(0, 1\]"), ("svi", "tol", 0, "a positive number"),
+                                         ("nuts", "target_accept", 1.0, "strictly between 0 and 1")]:
+        with pytest.raises(ValueError, match=rf"engine '{engine}': option {option} must be {words}"):
+            make(engine, {option: value})
+    assert make("svi", {"lr": 3e-3, "lr_decay": 1}).lr_decay == 1.0
+
+
+def test_a_program_argument_passed_as_an_engine_option_is_pointed_to_the_data():
+    with pytest.raises(TypeError, match="'batch_size' is an argument of the program, so pass it in the data"):
+        bg.fit("vae", {"images": np.zeros((4, 8, 8))}, engine="svi", batch_size=64)
+
+
 def test_the_command_line_reads_true_false_and_none_in_any_case():
     from bayesgen.cli import _options
 

@@ -248,3 +248,5 @@ def test_counts_take_numpy_integers_and_refuse_bools_and_fractions_in_the_same_w
         fit.predict(num_samples=0)
     with pytest.raises(ValueError, match="seed must be a non-negative integer, got -1"):
         fit.generate(2, seed=-1)
+    with pytest.raises(ValueError, match=r"seed must be below 2\*\*32"):  # not numpy's error from inside Pyro
+        fit.generate(2, seed=2**40)
