@@ -20,6 +20,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
     0600 of a temporary file.
     """
     path = os.fspath(path)
+    check_writable(path)
     folder = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     os.close(handle)
@@ -31,6 +32,14 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Raise, naming ``path``, where a file cannot be written there: its folder is missing or is not
+    a folder. Commands that write a result at the end check first, so that a long fit is not lost."""
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot write {os.fspath(path)!r}: the folder {folder!r} does not exist")
 
 
 def _mode_for(path: str) -> int:

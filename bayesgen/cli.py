@@ -56,6 +56,10 @@ def _fit(args: argparse.Namespace) -> None:
 
     import bayesgen as bg
 
+    if args.out:
+        from bayesgen._files import check_writable
+
+        check_writable(args.out)  # before the fit, not after it
     data = None
     if args.arg:  # program arguments over the model's default data
         spec = bg.get_model(args.model)
@@ -66,12 +70,7 @@ def _fit(args: argparse.Namespace) -> None:
                  distributed=args.distributed, **_options(args.option))
     if ranks is not None and not ranks.is_root:
         return  # every process holds the same fit; rank 0 reports and writes it
-    if fit.posterior:
-        print(fit.summary().to_string())
-    else:
-        sizes = sum(np.size(value) for value in fit.params.values())
-        print(f"{fit.model_name}: no latent sites outside its networks; {len(fit.params)} trained parameters "
-              f"({sizes} numbers) in the fit's params")
+    _print_summary(fit)
     if "loss" in fit.sample_stats:
         loss = np.asarray(fit.sample_stats["loss"]).reshape(-1)
         print(f"final loss (mean of the last {min(100, loss.size)} steps): {loss[-100:].mean():.6g}")
@@ -82,12 +81,24 @@ def _fit(args: argparse.Namespace) -> None:
         print(f"saved to {args.out}")
 
 
+def _print_summary(fit: Any) -> None:
+    """The posterior's summary table, or for a fit of network weights alone what it holds instead."""
+    import numpy as np
+
+    if fit.posterior:
+        print(fit.summary().to_string())
+    else:
+        sizes = sum(np.size(value) for value in fit.params.values())
+        print(f"{fit.model_name}: no latent sites outside its networks; {len(fit.params)} trained parameters "
+              f"({sizes} numbers) in the fit's params")
+
+
 def _summary(args: argparse.Namespace) -> None:
     import bayesgen as bg
 
     fit = bg.load(args.path)
     print(f"{fit.model_name}: engine {fit.engine} ({fit.kind})")
-    print(fit.summary().to_string())
+    _print_summary(fit)
     for finding in bg.check(fit):
         print(f"warning: {finding}")
 
@@ -143,6 +154,10 @@ def _compare(args: argparse.Namespace) -> None:
 def _sbc(args: argparse.Namespace) -> None:
     from bayesgen.sbc import sbc
 
+    if args.out:
+        from bayesgen._files import check_writable
+
+        check_writable(args.out)
     ranks = _join(args)
     result = sbc(args.model, engine=args.engine, options=_options(args.option), num_simulations=args.num_simulations,
                  num_draws=args.num_draws, alpha=args.alpha, seed=args.seed, num_workers=args.workers,

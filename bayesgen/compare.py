@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from bayesgen._files import save_figure
+from bayesgen._hints import did_you_mean
 from bayesgen._lazy import LazyModule
 from bayesgen.convert import plot_densities
 from bayesgen.diagnostics import ess, loo_table
@@ -166,6 +167,12 @@ def plot_compare(fits: Mapping[str, Fit] | Sequence[Fit], var_names: Sequence[st
     Returns the matplotlib axes; with ``path`` the figure is also saved there.
     """
     named = _named(fits)
+    for name in var_names or ():
+        lacking = [label for label, fit in named.items() if name not in fit.posterior]
+        if lacking:
+            sites = sorted({site for fit in named.values() for site in fit.posterior})
+            raise ValueError(f"var_names: '{name}' is not a posterior site of fit(s) {', '.join(map(repr, lacking))}."
+                             f"{did_you_mean(name, sites)} Sites: {', '.join(sites)}")
     axes = plot_densities([f.to_arviz() for f in named.values()], list(named),
                           list(var_names) if var_names else None)
     if path is not None:

@@ -38,8 +38,18 @@ def resolve_model(model: Callable[..., Any] | str | ModelSpec) -> ModelSpec:
     if isinstance(model, str):
         return get_model(model)
     if callable(model):
-        return ModelSpec.from_callable(model)
+        return _zoo_spec_of(model) or ModelSpec.from_callable(model)
     raise TypeError(f"model must be a Pyro program, a zoo name or a ModelSpec, got {type(model).__name__}")
+
+
+def _zoo_spec_of(program: Callable[..., Any]) -> ModelSpec | None:
+    """The zoo's spec whose program ``program`` is (``bayesgen.models.char_lm.model`` is the spec
+    ``"char_lm"``, with its observed sites, guide and decoder), else None."""
+    module = sys.modules.get(getattr(program, "__module__", None) or "")
+    spec = getattr(module, "SPEC", None)
+    if isinstance(spec, ModelSpec) and spec.model is program and module.__name__.startswith("bayesgen.models."):
+        return spec
+    return None
 
 
 def _argument_names(model: Any) -> list[str]:
@@ -226,8 +236,13 @@ def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
     []
     """
     seed = check_seed(seed)
+    if progress is not None and not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"progress must be True, False or None (a bar where stderr is a terminal), got {progress!r}")
     if isinstance(engine, str):
         engine = make_engine(engine, options, _argument_names(model))
+    elif not callable(getattr(engine, "run", None)):
+        raise TypeError(f"engine must be an engine's name ({', '.join(list_engines())}) or an engine instance "
+                        f"such as bg.inference.NUTS(num_chains=4), got {engine!r}")
     elif options:
         raise TypeError(f"options {sorted(options)} are only accepted with an engine name; "
                         "set them on the engine instance instead")

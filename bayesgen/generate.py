@@ -158,7 +158,8 @@ def trained(problem: "Problem", params: Mapping[str, np.ndarray],
                                      f"program with these arguments builds it with shape {tuple(target.shape)}: pass "
                                      "the arguments the fit was made with (sizes of its networks: see "
                                      "fit.constant_data), and data of the sizes it was fitted to (images of "
-                                     "the same height and width)")
+                                     "the same height and width; text encoded with the fit's alphabet, "
+                                     "char_lm.encode(texts, alphabet=...))")
                 backups[name] = target.detach().clone()
                 constrained = torch.as_tensor(value, device=target.device)
                 target.copy_(transform_to(constraints[name]).inv(constrained))

@@ -16,7 +16,7 @@ from torch.distributions import biject_to, constraints, transform_to
 from torch.distributions.transforms import Transform
 
 __all__ = ["BATCH_PLATE", "LastSite", "ProgramError", "is_deterministic", "is_latent", "is_subsample", "on_device",
-           "run_program", "site_log_prob", "support_bijection"]
+           "run_program", "site_log_prob", "support_bijection", "without_trace_table"]
 
 BATCH_PLATE = "_bayesgen_batch"
 
@@ -102,13 +102,17 @@ def run_program(model: Callable[..., Any], data: Mapping[str, Any]) -> Trace:
         if mismatch is not None:
             raise ValueError(mismatch) from exc
         where = f"at or after site '{last.name}'" if last.name else "before its first sample site"
-        # the hint goes after the error itself, before the table of shapes Pyro appends to it
-        text = str(exc)
-        cut = text.find("Trace Shapes:")
-        head, table = (text[:cut].rstrip(), "\n" + text[cut:]) if cut > 0 else (text, "")
-        raise ProgramError(
-            f"the program raised {type(exc).__name__} {where}: {head}{_data_hint(exc, data)}{table}"
-        ) from exc
+        # the table of shapes Pyro appends to the error (every parameter and site, dozens of lines
+        # for a network) stays in the chained original; the message keeps the error and the hint
+        raise ProgramError(f"the program raised {type(exc).__name__} {where}: {without_trace_table(str(exc))}"
+                           f"{_data_hint(exc, data)}") from exc
+
+
+def without_trace_table(message: str) -> str:
+    """An error's message without the table of every site's shapes that Pyro appends to errors raised
+    inside a traced program (dozens of lines for a network; the chained original keeps it)."""
+    cut = message.find("Trace Shapes:")
+    return message[:cut].rstrip() if cut > 0 else message
 
 
 #: Pyro's message for a site whose batch shape disagrees with an enclosing plate

@@ -85,14 +85,14 @@ def make_engine(name: str, options: dict[str, Any], program_arguments: Collectio
             continue
         if key in program_arguments:
             raise TypeError(f"engine '{name}' has no option '{key}': '{key}' is an argument of the program, "
-                            f"so pass it in the data (bg.fit(model, {{..., '{key}': {options[key]!r}}}, ...))")
+                            f"so pass it in the data: bg.fit(model, {{..., '{key}': ...}}, engine='{name}')")
         raise TypeError(f"engine '{name}' has no option '{key}'.{did_you_mean(key, valid)} "
                         f"Valid options: {', '.join(valid)}")
     hints = typing.get_type_hints(cls)
     return cls(**{key: _checked_option(name, key, hints[key], value) for key, value in options.items()})
 
 
-#: The least value of each count option (one vocabulary: ``num_*``); others take at least 1.
+#: The least value of an integer option (counts, sizes, a rank) where it is not 1.
 #: No warmup, or no optimisation steps (an ``svi`` fit that keeps its Laplace start), are runs
 #: a user may mean.
 _LEAST_COUNT = {"num_warmup": 0, "num_steps": 0}
@@ -143,7 +143,7 @@ def _checked_option(engine: str, key: str, hint: Any, value: Any) -> Any:
         raise TypeError(f"{where} must be an integer, got {value!r}")
     count = int(value)
     least = _LEAST_COUNT.get(key, 1)
-    if key.startswith("num_") and count < least:
+    if count < least:
         raise ValueError(f"{where} must be at least {least}, got {count}")
     return count
 

@@ -12,6 +12,7 @@ import torch
 
 from bayesgen._counts import check_count
 from bayesgen._seeding import check_seed, rng_restored
+from bayesgen.program import without_trace_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -263,7 +264,7 @@ def _with_shapes_named(exc: Exception, new_data: dict[str, Any], fitted: dict[st
               if isinstance(fitted.get(key), torch.Tensor) and np.ndim(value) == fitted[key].dim() >= 1
               and tuple(np.shape(value))[1:] != tuple(fitted[key].shape)[1:]]
     if not differ:
-        return exc
+        return type(exc)(without_trace_table(str(exc)))
     return ValueError(f"the program fails on the new data ({type(exc).__name__}: {str(exc).splitlines()[0]}): "
                       f"{'; '.join(differ)}; new data must match the fitted data in all but the number of rows")
 

@@ -58,9 +58,24 @@ def check_arguments(model: Callable[..., Any], data: Mapping[str, Any], partial:
         if key not in names:
             raise TypeError(f"data key '{key}' is not an argument of the program.{did_you_mean(key, names)} "
                             f"The program takes: {', '.join(names) or 'no arguments'}")
+    for key, value in data.items():
+        _check_like_default(key, value, params[key].default)
     missing = missing_arguments(model, data)
     if missing and not partial:
         raise TypeError(f"data is missing required program argument(s): {', '.join(missing)}")
+
+
+def _check_like_default(key: str, value: Any, default: Any) -> None:
+    """A switch (an argument whose default is True or False) takes a bool (or 0, 1), and a size or
+    setting whose default is a number takes no string: ``centered="no"`` would otherwise count as
+    true in the program's ``if centered:``, and ``hidden="400"`` fail deep inside torch."""
+    if isinstance(default, bool):
+        if isinstance(value, (bool, np.bool_)) or (isinstance(value, numbers.Integral) and value in (0, 1)):
+            return
+        raise TypeError(f"data['{key}'] is a switch of the program (default {default}): pass True or False, "
+                        f"got {value!r}")
+    if isinstance(default, numbers.Number) and isinstance(value, str):
+        raise TypeError(f"data['{key}'] must be a number like its default {default!r}, got the string {value!r}")
 
 
 def _as_tensor(key: str, value: Any, device: torch.device, dtype: torch.dtype) -> Any:

@@ -115,8 +115,11 @@ def run_mcmc(problem: Problem, *, seed: int, progress: bool, kernel: SamplerKern
     started = time.perf_counter()
     density = problem.density
     if problem.has_params:
+        instead = ("engine='svi', which trains them with a variational posterior of its latent sites"
+                   if density.latent_names or density.discrete_latents or density.enumerated else
+                   "engine='mle' (or 'map' to count their priors): its only unknowns are parameters")
         raise ValueError(f"engine '{engine}' samples sample sites only; this program declares "
-                         "pyro.param/pyro.module parameters, so fit it with engine='svi'")
+                         f"pyro.param/pyro.module parameters (network weights), so fit it with {instead}")
     density.require_continuous(engine)
     if density.dim == 0:
         raise ValueError(f"engine '{engine}': the program has no continuous latent sites to sample")

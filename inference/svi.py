@@ -160,7 +160,7 @@ class SVI:
         losses = steps.losses
         window = max(10, self.num_steps // 20)
         info["converged"] = elbo_converged(losses, window, self.tol)
-        info["message"] = f"final loss {losses[-1]:.4g}" if losses else "no steps run"
+        info["message"] = f"loss at the last step {losses[-1]:.4g}" if losses else "no steps run"
         if settling is not None:
             info["converged"] = info["converged"] and settling.settled
             info["message"] += (f"; the ELBO's gradient over the last {window} steps puts the means up to "

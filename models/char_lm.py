@@ -18,6 +18,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from bayesgen._counts import check_count
 from bayesgen.models._networks import device_of
 from bayesgen.models._networks import network as cached_network
 from bayesgen.models._sequences import AutoregressiveCategorical, CausalConvNet, RecurrentNet, until_end
@@ -90,6 +91,7 @@ def decode(arguments: Mapping[str, Any]) -> list[str]:
 
 
 def _network(kind: str, num_symbols: int, hidden: int, num_layers: int, device: torch.device) -> nn.Module:
+    hidden, num_layers = check_count("hidden", hidden), check_count("num_layers", num_layers)
     if kind == "gru":
         build: Any = lambda: RecurrentNet(num_symbols, hidden, num_layers)  # noqa: E731
     elif kind == "wavenet":

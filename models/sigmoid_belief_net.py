@@ -9,6 +9,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from bayesgen._counts import check_count
 from bayesgen.models._images import load_digits as load_data
 from bayesgen.models._images import device_of, image_plate, image_size, network
 from bayesgen.spec import ModelSpec
@@ -47,6 +48,7 @@ class Recognition(nn.Module):
 
 def _networks(kind: str, hidden: Sequence[int], height: int, width: int, device: torch.device) -> Any:
     build = Generative if kind == "generative" else Recognition
+    hidden = tuple(check_count("each layer's size in hidden", size) for size in hidden)
     return network((f"sigmoid_belief_net.{kind}", tuple(hidden), height, width),
                    lambda: build(hidden, height, width), device)
 

@@ -8,6 +8,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from bayesgen._counts import check_count
 from bayesgen.models._images import load_digits as load_data
 from bayesgen.models._images import device_of, image_plate, image_size, network
 from bayesgen.spec import ModelSpec
@@ -45,12 +46,14 @@ class Encoder(nn.Module):
 
 def decoder(latent_dim: int, hidden: int, height: int, width: int, device: torch.device) -> Decoder:
     """The process's decoder for this configuration (see ``bayesgen.models._images.network``)."""
+    latent_dim, hidden = check_count("latent_dim", latent_dim), check_count("hidden", hidden)
     return network(("vae.decoder", latent_dim, hidden, height, width),
                    lambda: Decoder(latent_dim, hidden, height, width), device)  # type: ignore[return-value]
 
 
 def encoder(latent_dim: int, hidden: int, height: int, width: int, device: torch.device) -> Encoder:
     """The process's encoder for this configuration."""
+    latent_dim, hidden = check_count("latent_dim", latent_dim), check_count("hidden", hidden)
     return network(("vae.encoder", latent_dim, hidden, height, width),
                    lambda: Encoder(latent_dim, hidden, height, width), device)  # type: ignore[return-value]
 

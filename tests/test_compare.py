@@ -133,6 +133,10 @@ def test_cli_compares_saved_fits_and_names_a_missing_file(tmp_path, capsys, two_
     assert main(["compare", "--var-names", "alpha", *paths]) == 2
     error = capsys.readouterr().err
     assert "at least two saved fits, got 0" in error and f"--var-names also took {paths[0]}, {paths[1]}" in error
+    # a fit's --out in a folder that does not exist is refused before the fit, not after it
+    assert main(["fit", "eight_schools", "--engine", "laplace", "--out", str(tmp_path / "no" / "fit.nc")]) == 2
+    captured = capsys.readouterr()
+    assert "does not exist" in captured.err and captured.out == ""
     assert main(["compare", "--var-names", "alpha", "--", *paths]) == 0
 
 

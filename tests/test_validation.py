@@ -250,3 +250,24 @@ def test_counts_take_numpy_integers_and_refuse_bools_and_fractions_in_the_same_w
         fit.generate(2, seed=-1)
     with pytest.raises(ValueError, match=r"seed must be below 2\*\*32"):  # not numpy's error from inside Pyro
         fit.generate(2, seed=2**40)
+
+
+def test_switches_sizes_engines_and_progress_are_checked_by_name_before_anything_runs():
+    data = bg.get_model("eight_schools").load_data()
+    with pytest.raises(TypeError, match=r"data\['centered'\] is a switch of the program \(default False\): pass "
+                                        "True or False, got 'no'"):
+        bg.fit("eight_schools", {**data, "centered": "no"}, engine="laplace")  # 'no' would count as true
+    with pytest.raises(TypeError, match=r"data\['hidden'\] must be a number like its default 200, got the string"):
+        bg.fit("vae", {"images": np.zeros((4, 8, 8)), "hidden": "400"}, engine="svi")
+    with pytest.raises(TypeError, match="engine must be an engine's name .* got None"):
+        bg.fit("eight_schools", data, engine=None)
+    with pytest.raises(TypeError, match="progress must be True, False or None"):
+        bg.fit("eight_schools", data, engine="laplace", progress="yes")
+    with pytest.raises(ValueError, match="so fit it with engine='mle'"):  # not svi, which has nothing to approximate
+        bg.fit(bg.get_model("pixelcnn").model, {"images": np.zeros((4, 8, 8)), "channels": 2}, engine="nuts")
+
+
+def test_a_program_error_keeps_pyros_table_of_shapes_out_of_its_message():
+    with pytest.raises(bg.program.ProgramError, match="latent_dim must be a positive integer, got 0") as raised:
+        bg.fit("vae", {"images": np.zeros((4, 8, 8)), "latent_dim": 0}, engine="svi", num_steps=1, progress=False)
+    assert "Trace Shapes" not in str(raised.value) and "Trace Shapes" in str(raised.value.__cause__)

@@ -24,6 +24,7 @@ def fell_back(path: str, reason: str) -> None:
     """
     level = logging.DEBUG if path in FELL_BACK else logging.WARNING
     FELL_BACK.add(path)
-    _log.log(level, "bayesgen's fast path '%s' is not available (%s); sampling and optimising fall back "
-             "to slower code. torch %s is installed; setup.cfg lists the versions it was tested on",
+    _log.log(level, "bayesgen's fast path '%s' failed on this program (%s), so it samples and optimises "
+             "with slower code that gives the same results; this comes from torch %s meeting the program's "
+             "graph, not from your data: report it with the program if that torch is one setup.cfg lists",
              path, reason, torch.__version__)
