@@ -142,7 +142,7 @@ def _compare(args: argparse.Namespace) -> None:
                "w1_pvalue", "mmd_pvalue"]
     print(table[columns].to_string(index=False, float_format=lambda x: f"{x:.3g}"))
     print(f"mean_diff_sd: mean shift in sds of {reference}; sd_ratio: sd / sd of {reference}; "
-          "p-values: two-sample tests against it")
+          "ks, w1: two-sample tests of each parameter against it; mmd: one joint test of all parameters per fit")
     if args.out:
         import matplotlib
 
@@ -202,8 +202,12 @@ def _engines(args: argparse.Namespace) -> None:
         paragraph = " ".join((get_engine_class(name).__doc__ or "").strip().split("\n\n")[0].split())
         print(textwrap.fill(f"{name}: {paragraph.replace('``', '').split('. ')[0].rstrip('.')}", 100,
                             subsequent_indent="  "))
-        for option, default, description in engine_options(name):
-            print(textwrap.fill(f"  {option:<15} {default!r:<9} {description}", 100, subsequent_indent=" " * 28))
+        options = engine_options(name)
+        names = max(len(option) for option, _, _ in options)
+        defaults = max(len(repr(default)) for _, default, _ in options)
+        for option, default, description in options:  # columns as wide as their longest entry
+            print(textwrap.fill(f"  {option:<{names}} {default!r:<{defaults}} {description}", 100,
+                                subsequent_indent=" " * (names + defaults + 4)))
     print("set options with: bayesgen fit MODEL --engine NAME --option KEY=VALUE, "
           "or bg.fit(..., engine=NAME, KEY=VALUE)")
 

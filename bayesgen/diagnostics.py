@@ -221,10 +221,11 @@ def _dispersion_findings(fit: "Fit") -> list[str]:
         remedy = "use guide='mvn', more num_steps, or engine='nuts'" if fit.info.get("family") != "mvn" else \
             "a full-rank Gaussian cannot follow the posterior's shape there: use engine='nuts' (or more num_steps)"
         found.append(f"the approximation is too narrow: the sd of {', '.join(narrow)} is a fraction of what the "
-                     f"curvature of the posterior at its mean gives (the Laplace sd);{cause} {remedy}")
+                     f"curvature of the posterior at its mean gives (the Laplace sd; both on the unconstrained scale, "
+                     f"where a positive site is its log, so not the sd ratio bg.compare reports);{cause} {remedy}")
     if wide:
         found.append(f"the approximation is too wide: the sd of {', '.join(wide)} is a multiple of the Laplace "
-                     "sd at its mean; run more num_steps or use engine='nuts'")
+                     "sd at its mean (on the unconstrained scale); run more num_steps or use engine='nuts'")
     return found
 
 

@@ -48,7 +48,9 @@ def _positive_distances(distances: np.ndarray, what: str) -> np.ndarray:
     if zero:
         raise ValueError(f"{what} is 0 for {zero} of {len(distances)} points: the k-nearest-neighbour "
                          "estimators need continuous samples without repeated points (drop repeats, "
-                         "e.g. np.unique(x, axis=0), or compare samples drawn separately)")
+                         "e.g. np.unique(x, axis=0), or compare samples drawn separately); a discrete "
+                         "distribution's probabilities are not samples: pass torch.distributions."
+                         "Categorical(probs=...) for its closed form")
     return distances
 
 

@@ -181,6 +181,9 @@ class Fit:
 
         seed = check_seed(seed)
         num_samples = check_count("num_samples", num_samples, none_means="all draws")
+        if num_samples is not None and 0 < self.num_draws < num_samples:  # repeated draws would pose as new ones
+            raise ValueError(f"num_samples must be at most the fit's {self.num_draws} draws per chain, "
+                             f"got {num_samples}")
         problem = self._require_problem()
         check_arguments(problem.spec.model, new_data, partial=True)
         data = {**problem.data, **to_tensors(new_data, problem.device, problem.dtype)}

@@ -56,7 +56,7 @@ class SVI:
     num_draws : int
         Posterior draws taken from the fitted guide.
     tol : float
-        Relative tolerance of the loss in the convergence test (see below).
+        Relative tolerance of the loss in the convergence test of ``info["converged"]``.
     checkpoint : str or None
         A file to which the run's state (parameters, optimiser, random state) is saved every
         ``checkpoint_every`` steps and at the end, each time atomically.

@@ -246,6 +246,8 @@ def test_counts_take_numpy_integers_and_refuse_bools_and_fractions_in_the_same_w
     fit = bg.fit(normal_normal, {"y": torch.tensor([0.1, -0.3, 0.5])}, engine="map")
     with pytest.raises(ValueError, match=r"num_samples must be a positive integer or None \(all draws\), got 0"):
         fit.predict(num_samples=0)
+    with pytest.raises(ValueError, match=f"num_samples must be at most the fit's {fit.num_draws} draws per chain"):
+        fit.predict(num_samples=fit.num_draws + 1)
     with pytest.raises(ValueError, match="seed must be a non-negative integer, got -1"):
         fit.generate(2, seed=-1)
     with pytest.raises(ValueError, match=r"seed must be below 2\*\*32"):  # not numpy's error from inside Pyro
