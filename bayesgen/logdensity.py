@@ -21,10 +21,10 @@ from pyro.poutine.enum_messenger import EnumMessenger
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.uncondition_messenger import UnconditionMessenger
-from torch.distributions import biject_to
 from torch.distributions.transforms import Transform
 
 from bayesgen._replay import Replayed
+from bayesgen._transforms import bijection
 from bayesgen.program import (BATCH_PLATE, LastSite, is_deterministic, is_latent, is_subsample, on_device,
                               run_program, support_bijection)
 
@@ -384,7 +384,7 @@ class LogDensity:
                 return None
             piece = u[:, site.offset : site.offset + site.size]
             piece = piece.reshape(view(site) + site.unconstrained_shape)
-            transform = biject_to(msg["fn"].support)
+            transform = bijection(msg["fn"].support)
             value = transform(piece)
             ldj = transform.log_abs_det_jacobian(piece, value)
             log_jac = log_jac + ldj.reshape(batch_size, -1).sum(-1)
@@ -585,7 +585,7 @@ class LogDensity:
         for s in self.layout:
             batch_size = values[s.name].shape[0]
             site = trace.nodes[s.name]
-            u = biject_to(site["fn"].support).inv(site["value"])
+            u = bijection(site["fn"].support).inv(site["value"])
             pieces.append(u.reshape(batch_size, s.size))
         return torch.cat(pieces, dim=-1)
 

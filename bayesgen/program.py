@@ -15,6 +15,8 @@ from pyro.poutine.trace_struct import Trace
 from torch.distributions import biject_to, constraints, transform_to
 from torch.distributions.transforms import Transform
 
+from bayesgen._transforms import bijection
+
 __all__ = ["BATCH_PLATE", "LastSite", "ProgramError", "is_deterministic", "is_latent", "is_subsample", "on_device",
            "run_program", "site_log_prob", "support_bijection", "without_trace_table"]
 
@@ -222,7 +224,7 @@ def support_bijection(site: Mapping[str, Any]) -> Transform:
     """
     fn = site["fn"]
     try:
-        return biject_to(fn.support)
+        return bijection(fn.support)
     except NotImplementedError as exc:
         raise ValueError(
             f"latent site '{site['name']}' has distribution {type(fn).__name__} with support {fn.support}, "

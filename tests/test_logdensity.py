@@ -7,7 +7,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro.nn import PyroModule, PyroSample
-from torch.distributions import biject_to
+from torch.distributions import biject_to, constraints
 
 import bayesgen as bg
 from programs import gaussian_mixture
@@ -175,3 +175,35 @@ def test_a_module_with_pyrosample_weights_is_mapped_by_vmap_and_recorded():
         value, grad = density.value_and_grad(u)
     assert density._replays[(True, True)].ready(u)
     assert torch.allclose(value, looped, atol=1e-10) and grad.shape == u.shape
+
+
+def test_the_correlation_cholesky_bijection_by_index_is_torchs_without_a_boolean_mask():
+    """Same values, inverse and log-Jacobian as torch's CorrCholeskyTransform, for a site wrapped
+    in Independent too; and no boolean-mask indexing in its graph (a shape that depends on the
+    values, which made Inductor give up on programs with an LKJCholesky site)."""
+    from torch.distributions.transforms import CorrCholeskyTransform, IndependentTransform
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from bayesgen._transforms import bijection
+
+    x = torch.randn(5, 3, 6, generator=torch.Generator().manual_seed(0))  # 4 x 4 factors
+    for support, reference in [(constraints.corr_cholesky, CorrCholeskyTransform()),
+                               (constraints.independent(constraints.corr_cholesky, 1),
+                                IndependentTransform(CorrCholeskyTransform(), 1))]:
+        ours = bijection(support)
+        y = ours(x)
+        torch.testing.assert_close(y, reference(x), rtol=0, atol=1e-12)
+        torch.testing.assert_close(ours.inv(y), reference.inv(y), rtol=0, atol=1e-12)
+        torch.testing.assert_close(ours.log_abs_det_jacobian(x, y), reference.log_abs_det_jacobian(x, y),
+                                   rtol=0, atol=1e-12)
+
+    def there_and_back(u):
+        transform = bijection(constraints.corr_cholesky)
+        y = transform(u)
+        return transform.inv(y), transform.log_abs_det_jacobian(u, y)
+
+    graph = make_fx(there_and_back)(x).graph
+    boolean_indices = [node for node in graph.nodes if node.op == "call_function" and "index" in str(node.target)
+                       and any(getattr(a, "meta", {}).get("val") is not None and a.meta["val"].dtype == torch.bool
+                               for a in (node.args[1] if isinstance(node.args[1], (list, tuple)) else ()))]
+    assert boolean_indices == [] and all("nonzero" not in str(node.target) for node in graph.nodes)
