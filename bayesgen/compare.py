@@ -114,9 +114,9 @@ def compare(fits: Mapping[str, Fit] | Sequence[Fit], reference: str | None = Non
     ref = named[reference]
     for label, fit in named.items():
         if not fit.posterior:
-            raise ValueError(f"fit '{label}' has no posterior draws to compare (its unknowns are network weights"
-                             f"{' and amortised codes' if fit.params else ''}, fitted as points): compare such fits "
-                             "by held-out likelihood and sample tests, bg.evaluate(fit, heldout) for each")
+            raise ValueError(f"fit '{label}' has no posterior draws to compare (its unknowns are trained "
+                             "parameters, such as network weights): compare such fits by held-out likelihood "
+                             "and sample tests, bg.evaluate(fit, heldout) for each")
     unknown = [name for name in var_names or () if name not in ref.posterior]
     if unknown:
         raise ValueError(f"var_names {unknown} are not posterior sites of the reference '{reference}' "
@@ -167,11 +167,10 @@ def plot_compare(fits: Mapping[str, Fit] | Sequence[Fit], var_names: Sequence[st
     Returns the matplotlib axes; with ``path`` the figure is also saved there.
     """
     named = _named(fits)
+    sites = sorted({site for fit in named.values() for site in fit.posterior})
     for name in var_names or ():
-        lacking = [label for label, fit in named.items() if name not in fit.posterior]
-        if lacking:
-            sites = sorted({site for fit in named.values() for site in fit.posterior})
-            raise ValueError(f"var_names: '{name}' is not a posterior site of fit(s) {', '.join(map(repr, lacking))}."
+        if not name.startswith("~") and name not in sites:  # "~name" leaves a site out, as in ArviZ
+            raise ValueError(f"var_names: '{name}' is not a posterior site of any of the fits."
                              f"{did_you_mean(name, sites)} Sites: {', '.join(sites)}")
     axes = plot_densities([f.to_arviz() for f in named.values()], list(named),
                           list(var_names) if var_names else None)

@@ -164,16 +164,23 @@ def _simulate(heldout: Problem, draws: Mapping[str, torch.Tensor], seed: int) ->
     observed = list(heldout.spec.observed)
     blank = {**heldout.data, **{argument: None for argument in heldout.spec.observed.values()}}
     pyro.set_rng_seed(seed)
+    first: Exception | None = None
     try:
         simulated = simulate_sites(heldout.density, draws, blank, observed)
-    except (AttributeError, TypeError, ValueError):
+    except (AttributeError, TypeError, ValueError) as exc:
         if not _sized_by_data(heldout):
             raise
+        first = exc
     else:
         if _shapes_match(simulated, heldout) or not _sized_by_data(heldout):
             return simulated
     pyro.set_rng_seed(seed)
-    return simulate_sites(heldout.density, draws, heldout.data, observed)
+    try:
+        return simulate_sites(heldout.density, draws, heldout.data, observed)
+    except Exception as exc:
+        if first is not None:  # the program fails both ways: its error without the data is the one to see
+            raise first from exc
+        raise
 
 
 def _shapes_match(simulated: Mapping[str, torch.Tensor], heldout: Problem) -> bool:

@@ -142,11 +142,9 @@ def trained(problem: "Problem", params: Mapping[str, np.ndarray],
         tensors, constraints, of_model = _live_parameters(problem, guide)
         untrained = sorted(of_model - set(params))
         if untrained:
-            shown = ", ".join(repr(name) for name in untrained[:3]) + (
-                f" and {len(untrained) - 3} more" if len(untrained) > 3 else "")
-            raise ValueError(f"the program reads parameter(s) {shown} that the fit does not hold (it holds "
-                             f"{', '.join(repr(name) for name in list(params)[:3])}...): is it the program the "
-                             "fit was made with?")
+            raise ValueError(f"the program reads parameter(s) {_some(untrained)} that the fit does not hold (it "
+                             f"holds {_some(list(params))}): is it the program the fit was made with, and are its "
+                             "arguments the fit's (those that choose its networks)?")
         backups = {}
         with torch.no_grad():
             for name, value in params.items():
@@ -165,6 +163,12 @@ def trained(problem: "Problem", params: Mapping[str, np.ndarray],
                 target.copy_(transform_to(constraints[name]).inv(constrained))
         with _restored(tensors, backups):
             yield
+
+
+def _some(names: list[str]) -> str:
+    """The first three names, quoted, and how many more there are."""
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    return ", ".join(repr(name) for name in names[:3]) + more
 
 
 @rng_restored()

@@ -65,6 +65,25 @@ def undrawn_local_latents(fit: "Fit", problem: "Problem") -> set[str]:
     return {name for name in local & drawable if name not in fit.posterior}
 
 
+def _amortises(guide: Callable[..., Any], problem: "Problem") -> bool:
+    """Whether ``guide`` gives each observation's local latents as a function of it (an encoder): its
+    parameters keep their shapes when it sees fewer observations, where a hand-written guide's
+    ``pyro.param("z_loc", torch.zeros(N))`` does not."""
+    (argument,) = problem.spec.observed.values()
+    total = len(problem.data[argument])
+    fewer = {key: value[:1] if per_observation(value, total) else value for key, value in problem.data.items()}
+    shapes = []
+    store = pyro.get_param_store()
+    for data in (problem.data, fewer):
+        with store.scope(), torch.no_grad(), on_device(problem.device):
+            try:
+                poutine.trace(guide).get_trace(**data)
+            except Exception:  # noqa: BLE001 - a guide that cannot take one observation is not scored by it
+                return False
+            shapes.append({name: tuple(store[name].shape) for name in store.keys()})
+    return shapes[0] == shapes[1]
+
+
 def encoded_local_latents(fit: "Fit", problem: "Problem", draws: tuple[int, int]) -> dict[str, torch.Tensor]:
     """Draws of the local latents that ``fit`` holds no draws of, from its amortising guide given
     ``problem``'s observations (a VAE's codes from its encoder): site -> ``(chain, draw, *shape)``
@@ -98,8 +117,10 @@ def observation_log_likelihood(fit: "Fit | None", problem: "Problem", draws: Map
     if fit is None or not undrawn_local_latents(fit, problem):
         return pointwise_log_likelihood(problem.density, draws)
     guide = amortising_guide(fit)
-    if guide is None or problem.density.subsampled:
+    if guide is None or problem.density.subsampled or len(problem.spec.observed) != 1:
         return {}
+    if guide is not problem.spec.guide and not _amortises(guide, problem):
+        return {}  # a hand-written guide with a parameter per observation: no q for new observations
     from bayesgen.generate import trained
 
     with trained(problem, fit.params, guide):  # a given guide's weights (the spec's hold theirs already)

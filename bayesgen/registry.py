@@ -101,9 +101,8 @@ _LEAST_COUNT = {"num_warmup": 0, "num_steps": 0}
 _REAL_RANGE: dict[str, tuple[Callable[[float], bool], str]] = {
     "lr": (lambda v: v > 0, "a positive number"),
     "lr_decay": (lambda v: 0 < v <= 1, "in (0, 1] (the factor the learning rate has decayed by at the last step)"),
-    "tol": (lambda v: v > 0, "a positive number"),
+    "tol": (lambda v: v >= 0, "a non-negative number"),
     "init_scale": (lambda v: v > 0, "a positive number"),
-    "init_step_size": (lambda v: v > 0, "a positive number"),
     "target_accept": (lambda v: 0 < v < 1, "strictly between 0 and 1"),
 }
 

@@ -161,7 +161,9 @@ class Fit:
         Parameters
         ----------
         num_samples : int, optional
-            Draws per chain to use (evenly spaced); all of them by default.
+            Draws per chain to use (evenly spaced); all of them by default. More than the fit
+            holds reuse its draws, each run simulating the observations afresh (replicates of a
+            point fit: the plug-in predictive).
         seed : int
             Seed of the predictive simulation.
         **new_data
@@ -181,9 +183,6 @@ class Fit:
 
         seed = check_seed(seed)
         num_samples = check_count("num_samples", num_samples, none_means="all draws")
-        if num_samples is not None and 0 < self.num_draws < num_samples:  # repeated draws would pose as new ones
-            raise ValueError(f"num_samples must be at most the fit's {self.num_draws} draws per chain, "
-                             f"got {num_samples}")
         problem = self._require_problem()
         check_arguments(problem.spec.model, new_data, partial=True)
         data = {**problem.data, **to_tensors(new_data, problem.device, problem.dtype)}
@@ -267,7 +266,7 @@ def _with_shapes_named(exc: Exception, new_data: dict[str, Any], fitted: dict[st
               if isinstance(fitted.get(key), torch.Tensor) and np.ndim(value) == fitted[key].dim() >= 1
               and tuple(np.shape(value))[1:] != tuple(fitted[key].shape)[1:]]
     if not differ:
-        return type(exc)(without_trace_table(str(exc)))
+        return (ValueError if isinstance(exc, ValueError) else RuntimeError)(without_trace_table(str(exc)))
     return ValueError(f"the program fails on the new data ({type(exc).__name__}: {str(exc).splitlines()[0]}): "
                       f"{'; '.join(differ)}; new data must match the fitted data in all but the number of rows")
 

@@ -66,15 +66,15 @@ def check_arguments(model: Callable[..., Any], data: Mapping[str, Any], partial:
 
 
 def _check_like_default(key: str, value: Any, default: Any) -> None:
-    """A switch (an argument whose default is True or False) takes a bool (or 0, 1), and a size or
-    setting whose default is a number takes no string: ``centered="no"`` would otherwise count as
-    true in the program's ``if centered:``, and ``hidden="400"`` fail deep inside torch."""
+    """An argument whose default is True/False or a number takes no string: ``centered="no"``
+    would otherwise count as true in the program's ``if centered:``, and ``hidden="400"`` fail
+    deep inside torch. (Arrays and tensors pass: a mask may default to True.)"""
+    if not isinstance(value, str):
+        return
     if isinstance(default, bool):
-        if isinstance(value, (bool, np.bool_)) or (isinstance(value, numbers.Integral) and value in (0, 1)):
-            return
         raise TypeError(f"data['{key}'] is a switch of the program (default {default}): pass True or False, "
                         f"got {value!r}")
-    if isinstance(default, numbers.Number) and isinstance(value, str):
+    if isinstance(default, numbers.Number):
         raise TypeError(f"data['{key}'] must be a number like its default {default!r}, got the string {value!r}")
 
 

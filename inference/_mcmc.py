@@ -116,7 +116,7 @@ def run_mcmc(problem: Problem, *, seed: int, progress: bool, kernel: SamplerKern
     density = problem.density
     if problem.has_params:
         instead = ("engine='svi', which trains them with a variational posterior of its latent sites"
-                   if density.latent_names or density.discrete_latents or density.enumerated else
+                   if density.latent_names or density.discrete_latents else
                    "engine='mle' (or 'map' to count their priors): its only unknowns are parameters")
         raise ValueError(f"engine '{engine}' samples sample sites only; this program declares "
                          f"pyro.param/pyro.module parameters (network weights), so fit it with {instead}")

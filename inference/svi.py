@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import pyro.poutine as poutine
 import torch
 from pyro.infer.autoguide import AutoGuide, AutoLowRankMultivariateNormal, AutoMultivariateNormal, AutoNormal
 
@@ -68,14 +69,15 @@ class SVI:
 
     Notes
     -----
-    The Gaussian families start at the Laplace approximation (the posterior's mode and the
-    inverse Hessian there) where it is cheap and exists, so that the steps only learn how q
-    differs from it; else at random. Their q is the average of the last ``num_steps // 20``
-    steps' iterates. ``info["converged"]`` needs the loss to have stopped changing (within
-    ``tol``, or its noise) and, for the Gaussian families, the ELBO's gradient to put the means
-    within 0.2 sd of its optimum; ``info["sd_vs_laplace"]`` lists the coordinates whose sd under
-    q is off by more than a factor 2 from the Laplace sd at q's mean, which ``bg.check``
-    reports. Ctrl-C ends the steps early and returns a fit of the work so far, marked
+    On the log density (programs without parameters), the Gaussian families start at the
+    Laplace approximation (the posterior's mode and the inverse Hessian there) where it is cheap
+    and exists, so that the steps only learn how q differs from it; else at random. Their q is
+    the average of the last ``num_steps // 20`` steps' iterates. ``info["converged"]`` needs the
+    loss to have stopped changing (within ``tol``, or its noise) and, for these families, the
+    ELBO's gradient to put the means within 0.2 sd of its optimum; their ``info["sd_vs_laplace"]``
+    lists the coordinates whose sd under q is off by more than a factor 2 from the Laplace sd at
+    q's mean, which ``bg.check`` reports. The AutoGuide twins of programs with parameters start
+    where Pyro's AutoGuides do and have neither check. Ctrl-C ends the steps early and returns a fit of the work so far, marked
     ``info["interrupted"]``.
     """
 
@@ -101,8 +103,11 @@ class SVI:
             return self._run(problem, seed=seed, progress=progress)
 
     def _autoguide_twin(self, family: str, problem: Problem) -> AutoGuide:
-        """Pyro's AutoGuide of the same Gaussian family (and rank and initial scale), on the program."""
-        model = problem.spec.model
+        """Pyro's AutoGuide of the same Gaussian family (and rank and initial scale), on the program
+        with its enumerated sites hidden (they are summed out, as for any AutoGuide class)."""
+        if family != "normal":  # one Gaussian over all the latents: none may be a minibatch's
+            _require_global_latents(problem.density, family)
+        model = poutine.block(problem.spec.model, hide=problem.density.enumerated)
         if family == "normal":
             return AutoNormal(model, init_scale=self.init_scale)
         if family == "mvn":
@@ -112,12 +117,12 @@ class SVI:
     def _run(self, problem: Problem, *, seed: int, progress: bool) -> EngineResult:
         started = time.perf_counter()
         density = problem.density
-        if not (density.latent_names or density.discrete_latents or density.enumerated):
+        if not (density.latent_names or density.discrete_latents):  # nothing to approximate but sums
             if problem.has_params:
-                raise ValueError("engine 'svi' approximates the posterior of latent sites, and this program has "
-                                 "none: its unknowns are all parameters (network weights); fit them with "
+                raise ValueError("engine 'svi' approximates the posterior of sampled latent sites, and this program "
+                                 "has none: its unknowns are parameters (network weights); fit them with "
                                  "engine='mle', or engine='map' to count their priors")
-            raise ValueError("engine 'svi': the program has no latent sites or parameters to fit")
+            raise ValueError("engine 'svi': the program has no continuous latent sites or parameters to fit")
         generator = torch.Generator(device=problem.device).manual_seed(seed)
         checkpointing = checkpointing_of(self, seed)
         info: dict[str, Any] = {}

@@ -72,6 +72,11 @@ def test_plot_compare_writes_an_overlay(tmp_path, two_runs):
     axes = bg.plot_compare({"first": two_runs[0], "second": two_runs[1]}, var_names=["alpha", "sigma"],
                            path=str(path))
     assert path.stat().st_size > 10_000 and np.size(axes) >= 2
+    fits = {"first": two_runs[0], "second": two_runs[1]}
+    assert np.size(bg.plot_compare(fits, var_names=["~alpha"])) >= 1  # ArviZ's "~" leaves a site out
+    with pytest.raises(ValueError, match="var_names: 'sigmaa' is not a posterior site of any of the fits. "
+                                         "Did you mean 'sigma'"):
+        bg.plot_compare(fits, var_names=["sigmaa"])
 
 
 def test_mmd_separates_shifted_gaussians_and_not_equal_ones():

@@ -115,3 +115,67 @@ def test_replicates_encode_each_observation_and_the_held_out_bound_meets_the_exa
     report = bg.evaluate(fit, {"x": heldout}, num_samples=10)
     exact = dist.Normal(0.0, 1.01**0.5).log_prob(heldout).mean()
     assert abs(report["lpd_per_obs"].iloc[0] - float(exact)) < 0.01
+
+
+def mixture(y):
+    """Two components with parameter locations and enumerated assignments (Pyro's GMM tutorial)."""
+    locs = pyro.param("locs", torch.tensor([-1.0, 1.0]))
+    scale = pyro.sample("scale", dist.HalfNormal(2.0))
+    with pyro.plate("n", len(y)):
+        k = pyro.sample("k", dist.Categorical(torch.ones(2) / 2), infer={"enumerate": "parallel"})
+        pyro.sample("y", dist.Normal(locs[k], scale), obs=y)
+
+
+def test_a_gaussian_family_with_parameters_sums_out_enumerated_sites_and_keeps_to_full_size_latents():
+    y = torch.cat([torch.randn(30, generator=torch.Generator().manual_seed(0)) - 2.5,
+                   torch.randn(30, generator=torch.Generator().manual_seed(1)) + 2.5])
+    fit = bg.fit(mixture, {"y": y}, engine="svi", num_steps=300, progress=False)
+    np.testing.assert_allclose(np.sort(fit.params["locs"]), [-2.5, 2.5], atol=0.5)
+
+    def minibatched(y, batch_size=10):
+        shift = pyro.param("shift", torch.tensor(0.0))
+        with pyro.plate("n", len(y), subsample_size=batch_size) as index:
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("y", dist.Normal(z + shift, 1.0), obs=y[index])
+
+    with pytest.raises(ValueError, match="guide 'mvn' needs every latent site at its full size.*site 'z'"):
+        bg.fit(minibatched, {"y": y}, engine="svi", guide="mvn", num_steps=2, progress=False)
+
+
+def test_a_guide_with_a_parameter_per_observation_scores_no_new_observations_and_saves(tmp_path):
+    def two_views(a, b):
+        with pyro.plate("n", len(a)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("a", dist.Normal(z, 0.5), obs=a)
+            pyro.sample("b", dist.Normal(z, 0.5), obs=b)
+
+    def per_observation(a, b):
+        loc = pyro.param("z_loc", torch.zeros(len(a)))
+        with pyro.plate("n", len(a)):
+            pyro.sample("z", dist.Normal(loc, 0.3))
+
+    a = torch.randn(20, generator=torch.Generator().manual_seed(3))
+    fit = bg.fit(two_views, {"a": a, "b": a + 0.1}, engine="svi", guide=per_observation, num_steps=20,
+                 progress=False)
+    fit.save(str(tmp_path / "fit.nc"))  # two observed sites: no importance-weighted bound, no error
+    new = torch.randn(7, generator=torch.Generator().manual_seed(4))
+    report = bg.evaluate(fit, {"a": new, "b": new + 0.1}, num_samples=5)
+    assert report["lpd"].isna().all() and np.isfinite(report["ks_pvalue"]).all()
+
+
+def test_a_string_argument_that_chooses_the_network_survives_save_and_load(tmp_path):
+    torch.manual_seed(0)
+    networks = {"small": nn.Linear(1, 1), "deep": nn.Sequential(nn.Linear(1, 4), nn.Tanh(), nn.Linear(4, 1))}
+
+    def regression(x, y=None, kind="small"):
+        net = pyro.module(kind, networks[kind])
+        noise = pyro.sample("noise", dist.HalfNormal(1.0))
+        with pyro.plate("n", len(x)):
+            pyro.sample("y", dist.Normal(net(x[:, None]).squeeze(-1), noise), obs=y)
+
+    x = torch.linspace(-1, 1, 30)
+    fit = bg.fit(regression, {"x": x, "y": torch.sin(3 * x), "kind": "deep"}, engine="mle", num_steps=20,
+                 progress=False)
+    fit.save(str(tmp_path / "fit.nc"))
+    loaded = bg.load(str(tmp_path / "fit.nc"), model=regression)
+    np.testing.assert_array_equal(loaded.predict(num_samples=5, seed=1)["y"], fit.predict(num_samples=5, seed=1)["y"])
