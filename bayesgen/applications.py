@@ -12,7 +12,7 @@ import torch
 from bayesgen._counts import check_count
 from bayesgen._seeding import check_seed, rng_restored
 from bayesgen.evaluate import posterior_draws
-from bayesgen.fitting import prepare
+from bayesgen.fitting import prepare, with_fixed_arguments
 from bayesgen.generate import generate, trained
 from bayesgen.marginal import observation_log_likelihood, undrawn_local_latents
 from bayesgen.result import Fit
@@ -64,7 +64,7 @@ def anomaly_scores(fit: Fit, data: Mapping[str, Any], *, num_samples: int = 1000
         raise ValueError("this fit was loaded from a file without its program; "
                          "pass the model to bg.load(path, model=...) to score observations")
     num_samples, seed = check_count("num_samples", num_samples), check_seed(seed)
-    problem = prepare(fit.problem.spec, data, fit.problem.device, fit.problem.dtype)
+    problem = prepare(fit.problem.spec, with_fixed_arguments(fit.problem, data), fit.problem.device, fit.problem.dtype)
     if not problem.spec.observed:
         raise ValueError("data hold no observed site's values: pass the observations to score under the "
                          "program arguments that carry them")

@@ -17,7 +17,7 @@ from bayesgen._lazy import LazyModule
 from bayesgen._seeding import check_seed, rng_restored
 from bayesgen.dtypes import computing_in
 from bayesgen.engine import Problem
-from bayesgen.fitting import prepare
+from bayesgen.fitting import prepare, with_fixed_arguments
 from bayesgen.generate import local_latents, trained
 from bayesgen.marginal import observation_log_likelihood, undrawn_local_latents
 from bayesgen.metrics import c2st, chi_square_test, ks_test, mmd_test
@@ -111,7 +111,7 @@ def evaluate(fit_or_model: Fit | ModelSpec | str | Callable[..., Any], real_data
             raise ValueError("this fit was loaded from a file without its program; "
                              "pass the model to bg.load(path, model=...) to evaluate it")
         fitted = fit_or_model.problem
-        heldout = prepare(fitted.spec, real_data, fitted.device, fitted.dtype)
+        heldout = prepare(fitted.spec, with_fixed_arguments(fitted, real_data), fitted.device, fitted.dtype)
     else:
         heldout = prepare(fit_or_model, real_data)
     with computing_in(heldout.dtype):

@@ -28,7 +28,7 @@ from bayesgen.result import Fit
 from bayesgen.spec import ModelSpec
 from bayesgen.validate import check_arguments, check_observed, check_single_rows, infer_observed, to_tensors
 
-__all__ = ["fit", "prepare", "resolve_model"]
+__all__ = ["fit", "prepare", "resolve_model", "with_fixed_arguments"]
 
 
 def resolve_model(model: Callable[..., Any] | str | ModelSpec) -> ModelSpec:
@@ -74,6 +74,35 @@ def _resolve_device(device: str | torch.device | None, data: Mapping[str, Any]) 
         if isinstance(value, torch.Tensor) and value.device.type != "cpu":
             return value.device
     return torch.device("cpu")
+
+
+def with_fixed_arguments(fitted: Problem, data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` (new data for a fit of ``fitted``) with the fit's values of its spec's fixed
+    arguments where they are left out; a ``ValueError`` naming one given with another value (a
+    text encoded with its own alphabet would be read in the fit's, silently)."""
+    out = dict(data)
+    for key in fitted.spec.fixed_arguments:
+        if key not in fitted.data:
+            continue
+        fit_value = fitted.data[key]
+        if key not in out:
+            out[key] = fit_value
+        elif not _same_value(out[key], fit_value):
+            raise ValueError(f"data['{key}'] is {_shown(out[key])}, but the fit was made with {_shown(fit_value)}: "
+                             f"'{key}' defines the fitted model ({fitted.spec.name}), so leave it out to take the "
+                             "fit's (for text, encode it with the fit's alphabet)")
+    return out
+
+
+def _same_value(given: Any, fitted: Any) -> bool:
+    arrays = [np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v) for v in (given, fitted)]
+    return arrays[0].shape == arrays[1].shape and bool(np.all(arrays[0] == arrays[1]))
+
+
+def _shown(value: Any) -> str:
+    """A value for a message: itself where short, else its shape."""
+    array = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value)
+    return repr(array.tolist()) if array.size <= 8 else f"an array of shape {array.shape}"
 
 
 def prepare(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | None,

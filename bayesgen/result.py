@@ -176,6 +176,7 @@ class Fit:
             data their arguments are set to None unless given, so the program sizes them
             from the new arguments.
         """
+        from bayesgen.fitting import with_fixed_arguments
         from bayesgen.generate import trained
         from bayesgen.marginal import encoded_local_latents
         from bayesgen.postprocess import simulate_sites
@@ -185,6 +186,7 @@ class Fit:
         num_samples = check_count("num_samples", num_samples, none_means="all draws")
         problem = self._require_problem()
         check_arguments(problem.spec.model, new_data, partial=True)
+        new_data = with_fixed_arguments(problem, new_data) if new_data else {}
         data = {**problem.data, **to_tensors(new_data, problem.device, problem.dtype)}
         if new_data:
             for argument in problem.spec.observed.values():

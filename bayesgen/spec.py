@@ -47,6 +47,11 @@ class ModelSpec:
         what the observations mean (strings for a text model, a signal in [-1, 1] for a signal
         model): ``fit.generate`` returns its result. The module's ``decode``, the inverse of
         its ``encode``.
+    fixed_arguments : tuple of str
+        Arguments that define the fitted model rather than its data (network sizes, a text
+        model's alphabet): ``bg.evaluate``, ``bg.anomaly_scores`` and ``fit.predict`` take them
+        from the fit where new data leave them out, and refuse other values, under which the
+        fit's weights would mean something else.
     """
 
     name: str
@@ -61,6 +66,7 @@ class ModelSpec:
     guide: Callable[..., Any] | None = None
     size_argument: str | None = None
     decode: Callable[[Mapping[str, Any]], Any] | None = None
+    fixed_arguments: tuple[str, ...] = ()
 
     @classmethod
     def from_callable(cls, model: Callable[..., Any]) -> "ModelSpec":

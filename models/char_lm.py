@@ -219,5 +219,6 @@ SPEC = ModelSpec(
     simulate=simulate,
     engines=("mle", "map"),
     size_argument="num_sequences",
+    fixed_arguments=("alphabet", "network", "hidden", "num_layers"),
     decode=decode,
 )

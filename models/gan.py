@@ -30,5 +30,6 @@ SPEC = ModelSpec(
     ),
     load_data=vae.load_data,
     engines=("gan", "svi"),
+    fixed_arguments=("latent_dim", "hidden"),
     guide=vae.guide,
 )

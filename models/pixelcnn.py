@@ -324,4 +324,5 @@ SPEC = ModelSpec(
     ),
     load_data=load_data,
     engines=("mle", "map"),
+    fixed_arguments=("channels", "num_layers", "kernel_size", "weight_scale"),
 )

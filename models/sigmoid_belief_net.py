@@ -123,4 +123,5 @@ SPEC = ModelSpec(
     load_data=load_data,
     engines=("svi",),
     guide=guide,
+    fixed_arguments=("hidden",),
 )

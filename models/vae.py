@@ -116,4 +116,5 @@ SPEC = ModelSpec(
     load_data=load_data,
     engines=("svi",),
     guide=guide,
+    fixed_arguments=("latent_dim", "hidden"),
 )

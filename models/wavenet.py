@@ -191,5 +191,6 @@ SPEC = ModelSpec(
     simulate=simulate,
     engines=("mle", "map"),
     size_argument="length",
+    fixed_arguments=("num_codes", "channels", "num_layers", "mixture"),
     decode=decode,
 )

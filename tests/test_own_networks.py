@@ -179,3 +179,13 @@ def test_a_string_argument_that_chooses_the_network_survives_save_and_load(tmp_p
     fit.save(str(tmp_path / "fit.nc"))
     loaded = bg.load(str(tmp_path / "fit.nc"), model=regression)
     np.testing.assert_array_equal(loaded.predict(num_samples=5, seed=1)["y"], fit.predict(num_samples=5, seed=1)["y"])
+
+
+def test_a_zoo_network_fit_is_scored_with_its_own_sizes_unless_told_others(tmp_path):
+    fit = bg.fit("vae", {"images": TRAIN[:60], "hidden": 20, "latent_dim": 3}, **{**OPTIONS, "num_steps": 3})
+    assert np.isfinite(bg.evaluate(fit, {"images": TEST[:60]}, num_samples=2)["lpd_per_obs"]).all()
+    assert bg.anomaly_scores(fit, {"images": TEST[:3]}).shape == (3,)
+    fit.save(str(tmp_path / "vae.nc"))
+    assert np.isfinite(bg.evaluate(bg.load(str(tmp_path / "vae.nc")), {"images": TEST[:60]}, num_samples=2)["lpd"]).all()
+    with pytest.raises(ValueError, match=r"data\['hidden'\] is 200, but the fit was made with 20"):
+        bg.evaluate(fit, {"images": TEST[:60], "hidden": 200})

@@ -160,7 +160,7 @@ def test_char_lm_learns_a_markov_chain_and_counts_nats_per_symbol(markov_fit):
     """Held-out nats per symbol (end symbol counted, padding not) near the chain's own, well below a
     model of symbol frequencies; bg.evaluate's lpd_per_obs is exactly the masked sum per symbol."""
     fit, heldout, truth = markov_fit
-    report = bg.evaluate(fit, {**char_lm.encode(heldout, "abc"), "hidden": 32}, num_samples=2)
+    report = bg.evaluate(fit, char_lm.encode(heldout, "abc"), num_samples=2)  # hidden=32: the fit's
     nats = -report["lpd_per_obs"].iloc[0]
     symbols = sum(len(text) + 1 for text in heldout)
     assert report["lpd"].iloc[0] / symbols == pytest.approx(-nats)
@@ -191,6 +191,15 @@ def test_generate_returns_strings_deterministically_with_a_temperature(markov_fi
     assert loaded.generate(300, seed=3) == texts
     with pytest.raises(ValueError, match="temperature must be a positive number"):
         fit.generate(3, temperature=0)
+
+
+def test_held_out_text_in_another_alphabet_is_refused_not_read_in_the_fits(markov_fit):
+    fit, heldout, _ = markov_fit
+    with pytest.raises(ValueError, match=r"data\['alphabet'\] is \[120, 121, 122\], but the fit was made with "
+                                         r"\[97, 98, 99\].*encode it with the fit's alphabet"):
+        bg.evaluate(fit, char_lm.encode([t.translate(str.maketrans("abc", "xyz")) for t in heldout]))
+    with pytest.raises(ValueError, match=r"data\['hidden'\] is 16, but the fit was made with 32"):
+        bg.evaluate(fit, {**char_lm.encode(heldout, "abc"), "hidden": 16})
 
 
 def test_the_alphabet_travels_with_the_fit(tmp_path):
