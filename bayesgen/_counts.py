@@ -1,9 +1,9 @@
 """The one check for arguments that count something (draws, steps, folds, lags).
 
 A count is an integer, numpy's and 0-d integer arrays and tensors included (``np.int64(100)`` from
-an array's length is as good as ``100``), and never a bool (``True`` is an int to Python, but not a count a user means). Every
-public function checks its counts here, so that they all accept the same values and say so in
-the same words.
+an array's length is as good as ``100``), and never a bool (``True`` is an int to Python, but not
+a count a user means). Every public function checks its counts here, so that they all accept the
+same values and say so in the same words.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def check_count(name: str, value: object, minimum: int = 1, none_means: str | No
     if getattr(value, "ndim", None) == 0 and "int" in str(getattr(value, "dtype", "")):
         value = value.item()  # a 0-d integer array or tensor, as a fit's constant_data holds a size
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        wanted = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer of at least {minimum}")
+        wanted = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum,
+                                                                          f"an integer of at least {minimum}")
         if none_means is not None:
             wanted += f" or None ({none_means})"
         raise ValueError(f"{name} must be {wanted}, got {value!r}")

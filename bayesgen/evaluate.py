@@ -91,8 +91,9 @@ def evaluate(fit_or_model: Fit | ModelSpec | str | Callable[..., Any], real_data
           NaN for programs with enumerated discrete latents. For a fit that holds no
           draws of the local latents (a VAE's codes) and trained an amortising guide
           (the one its model ships, or a guide callable passed as ``guide=``), each
-          term is the importance-weighted bound on ``log p(y_i)`` with that guide as proposal (``bayesgen.marginal``, 1,000 samples per
-          observation); NaN where nothing integrates them out (a GAN's noise).
+          term is the importance-weighted bound on ``log p(y_i)`` with that guide as
+          proposal (``bayesgen.marginal``, 1,000 samples per observation); NaN where
+          nothing integrates them out (a GAN's noise).
         - ``lpd_per_obs``: ``lpd`` divided by the number of likelihood terms, those the
           program masks out (padding after a sequence's end) not counted: nats per
           observation, per image, per symbol.
@@ -224,8 +225,8 @@ def posterior_draws(fit: Fit, heldout: Problem, num_samples: int, undrawn: set[s
     if not names:
         return {}  # network weights only: the program is one model, run once
     local = local_latents(heldout.prototype, list(heldout.spec.observed))
-    for site in heldout.density.layout:
-        drawn = tuple(fit.posterior[site.name].shape[2:]) if site.name in names else site.shape
+    for site in (site for site in heldout.density.layout if site.name in names):
+        drawn = tuple(fit.posterior[site.name].shape[2:])
         if drawn != site.shape:
             whose = (" (a local latent: the fit holds its values for the observations it was fitted to, which "
                      "new observations do not share; a guide callable that amortises it, such as an encoder, "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import sys
 import time
 import warnings
@@ -26,7 +25,8 @@ from bayesgen.program import ProgramError, on_device, run_program
 from bayesgen.registry import get_model, is_zoo_spec, list_engines, make_engine
 from bayesgen.result import Fit
 from bayesgen.spec import ModelSpec
-from bayesgen.validate import check_arguments, check_observed, check_single_rows, infer_observed, to_tensors
+from bayesgen.validate import (check_arguments, check_observed, check_single_rows, infer_observed, keyword_parameters,
+                               to_tensors)
 
 __all__ = ["fit", "prepare", "resolve_model", "with_fixed_arguments"]
 
@@ -56,9 +56,9 @@ def _argument_names(model: Any) -> list[str]:
     """The keyword arguments of the program that ``model`` names (none where it names none)."""
     try:
         program = resolve_model(model).model
-        return list(inspect.signature(program).parameters)
     except (LookupError, TypeError, ValueError):  # an unknown name or a bad model: prepare says so
         return []
+    return list(keyword_parameters(program) or ())
 
 
 def _resolve_device(device: str | torch.device | None, data: Mapping[str, Any]) -> torch.device:
@@ -94,14 +94,18 @@ def with_fixed_arguments(fitted: Problem, data: Mapping[str, Any]) -> dict[str, 
     return out
 
 
+def _array(value: Any) -> np.ndarray:
+    return np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value)
+
+
 def _same_value(given: Any, fitted: Any) -> bool:
-    arrays = [np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v) for v in (given, fitted)]
-    return arrays[0].shape == arrays[1].shape and bool(np.all(arrays[0] == arrays[1]))
+    given, fitted = _array(given), _array(fitted)
+    return given.shape == fitted.shape and bool(np.all(given == fitted))
 
 
 def _shown(value: Any) -> str:
     """A value for a message: itself where short, else its shape."""
-    array = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value)
+    array = _array(value)
     return repr(array.tolist()) if array.size <= 8 else f"an array of shape {array.shape}"
 
 

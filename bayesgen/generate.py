@@ -127,9 +127,9 @@ def trained(problem: "Problem", params: Mapping[str, np.ndarray],
     constraint, and copied back at the end. Writing the values into the store instead would
     leave the networks on their own weights. Parameters the program does not use (an
     AutoGuide's, whose draws are in the posterior) are left out, and so are those of a guide the
-    fit was given unless it is passed as ``guide`` (an encoder, for the held-out likelihood); a parameter the model reads
-    that the fit does not hold means that the program is not the one the fit was made with (a
-    ``ValueError``), whose weights would silently stay untrained.
+    fit was given unless it is passed as ``guide`` (an encoder, for the held-out likelihood); a
+    parameter the model reads that the fit does not hold means that the program is not the one
+    the fit was made with (a ``ValueError``), whose weights would silently stay untrained.
 
     The block computes in the problem's dtype (:mod:`bayesgen.dtypes`), as the fit did, so that
     everything that runs the program with the fit's weights (predictions, log-likelihoods,

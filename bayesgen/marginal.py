@@ -26,8 +26,7 @@ if TYPE_CHECKING:
     from bayesgen.result import Fit
 
 __all__ = ["NUM_PARTICLES", "amortising_guide", "encoded_local_latents", "importance_log_likelihood",
-           "observation_log_likelihood",
-           "per_observation", "undrawn_local_latents"]
+           "observation_log_likelihood", "per_observation", "undrawn_local_latents"]
 
 #: Importance samples per observation: the bound at 1,000 is within a few hundredths of a nat of
 #: the one at 5,000 for the zoo's image models.
@@ -110,8 +109,8 @@ def observation_log_likelihood(fit: "Fit | None", problem: "Problem", draws: Map
 
     At the latent ``draws`` where they hold every latent site; the importance-weighted bound with
     the fit's amortising guide (:func:`amortising_guide`), one chain of one draw, where the fit
-    holds no draws of the local latents; empty where nothing integrates them out (a GAN's noise) or the observations'
-    plate subsamples. The program's parameters must already hold the fit's values
+    holds no draws of the local latents; empty where nothing integrates them out (a GAN's noise)
+    or the observations' plate subsamples. The program's parameters must already hold the fit's values
     (``generate.trained``).
     """
     if fit is None or not undrawn_local_latents(fit, problem):
@@ -119,12 +118,15 @@ def observation_log_likelihood(fit: "Fit | None", problem: "Problem", draws: Map
     guide = amortising_guide(fit)
     if guide is None or problem.density.subsampled or len(problem.spec.observed) != 1:
         return {}
-    if guide is not problem.spec.guide and not _amortises(guide, problem):
-        return {}  # a hand-written guide with a parameter per observation: no q for new observations
-    from bayesgen.generate import trained
-
-    with trained(problem, fit.params, guide):  # a given guide's weights (the spec's hold theirs already)
+    if guide is problem.spec.guide:  # its weights are among those the caller's generate.trained set
         weights = importance_log_likelihood(problem, guide=guide, seed=seed)
+    elif not _amortises(guide, problem):
+        return {}  # a hand-written guide with a parameter per observation: no q for new observations
+    else:
+        from bayesgen.generate import trained
+
+        with trained(problem, fit.params, guide):  # a given guide's weights are not
+            weights = importance_log_likelihood(problem, guide=guide, seed=seed)
     return {name: value[None, None] for name, value in weights.items()}
 
 

@@ -97,9 +97,10 @@ class Fit:
         ``timing["log_likelihood"]``); empty for a fit without its program.
 
         Where the fit holds no draws of local latents (a VAE's codes) and trained an amortising
-        guide (the one its model ships, or a guide callable passed as ``guide=``), it is the importance-weighted estimate of each observation's marginal
-        log-likelihood (``bayesgen.marginal``), one chain of one draw; where nothing can integrate
-        them out (a GAN's noise) or the program subsamples its observations, it is empty."""
+        guide (the one its model ships, or a guide callable passed as ``guide=``), it is the
+        importance-weighted estimate of each observation's marginal log-likelihood
+        (``bayesgen.marginal``), one chain of one draw; where nothing can integrate them out (a
+        GAN's noise) or the program subsamples its observations, it is empty."""
         if self._log_likelihood is None:
             if self.problem is None:
                 return {}

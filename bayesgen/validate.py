@@ -21,11 +21,11 @@ from bayesgen.mapped import MappedRows, is_mapped
 from bayesgen.program import is_deterministic, is_subsample, run_program
 from bayesgen.spec import ModelSpec
 
-__all__ = ["check_arguments", "check_observed", "check_single_rows", "infer_observed", "missing_arguments",
-           "observed_by_name", "to_tensors"]
+__all__ = ["check_arguments", "check_observed", "check_single_rows", "infer_observed", "keyword_parameters",
+           "missing_arguments", "observed_by_name", "to_tensors"]
 
 
-def _keyword_parameters(model: Callable[..., Any]) -> dict[str, inspect.Parameter] | None:
+def keyword_parameters(model: Callable[..., Any]) -> dict[str, inspect.Parameter] | None:
     """The program's parameters that can be passed by keyword; None if its signature cannot be read."""
     try:
         params = inspect.signature(model).parameters
@@ -39,7 +39,7 @@ def missing_arguments(model: Callable[..., Any], data: Mapping[str, Any]) -> lis
 
     Empty when the signature cannot be read.
     """
-    params = _keyword_parameters(model) or {}
+    params = keyword_parameters(model) or {}
     return [n for n, p in params.items() if p.default is p.empty and n not in data]
 
 
@@ -53,7 +53,7 @@ def check_arguments(model: Callable[..., Any], data: Mapping[str, Any], partial:
         return
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return
-    names = list(_keyword_parameters(model) or {})
+    names = list(keyword_parameters(model) or {})
     for key in data:
         if key not in names:
             raise TypeError(f"data key '{key}' is not an argument of the program.{did_you_mean(key, names)} "
@@ -202,7 +202,7 @@ def observed_by_name(model: Callable[..., Any], data: Mapping[str, Any]) -> dict
     bayesgen.program.ProgramError
         If the program raises in one of these runs.
     """
-    params = _keyword_parameters(model)
+    params = keyword_parameters(model)
     if params is None or missing_arguments(model, data):
         return {}
     state = pyro.util.get_rng_state()

@@ -85,7 +85,8 @@ def optimise_params(problem: Problem, *, prior: bool, num_steps: int, lr: float,
         sample_stats={"loss": torch.tensor(losses)[None]}, point=point,
         timing={"optimize": time.perf_counter() - started},
         info={"converged": not steps.interrupted and elbo_converged(losses, max(10, num_steps // 20), tol),
-              "message": f"loss at the last step {losses[-1]:.4g}" if losses else "no steps run", **steps.info(num_steps)},
+              "message": f"loss at the last step {losses[-1]:.4g}" if losses else "no steps run",
+              **steps.info(num_steps)},
     )
 
 

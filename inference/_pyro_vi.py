@@ -27,7 +27,7 @@ def _make_guide(guide: Any, model: Callable[..., Any], hide: list[str]) -> Calla
     and callables are used as given."""
     if isinstance(guide, type) and issubclass(guide, AutoGuide):
         return guide(poutine.block(model, hide=hide))
-    if isinstance(guide, AutoGuide) or callable(guide):
+    if callable(guide):  # an AutoGuide built already is a callable too
         return guide
     raise TypeError(f"guide must be 'normal', 'mvn', 'lowrank', an AutoGuide class or a guide "
                     f"callable, got {guide!r}")

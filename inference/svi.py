@@ -77,8 +77,8 @@ class SVI:
     ELBO's gradient to put the means within 0.2 sd of its optimum; their ``info["sd_vs_laplace"]``
     lists the coordinates whose sd under q is off by more than a factor 2 from the Laplace sd at
     q's mean, which ``bg.check`` reports. The AutoGuide twins of programs with parameters start
-    where Pyro's AutoGuides do and have neither check. Ctrl-C ends the steps early and returns a fit of the work so far, marked
-    ``info["interrupted"]``.
+    where Pyro's AutoGuides do and have neither check. Ctrl-C ends the steps early and returns a
+    fit of the work so far, marked ``info["interrupted"]``.
     """
 
     name: ClassVar[str] = "svi"
@@ -105,8 +105,6 @@ class SVI:
     def _autoguide_twin(self, family: str, problem: Problem) -> AutoGuide:
         """Pyro's AutoGuide of the same Gaussian family (and rank and initial scale), on the program
         with its enumerated sites hidden (they are summed out, as for any AutoGuide class)."""
-        if family != "normal":  # one Gaussian over all the latents: none may be a minibatch's
-            _require_global_latents(problem.density, family)
         model = poutine.block(problem.spec.model, hide=problem.density.enumerated)
         if family == "normal":
             return AutoNormal(model, init_scale=self.init_scale)
@@ -127,15 +125,19 @@ class SVI:
         checkpointing = checkpointing_of(self, seed)
         info: dict[str, Any] = {}
         guide = self.guide if self.guide is not None else problem.spec.guide or "normal"
-        if isinstance(guide, str) and guide in _FAMILIES and problem.has_params:
-            # q over the latents alone would leave the program's networks at their initial weights:
-            # Pyro's twin of the family trains them with q, through pyro.infer.SVI
+        if isinstance(guide, str):
+            if guide not in _FAMILIES:
+                raise ValueError(f"unknown guide '{guide}'; use one of {', '.join(_FAMILIES)}, "
+                                 "an AutoGuide class or a guide callable")
             density.require_continuous(f"svi' with guide '{guide}")
+            if guide != "normal" or not problem.has_params:  # only AutoNormal keeps a parameter per item
+                _require_global_latents(density, guide)
             info["family"] = guide
-            guide = self._autoguide_twin(guide, problem)
-        if isinstance(guide, str) and guide in _FAMILIES:
-            density.require_continuous(f"svi' with guide '{guide}")
-            _require_global_latents(density, guide)
+            if problem.has_params:
+                # q over the latents alone would leave the program's networks at their initial weights:
+                # Pyro's twin of the family trains them with q, through pyro.infer.SVI
+                guide = self._autoguide_twin(guide, problem)
+        if isinstance(guide, str):
             q, steps, settling = fit_gaussian(
                 density, family=guide, rank=self.rank, num_steps=self.num_steps, num_particles=self.num_particles,
                 lr=self.lr, lr_decay=self.lr_decay, init_scale=self.init_scale, generator=generator,
@@ -144,7 +146,6 @@ class SVI:
             with torch.no_grad():
                 u = q.sample(self.num_draws, generator)
                 draws = {k: v[None] for k, v in density.constrain(u).items() if k in density.latent_names}
-            info["family"] = guide
             if not density.subsampled:  # a minibatch density is a new random one at every call: no check
                 with torch.no_grad():
                     log_weights = density.log_density_in_chunks(u) - q.distribution().log_prob(u)
@@ -152,9 +153,6 @@ class SVI:
                 info["sd_vs_laplace"], curvature = sd_against_laplace(density, q)
                 if curvature:
                     info["curvature_message"] = curvature
-        elif isinstance(guide, str):
-            raise ValueError(f"unknown guide '{guide}'; use one of {', '.join(_FAMILIES)}, "
-                             "an AutoGuide class or a guide callable")
         else:
             draws, steps = fit_pyro_guide(problem, guide, num_steps=self.num_steps,
                                           num_particles=self.num_particles, lr=self.lr,

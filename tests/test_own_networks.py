@@ -39,8 +39,8 @@ def guide(images, num_images=16):
 def test_a_guide_callable_is_the_proposal_of_the_held_out_likelihood():
     """Scored as the same guide shipped in a ModelSpec is: the importance-weighted bound, not NaN."""
     fit = bg.fit(model, {"images": IMAGES}, guide=guide, **OPTIONS)
-    shipped = bg.fit(bg.ModelSpec(name="own_vae", model=model, guide=guide, observed={"images": "images"}), {"images": IMAGES},
-                     **OPTIONS)
+    spec = bg.ModelSpec(name="own_vae", model=model, guide=guide, observed={"images": "images"})
+    shipped = bg.fit(spec, {"images": IMAGES}, **OPTIONS)
     report = bg.evaluate(fit, {"images": HELDOUT}, num_samples=10)
     expected = bg.evaluate(shipped, {"images": HELDOUT}, num_samples=10)
     assert np.isfinite(report["lpd_per_obs"].iloc[0]) and report["lpd_per_obs"].iloc[0] < 0
@@ -186,6 +186,7 @@ def test_a_zoo_network_fit_is_scored_with_its_own_sizes_unless_told_others(tmp_p
     assert np.isfinite(bg.evaluate(fit, {"images": TEST[:60]}, num_samples=2)["lpd_per_obs"]).all()
     assert bg.anomaly_scores(fit, {"images": TEST[:3]}).shape == (3,)
     fit.save(str(tmp_path / "vae.nc"))
-    assert np.isfinite(bg.evaluate(bg.load(str(tmp_path / "vae.nc")), {"images": TEST[:60]}, num_samples=2)["lpd"]).all()
+    loaded = bg.load(str(tmp_path / "vae.nc"))
+    assert np.isfinite(bg.evaluate(loaded, {"images": TEST[:60]}, num_samples=2)["lpd"]).all()
     with pytest.raises(ValueError, match=r"data\['hidden'\] is 200, but the fit was made with 20"):
         bg.evaluate(fit, {"images": TEST[:60], "hidden": 200})

@@ -54,10 +54,10 @@ def test_engine_options_are_checked_against_their_types():
 
 def test_real_options_must_be_finite_and_in_their_range():
     make = bg.registry.make_engine
-    for engine, option, value, words in [("svi", "lr", -1.0, "a positive number"), ("mle", "lr", float("nan"),
-                                          "a positive number"), ("map", "lr_decay", 0, r"in \(0, 1\]"),
-                                         ("svi", "lr_decay", 5, r"in \(0, 1\]"), ("svi", "tol", -1e-3, "a non-negative number"),
-                                         ("nuts", "target_accept", 1.0, "strictly between 0 and 1")]:
+    cases = [("svi", "lr", -1.0, "a positive number"), ("mle", "lr", float("nan"), "a positive number"),
+             ("map", "lr_decay", 0, r"in \(0, 1\]"), ("svi", "lr_decay", 5, r"in \(0, 1\]"),
+             ("svi", "tol", -1e-3, "a non-negative number"), ("nuts", "target_accept", 1.0, "strictly between 0 and 1")]
+    for engine, option, value, words in cases:
         with pytest.raises(ValueError, match=rf"engine '{engine}': option {option} must be {words}"):
             make(engine, {option: value})
     assert make("svi", {"lr": 3e-3, "lr_decay": 1}).lr_decay == 1.0
