@@ -367,15 +367,15 @@ def _observed_data(problem: Problem, site: str) -> torch.Tensor:
 
 
 def _constant_data(problem: Problem) -> dict[str, np.ndarray]:
-    """The program's arguments other than the observed ones, as arrays (0-d for numbers): what
+    """The program's arguments other than the observed ones, as arrays (0-d for numbers and strings): what
     ``bg.load(path, model=...)`` needs beside the observed data to rebuild the problem."""
     observed = set(problem.spec.observed.values())
     out = {}
     for key, value in problem.data.items():
-        if key in observed or value is None or isinstance(value, str):
+        if key in observed or value is None:
             continue
         if isinstance(value, torch.Tensor):
             out[key] = value.detach().cpu().numpy()
-        elif isinstance(value, (bool, int, float, np.number)):
+        elif isinstance(value, (bool, int, float, str, np.number)):  # a string: which network, a name
             out[key] = np.asarray(value)
     return out

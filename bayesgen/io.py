@@ -48,9 +48,6 @@ def save(fit: Fit, path: str) -> None:
         "dims": fit.dims, "model_name": fit.model_name, "zoo_model": _is_zoo_model(fit),
         # ArviZ gives a number a dimension of length 1: the shapes bring back 0-d arguments as 0-d
         "constant_shapes": {key: list(np.shape(value)) for key, value in fit.constant_data.items()},
-        # a program's string arguments (which network, a name) have no array to sit in
-        "string_arguments": {key: value for key, value in (fit.problem.data if fit.problem else {}).items()
-                             if isinstance(value, str)},
         # the ArviZ groups hold a discrete site's values as integers; the fit holds them as the program took them
         "data_dtypes": {group: {key: str(value.dtype) for key, value in arrays.items()}
                         for group, arrays in (("observed_data", fit.observed_data),
@@ -118,7 +115,7 @@ def load(path: str, model: Callable[..., Any] | str | ModelSpec | None = None) -
     if model is None and meta.get("zoo_model"):
         model = fit.model_name  # a zoo model's program is found by its name, not unpickled
     if model is not None:
-        fit.problem = _problem(fit, model, path, meta.get("string_arguments", {}))
+        fit.problem = _problem(fit, model, path, meta.get("string_arguments", {}))  # files of 0.x kept them apart
     return fit
 
 

@@ -177,7 +177,9 @@ def test_a_string_argument_that_chooses_the_network_survives_save_and_load(tmp_p
     fit = bg.fit(regression, {"x": x, "y": torch.sin(3 * x), "kind": "deep"}, engine="mle", num_steps=20,
                  progress=False)
     fit.save(str(tmp_path / "fit.nc"))
-    loaded = bg.load(str(tmp_path / "fit.nc"), model=regression)
+    bg.load(str(tmp_path / "fit.nc")).save(str(tmp_path / "again.nc"))  # loaded without its program, saved again
+    loaded = bg.load(str(tmp_path / "again.nc"), model=regression)
+    assert loaded.problem.data["kind"] == "deep" and "kind" in loaded.to_arviz().constant_data
     np.testing.assert_array_equal(loaded.predict(num_samples=5, seed=1)["y"], fit.predict(num_samples=5, seed=1)["y"])
 
 
