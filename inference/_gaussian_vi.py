@@ -186,14 +186,19 @@ class _LastWindow:
 
 def elbo_converged(losses: list[float], window: int, tol: float) -> bool:
     """Whether the mean loss of the last window moved less than ``tol`` (relative) or than
-    twice its standard error, compared with the window before."""
+    twice its standard error, compared with the window before.
+
+    The loss's step-to-step noise is read from the median absolute difference of successive
+    losses over both windows, not from their variance: a loss still falling, or one spike
+    while Adam finds its scale, would inflate a variance until any change looked like noise
+    (a 20-step VAE run passed that way)."""
     if len(losses) < 2 * window:
         return False
-    last = torch.tensor(losses[-window:])
-    prev = torch.tensor(losses[-2 * window:-window])
-    change = float((last.mean() - prev.mean()).abs())
-    noise = float(((last.var() + prev.var()) / window).sqrt())
-    return change < max(tol * float(last.mean().abs()), 2 * noise)
+    recent = torch.tensor(losses[-2 * window:], dtype=torch.float64)
+    change = float((recent[window:].mean() - recent[:window].mean()).abs())
+    step_sd = 1.4826 * float(recent.diff().abs().median()) / 2**0.5  # of one loss, were they independent
+    noise = step_sd * (2 / window) ** 0.5  # standard error of the difference of two window means
+    return change < max(tol * float(recent[window:].mean().abs()), 2 * noise)
 
 
 def _covariance(precision: torch.Tensor) -> torch.Tensor | None:

@@ -76,6 +76,19 @@ def test_a_run_whose_means_still_move_is_not_converged(monkeypatch):
     assert any("did not converge" in f for f in bg.check(fit))
 
 
+def test_the_loss_test_reads_noise_from_successive_steps_not_from_a_falling_loss_or_a_spike():
+    rng = np.random.default_rng(0)
+    noisy_plateau = list(100 + rng.normal(0, 5, 40))
+    assert gaussian_vi.elbo_converged(noisy_plateau, window=20, tol=0.0)
+    falling = list(100 - 0.5 * np.arange(40) + rng.normal(0, 5, 40))  # 10 below in 20 steps: twice the noise
+    assert not gaussian_vi.elbo_converged(falling, window=20, tol=0.0)
+    # a 20-step VAE run: one spike while Adam finds its scale, then a loss still falling; its window
+    # variance made the first window's mean look as noisy as the change, and the run "converged"
+    vae_like = [23905, 112486, 30000, 21000, 18000, 16800, 15700, 15300, 14900, 14600,
+                14171, 13900, 13650, 13310, 13100, 12950, 12838, 12790, 12760, 12719]
+    assert not gaussian_vi.elbo_converged(vae_like, window=10, tol=1e-3)
+
+
 def test_the_gaussian_families_start_at_the_laplace_approximation():
     def model():
         pyro.sample("x", dist.Normal(3.0, 0.5))
