@@ -131,7 +131,9 @@ def _guide_draws(guide: Callable[..., Any], problem: Problem, num_draws: int, *,
     if density.vectorized:
         with pyro.plate(BATCH_PLATE, num_draws, dim=-density.max_plate_nesting - 1):
             trace = poutine.trace(guide).get_trace(**problem.data)
-        return {s.name: per_draw(trace.nodes[s.name]["value"], num_draws, s.shape)[None] for s in sites}
+        # copies: an AutoDelta's "draw" is a view of its own parameter, which the caller resets afterwards
+        return {s.name: per_draw(trace.nodes[s.name]["value"], num_draws, s.shape).detach().clone()[None]
+                for s in sites}
     traces = [poutine.trace(guide).get_trace(**problem.data) for _ in range(num_draws)]
     return {s.name: torch.stack([t.nodes[s.name]["value"].reshape(s.shape) for t in traces])[None]
             for s in sites}

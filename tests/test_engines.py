@@ -266,6 +266,18 @@ def test_svi_runs_pyro_autoguides():
     assert fit.sample_stats["loss"].shape == (1, 1500)
 
 
+def test_an_autodelta_instance_gives_its_trained_point_not_its_start():
+    """The draws of an AutoDelta are views of its parameters, which the fit resets afterwards; they
+    held the guide's starting values, with nothing said, until they were copied."""
+    from pyro.infer.autoguide import AutoDelta
+
+    X, y = regression_data()
+    fit = bg.fit(linear_regression, {"X": X, "y": y}, engine="svi", guide=AutoDelta(linear_regression),
+                 num_steps=1500, lr=0.05)
+    np.testing.assert_allclose(fit.posterior["beta"][0, 0], fit.params["AutoDelta.beta"], rtol=1e-12)
+    assert abs(fit.posterior["beta"][0, 0, 1] + 2.0) < 0.3
+
+
 def test_enumerated_mixture_with_nuts_and_traceenum_svi():
     from pyro.infer.autoguide import AutoNormal
 
