@@ -93,7 +93,7 @@ def c2st_accuracy(test: np.ndarray, samples: np.ndarray) -> float:
         classifier = MLPClassifier(hidden_layer_sizes=(64,), max_iter=200, random_state=0)
     with warnings.catch_warnings():
         # 200 epochs without early stopping leave the optimiser short of its tolerance; the
-        # cross-validated accuracy is the statistic, not the fit of the classifier
+        # held-out accuracy is the statistic, not the fit of the classifier
         warnings.filterwarnings("ignore", category=ConvergenceWarning)
         return c2st(test.reshape(len(test), -1), samples.reshape(len(samples), -1), seed=0,
                     classifier=classifier)[0]
