@@ -26,7 +26,7 @@ from bayesgen.registry import get_model, is_zoo_spec, list_engines, make_engine
 from bayesgen.result import Fit
 from bayesgen.spec import ModelSpec
 from bayesgen.validate import (check_arguments, check_observed, check_single_rows, infer_observed, keyword_parameters,
-                               to_tensors)
+                               observations_as_floats, to_tensors)
 
 __all__ = ["fit", "prepare", "resolve_model", "with_fixed_arguments"]
 
@@ -137,6 +137,9 @@ def prepare(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any]
     assert prototype is not None
     if not spec.observed:
         spec = dataclasses.replace(spec, observed=infer_observed(prototype, tensors))
+    as_floats = observations_as_floats(prototype, spec, tensors)
+    if as_floats:  # a Bernoulli's 0/1 as integers, a count as a Python int: the program runs again on floats
+        tensors, prototype, _ = _traced(spec, {**data, **as_floats}, resolved, chosen)
     check_observed(prototype, spec)
     check_single_rows(prototype, tensors, spec)
     return Problem(spec=spec, data=tensors, prototype=prototype, device=resolved, dtype=chosen)

@@ -22,7 +22,7 @@ from bayesgen.program import is_deterministic, is_subsample, run_program
 from bayesgen.spec import ModelSpec
 
 __all__ = ["check_arguments", "check_observed", "check_single_rows", "infer_observed", "keyword_parameters",
-           "missing_arguments", "observed_by_name", "to_tensors"]
+           "missing_arguments", "observations_as_floats", "observed_by_name", "to_tensors"]
 
 
 def keyword_parameters(model: Callable[..., Any]) -> dict[str, inspect.Parameter] | None:
@@ -153,12 +153,15 @@ def to_tensors(data: Mapping[str, Any], device: torch.device, dtype: torch.dtype
 
 
 def infer_observed(trace: Trace, data: Mapping[str, Any]) -> dict[str, str]:
-    """Observed site -> the argument whose tensor the program passed as ``obs``."""
+    """Observed site -> the argument whose tensor the program passed as ``obs``, or whose Python
+    number it passed, where the argument is named like the site (a number is no object of its own:
+    ``n=21, k=21`` would hold the same one)."""
     found = {}
     for name, site in trace.nodes.items():
         if site["type"] == "sample" and site["is_observed"] and not is_deterministic(site):
             for key, value in data.items():
-                if isinstance(value, torch.Tensor) and site["value"] is value:
+                if site["value"] is value and (isinstance(value, torch.Tensor)
+                                               or key == name and isinstance(value, (bool, int, float))):
                     found[name] = key
     return found
 
@@ -240,6 +243,45 @@ def _observes(model: Callable[..., Any], blank: Mapping[str, Any], name: str, va
     return observed.shape == value.shape and torch.equal(observed.to(value.dtype), value)
 
 
+def _scores(fn: Any, value: torch.Tensor) -> bool:
+    """Whether ``fn.log_prob`` takes ``value`` (its dtype; a value outside the support still counts)."""
+    try:
+        with torch.no_grad(), pyro.validation_enabled(False):
+            fn.log_prob(value)
+    except (RuntimeError, TypeError, AttributeError):
+        return False
+    except ValueError:  # the distribution's own support check: reported by _check_support
+        return True
+    return True
+
+
+def _discrete(fn: Any) -> bool:
+    """Whether a distribution's support is discrete (False where it declares none)."""
+    try:
+        return bool(fn.support.is_discrete)
+    except NotImplementedError:
+        return False
+
+
+def observations_as_floats(trace: Trace, spec: ModelSpec, data: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Observed arguments to pass again as float arrays: Python numbers (``obs=21``, which a
+    ``log_prob`` cannot take), and whole-number or bool arrays of a discrete site that its
+    distribution scores as floats only (0/1 responses of a Bernoulli), as PyMC and Stan take
+    them. Integer data that their distribution scores as they are (a Poisson's counts) stay
+    integers; bools under a continuous distribution are refused by :func:`check_observed`."""
+    out = {}
+    for name, argument in spec.observed.items():
+        site, value = trace.nodes.get(name), data.get(argument)
+        if site is None or not site["is_observed"] or site["value"] is not value:
+            continue
+        if isinstance(value, (bool, int, float)):
+            out[argument] = np.asarray(float(value))
+        elif isinstance(value, torch.Tensor) and not value.is_floating_point() and _discrete(site["fn"]) \
+                and not _scores(site["fn"], value) and _scores(site["fn"], value.to(torch.get_default_dtype())):
+            out[argument] = value.cpu().numpy().astype(float)
+    return out
+
+
 def _check_scorable(name: str, site: Mapping[str, Any], value: torch.Tensor, spec: ModelSpec) -> None:
     """Bool or integer data must be ones the site's distribution can score.
 
@@ -250,6 +292,8 @@ def _check_scorable(name: str, site: Mapping[str, Any], value: torch.Tensor, spe
     try:
         with torch.no_grad(), pyro.validation_enabled(False):
             site["fn"].log_prob(value)
+    except ValueError:  # the distribution's own support check, made when it was built: _check_support says more
+        return
     except (RuntimeError, TypeError) as exc:
         argument = spec.observed.get(name)
         data = f"data['{argument}']" if argument else "the data"

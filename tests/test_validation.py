@@ -120,6 +120,32 @@ def test_data_outside_the_support_are_named_for_fitting_and_for_scoring():
         bg.fit(masked_counts, {"y": np.where(np.arange(6) == 1, -3.0, counts)}, engine="map")
 
 
+def test_whole_number_observations_are_taken_as_pymc_and_stan_take_them():
+    """A Bernoulli's 0/1 as integers or bools, and a count passed as a Python int, were refused
+    ("pass data['y'] as floats") or crashed inside Pyro ('int' object has no attribute 'lgamma');
+    a negative integer count met Pyro's support check without its index."""
+    flips = np.array([0, 1, 1, 0, 1, 0])
+    floats = bg.fit(coin_flips, {"y": flips.astype(float)}, engine="map").point["p"]
+    for whole in (flips, flips.astype(bool), torch.tensor(flips)):
+        assert bg.fit(coin_flips, {"y": whole}, engine="map").point["p"] == pytest.approx(floats, rel=1e-12)
+
+    def coin(n, k=None):
+        p = pyro.sample("p", dist.Beta(2.0, 3.0))
+        pyro.sample("k", dist.Binomial(n, p), obs=k)
+
+    # Beta(2 + 21, 3 + 9): its mode 22 / 33
+    assert bg.fit(coin, {"n": 30, "k": 21}, engine="map").point["p"] == pytest.approx(22 / 33, rel=1e-5)
+
+    def counts(y=None):
+        rate = pyro.sample("rate", dist.Gamma(2.0, 1.0))
+        with pyro.plate("n", 4):
+            pyro.sample("y", dist.Poisson(rate), obs=y)
+
+    assert bg.fit(counts, {"y": np.array([5, 0, 3, 1])}, engine="map").observed_data["y"].dtype == np.int64
+    with pytest.raises(ValueError, match=r"Poisson .* at index \(3,\): -1; check data\['y'\]"):
+        bg.fit(counts, {"y": np.array([5, 0, 3, -1])}, engine="map")
+
+
 def test_wrong_dtype_names_the_argument():
     with pytest.raises(TypeError, match=r"data\['y'\] has dtype <U"):
         bg.fit(normal_normal, {"y": np.array(["a", "b"])}, engine="map")
