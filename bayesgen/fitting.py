@@ -292,8 +292,27 @@ def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
     problem = prepare(model, data, device, dtype)
     problem.ranks = ranks
     _check_engine_applies(model, problem.spec, type(engine).name)
+    _warn_of_unobserved_data(problem, data)
     with computing_in(problem.dtype):
         return _run(engine, problem, seed, sys.stderr.isatty() if progress is None else progress, start)
+
+
+def _warn_of_unobserved_data(problem: Problem, data: Mapping[str, Any] | None) -> None:
+    """Warn where a bare program's argument that defaults to None, named like one of its sample
+    sites, was not given (``def model(X, y=None)`` fitted with ``{"X": X}``): the site is then a
+    latent, so the fit is of the prior, which nothing else would say."""
+    if problem.spec.observed or data is None:
+        return
+    parameters, nodes = keyword_parameters(problem.spec.model) or {}, problem.prototype.nodes
+    left_out = [name for name, parameter in parameters.items()
+                if parameter.default is None and name not in data and name in nodes
+                and nodes[name]["type"] == "sample" and not nodes[name]["is_observed"]]
+    if left_out:
+        names = ", ".join(f"'{name}'" for name in left_out)
+        warnings.warn(f"the program observes no data: its site(s) {names} are sampled as unknowns because their "
+                      f"argument(s) were not given, so this fits the prior; pass "
+                      f"{', '.join(f'data[{name!r}]' for name in left_out)} to condition on them",
+                      UserWarning, stacklevel=3)
 
 
 def _check_engine_applies(model: Any, spec: ModelSpec, engine: str) -> None:

@@ -86,11 +86,18 @@ def make_engine(name: str, options: dict[str, Any], program_arguments: Collectio
         if key in program_arguments:
             raise TypeError(f"engine '{name}' has no option '{key}': '{key}' is an argument of the program, "
                             f"so pass it in the data: bg.fit(model, {{..., '{key}': ...}}, engine='{name}')")
-        raise TypeError(f"engine '{name}' has no option '{key}'.{did_you_mean(key, valid)} "
-                        f"Valid options: {', '.join(valid)}")
+        hint = did_you_mean(key, valid)
+        if key in _SAME_MEANING and _SAME_MEANING[key] in valid:  # the one meaning the spelling misses
+            hint = f" Did you mean '{_SAME_MEANING[key]}'?"
+        raise TypeError(f"engine '{name}' has no option '{key}'.{hint} Valid options: {', '.join(valid)}")
     hints = typing.get_type_hints(cls)
     return cls(**{key: _checked_option(name, key, hints[key], value) for key, value in options.items()})
 
+
+#: Options of one meaning under two names: a sampler's ``num_samples`` are the draws that an
+#: approximation (``num_draws``) takes from its fitted distribution; by spelling alone
+#: ``num_samples`` is closest to ``num_steps``, which means optimiser steps.
+_SAME_MEANING = {"num_samples": "num_draws", "num_draws": "num_samples"}
 
 #: The least value of an integer option (counts, sizes, a rank) where it is not 1.
 #: No warmup, or no optimisation steps (an ``svi`` fit that keeps its Laplace start), are runs

@@ -146,6 +146,27 @@ def test_whole_number_observations_are_taken_as_pymc_and_stan_take_them():
         bg.fit(counts, {"y": np.array([5, 0, 3, -1])}, engine="map")
 
 
+def test_leaving_out_the_observations_of_a_bare_program_is_warned_about():
+    def logit(X, y=None):
+        beta = pyro.sample("beta", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+        with pyro.plate("n", len(X)):
+            pyro.sample("y", dist.Bernoulli(logits=X @ beta), obs=y)
+
+    X = np.random.default_rng(0).normal(size=(30, 2))
+    # y enumerated away, the posterior was the prior, and nothing said so
+    with pytest.warns(UserWarning, match=r"observes no data: its site\(s\) 'y' are sampled as unknowns .* "
+                                         r"pass data\['y'\] to condition on them"):
+        bg.fit(logit, {"X": X}, engine="laplace")
+
+
+def test_a_draw_count_under_the_other_engines_name_is_pointed_to_its_own():
+    # by spelling, num_samples is closest to num_steps (optimiser steps): the hint was wrong
+    with pytest.raises(TypeError, match="engine 'mle' has no option 'num_samples'. Did you mean 'num_draws'?"):
+        bg.fit(normal_normal, {"y": Y}, engine="mle", num_samples=100)
+    with pytest.raises(TypeError, match="engine 'nuts' has no option 'num_draws'. Did you mean 'num_samples'?"):
+        bg.fit(normal_normal, {"y": Y}, engine="nuts", num_draws=100)
+
+
 def test_wrong_dtype_names_the_argument():
     with pytest.raises(TypeError, match=r"data\['y'\] has dtype <U"):
         bg.fit(normal_normal, {"y": np.array(["a", "b"])}, engine="map")
