@@ -207,7 +207,7 @@ def test_an_improper_prior_gets_the_masked_proper_prior_instead():
 
 
 def test_mle_without_observed_data_is_an_error():
-    with pytest.raises(ValueError, match="no observed sites"):
+    with pytest.warns(UserWarning, match=r"pass data\['y'\]"), pytest.raises(ValueError, match="no observed sites"):
         bg.fit(normal_normal, {"n": 5}, engine="mle")
 
 
