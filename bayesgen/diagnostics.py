@@ -28,18 +28,32 @@ PARETO_K_MAX = 0.7
 def summary(fit: "Fit") -> "pd.DataFrame":
     """ArviZ summary of the posterior draws.
 
-    MCMC fits get the full table (mean, sd, hdi, mcse, ess_bulk, ess_tail, r_hat);
+    MCMC fits get the full table (mean, sd, hdi, mcse, ess_bulk, ess_tail, r_hat; one chain
+    has no R-hat, which compares chains, so its column is left out rather than NaN);
     approximations and point estimates, whose draws are independent and come in one
     chain, get mean, sd and hdi, since their MCSE, ESS and R-hat diagnose nothing. A fit
     without posterior sites (a VAE's networks are all parameters, in ``fit.params``) gets an
     empty table.
     """
+    import logging
+    import sys
+
     import pandas as pd
 
     if not fit.posterior:
         return pd.DataFrame(columns=["mean", "sd"])
-    kind = "all" if fit.kind == "samples" else "stats"
-    return _az.summary(fit.to_arviz(), var_names=list(fit.posterior), kind=kind)
+    if fit.kind != "samples":
+        return _az.summary(fit.to_arviz(), var_names=list(fit.posterior), kind="stats")
+    if fit.num_chains > 1:
+        return _az.summary(fit.to_arviz(), var_names=list(fit.posterior), kind="all")
+    idata = fit.to_arviz()
+    arviz_log = sys.modules["arviz"]._log  # a Logger of arviz's own, which logging.getLogger does not return
+    level = arviz_log.level
+    arviz_log.setLevel(logging.ERROR)  # its "Shape validation failed ... chains=2" is the R-hat left out here
+    try:
+        return _az.summary(idata, var_names=list(fit.posterior), kind="all").drop(columns="r_hat")
+    finally:
+        arviz_log.setLevel(level)
 
 
 #: Fewest draws whose importance weights PSIS fits a tail to: its tail is about 3 sqrt(n) of

@@ -84,6 +84,13 @@ class SBCResult:
         """
         return self.tests.index[self.tests["rejected"]].tolist()
 
+    def __repr__(self) -> str:
+        """One line of what was tested and found (the dataclass's own would print every rank)."""
+        verdict = f"rejected={self.rejected}" if self.rejected else "no quantity rejected"
+        untested = f", untested={self.untested}" if self.untested else ""
+        return (f"SBCResult({len(self.seeds)} simulations x {self.num_draws} draws, {len(self.ranks)} quantities, "
+                f"alpha={self.alpha}: {verdict}{untested})")
+
     @property
     def untested(self) -> list[str]:
         """The quantities whose ranks were too few to test (p-value NaN: with fewer than 10

@@ -379,6 +379,9 @@ def check_observed(trace: Trace, spec: ModelSpec) -> None:
         if site["type"] != "sample" or not site["is_observed"] or is_deterministic(site) or is_subsample(site):
             continue
         expected = tuple(site["fn"].batch_shape + site["fn"].event_shape)
+        if isinstance(site["value"], np.ndarray):
+            raise TypeError(f"observed site '{name}' got a numpy array as obs; Pyro scores tensors only: pass the "
+                            "data argument itself (bayesgen makes it a tensor) or torch.as_tensor(...) of it")
         if not isinstance(site["value"], (torch.Tensor, numbers.Number)):
             argument = spec.observed.get(name)
             raise TypeError(f"observed site '{name}' got {type(site['value']).__name__} {site['value']!r:.40} as its "

@@ -71,6 +71,8 @@ def test_beats_the_mixture_of_bernoullis_on_held_out_digits(name, lr, single_pre
     samples = fit.generate(len(TEST), seed=1)["images"]
     independent = IndependentBernoulli().fit(TRAIN).sample(len(TEST), seed=1)
     flat = TEST.reshape(len(TEST), -1)
-    ours, theirs = (c2st(flat, s.reshape(len(s), -1), seed=0)[0] for s in (samples, independent))
+    # held-out accuracy, the mean of five half splits (one's sd is 0.024 on 450 digits at chance)
+    ours, theirs = (np.mean([c2st(flat, s.reshape(len(s), -1), seed=seed).statistic for seed in range(5)])
+                    for s in (samples, independent))
     print(f"c2st accuracy: {name} {ours:.3f}, independent Bernoulli {theirs:.3f}")
     assert ours < theirs

@@ -69,3 +69,11 @@ def test_too_few_draws_for_pareto_k_give_none_not_an_error():
     fit = bg.fit(normal_normal, {"y": y}, engine="laplace", num_draws=1)
     assert fit.info["pareto_k"] is None and fit.posterior["mu"].shape == (1, 1)
     assert bg.check(fit) == []
+
+
+def test_one_chain_has_no_r_hat_column_and_no_arviz_complaint(capfd):
+    fit = bg.fit(normal_normal, {"y": np.zeros(5)}, engine="nuts", num_chains=1, num_warmup=100, num_samples=100,
+                 progress=False)
+    table = fit.summary()
+    assert "r_hat" not in table and "ess_bulk" in table  # R-hat compares chains: NaN said nothing
+    assert "Shape validation failed" not in capfd.readouterr().err

@@ -189,7 +189,9 @@ def test_on_cuda():
 
 
 def _c2st(images):
-    return c2st(images.reshape(len(images), -1), TEST.reshape(len(TEST), -1), seed=0)[0]
+    """Held-out accuracy, the mean of five half splits (one's sd is 0.024 on 450 digits at chance)."""
+    return np.mean([c2st(images.reshape(len(images), -1), TEST.reshape(len(TEST), -1), seed=seed).statistic
+                    for seed in range(5)])
 
 
 @pytest.mark.slow

@@ -72,6 +72,7 @@ def test_ranks_tests_and_plot(tmp_path):
     assert list(result.tests.index) == ["mu", LOG_LIKELIHOOD]
     assert list(result.tests.columns) == ["chi2", "pvalue", "pvalue_holm", "rejected"]
     assert result.seeds.shape == (20, 2) and np.isnan(result.min_ess).all()  # independent draws: no ESS
+    assert repr(result).startswith("SBCResult(20 simulations x 49 draws, 2 quantities, alpha=0.01: ")  # not ranks
     path = tmp_path / "sbc.png"
     axes = result.plot(str(path))
     assert path.stat().st_size > 10_000 and axes.size == 2

@@ -173,6 +173,14 @@ def test_wrong_dtype_names_the_argument():
     with pytest.raises(TypeError, match=r"observed site 'y' got str 'y' as its data; pass its data as numbers"):
         bg.fit(coin_flips, {"y": "y"}, engine="map")
 
+    def numpy_obs(y=None):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("n", 5):
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=np.asarray(y))
+
+    with pytest.raises(TypeError, match="observed site 'y' got a numpy array as obs; Pyro scores tensors only"):
+        bg.fit(numpy_obs, {"y": np.zeros(5)}, engine="map")  # it said "pass its data as numbers (an array)"
+
 
 def test_discrete_latent_that_cannot_be_enumerated_is_named():
     def poisson_latent(y=None):
