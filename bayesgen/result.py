@@ -206,7 +206,7 @@ class Fit:
             try:
                 out = {k: v.cpu().numpy() for k, v in simulate_sites(problem.density, draws, data, sites).items()}
             except (RuntimeError, ValueError) as exc:
-                raise _with_shapes_named(exc, new_data, problem.data) from exc
+                raise _with_shapes_named(exc, new_data, problem.data, data) from exc
         if not new_data and num_samples is None:  # a thinned set would not line up with the posterior's draws
             self.posterior_predictive = out
         return out
@@ -260,16 +260,29 @@ class Fit:
         return self.problem
 
 
-def _with_shapes_named(exc: Exception, new_data: dict[str, Any], fitted: dict[str, Any]) -> Exception:
-    """``exc`` from a program run on new data, as a ``ValueError`` naming the new arguments whose
-    shapes differ from the fitted ones beyond their first (rows) dimension, where there are any:
-    the likely cause, which torch reports as a mismatch deep inside the program."""
+def _with_shapes_named(exc: Exception, new_data: dict[str, Any], fitted: dict[str, Any],
+                       ran: dict[str, Any]) -> Exception:
+    """``exc`` from a program run on new data (``ran``: all the arguments it ran with), as a
+    ``ValueError`` naming the likely cause, which torch reports as a mismatch deep inside the
+    program, where there is one: new arguments whose shapes differ from the fitted ones beyond
+    their first (rows) dimension, or arguments left at the fit's rows beside new ones of
+    another number of rows."""
     differ = [f"{key} has shape {tuple(np.shape(value))} where the fit's has {tuple(fitted[key].shape)}"
               for key, value in new_data.items()
               if isinstance(fitted.get(key), torch.Tensor) and np.ndim(value) == fitted[key].dim() >= 1
               and tuple(np.shape(value))[1:] != tuple(fitted[key].shape)[1:]]
+    # new rows for some covariates, the fit's for others left out: the program pairs them
+    resized = {int(fitted[key].shape[0]): int(np.shape(value)[0]) for key, value in new_data.items()
+               if isinstance(fitted.get(key), torch.Tensor) and np.ndim(value) >= 1 and fitted[key].dim() >= 1
+               and np.shape(value)[0] != fitted[key].shape[0]}
+    differ += [f"{key} still has the fit's {value.shape[0]} rows where the new data have {resized[value.shape[0]]} "
+               f"(pass {key}=... for the new rows too)"
+               for key, value in ran.items()
+               if key not in new_data and isinstance(value, torch.Tensor) and value.dim() >= 1
+               and value.shape[0] in resized]
     if not differ:
         return (ValueError if isinstance(exc, ValueError) else RuntimeError)(without_trace_table(str(exc)))
     return ValueError(f"the program fails on the new data ({type(exc).__name__}: {str(exc).splitlines()[0]}): "
-                      f"{'; '.join(differ)}; new data must match the fitted data in all but the number of rows")
+                      f"{'; '.join(differ)}; new data must match the fitted data in all but the number of rows, "
+                      "which the arguments of one observation share")
 

@@ -111,6 +111,23 @@ def test_cuda_device_without_cuda_is_a_clear_error():
         bg.fit(normal_normal, {"y": Y}, engine="map", device="cuda")
 
 
+def test_predict_names_a_covariate_left_at_the_fits_rows_beside_new_ones():
+    import torch
+
+    def exposure_model(x, exposure, y=None):
+        slope = pyro.sample("slope", dist.Normal(0.0, 1.0))
+        with pyro.plate("n", len(x)):
+            pyro.sample("y", dist.Poisson(exposure * torch.exp(slope * x)), obs=y)
+
+    rng = np.random.default_rng(0)
+    x, exposure = rng.normal(size=40), rng.uniform(1, 2, size=40)
+    fit = bg.fit(exposure_model, {"x": x, "exposure": exposure, "y": rng.poisson(exposure)}, engine="laplace")
+    with pytest.raises(ValueError, match=r"exposure still has the fit's 40 rows where the new data have 2 "
+                                         r"\(pass exposure=\.\.\. for the new rows too\)"):
+        fit.predict(x=np.array([0.0, 1.0]))  # torch's "size of tensor a (40) must match" before
+    assert fit.predict(x=np.array([0.0, 1.0]), exposure=np.ones(2))["y"].shape[-1] == 2
+
+
 def test_predict_with_new_data_and_stored_posterior_predictive(nuts_fit):
     fit = nuts_fit
     new = fit.predict(X=X[:7])
