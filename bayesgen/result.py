@@ -189,10 +189,9 @@ class Fit:
         check_arguments(problem.spec.model, new_data, partial=True)
         new_data = with_fixed_arguments(problem, new_data) if new_data else {}
         data = {**problem.data, **to_tensors(new_data, problem.device, problem.dtype)}
-        if new_data:
-            for argument in problem.spec.observed.values():
-                if argument not in new_data:
-                    data[argument] = None
+        cleared = [argument for argument in problem.spec.observed.values() if new_data and argument not in new_data]
+        for argument in cleared:
+            data[argument] = None
         draws = self._latent_draws(problem)
         if num_samples is not None:
             index = np.linspace(0, self.num_draws - 1, num_samples).round().astype(int)
@@ -205,8 +204,14 @@ class Fit:
         with torch.no_grad(), trained(problem, self.params):
             try:
                 out = {k: v.cpu().numpy() for k, v in simulate_sites(problem.density, draws, data, sites).items()}
-            except (RuntimeError, ValueError) as exc:
-                raise _with_shapes_named(exc, new_data, problem.data, data) from exc
+            except (RuntimeError, ValueError, TypeError) as exc:
+                named = _with_shapes_named(exc, new_data, problem.data, data)
+                if cleared:
+                    named = type(named)(f"{named}. With new data, the observed argument(s) "
+                                        f"{', '.join(cleared)} are set to None, so that the program sizes itself "
+                                        "from the new arguments; pass them too where it needs them (a forecast "
+                                        "continues its series)")
+                raise named from exc
         if not new_data and num_samples is None:  # a thinned set would not line up with the posterior's draws
             self.posterior_predictive = out
         return out
@@ -281,7 +286,8 @@ def _with_shapes_named(exc: Exception, new_data: dict[str, Any], fitted: dict[st
                if key not in new_data and isinstance(value, torch.Tensor) and value.dim() >= 1
                and value.shape[0] in resized]
     if not differ:
-        return (ValueError if isinstance(exc, ValueError) else RuntimeError)(without_trace_table(str(exc)))
+        kind = next((k for k in (ValueError, TypeError) if isinstance(exc, k)), RuntimeError)
+        return kind(without_trace_table(str(exc)))
     return ValueError(f"the program fails on the new data ({type(exc).__name__}: {str(exc).splitlines()[0]}): "
                       f"{'; '.join(differ)}; new data must match the fitted data in all but the number of rows, "
                       "which the arguments of one observation share")

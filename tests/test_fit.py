@@ -128,6 +128,22 @@ def test_predict_names_a_covariate_left_at_the_fits_rows_beside_new_ones():
     assert fit.predict(x=np.array([0.0, 1.0]), exposure=np.ones(2))["y"].shape[-1] == 2
 
 
+def test_predict_says_which_observed_arguments_it_set_to_none_when_the_program_needs_them():
+    def ar(y=None, horizon=0):
+        phi = pyro.sample("phi", dist.Uniform(-1.0, 1.0))
+        with pyro.plate("t", len(y) - 1):
+            pyro.sample("y", dist.Normal(phi * y[:-1], 1.0), obs=y[1:])
+        last = y[-1]
+        for h in range(horizon):
+            last = pyro.sample(f"forecast_{h}", dist.Normal(phi * last, 1.0))
+
+    series = np.cumsum(np.random.default_rng(0).normal(size=50))
+    fit = bg.fit(bg.ModelSpec("ar", ar, observed={"y": "y"}), {"y": series}, engine="laplace")
+    with pytest.raises(TypeError, match="no len.*the observed argument.s. y are set to None.*a forecast continues"):
+        fit.predict(horizon=3)  # the program's bare "object of type 'NoneType' has no len()" before
+    assert fit.predict(horizon=3, y=series, num_samples=5)["forecast_2"].shape == (1, 5)
+
+
 def test_predict_with_new_data_and_stored_posterior_predictive(nuts_fit):
     fit = nuts_fit
     new = fit.predict(X=X[:7])
