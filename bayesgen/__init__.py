@@ -9,6 +9,7 @@ from bayesgen.evaluate import evaluate
 from bayesgen.fitting import fit
 from bayesgen.io import load
 from bayesgen.logdensity import LogDensity
+from bayesgen.prior import sample_prior
 from bayesgen.registry import get_model, list_engines, list_models
 from bayesgen.result import Fit
 from bayesgen.sbc import SBCResult, sbc
@@ -17,6 +18,6 @@ from bayesgen.spec import ModelSpec
 __all__ = [
     "Fit", "LogDensity", "ModelSpec", "SBCResult", "anomaly_scores", "augment", "check", "compare", "discrete_marginals",
     "evaluate", "fit", "get_model", "inference", "infer_discrete", "list_engines", "list_models", "load", "loo_compare", "plot_compare",
-    "sbc",
+    "sample_prior", "sbc",
 ]
 __version__ = "0.1.0"

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bayesgen._lazy import LazyModule
+from bayesgen.validate import has_discrete_support
 
 if TYPE_CHECKING:
     from arviz import InferenceData
@@ -24,8 +25,8 @@ OPTIMIZATION = "optimization"
 #: ArviZ, imported at first use; silenced: 0.23's refactor notice
 _az: Any = LazyModule("arviz", quiet=FutureWarning)
 
-__all__ = ["OPTIMIZATION", "InferenceData", "is_per_step", "plot_densities", "plot_rank_ecdf", "read_netcdf",
-           "to_inference_data"]
+__all__ = ["OPTIMIZATION", "InferenceData", "is_per_step", "plot_densities", "plot_rank_ecdf", "prior_inference_data",
+           "read_netcdf", "to_inference_data"]
 
 
 def _dims(fit: "Fit", groups: list[dict[str, np.ndarray]]) -> dict[str, list[str]]:
@@ -46,14 +47,7 @@ def _discrete_sites(fit: "Fit") -> set[str]:
         return set()
     nodes = fit.problem.prototype.nodes
     return {name for name in fit.problem.spec.observed
-            if name in nodes and _has_discrete_support(nodes[name]["fn"])}
-
-
-def _has_discrete_support(fn: Any) -> bool:
-    try:
-        return bool(fn.support.is_discrete)
-    except NotImplementedError:  # an observed site's distribution need not declare its support
-        return False
+            if name in nodes and has_discrete_support(nodes[name]["fn"])}
 
 
 def _as_counts(arrays: dict[str, np.ndarray], discrete: set[str]) -> dict[str, np.ndarray]:
@@ -105,6 +99,18 @@ def to_inference_data(fit: "Fit") -> "InferenceData":
             {name: (("chain", "step", *(f"{name}_dim_{i}" for i in range(np.ndim(value) - 2))), np.asarray(value))
              for name, value in per_step.items()}, attrs=attrs)})
     return idata
+
+
+def prior_inference_data(prior: dict[str, np.ndarray], prior_predictive: dict[str, np.ndarray],
+                         observed_data: dict[str, np.ndarray], constant_data: dict[str, np.ndarray],
+                         dims: dict[str, list[str]], discrete: set[str]) -> "InferenceData":
+    """``arviz.InferenceData`` of draws from a program's prior (``bg.sample_prior``): groups prior,
+    prior_predictive, observed_data and constant_data, the sites in ``discrete`` as integers."""
+    groups = {"prior": prior or None, "prior_predictive": _as_counts(prior_predictive, discrete) or None,
+              "observed_data": _as_counts(observed_data, discrete) or None, "constant_data": constant_data or None}
+    names = {name for group in groups.values() if group for name in group}
+    return _az.from_dict(**groups, dims={name: list(d) for name, d in dims.items() if name in names},
+                         attrs={"inference_library": "bayesgen"})
 
 
 def read_netcdf(path: str) -> "InferenceData":

@@ -10,7 +10,6 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import pyro
 import torch
-from pyro.infer import Predictive
 
 from bayesgen._counts import check_count
 from bayesgen._lazy import LazyModule
@@ -22,7 +21,7 @@ from bayesgen.generate import local_latents, trained
 from bayesgen.marginal import observation_log_likelihood, undrawn_local_latents
 from bayesgen.metrics import c2st, chi_square_test, ks_test, mmd_test
 from bayesgen.postprocess import simulate_sites
-from bayesgen.program import on_device
+from bayesgen.prior import prior_draws
 from bayesgen.result import Fit
 from bayesgen.spec import ModelSpec
 
@@ -125,7 +124,7 @@ def _evaluate(fit_or_model: Fit | ModelSpec | str | Callable[..., Any], heldout:
     if isinstance(fit_or_model, Fit):
         draws = posterior_draws(fit_or_model, heldout, num_samples, undrawn_local_latents(fit_or_model, heldout))
     else:
-        draws = _prior_draws(heldout, num_samples, seed)
+        draws = prior_draws(heldout, num_samples, seed)
     if not heldout.spec.observed:
         raise ValueError("real_data holds no observed site's data: pass the held-out observations "
                          "under the program arguments that carry them")
@@ -237,21 +236,6 @@ def posterior_draws(fit: Fit, heldout: Problem, num_samples: int, undrawn: set[s
     index = np.linspace(0, total - 1, min(num_samples, total)).round().astype(int)
     return {name: _as_tensor(fit.posterior[name].reshape((total,) + fit.posterior[name].shape[2:])[index][None],
                              heldout) for name in names}
-
-
-def _prior_draws(problem: Problem, num_samples: int, seed: int) -> dict[str, torch.Tensor]:
-    """Latent draws from the prior, ``(1, S, *shape)``: the program run with the held-out data, which
-    its latents do not depend on (a latent site draws from its prior; only observed sites see the
-    data), so that local latents come at the held-out data's size."""
-    layout = problem.density.layout
-    if not layout:
-        raise ValueError("the program has no continuous latent sites whose prior could be sampled")
-    pyro.set_rng_seed(seed)
-    predictive = Predictive(problem.spec.model, num_samples=num_samples, parallel=problem.density.vectorized,
-                            return_sites=[site.name for site in layout])
-    with on_device(problem.device), torch.no_grad():
-        prior = predictive(**problem.data)
-    return {site.name: prior[site.name].reshape((1, num_samples) + site.shape) for site in layout}
 
 
 def _site_rows(site: str, real: np.ndarray, simulated: np.ndarray, loglik: np.ndarray | None, terms: int, *,

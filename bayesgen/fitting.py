@@ -28,7 +28,7 @@ from bayesgen.spec import ModelSpec
 from bayesgen.validate import (check_arguments, check_observed, check_single_rows, infer_observed, keyword_parameters,
                                observations_as_floats, to_tensors)
 
-__all__ = ["fit", "prepare", "resolve_model", "with_fixed_arguments"]
+__all__ = ["constant_arguments", "fit", "prepare", "resolve_model", "with_fixed_arguments"]
 
 
 def resolve_model(model: Callable[..., Any] | str | ModelSpec) -> ModelSpec:
@@ -357,7 +357,7 @@ def _run(engine: Engine, problem: Problem, seed: int, show: bool, start: float) 
                   "dtype": dtype_name(problem.dtype)}, timing=timing,
         point=point, stderr=_numpy(result.stderr), info=info,
         dims={k: list(v) for k, v in problem.spec.dims.items()}, model_name=problem.spec.name,
-        params=_numpy(params) or {}, constant_data=_constant_data(problem), problem=problem,
+        params=_numpy(params) or {}, constant_data=constant_arguments(problem), problem=problem,
     )
 
 
@@ -388,7 +388,7 @@ def _observed_data(problem: Problem, site: str) -> torch.Tensor:
     return node["value"]
 
 
-def _constant_data(problem: Problem) -> dict[str, np.ndarray]:
+def constant_arguments(problem: Problem) -> dict[str, np.ndarray]:
     """The program's arguments other than the observed ones, as arrays (0-d for numbers and strings): what
     ``bg.load(path, model=...)`` needs beside the observed data to rebuild the problem."""
     observed = set(problem.spec.observed.values())

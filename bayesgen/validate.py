@@ -21,8 +21,8 @@ from bayesgen.mapped import MappedRows, is_mapped
 from bayesgen.program import is_deterministic, is_subsample, run_program
 from bayesgen.spec import ModelSpec
 
-__all__ = ["check_arguments", "check_observed", "check_single_rows", "infer_observed", "keyword_parameters",
-           "missing_arguments", "observations_as_floats", "observed_by_name", "to_tensors"]
+__all__ = ["check_arguments", "check_observed", "check_single_rows", "has_discrete_support", "infer_observed",
+           "keyword_parameters", "missing_arguments", "observations_as_floats", "observed_by_name", "to_tensors"]
 
 
 def keyword_parameters(model: Callable[..., Any]) -> dict[str, inspect.Parameter] | None:
@@ -255,8 +255,9 @@ def _scores(fn: Any, value: torch.Tensor) -> bool:
     return True
 
 
-def _discrete(fn: Any) -> bool:
-    """Whether a distribution's support is discrete (False where it declares none)."""
+def has_discrete_support(fn: Any) -> bool:
+    """Whether a distribution's support is discrete (False where it declares none, as an observed
+    site's distribution need not)."""
     try:
         return bool(fn.support.is_discrete)
     except NotImplementedError:
@@ -276,7 +277,7 @@ def observations_as_floats(trace: Trace, spec: ModelSpec, data: Mapping[str, Any
             continue
         if isinstance(value, (bool, int, float)):
             out[argument] = np.asarray(float(value))
-        elif isinstance(value, torch.Tensor) and not value.is_floating_point() and _discrete(site["fn"]) \
+        elif isinstance(value, torch.Tensor) and not value.is_floating_point() and has_discrete_support(site["fn"]) \
                 and not _scores(site["fn"], value) and _scores(site["fn"], value.to(torch.get_default_dtype())):
             out[argument] = value.cpu().numpy().astype(float)
     return out
