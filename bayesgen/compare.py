@@ -225,6 +225,10 @@ def loo_compare(fits: Mapping[str, Fit] | Sequence[Fit], ic: str = "loo") -> pd.
     for name, fit in fits.items():
         if not fit.log_likelihood:
             raise ValueError(f"fit '{name}' has no pointwise log-likelihood to compare")
+        if sum(int(np.prod(values.shape[2:])) for values in fit.log_likelihood.values()) < 2:
+            raise ValueError(f"fit '{name}' has one likelihood term (a whole series or sequence is one "
+                             "observation), so there is no observation to leave out: compare such fits by "
+                             "held-out likelihood, bg.evaluate(fit, heldout)['lpd']")
         if not fit.posterior and fit.params:
             raise ValueError(f"fit '{name}' has no posterior draws (its unknowns are network weights, fitted as "
                              "points), so leave-one-out has nothing to reweight: compare such fits by held-out "

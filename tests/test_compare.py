@@ -123,6 +123,9 @@ def test_loo_compare_refuses_fits_of_different_observations_and_takes_a_sequence
                                          r"\(60 of 60 values differ\)"):
         bg.loo_compare({"a": fit, "b": tripled})  # ranked, elpd_diff 81 with dse 22, before
     assert list(bg.loo_compare([fit]).index) == ["laplace"]
+    series = bg.fit("ar", {"y": np.random.default_rng(0).normal(size=50)}, engine="laplace")
+    with pytest.raises(ValueError, match="fit 'laplace' has one likelihood term"):
+        bg.loo_compare([series])  # ArviZ computed it "from 1.0 observations", k-hat over 1
 
 
 def _chains(rng: np.random.Generator, phi: float = 0.95, chains: int = 4, length: int = 1000) -> np.ndarray:
