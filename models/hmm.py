@@ -201,6 +201,11 @@ SPEC = ModelSpec(
         "with infer_discrete on the twin program states_model. Gaussian state means are "
         "ordered, which rules out label switching. Default data: Old Faithful's waiting times "
         "in eruption order (Azzalini & Bowman 1990), which alternate between short and long. "
+        "Point estimates (mle, map) start at random, and the likelihood has saddles (both states "
+        "at one mean), no maximum where a state's scale shrinks onto one observation, and local "
+        "optima: bg.check flags the first two (a singular or indefinite Hessian, non-finite "
+        "values) but cannot tell a local optimum, so fit several seeds and keep the lowest final "
+        "loss (fit.sample_stats['loss']); Zucchini et al. (2016), ch. 3, discuss all three. "
         "See Rabiner (1989), Proc. IEEE 77(2), and Zucchini, MacDonald & Langrock (2016), "
         "Hidden Markov Models for Time Series, ch. 1-5."
     ),
