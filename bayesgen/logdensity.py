@@ -40,6 +40,11 @@ CHUNK = 1000
 CHUNK_ELEMENTS = 2**24
 
 
+#: Torch's words where a tensor of several values met code that takes one (``if z:``, ``z.item()``).
+_ONE_VALUE_EXPECTED = ("cannot be converted to Scalar", "Boolean value of Tensor with more than one value",
+                       "only one element tensors can be converted")
+
+
 @dataclass(frozen=True)
 class SiteLayout:
     """Where one continuous latent site lives in the flat unconstrained vector.
@@ -336,7 +341,16 @@ class LogDensity:
             program = _StopAfter(until)(program)
         with on_device(self.device), pyro.validation_enabled(False), poutine.trace() as tracer, \
                 contextlib.suppress(_Reached):
-            program(**self.data)
+            try:
+                program(**self.data)
+            except (RuntimeError, TypeError) as exc:
+                if self.enumerated and any(sign in str(exc) for sign in _ONE_VALUE_EXPECTED):
+                    raise type(exc)(f"{exc}: site(s) {', '.join(repr(name) for name in self.enumerated)} are "
+                                    "enumerated, so the program runs with all their values at once (a tensor "
+                                    "with a dimension of its own), and Python control flow or .item() on them "
+                                    "fails; write their effect with tensor operations (index a tensor of "
+                                    "parameters by them, torch.where, pyro.ops.indexing.Vindex)") from exc
+                raise
         return tracer.trace
 
     def fixed_program(self, values: Mapping[str, torch.Tensor], *, plated: bool = True,

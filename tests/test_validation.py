@@ -182,6 +182,19 @@ def test_wrong_dtype_names_the_argument():
         bg.fit(numpy_obs, {"y": np.zeros(5)}, engine="map")  # it said "pass its data as numbers (an array)"
 
 
+@pytest.mark.parametrize("engine", ["nuts", "map"])
+def test_python_control_flow_on_an_enumerated_site_is_explained(engine):
+    def switch(y=None):
+        w = pyro.sample("w", dist.Beta(1.0, 1.0))
+        z = pyro.sample("z", dist.Bernoulli(w))
+        pyro.sample("y", dist.Normal(2.0 if z.item() == 1 else -2.0, 1.0), obs=y)
+
+    # "a bug in the program, or priors whose draws it cannot handle" after 100 tries, before
+    with pytest.raises(RuntimeError, match="cannot be converted to Scalar: site.s. 'z' are enumerated.*torch.where"):
+        bg.fit(switch, {"y": torch.tensor(1.0)}, engine=engine, **({"num_warmup": 5, "num_samples": 5}
+                                                                  if engine == "nuts" else {}))
+
+
 def test_discrete_latent_that_cannot_be_enumerated_is_named():
     def poisson_latent(y=None):
         n = pyro.sample("n", dist.Poisson(3.0))
