@@ -203,6 +203,13 @@ def plot_compare(fits: Mapping[str, Fit] | Sequence[Fit], var_names: Sequence[st
         if not name.startswith("~") and name not in sites:  # "~name" leaves a site out, as in ArviZ
             raise ValueError(f"var_names: '{name}' is not a posterior site of any of the fits."
                              f"{did_you_mean(name, sites)} Sites: {', '.join(sites)}")
+    left_out = {name[1:] for name in var_names or () if name.startswith("~")}
+    chosen = [name for name in [n for n in var_names or () if not n.startswith("~")] or sites if name not in left_out]
+    broken = [f"{label}: {name}" for label, fit in named.items() for name in chosen
+              if name in fit.posterior and not np.isfinite(fit.posterior[name]).all()]
+    if broken:  # ArviZ leaves such a fit out of the panel without a word
+        warnings.warn(f"non-finite draws are not plotted ({'; '.join(broken)}); bg.check says why",
+                      UserWarning, stacklevel=2)
     axes = plot_densities([f.to_arviz() for f in named.values()], list(named),
                           list(var_names) if var_names else None)
     if path is not None:

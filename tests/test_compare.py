@@ -77,6 +77,11 @@ def test_plot_compare_writes_an_overlay(tmp_path, two_runs):
     with pytest.raises(ValueError, match="var_names: 'sigmaa' is not a posterior site of any of the fits. "
                                          "Did you mean 'sigma'"):
         bg.plot_compare(fits, var_names=["sigmaa"])
+    broken = copy.deepcopy(two_runs[1])
+    broken.posterior["sigma"][0, 3] = np.inf
+    with pytest.warns(UserWarning, match=r"non-finite draws are not plotted \(broken: sigma\)"):
+        bg.plot_compare({"first": two_runs[0], "broken": broken}, var_names=["~alpha"])  # ArviZ drops it silently
+    matplotlib.pyplot.close("all")
 
 
 def test_mmd_separates_shifted_gaussians_and_not_equal_ones():
