@@ -19,7 +19,7 @@ import numpy as np
 
 from bayesgen._files import save_figure
 from bayesgen.compare import plot_compare, scalar_draws
-from bayesgen.diagnostics import check
+from bayesgen.diagnostics import check, short_run_findings
 from bayesgen.fitting import fit
 from bayesgen.inference import HMC, MAP, MLE, NUTS, SVI, Laplace
 from bayesgen.result import Fit
@@ -73,19 +73,16 @@ def _side_by_side(fits: dict[str, Fit]) -> Any:
 
 
 def _verdict_lines(label: str, result: Fit, smoke: bool) -> list[str]:
-    """The engine's time and ``bg.check`` findings, wrapped; a smoke run's findings only counted.
-
-    A smoke run's few draws and optimiser steps leave R-hat, ESS and Pareto k-hat findings that
-    say nothing about the engine; listing them would read as a verdict.
-    """
+    """The engine's time and ``bg.check`` findings, wrapped; in a smoke run those that its few
+    draws and optimiser steps bring about (R-hat, ESS, an unconverged optimiser) only counted:
+    listed, they would read as a verdict on the engine."""
     findings = check(result)
-    if not findings:
-        text = "no problems found"
-    elif smoke:
-        text = (f"{len(findings)} finding(s), expected with a smoke run's few draws and steps "
-                "(run without --smoke for the verdict)")
-    else:
-        text = "; ".join(findings)
+    expected = short_run_findings(result, findings) if smoke else []
+    shown = [finding for finding in findings if finding not in expected]
+    if expected:
+        shown.append(f"{len(expected)} finding(s) expected with a smoke run's few draws and steps "
+                     "(run without --smoke for the verdict)")
+    text = "; ".join(shown) or "no problems found"
     prefix = f"  {label:<8} {result.timing['total']:5.1f} s  "
     return textwrap.wrap(text, WIDTH - 1, initial_indent=prefix, subsequent_indent=" " * len(prefix))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
 
     from bayesgen.result import Fit
 
-__all__ = ["check", "ess", "loo_table", "pareto_khat", "summary"]
+__all__ = ["check", "ess", "loo_table", "pareto_khat", "short_run_findings", "summary"]
 
 #: ArviZ, imported at first use (with :mod:`bayesgen.convert`, bayesgen's boundary with it)
 _az: Any = LazyModule("arviz", quiet=FutureWarning)
@@ -54,6 +55,27 @@ def summary(fit: "Fit") -> "pd.DataFrame":
         return _az.summary(idata, var_names=list(fit.posterior), kind="all").drop(columns="r_hat")
     finally:
         arviz_log.setLevel(level)
+
+
+#: The beginnings of bg.check's findings that too few draws (MCMC) or optimiser steps (SVI, and
+#: Adam on network weights) bring about, by the fit's kind or engine; laplace, map and the mle of
+#: programs without networks run to their end whatever they are asked, so none of theirs are here.
+_SHORT_RUN_FINDINGS = {
+    "samples": re.compile(r"\d+ divergent transitions|E-BFMI below|[\d.]+% of transitions hit max_tree_depth"
+                          r"|R-hat above|(bulk|tail) ESS below"),
+    "svi": re.compile(r"the optimiser did not converge|Pareto k-hat = "),
+    "mle": re.compile(r"the optimiser did not converge"),
+    "gan": re.compile(r"the optimiser did not converge"),
+}
+
+
+def short_run_findings(fit: "Fit", findings: list[str]) -> list[str]:
+    """Those of ``findings`` (``check(fit)``'s) that a deliberately short run (a smoke test, a demo's
+    quick mode) brings about whatever the engine's merit: unconverged chains or optimisers, too
+    few effective draws. The others (a mean-field Gaussian too narrow, non-finite draws, an
+    indefinite Hessian) say something about the engine at any length and are not among them."""
+    pattern = _SHORT_RUN_FINDINGS.get("samples" if fit.kind == "samples" else fit.engine)
+    return [finding for finding in findings if pattern is not None and pattern.match(finding)]
 
 
 #: Fewest draws whose importance weights PSIS fits a tail to: its tail is about 3 sqrt(n) of

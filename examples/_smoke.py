@@ -5,9 +5,10 @@ and optimiser steps for valid inference. This module keeps such a run from looki
 result:
 
 - ``quiet`` prints a banner saying so and silences the warnings expected at that size;
-- ``verdict`` leaves out the ``bg.check`` findings expected at that size (R-hat, ESS,
-  divergences, tree depth and E-BFMI of MCMC; an unfinished optimiser and the Pareto k-hat
-  of an undertrained SVI) and says how many it left out;
+- ``verdict`` leaves out the ``bg.check`` findings expected at that size
+  (``bayesgen.diagnostics.short_run_findings``: R-hat, ESS, divergences, tree depth and E-BFMI
+  of MCMC; an unfinished optimiser and the Pareto k-hat of an undertrained SVI) and says how
+  many it left out;
 - ``title`` and ``suptitle`` add a line to a plot's title saying that it is a smoke run.
 
 Without ``--smoke`` nothing is silenced or left out. In a smoke run too, anything else (errors,
@@ -21,7 +22,6 @@ leaves it out). The scripts import it as ``_smoke``: Python puts the script's ow
 from __future__ import annotations
 
 import contextlib
-import re
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -29,23 +29,12 @@ from typing import Any
 import numpy as np
 
 import bayesgen as bg
+from bayesgen.diagnostics import short_run_findings
 
 __all__ = ["BANNER", "quiet", "suptitle", "title", "verdict"]
 
 BANNER = ("smoke run: a quick check that everything works, with too few draws for valid inference.\n"
           "The numbers below are not results, and the convergence warnings expected at this size are hidden.")
-
-# the beginnings of bg.check's findings that a smoke run's few draws (MCMC) or few optimiser
-# steps (SVI, and Adam on network weights) bring about; laplace, map and the mle of programs
-# without networks are not cut short in smoke runs, so all their findings are shown
-EXPECTED_FINDINGS = {
-    "samples": re.compile(r"\d+ divergent transitions|E-BFMI below|[\d.]+% of transitions hit max_tree_depth"
-                          r"|R-hat above|(bulk|tail) ESS below"),
-    "svi": re.compile(r"the optimiser did not converge|Pareto k-hat = "),
-    # network weights trained for a few dozen steps (the deep image models)
-    "mle": re.compile(r"the optimiser did not converge"),
-    "gan": re.compile(r"the optimiser did not converge"),
-}
 
 # (message regex, category, module regex) of the warnings that too few draws bring about
 EXPECTED_WARNINGS = [
@@ -77,8 +66,7 @@ def verdict(fit: bg.Fit, smoke: bool, max_chars: int | None = None) -> str:
     ``max_chars`` cuts each finding to that length (long lists of parameter names).
     """
     findings = bg.check(fit)
-    pattern = EXPECTED_FINDINGS.get("samples" if fit.kind == "samples" else fit.engine)
-    expected = [f for f in findings if smoke and pattern is not None and pattern.match(f)]
+    expected = short_run_findings(fit, findings) if smoke else []
     shown = [f[:max_chars] for f in findings if f not in expected]
     if expected:
         shown.append(f"{len(expected)} finding{'s' if len(expected) > 1 else ''} expected in a smoke run, not shown")
