@@ -402,6 +402,14 @@ def _replicate(job: _Job, seeds: np.ndarray) -> tuple[dict[str, int], float]:
     blank = {**covariates, **{argument: None for argument in job.spec.observed.values()}}
     with torch.no_grad():
         trace = run_program(job.spec.model, to_tensors(blank, torch.device("cpu")))
+    weights = list(dict.fromkeys(name.split("$$$")[0] for name, site in trace.nodes.items()  # a module's name
+                                 if site["type"] == "param"))
+    if weights:
+        raise ValueError(f"SBC ranks true values drawn from the prior among posterior draws, but the program's "
+                         f"unknowns include parameters fitted as points ({', '.join(weights[:3])}"
+                         f"{', ...' if len(weights) > 3 else ''}: pyro.module or pyro.param), which have no prior "
+                         "to draw a truth from; judge such a model by held-out likelihood and sample tests, "
+                         "bg.evaluate(fit, heldout)")
     truth = {name: site["value"] for name, site in trace.nodes.items()
              if site["type"] == "sample" and name not in job.spec.observed and not is_subsample(site)}
     data = {**covariates, **{argument: trace.nodes[site]["value"] for site, argument in job.spec.observed.items()}}

@@ -221,3 +221,19 @@ def test_full_rank_svi_is_calibrated_on_the_normal_normal_model():
                "num_draws": 200}
     result = sbc(NORMAL, SIZE, engine="svi", options=options, num_simulations=200, progress=False)
     assert result.rejected == [], result.tests
+
+
+def test_a_program_with_networks_is_refused_with_the_reason():
+    net = torch.nn.Linear(1, 1)
+
+    def regression(x, y=None):
+        pyro.module("net", net)
+        noise = pyro.sample("noise", dist.HalfNormal(1.0))
+        with pyro.plate("n", len(x)):
+            pyro.sample("y", dist.Normal(net(x[:, None]).squeeze(-1), noise), obs=y)
+
+    x = np.linspace(-1, 1, 10)
+    # it failed with "the engine returned 1 posterior draws, fewer than num_draws": advice that did not help
+    with pytest.raises(ValueError, match=r"parameters fitted as points \(net: pyro.module or pyro.param\), "
+                                         "which have no prior"):
+        sbc(regression, {"x": x, "y": np.sin(x)}, engine="map", num_simulations=2, num_workers=1, progress=False)
