@@ -272,12 +272,16 @@ def _parser() -> argparse.ArgumentParser:
     listing.set_defaults(run=_list)
     engines = sub.add_parser("engines", help="list the engines with their options, defaults and what each does")
     engines.set_defaults(run=_engines)
+    for command in sub.choices.values():  # an unknown option is reported with its command's usage
+        command.set_defaults(command_parser=command)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bayesgen`` command."""
-    args = _parser().parse_args(argv)
+    args, unknown = _parser().parse_known_args(argv)
+    if unknown:
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         args.run(args)
     except (ValueError, TypeError, ImportError, FileNotFoundError) as exc:

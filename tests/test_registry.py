@@ -75,3 +75,14 @@ def test_the_command_line_reads_true_false_and_none_in_any_case():
         "centered": False, "dense_mass": True, "jit_compile": None, "lr": 0.1, "guide": "mvn"}
     with pytest.raises(ValueError, match="--option expects key=value, got 'num_samples'"):
         _options(["num_samples"])
+
+
+def test_an_unknown_command_line_option_shows_its_commands_usage(capsys):
+    from bayesgen.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["fit", "eight_schools", "--bogus"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    # the top-level usage (bayesgen [-h] {demo,fit,...}) said nothing about fit's options before
+    assert err.startswith("usage: bayesgen fit") and "unrecognized arguments: --bogus" in err
