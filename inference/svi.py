@@ -40,8 +40,8 @@ class SVI:
     Parameters
     ----------
     guide : str, AutoGuide class, callable or None
-        The variational family: "normal", "mvn" or "lowrank" Gaussians, or a Pyro guide. None
-        (the default) takes the guide the model's ``ModelSpec`` ships, else "normal".
+        The variational family ("normal", "mvn" or "lowrank" Gaussians, or a Pyro guide); None
+        takes the guide the model's ``ModelSpec`` ships, else "normal".
     num_steps : int
         Optimiser steps.
     num_particles : int
@@ -53,7 +53,8 @@ class SVI:
     rank : int
         Rank of the ``"lowrank"`` family.
     init_scale : float
-        Initial standard deviation of the Gaussian families.
+        Initial standard deviation of the Gaussian families where they start at random, not
+        at the Laplace approximation (programs with parameters, many latents, or no mode).
     num_draws : int
         Posterior draws taken from the fitted guide.
     tol : float
