@@ -61,6 +61,21 @@ def scalar_draws(fit: Fit, names: Sequence[str]) -> dict[str, np.ndarray]:
     return out
 
 
+def _without_mirrors(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]
+                     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Both fits' scalars without those whose draws repeat an earlier scalar's exactly in both fits
+    (a correlation matrix's ``corr[0,1,0]`` is its ``corr[0,0,1]``): a row, and a dimension of the
+    joint test, each would count twice."""
+    seen: set[tuple[bytes, bytes]] = set()
+    kept = []
+    for name in reference:
+        key = (np.ascontiguousarray(reference[name]).tobytes(), np.ascontiguousarray(other[name]).tobytes())
+        if key not in seen:
+            seen.add(key)
+            kept.append(name)
+    return {name: reference[name] for name in kept}, {name: other[name] for name in kept}
+
+
 def _effective(draws: np.ndarray) -> float:
     """The bulk ESS of ``(chain, draw)`` draws; all of them for 8 or fewer."""
     size = draws.shape[0] * draws.shape[1]
@@ -149,7 +164,7 @@ def compare(fits: Mapping[str, Fit] | Sequence[Fit], reference: str | None = Non
                 raise ValueError(f"site '{name}' has shape {fit.posterior[name].shape[2:]} in fit '{label}' but "
                                  f"{ref.posterior[name].shape[2:]} in the reference '{reference}': they are not "
                                  "the same parameter (fits of one model to other data, or of another model)")
-        ref_scalars, scalars = scalar_draws(ref, common), scalar_draws(fit, common)
+        ref_scalars, scalars = _without_mirrors(scalar_draws(ref, common), scalar_draws(fit, common))
         broken = [name for name in ref_scalars
                   if not (np.isfinite(ref_scalars[name]).all() and np.isfinite(scalars[name]).all())]
         if broken:

@@ -57,11 +57,12 @@ def main(smoke: bool = False) -> pd.DataFrame:
     assignment = bg.infer_discrete(nuts, temperature=0, num_samples=50)["z"]
     responsibility = bg.discrete_marginals(nuts, num_samples=200)["z"][:, 1]
     unsure = ((responsibility > 0.1) & (responsibility < 0.9)).sum()
-    print(f"component 2 holds {(assignment[0, -1] == 1).mean():.0%} of {unit} at the last draw; "
+    print(f"component 1 (weights[1]; components count from 0) holds {(assignment[0, -1] == 1).mean():.0%} of "
+          f"{unit} at the last draw; "
           f"{unsure} {unit} have a responsibility between 0.1 and 0.9")
     fig, ax = plt.subplots(figsize=(5, 4))
     points = ax.scatter(data["y"][:, 0], data["y"][:, 1], c=responsibility, cmap="coolwarm", s=12)
-    fig.colorbar(points, label="P(component 2 | data)")
+    fig.colorbar(points, label="P(component 1 | data)")
     ax.set(xlabel="y[:, 0]" if smoke else "eruption duration (standardised)",
            ylabel="y[:, 1]" if smoke else "waiting time (standardised)",
            title=_smoke.title(f"{source}: posterior responsibilities", smoke))

@@ -167,6 +167,11 @@ def test_compare_refuses_sites_of_other_shapes_and_leaves_out_non_finite_draws()
     with pytest.warns(UserWarning, match="fit 'broken' or the reference has non-finite draws of s; they are left"):
         table = bg.compare({"ref": reference, "broken": broken})
     assert list(table["parameter"]) == ["b[0]", "b[1]", "b[2]"] and table["mmd_pvalue"].notna().all()
+    rho = rng.uniform(-1, 1, size=(2, 100))
+    corr = np.ones((2, 100, 2, 2))
+    corr[..., 0, 1] = corr[..., 1, 0] = rho  # a correlation matrix: one parameter, written twice
+    table = bg.compare({"ref": _draws_only({"corr": corr}), "other": _draws_only({"corr": corr.copy()})})
+    assert list(table["parameter"]) == ["corr[0,1]"]  # corr[1,0] counted it twice (and the 1s are constants)
 
 
 def test_cli_compares_saved_fits_and_names_a_missing_file(tmp_path, capsys, two_runs):
