@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ast
 import sys
+import warnings
 from typing import Any, Sequence
 
 __all__ = ["main"]
@@ -277,13 +278,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """A warning as one line of the command's own ("bayesgen: warning: ..."), without the source
+    line Python prints, which names a file inside the library (contextlib.py:81)."""
+    print(f"bayesgen: warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bayesgen`` command."""
     args, unknown = _parser().parse_known_args(argv)
     if unknown:
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
-        args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            args.run(args)
     except (ValueError, TypeError, ImportError, FileNotFoundError) as exc:
         print(f"bayesgen: error: {exc}", file=sys.stderr)
         return 2
