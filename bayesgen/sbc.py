@@ -168,11 +168,14 @@ def _percent(prob: float) -> str:
 
 
 def _band_caption(prob: float, num_panels: int, alpha: float) -> str:
-    """The figure's title: the band's level per panel, its Bonferroni family-wise bound, and the test's rule."""
+    """The figure's title: the band's level per panel, its Bonferroni family-wise bound, the test's rule,
+    and that the two are separate tests (a curve out of its band under a black title looks like a
+    contradiction otherwise)."""
     family = 1 - num_panels * (1 - prob)
     bound = f" (family-wise at least {_percent(family)})" if num_panels > 1 and family > 0 else ""
     return (f"shaded: {_percent(prob)} simultaneous band per panel{bound}\n"
-            f"p_holm: Holm-adjusted chi-square test of uniform ranks, rejected (red) at <= {alpha:g}")
+            f"p_holm: Holm-adjusted chi-square test of uniform ranks, rejected (red) at <= {alpha:g}\n"
+            "a curve that leaves its band fails the band's own test, which can disagree with p_holm")
 
 
 @dataclass(frozen=True)
