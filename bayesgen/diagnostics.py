@@ -31,10 +31,11 @@ def summary(fit: "Fit") -> "pd.DataFrame":
 
     MCMC fits get the full table (mean, sd, hdi, mcse, ess_bulk, ess_tail, r_hat; one chain
     has no R-hat, which compares chains, so its column is left out rather than NaN);
-    approximations and point estimates, whose draws are independent and come in one
-    chain, get mean, sd and hdi, since their MCSE, ESS and R-hat diagnose nothing. A fit
-    without posterior sites (a VAE's networks are all parameters, in ``fit.params``) gets an
-    empty table.
+    approximations, whose draws are independent and come in one chain, get mean, sd and hdi,
+    since their MCSE, ESS and R-hat diagnose nothing; point estimates (``mle``, ``map``) get
+    the estimate and its standard error first (``point``, ``stderr``), then the mean, sd and
+    hdi of the normal approximation's draws. A fit without posterior sites (a VAE's networks
+    are all parameters, in ``fit.params``) gets an empty table.
     """
     import logging
     import sys
@@ -43,6 +44,13 @@ def summary(fit: "Fit") -> "pd.DataFrame":
 
     if not fit.posterior:
         return pd.DataFrame(columns=["mean", "sd"])
+    if fit.kind == "point" and fit.point:
+        table = _az.summary(fit.to_arviz(), var_names=list(fit.posterior), kind="stats")
+        estimates = {label: (value, error) for name in fit.point
+                     for label, value, error in _labelled(name, fit.point[name], (fit.stderr or {}).get(name))}
+        table.insert(0, "stderr", [estimates.get(label, (np.nan, np.nan))[1] for label in table.index])
+        table.insert(0, "point", [estimates.get(label, (np.nan, np.nan))[0] for label in table.index])
+        return table
     if fit.kind != "samples":
         return _az.summary(fit.to_arviz(), var_names=list(fit.posterior), kind="stats")
     if fit.num_chains > 1:
@@ -55,6 +63,17 @@ def summary(fit: "Fit") -> "pd.DataFrame":
         return _az.summary(idata, var_names=list(fit.posterior), kind="all").drop(columns="r_hat")
     finally:
         arviz_log.setLevel(level)
+
+
+def _labelled(name: str, value: np.ndarray, error: np.ndarray | None) -> list[tuple[str, float, float]]:
+    """``(label, value, standard error)`` for every scalar of a site, labelled as ArviZ's summary
+    labels its rows (``beta[0]``, ``corr[0, 1]``)."""
+    value = np.asarray(value)
+    error = np.full(value.shape, np.nan) if error is None else np.asarray(error)
+    if value.ndim == 0:
+        return [(name, float(value), float(error))]
+    return [(f"{name}[{', '.join(map(str, index))}]", float(value[index]), float(error[index]))
+            for index in np.ndindex(value.shape)]
 
 
 #: The beginnings of bg.check's findings that too few draws (MCMC) or optimiser steps (SVI, and

@@ -77,3 +77,11 @@ def test_one_chain_has_no_r_hat_column_and_no_arviz_complaint(capfd):
     table = fit.summary()
     assert "r_hat" not in table and "ess_bulk" in table  # R-hat compares chains: NaN said nothing
     assert "Shape validation failed" not in capfd.readouterr().err
+
+
+def test_a_point_fits_summary_leads_with_the_estimate_and_its_standard_error():
+    fit = bg.fit("linear_regression", engine="mle")
+    table = fit.summary()
+    assert list(table.columns[:2]) == ["point", "stderr"]  # the normal approximation's draws' mean came first
+    np.testing.assert_allclose(table.loc[[f"beta[{i}]" for i in range(10)], "point"], fit.point["beta"], rtol=1e-12)
+    np.testing.assert_allclose(table.loc["sigma", "stderr"], fit.stderr["sigma"], rtol=1e-12)
