@@ -67,7 +67,7 @@ def main(smoke: bool = False) -> pd.DataFrame:
     ax.set(xlabel="time step" if smoke else "eruption", ylabel="y" if smoke else "waiting time (standardised)",
            title=_smoke.title(f"{source}: decoded states (colour: P({'high state' if smoke else 'long wait'}))",
                               smoke))
-    ax.legend(loc="lower right", framealpha=0.5)  # see-through: points lie under it
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), frameon=False, fontsize=8)  # above the axes, off the data
     fig.tight_layout()
     fig.savefig("hmm_states.png", dpi=100)
     print("wrote hmm_compare.png, hmm_states.png")
