@@ -76,31 +76,34 @@ def _without_mirrors(reference: dict[str, np.ndarray], other: dict[str, np.ndarr
     return {name: reference[name] for name in kept}, {name: other[name] for name in kept}
 
 
-def _effective(draws: np.ndarray) -> float:
-    """The bulk ESS of ``(chain, draw)`` draws; all of them for 8 or fewer."""
+def _kept(draws: np.ndarray, kind: str) -> float:
+    """How many of a scalar's ``(chain, draw)`` draws the tests keep: half their bulk ESS for a
+    sampler's autocorrelated draws (see :func:`_thinning`), all of an approximation's or a point
+    fit's independent ones (halving them would halve the tests' power for nothing)."""
     size = draws.shape[0] * draws.shape[1]
-    effective = ess(draws) if size > 8 else size
-    return effective if np.isfinite(effective) else size
+    if kind != "samples" or size <= 8:
+        return size
+    effective = ess(draws)
+    return effective / 2 if np.isfinite(effective) else size
 
 
-def _thinning(shape: tuple[int, ...], effective: float) -> np.ndarray:
-    """Flat indices of about ``effective / 2`` (at least 20) evenly spaced draws of a ``(chain, draw)``
-    array, so that tests for independent samples hold on them.
+def _thinning(shape: tuple[int, ...], keep: float) -> np.ndarray:
+    """Flat indices of about ``keep`` (at least 20) evenly spaced draws of a ``(chain, draw)`` array.
 
     Draws spaced by the ESS alone stay correlated (an AR(1) chain with coefficient 0.95 keeps 0.13
     at that spacing, and two fits of one posterior were told apart 10-13% of the time at the 5%
-    level); at twice the spacing the tests' sizes were 4.5-6% in 200 repetitions."""
+    level); at twice the spacing, half the ESS, the tests' sizes were 4.5-6% in 200 repetitions."""
     chains, length = shape[:2]
-    keep = int(np.clip(effective / 2, 20, chains * length))
+    keep = int(np.clip(keep, 20, chains * length))
     if chains == 1 or keep >= chains * length:
         return np.linspace(0, chains * length - 1, keep).round().astype(int)
     index = np.linspace(0, length - 1, max(keep // chains, 1)).round().astype(int)
     return (np.arange(chains)[:, None] * length + index).reshape(-1)
 
 
-def _thinned(draws: np.ndarray) -> np.ndarray:
-    """About ESS evenly spaced draws of one scalar."""
-    return draws.reshape(-1)[_thinning(draws.shape, _effective(draws))]
+def _thinned(draws: np.ndarray, kind: str) -> np.ndarray:
+    """The draws of one scalar that the tests keep (:func:`_kept`), evenly spaced."""
+    return draws.reshape(-1)[_thinning(draws.shape, _kept(draws, kind))]
 
 
 def _wasserstein_test(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[float, float]:
@@ -131,11 +134,11 @@ def compare(fits: Mapping[str, Fit] | Sequence[Fit], reference: str | None = Non
         One row per (engine, scalar parameter) with the reference mean and sd, the mean
         difference in reference-sd units, the sd ratio, the two-sample Kolmogorov-Smirnov
         statistic and Wasserstein-1 distance with p-values (both computed on draws thinned
-        to half their effective sample size, so that autocorrelation does not shrink the
-        p-values; the Wasserstein p-value is a permutation test), and per engine a joint
-        MMD test over all parameters, standardised by the reference sd, on draws thinned as
-        one to half the smallest of their ESS. Parameters with non-finite draws are left
-        out, with a warning.
+        to half their effective sample size for a sampler's draws, so that autocorrelation
+        does not shrink the p-values; the Wasserstein p-value is a permutation test), and per
+        engine a joint MMD test over all parameters, standardised by the reference sd, on
+        draws thinned as one to half the smallest of their ESS. Parameters with non-finite
+        draws are left out, with a warning.
     """
     named = _named(fits, least=2)
     if reference is None:
@@ -170,7 +173,7 @@ def compare(fits: Mapping[str, Fit] | Sequence[Fit], reference: str | None = Non
         if broken:
             warnings.warn(f"fit '{label}' or the reference has non-finite draws of {', '.join(broken)}; they are "
                           "left out of the comparison (bg.check says why)", UserWarning, stacklevel=2)
-        joint_ref, joint = [], []
+        joint_ref, joint, first_row = [], [], len(rows)
         for name, ref_draws in ref_scalars.items():
             draws = scalars[name]
             if name in broken:
@@ -178,23 +181,25 @@ def compare(fits: Mapping[str, Fit] | Sequence[Fit], reference: str | None = Non
             if all(np.ptp(d) <= 1e-12 * max(1.0, float(np.abs(d).max())) for d in (ref_draws, draws)):
                 continue  # a structural constant up to rounding (a Cholesky factor's fixed 0, a correlation's 1)
             ref_mean, ref_sd = ref_draws.mean(), ref_draws.std()
-            a, b = _thinned(ref_draws), _thinned(draws)
+            a, b = _thinned(ref_draws, ref.kind), _thinned(draws, fit.kind)
             ks = stats.ks_2samp(a, b)
             w1, w1_p = _wasserstein_test(a, b, seed)
+            with np.errstate(divide="ignore", invalid="ignore"):  # a reference held fixed: inf, as it is
+                shift, ratio = (draws.mean() - ref_mean) / ref_sd, draws.std() / ref_sd
             rows.append({"engine": label, "parameter": name, "ref_mean": ref_mean, "ref_sd": ref_sd,
-                         "mean": draws.mean(), "sd": draws.std(),
-                         "mean_diff_sd": (draws.mean() - ref_mean) / ref_sd, "sd_ratio": draws.std() / ref_sd,
+                         "mean": draws.mean(), "sd": draws.std(), "mean_diff_sd": shift, "sd_ratio": ratio,
                          "ks_stat": ks.statistic, "ks_pvalue": ks.pvalue, "w1": w1, "w1_pvalue": w1_p})
-            joint_ref.append((ref_draws - ref_mean) / ref_sd)
-            joint.append((draws - ref_mean) / ref_sd)
+            if ref_sd > 0:  # a scalar the reference holds fixed (a stuck chain) has no scale for the joint test
+                joint_ref.append((ref_draws - ref_mean) / ref_sd)
+                joint.append((draws - ref_mean) / ref_sd)
         mmd, mmd_p = math.nan, math.nan
         if joint and min(joint_ref[0].size, joint[0].size) >= 2:  # the unbiased MMD needs two draws a side
             # thinned as one: every parameter at the same draws, as many as the least effective one's ESS
             sides = [np.stack([d.reshape(-1) for d in side], -1)[_thinning(side[0].shape,
-                                                                            min(map(_effective, side)))]
-                     for side in (joint_ref, joint)]
+                                                                            min(_kept(d, kind) for d in side))]
+                     for side, kind in ((joint_ref, ref.kind), (joint, fit.kind))]
             mmd, mmd_p = mmd_test(*(_subsample(points, seed) for points in sides), seed=seed)
-        for row in rows[len(rows) - len(joint):]:  # this fit's rows (none if all its parameters were constant)
+        for row in rows[first_row:]:  # this fit's rows (none if all its parameters were constant)
             row["mmd"], row["mmd_pvalue"] = mmd, mmd_p
     return pd.DataFrame(rows)
 

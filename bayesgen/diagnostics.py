@@ -33,8 +33,9 @@ def summary(fit: "Fit") -> "pd.DataFrame":
     has no R-hat, which compares chains, so its column is left out rather than NaN);
     approximations, whose draws are independent and come in one chain, get mean, sd and hdi,
     since their MCSE, ESS and R-hat diagnose nothing; point estimates (``mle``, ``map``) get
-    the estimate and its standard error first (``point``, ``stderr``), then the mean, sd and
-    hdi of the normal approximation's draws. A fit without posterior sites (a VAE's networks
+    the estimate and its standard error first (``point``, ``stderr``; NaN for deterministic
+    sites, which the optimum does not hold), then the mean, sd and hdi of the normal
+    approximation's draws. A fit without posterior sites (a VAE's networks
     are all parameters, in ``fit.params``) gets an empty table.
     """
     import logging
@@ -93,6 +94,8 @@ def short_run_findings(fit: "Fit", findings: list[str]) -> list[str]:
     quick mode) brings about whatever the engine's merit: unconverged chains or optimisers, too
     few effective draws. The others (a mean-field Gaussian too narrow, non-finite draws, an
     indefinite Hessian) say something about the engine at any length and are not among them."""
+    if fit.engine in ("mle", "map") and not fit.params:  # L-BFGS on a log density runs to its end
+        return []
     pattern = _SHORT_RUN_FINDINGS.get("samples" if fit.kind == "samples" else fit.engine)
     return [finding for finding in findings if pattern is not None and pattern.match(finding)]
 

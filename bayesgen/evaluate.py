@@ -245,6 +245,10 @@ def _site_rows(site: str, real: np.ndarray, simulated: np.ndarray, loglik: np.nd
     num_obs = real.shape[0] if real.ndim else 1
     points = real.reshape(num_obs, -1).astype(float)
     sims = simulated.reshape(len(simulated), num_obs, -1).astype(float)
+    if not np.isfinite(sims).all():
+        raise ValueError(f"the model's simulations of site '{site}' hold {int((~np.isfinite(sims)).sum())} "
+                         f"non-finite values of {sims.size}: its draws include non-finite values or values that "
+                         "overflow the program (bg.check(fit) says which); the tests need finite simulations")
     if len(sims) > 1:
         model = sims[np.arange(len(sims)), rng.integers(num_obs, size=len(sims))]
     else:  # one parameter value (a point fit of network weights): its simulated observations, all iid given it

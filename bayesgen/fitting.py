@@ -312,7 +312,7 @@ def _warn_of_unobserved_data(problem: Problem, data: Mapping[str, Any] | None) -
         warnings.warn(f"the program observes no data: its site(s) {names} are sampled as unknowns because their "
                       f"argument(s) were not given, so this fits the prior; pass "
                       f"{', '.join(f'data[{name!r}]' for name in left_out)} to condition on them",
-                      UserWarning, stacklevel=3)
+                      UserWarning, stacklevel=4)
 
 
 def _check_engine_applies(model: Any, spec: ModelSpec, engine: str) -> None:
@@ -323,7 +323,7 @@ def _check_engine_applies(model: Any, spec: ModelSpec, engine: str) -> None:
     if zoo and engine in list_engines() and engine not in spec.engines:
         warnings.warn(f"engine '{engine}' is not among those model '{spec.name}' is meant for "
                       f"({', '.join(spec.engines)}; its ModelSpec.engines): the fit may not mean what it "
-                      "would under them", UserWarning, stacklevel=3)
+                      "would under them", UserWarning, stacklevel=4)
 
 
 def _run(engine: Engine, problem: Problem, seed: int, show: bool, start: float) -> Fit:
@@ -337,7 +337,7 @@ def _run(engine: Engine, problem: Problem, seed: int, show: bool, start: float) 
             warnings.warn(f"engine '{type(engine).name}' was interrupted (KeyboardInterrupt): "
                           f"{result.info.get('interrupted_note', 'the fit holds the work done so far')}; "
                           "the fit is incomplete (fit.info['interrupted']) and bg.check reports it",
-                          RuntimeWarning, stacklevel=2)
+                          RuntimeWarning, stacklevel=4)
         params = {name: pyro.param(name).detach().clone() for name in pyro.get_param_store().keys()}
         # copies before the networks are reset: an engine may hand back their very tensors
         point = None if result.point is None else {k: v.detach().cpu().numpy().copy() for k, v in result.point.items()}

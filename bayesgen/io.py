@@ -152,8 +152,8 @@ def _params(idata: Any) -> dict[str, np.ndarray]:
 
 
 def _problem(fit: Fit, model: Callable[..., Any] | str | ModelSpec, path: str, strings: dict[str, str]) -> Any:
-    """The fit's problem rebuilt from ``model`` and the data the file holds (``strings``: the
-    program's string arguments, kept in the file's JSON record)."""
+    """The fit's problem rebuilt from ``model`` and the data the file holds (``strings``: the string
+    arguments that files written before they joined ``constant_data`` kept in their JSON record)."""
     from bayesgen.fitting import prepare, resolve_model
 
     spec = resolve_model(model)

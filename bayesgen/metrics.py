@@ -36,7 +36,8 @@ def _points(samples: np.ndarray | torch.Tensor, name: str = "x", least: int = 1)
     """Samples as a finite float array of rows (points), with at least ``least`` of them."""
     array = np.asarray(samples.detach().cpu() if isinstance(samples, torch.Tensor) else samples, dtype=float)
     if array.ndim and array.size == 0:
-        raise ValueError(f"{name} is empty (shape {array.shape}): it needs at least {least} points (rows)")
+        raise ValueError(f"{name} is empty (shape {array.shape}): it needs at least {least} points (rows) of at "
+                         "least one feature")
     array = array.reshape(len(array), -1) if array.ndim else array.reshape(1, 1)
     if len(array) < least:
         raise ValueError(f"{name} needs at least {least} points (rows), got {len(array)}")
@@ -299,7 +300,12 @@ def ks_test(x: np.ndarray, reference: np.ndarray | Callable[[np.ndarray], np.nda
     if isinstance(reference, torch.distributions.Distribution):
         def cdf(values: np.ndarray) -> np.ndarray:
             with torch.no_grad():
-                return reference.cdf(torch.as_tensor(values)).cpu().numpy()
+                try:
+                    return reference.cdf(torch.as_tensor(values)).cpu().numpy()
+                except NotImplementedError:  # torch's, with an empty message (Beta, a mixture)
+                    raise NotImplementedError(f"torch has no cdf of {type(reference).__name__}: pass a frozen "
+                                              "scipy.stats distribution, or samples from it for the two-sample "
+                                              "test") from None
 
         return _result(stats.kstest(a, cdf))
     if hasattr(reference, "cdf"):

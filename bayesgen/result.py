@@ -142,7 +142,8 @@ class Fit:
         return to_inference_data(self)
 
     def summary(self) -> "pd.DataFrame":
-        """ArviZ summary table: mean, sd, hdi, mcse, ess_bulk, ess_tail, r_hat."""
+        """ArviZ summary table: mean, sd, hdi, and for MCMC mcse, ess_bulk, ess_tail, r_hat (two or more
+        chains); a point fit's estimate and standard error first (``bayesgen.diagnostics.summary``)."""
         from bayesgen.diagnostics import summary
 
         return summary(self)

@@ -279,6 +279,7 @@ def sbc(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
                         "set them on the engine instance instead")
     spec, covariates = _resolve(model, data)
     job = _Job(spec, covariates, engine, num_draws, torch.get_default_dtype())
+    _refuse_networks(job)
     seeds = np.random.SeedSequence(seed).generate_state(2 * num_simulations).reshape(num_simulations, 2)
     ranks = Ranks.of_group() if distributed else Ranks()
     if num_workers is None and distributed:
@@ -397,13 +398,13 @@ def _run_all(job: _Job, seeds: np.ndarray, num_workers: int, show: bool) -> list
     return [results[i] for i in range(len(seeds))]
 
 
-def _replicate(job: _Job, seeds: np.ndarray) -> tuple[dict[str, int], float]:
-    """One simulation: prior draw and data, fit, ranks of every quantity; returns ``(ranks, min_ess)``."""
-    simulation_seed, fit_seed = int(seeds[0]), int(seeds[1])
-    covariates = _covariates(job, simulation_seed)
-    pyro.set_rng_seed(simulation_seed)
-    blank = {**covariates, **{argument: None for argument in job.spec.observed.values()}}
-    with torch.no_grad():
+def _refuse_networks(job: _Job) -> None:
+    """A ``ValueError`` naming them where the program's unknowns include parameters fitted as points
+    (``pyro.module``, ``pyro.param``): they have no prior to draw a truth from. One run of the
+    simulating program, before any worker starts, in a scope that leaves Pyro's parameter store as
+    it was."""
+    blank = {**_covariates(job, 0), **{argument: None for argument in job.spec.observed.values()}}
+    with torch.no_grad(), pyro.get_param_store().scope():
         trace = run_program(job.spec.model, to_tensors(blank, torch.device("cpu")))
     weights = list(dict.fromkeys(name.split("$$$")[0] for name, site in trace.nodes.items()  # a module's name
                                  if site["type"] == "param"))
@@ -413,6 +414,16 @@ def _replicate(job: _Job, seeds: np.ndarray) -> tuple[dict[str, int], float]:
                          f"{', ...' if len(weights) > 3 else ''}: pyro.module or pyro.param), which have no prior "
                          "to draw a truth from; judge such a model by held-out likelihood and sample tests, "
                          "bg.evaluate(fit, heldout)")
+
+
+def _replicate(job: _Job, seeds: np.ndarray) -> tuple[dict[str, int], float]:
+    """One simulation: prior draw and data, fit, ranks of every quantity; returns ``(ranks, min_ess)``."""
+    simulation_seed, fit_seed = int(seeds[0]), int(seeds[1])
+    covariates = _covariates(job, simulation_seed)
+    pyro.set_rng_seed(simulation_seed)
+    blank = {**covariates, **{argument: None for argument in job.spec.observed.values()}}
+    with torch.no_grad():
+        trace = run_program(job.spec.model, to_tensors(blank, torch.device("cpu")))
     truth = {name: site["value"] for name, site in trace.nodes.items()
              if site["type"] == "sample" and name not in job.spec.observed and not is_subsample(site)}
     data = {**covariates, **{argument: trace.nodes[site]["value"] for site, argument in job.spec.observed.items()}}

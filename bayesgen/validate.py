@@ -275,7 +275,7 @@ def observations_as_floats(trace: Trace, spec: ModelSpec, data: Mapping[str, Any
         site, value = trace.nodes.get(name), data.get(argument)
         if site is None or not site["is_observed"] or site["value"] is not value:
             continue
-        if isinstance(value, (bool, int, float)):
+        if isinstance(value, (bool, int, float)) and (not isinstance(value, bool) or has_discrete_support(site["fn"])):
             out[argument] = np.asarray(float(value))
         elif isinstance(value, torch.Tensor) and not value.is_floating_point() and has_discrete_support(site["fn"]) \
                 and not _scores(site["fn"], value) and _scores(site["fn"], value.to(torch.get_default_dtype())):
@@ -383,6 +383,13 @@ def check_observed(trace: Trace, spec: ModelSpec) -> None:
         if isinstance(site["value"], np.ndarray):
             raise TypeError(f"observed site '{name}' got a numpy array as obs; Pyro scores tensors only: pass the "
                             "data argument itself (bayesgen makes it a tensor) or torch.as_tensor(...) of it")
+        if isinstance(site["value"], numbers.Number) and name not in spec.observed \
+                and not _scores(site["fn"], site["value"]):  # obs=1.0 in the program itself scores as it is
+            raise TypeError(f"observed site '{name}' got the Python number {site['value']!r} as obs, which its "
+                            f"distribution cannot score, from an argument bayesgen cannot tell (none is named "
+                            f"'{name}'): pass it as an array "
+                            f"(np.asarray(...)), name the argument '{name}', or declare it in a "
+                            f"ModelSpec(observed={{'{name}': argument}})")
         if not isinstance(site["value"], (torch.Tensor, numbers.Number)):
             argument = spec.observed.get(name)
             raise TypeError(f"observed site '{name}' got {type(site['value']).__name__} {site['value']!r:.40} as its "

@@ -167,6 +167,9 @@ def test_compare_refuses_sites_of_other_shapes_and_leaves_out_non_finite_draws()
     with pytest.warns(UserWarning, match="fit 'broken' or the reference has non-finite draws of s; they are left"):
         table = bg.compare({"ref": reference, "broken": broken})
     assert list(table["parameter"]) == ["b[0]", "b[1]", "b[2]"] and table["mmd_pvalue"].notna().all()
+    stuck = _draws_only({"b": np.full((2, 100, 3), 3.0), "s": rng.normal(size=(2, 100))})  # a stuck chain
+    table = bg.compare({"stuck": stuck, "moving": reference}, reference="stuck")
+    assert np.isfinite(table["mmd_pvalue"]).all()  # b has no reference sd: out of the joint test, not NaN in it
     rho = rng.uniform(-1, 1, size=(2, 100))
     corr = np.ones((2, 100, 2, 2))
     corr[..., 0, 1] = corr[..., 1, 0] = rho  # a correlation matrix: one parameter, written twice

@@ -54,10 +54,14 @@ def test_networks_run_at_fresh_weights_and_leave_the_parameter_store_alone():
             pyro.sample("y", dist.Normal(net(x[:, None]).squeeze(-1), noise), obs=y)
 
     pyro.clear_param_store()
+    sentinel = pyro.param("net$$$weight", torch.full((1, 1), 100.0))  # a trained weight left by another fit
     x = np.linspace(-1, 1, 10)
-    idata = bg.sample_prior(regression, {"x": x, "y": np.sin(x)}, num_samples=20)
-    assert idata.prior_predictive["y"].shape == (1, 20, 10)
-    assert list(pyro.get_param_store().keys()) == []
+    idata = bg.sample_prior(regression, {"x": x, "y": np.sin(x)}, num_samples=200)
+    assert idata.prior_predictive["y"].shape == (1, 200, 10)
+    assert list(pyro.get_param_store().keys()) == ["net$$$weight"] and pyro.param("net$$$weight") is sentinel
+    # drawn with the module's own small weights, not the store's 100: |y| stays near the noise's scale
+    assert np.abs(idata.prior_predictive["y"].values).mean() < 10
+    pyro.clear_param_store()
 
 
 def test_a_program_without_observations_or_latents_is_refused_by_name():

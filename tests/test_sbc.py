@@ -236,4 +236,5 @@ def test_a_program_with_networks_is_refused_with_the_reason():
     # it failed with "the engine returned 1 posterior draws, fewer than num_draws": advice that did not help
     with pytest.raises(ValueError, match=r"parameters fitted as points \(net: pyro.module or pyro.param\), "
                                          "which have no prior"):
-        sbc(regression, {"x": x, "y": np.sin(x)}, engine="map", num_simulations=2, num_workers=1, progress=False)
+        sbc(regression, {"x": x, "y": np.sin(x)}, engine="map", num_simulations=2, progress=False)  # before any worker
+    assert "net$$$weight" not in pyro.get_param_store()

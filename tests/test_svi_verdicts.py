@@ -87,6 +87,9 @@ def test_the_loss_test_reads_noise_from_successive_steps_not_from_a_falling_loss
     vae_like = [23905, 112486, 30000, 21000, 18000, 16800, 15700, 15300, 14900, 14600,
                 14171, 13900, 13650, 13310, 13100, 12950, 12838, 12790, 12760, 12719]
     assert not gaussian_vi.elbo_converged(vae_like, window=10, tol=1e-3)
+    spiked = falling.copy()
+    spiked[3] = 1e4  # one spike in the first window: its variance called the falling loss converged
+    assert not gaussian_vi.elbo_converged(spiked, window=20, tol=0.0)
 
 
 def test_the_gaussian_families_start_at_the_laplace_approximation():

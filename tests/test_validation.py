@@ -136,6 +136,16 @@ def test_whole_number_observations_are_taken_as_pymc_and_stan_take_them():
     # Beta(2 + 21, 3 + 9): its mode 22 / 33
     assert bg.fit(coin, {"n": 30, "k": 21}, engine="map").point["p"] == pytest.approx(22 / 33, rel=1e-5)
 
+    def coin_named_otherwise(n, heads=None):
+        p = pyro.sample("p", dist.Beta(2.0, 3.0))
+        pyro.sample("k", dist.Binomial(n, p), obs=heads)
+
+    with pytest.raises(TypeError, match="site 'k' got the Python number 7 as obs, which its distribution cannot "
+                                        "score.*name the argument 'k'"):
+        bg.fit(coin_named_otherwise, {"n": 21, "heads": 7}, engine="map")  # 'int' has no attribute 'lgamma' before
+    with pytest.raises(TypeError, match="dtype torch.bool, which its distribution Normal cannot score"):
+        bg.fit(normal_normal, {"y": np.array([True, False])}, engine="map")  # bools stay refused where continuous
+
     def counts(y=None):
         rate = pyro.sample("rate", dist.Gamma(2.0, 1.0))
         with pyro.plate("n", 4):
