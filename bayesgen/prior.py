@@ -19,7 +19,7 @@ from bayesgen.spec import ModelSpec
 from bayesgen.validate import has_discrete_support
 
 if TYPE_CHECKING:
-    from arviz import InferenceData
+    from bayesgen.convert import InferenceData
 
 __all__ = ["prior_draws", "sample_prior"]
 
