@@ -67,6 +67,18 @@ def line(x, y=None):
         pyro.sample("y", dist.Normal(a + b * x, s), obs=y)
 
 
+#: The one-unit linear network of :func:`network_regression` (its weights stay as made: no test trains it).
+NETWORK = torch.nn.Linear(1, 1)
+
+
+def network_regression(x, y=None):
+    """y_i ~ N(net(x_i), noise^2) with ``NETWORK`` as a ``pyro.module``: a program with weights fitted as points."""
+    pyro.module("net", NETWORK)
+    noise = pyro.sample("noise", dist.HalfNormal(1.0))
+    with pyro.plate("n", len(x)):
+        pyro.sample("y", dist.Normal(NETWORK(x[:, None]).squeeze(-1), noise), obs=y)
+
+
 def regression_data(seed: int = 0, n: int = 60):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, 3))

@@ -2,12 +2,11 @@
 
 import numpy as np
 import pyro
-import pyro.distributions as dist
 import pytest
 import torch
 
 import bayesgen as bg
-from programs import PRIOR_SD, beta_bernoulli, normal_normal
+from programs import PRIOR_SD, beta_bernoulli, network_regression, normal_normal
 
 Y = np.random.default_rng(0).normal(1.0, 1.0, size=20)
 
@@ -45,18 +44,10 @@ def test_discrete_data_come_as_integers_with_the_zoo_dims_and_join_a_fits_data()
 
 
 def test_networks_run_at_fresh_weights_and_leave_the_parameter_store_alone():
-    net = torch.nn.Linear(1, 1)
-
-    def regression(x, y=None):
-        pyro.module("net", net)
-        noise = pyro.sample("noise", dist.HalfNormal(1.0))
-        with pyro.plate("n", len(x)):
-            pyro.sample("y", dist.Normal(net(x[:, None]).squeeze(-1), noise), obs=y)
-
     pyro.clear_param_store()
     sentinel = pyro.param("net$$$weight", torch.full((1, 1), 100.0))  # a trained weight left by another fit
     x = np.linspace(-1, 1, 10)
-    idata = bg.sample_prior(regression, {"x": x, "y": np.sin(x)}, num_samples=200)
+    idata = bg.sample_prior(network_regression, {"x": x, "y": np.sin(x)}, num_samples=200)
     assert idata.prior_predictive["y"].shape == (1, 200, 10)
     assert list(pyro.get_param_store().keys()) == ["net$$$weight"] and pyro.param("net$$$weight") is sentinel
     # drawn with the module's own small weights, not the store's 100: |y| stays near the noise's scale

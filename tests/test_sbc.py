@@ -15,7 +15,7 @@ import bayesgen as bg
 from bayesgen.engine import EngineResult, Problem
 from bayesgen.sbc import LOG_LIKELIHOOD, SBCResult, _holm, sbc
 from bayesgen.validate import observed_by_name
-from programs import PRIOR_SD, linear_regression, normal_normal
+from programs import PRIOR_SD, linear_regression, network_regression, normal_normal
 
 ALPHA = 0.01
 NORMAL = bg.ModelSpec(name="normal_normal", model=normal_normal, observed={"y": "y"})
@@ -224,17 +224,9 @@ def test_full_rank_svi_is_calibrated_on_the_normal_normal_model():
 
 
 def test_a_program_with_networks_is_refused_with_the_reason():
-    net = torch.nn.Linear(1, 1)
-
-    def regression(x, y=None):
-        pyro.module("net", net)
-        noise = pyro.sample("noise", dist.HalfNormal(1.0))
-        with pyro.plate("n", len(x)):
-            pyro.sample("y", dist.Normal(net(x[:, None]).squeeze(-1), noise), obs=y)
-
     x = np.linspace(-1, 1, 10)
     # it failed with "the engine returned 1 posterior draws, fewer than num_draws": advice that did not help
     with pytest.raises(ValueError, match=r"parameters fitted as points \(net: pyro.module or pyro.param\), "
                                          "which have no prior"):
-        sbc(regression, {"x": x, "y": np.sin(x)}, engine="map", num_simulations=2, progress=False)  # before any worker
+        sbc(network_regression, {"x": x, "y": np.sin(x)}, engine="map", num_simulations=2, progress=False)  # before any worker
     assert "net$$$weight" not in pyro.get_param_store()
