@@ -7,6 +7,7 @@ import os
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
 from bayesgen._files import atomic_write
 from bayesgen._lazy import LazyModule
@@ -116,7 +117,46 @@ def load(path: str, model: Callable[..., Any] | str | ModelSpec | None = None) -
         model = fit.model_name  # a zoo model's program is found by its name, not unpickled
     if model is not None:
         fit.problem = _problem(fit, model, path, meta.get("string_arguments", {}))  # files of 0.x kept them apart
+        _check_same_program(fit, path)
     return fit
+
+
+def _check_same_program(fit: Fit, path: str) -> None:
+    """Refuse a program that runs on the file's data but is not the one the fit was made with.
+
+    A program of the same arguments can still name its sites otherwise, or score the data by
+    another likelihood; its predictions and held-out scores would then be wrong without a word.
+    Two checks catch that: every site the file holds draws of is a latent or deterministic site
+    of the program, and the program's pointwise log-likelihood at the first draw equals the one
+    the file holds (computed from the fitting program when the fit was saved), to a tolerance
+    set by the dtype. Fits whose stored log-likelihood is an importance-weighted estimate (a
+    VAE's) or absent are checked by their sites only.
+    """
+    assert fit.problem is not None
+    density = fit.problem.density
+    known = set(density.latent_names) | set(density.deterministic)
+    unknown = sorted(set(fit.posterior) - known)
+    if unknown:
+        raise ValueError(f"the fit in {path} holds draws of {unknown}, which the program given as model= "
+                         f"('{fit.problem.spec.name}') does not sample; pass the program it was fitted with")
+    stored = fit._log_likelihood
+    if not stored or fit.num_draws == 0 or set(density.latent_names) - set(fit.posterior):
+        return
+    from bayesgen._seeding import rng_restored
+    from bayesgen.fitting import pointwise_log_likelihood_of
+    from bayesgen.generate import trained
+
+    first = {name: value[:1, :1] for name, value in fit._latent_draws(fit.problem).items()}
+    with trained(fit.problem, fit.params), rng_restored():
+        recomputed = pointwise_log_likelihood_of(fit, first)
+    tolerance = 1e-3 if fit.problem.dtype == torch.float32 else 1e-8
+    for site, values in stored.items():
+        again = recomputed.get(site)
+        if again is None or again.shape != values[:1, :1].shape or not np.allclose(
+                again, values[:1, :1], rtol=tolerance, atol=tolerance, equal_nan=True):
+            raise ValueError(f"the program given as model= ('{fit.problem.spec.name}') scores observed site "
+                             f"'{site}' differently from the program the fit in {path} was made with; pass "
+                             "that program")
 
 
 def _is_zoo_model(fit: Fit) -> bool:

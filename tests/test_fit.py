@@ -183,6 +183,33 @@ def test_a_zoo_fit_loads_with_its_program_and_a_wrong_program_is_named(tmp_path)
         bg.load(str(tmp_path / "schools.nc"), model="linear_regression")
 
 
+def _student_normal(y=None, n=20):
+    """normal_normal's arguments and sites, but a Student-t likelihood."""
+    mu = pyro.sample("mu", dist.Normal(0.0, 3.0))
+    with pyro.plate("obs", n if y is None else y.shape[0]):
+        pyro.sample("y", dist.StudentT(3.0, mu, 1.0), obs=y)
+
+
+def _renamed_normal(y=None, n=20):
+    """normal_normal's arguments and likelihood, its mean named otherwise."""
+    mean = pyro.sample("mean", dist.Normal(0.0, 3.0))
+    with pyro.plate("obs", n if y is None else y.shape[0]):
+        pyro.sample("y", dist.Normal(mean, 1.0), obs=y)
+
+
+def test_a_program_of_the_same_arguments_but_other_sites_or_likelihood_is_refused_at_load(tmp_path):
+    y = np.random.default_rng(3).normal(1.0, 1.0, size=20)
+    fit = bg.fit(normal_normal, {"y": y}, engine="laplace", num_draws=50)
+    fit.save(str(tmp_path / "n.nc"))
+    loaded = bg.load(str(tmp_path / "n.nc"), model=normal_normal)  # the fitting program passes both checks
+    np.testing.assert_allclose(loaded.log_likelihood["y"], fit.log_likelihood["y"])
+    with pytest.raises(ValueError, match=r"scores observed site 'y' differently from the program the fit in "):
+        bg.load(str(tmp_path / "n.nc"), model=_student_normal)
+    with pytest.raises(ValueError, match=r"holds draws of \['mu'\], which the program given as model= "
+                                         r"\('_renamed_normal'\) does not sample"):
+        bg.load(str(tmp_path / "n.nc"), model=_renamed_normal)
+
+
 def test_a_zoo_model_warns_under_an_engine_its_spec_does_not_list():
     import warnings
 
