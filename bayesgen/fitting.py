@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import mmap
 import sys
 import time
 import warnings
@@ -369,14 +370,29 @@ def _notes(problem: Problem, splits_chains: bool) -> dict[str, str]:
         plates = "; ".join(f"plate '{plate}' takes {subsample_size} of its {size} items per run"
                            for plate, (subsample_size, size) in subsampled.items())
         notes["log_likelihood"] = f"not computed: {plates}, so no run of the program scores every observation"
-    mapped = [key for key, value in problem.data.items() if isinstance(value, MappedRows)]
+    mapped = {key: value.array for key, value in problem.data.items() if isinstance(value, MappedRows)}
     if mapped:
         notes["observed_data"] = (f"not kept: {', '.join(mapped)} memory-mapped, read a minibatch at a time; "
                                   "the fit holds no copy")
+        # where the rows live, so that bg.load(path, model=...) maps the same file again; of a slice of
+        # a map only that (its offset is the whole map's), and load then says so
+        notes["mapped_files"] = {key: _mapping(array) for key, array in mapped.items()}
+    renamed = {site: argument for site, argument in problem.spec.observed.items() if site != argument}
+    if renamed:  # what bg.load needs to pass each observed site's data back to its argument
+        notes["observed_arguments"] = renamed
     if problem.ranks.world_size > 1:
         share = "of the chains" if splits_chains else "of every minibatch"
         notes["processes"] = f"{problem.ranks.world_size} (torch.distributed), each with its share {share}"
     return notes
+
+
+def _mapping(array: np.memmap) -> dict[str, Any]:
+    """How to map ``array`` again: its file, offset, shape, dtype and order; the file is None for a
+    slice of a map, whose own offset in the file numpy does not keep."""
+    whole = isinstance(array.base, mmap.mmap)
+    order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
+    return {"filename": str(array.filename) if whole and array.filename else None, "offset": int(array.offset),
+            "shape": list(array.shape), "dtype": array.dtype.str, "order": order}
 
 
 def _observed_data(problem: Problem, site: str) -> torch.Tensor:

@@ -121,6 +121,23 @@ def load(path: str, model: Callable[..., Any] | str | ModelSpec | None = None) -
     return fit
 
 
+def _mapped_again(fit: Fit, path: str) -> dict[str, np.memmap]:
+    """The memory-mapped arguments the fit read a minibatch at a time (not in the file), mapped
+    again from their files; a ``FileNotFoundError`` naming the argument where one is gone, a
+    ``ValueError`` for a slice of a map, whose place in its file is not known."""
+    mapped = {}
+    for argument, where in fit.info.get("mapped_files", {}).items():
+        if where["filename"] is None:
+            raise ValueError(f"the fit in {path} read data['{argument}'] from a slice of a memory-mapped array, which "
+                             "the file does not hold and cannot map again; save the slice with np.save and fit it")
+        if not os.path.isfile(where["filename"]):
+            raise FileNotFoundError(f"the fit in {path} read data['{argument}'] from the memory-mapped file "
+                                    f"{where['filename']}, which the fit does not hold and is not there now")
+        mapped[argument] = np.memmap(where["filename"], dtype=np.dtype(where["dtype"]), mode="r",
+                                     offset=where["offset"], shape=tuple(where["shape"]), order=where["order"])
+    return mapped
+
+
 def _check_same_program(fit: Fit, path: str) -> None:
     """Refuse a program that runs on the file's data but is not the one the fit was made with.
 
@@ -199,7 +216,9 @@ def _problem(fit: Fit, model: Callable[..., Any] | str | ModelSpec, path: str, s
     spec = resolve_model(model)
     arguments = {key: value.item() if value.ndim == 0 else value for key, value in fit.constant_data.items()}
     arguments.update(strings)
-    observed = dict(spec.observed) or {site: site for site in fit.observed_data}
+    arguments.update(_mapped_again(fit, path))
+    renamed = fit.info.get("observed_arguments", {})  # a site observing an argument of another name
+    observed = dict(spec.observed) or {site: renamed.get(site, site) for site in fit.observed_data}
     arguments.update({observed.get(site, site): value for site, value in fit.observed_data.items()})
     try:
         return prepare(spec, arguments, dtype=fit.settings.get("dtype"))

@@ -210,6 +210,22 @@ def test_a_program_of_the_same_arguments_but_other_sites_or_likelihood_is_refuse
         bg.load(str(tmp_path / "n.nc"), model=_renamed_normal)
 
 
+def _observing_data(data=None):
+    """The observed site 'obs' takes the argument 'data'."""
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    with pyro.plate("n", 20):
+        pyro.sample("obs", dist.Normal(mu, 1.0), obs=data)
+
+
+def test_a_program_whose_observed_site_is_named_otherwise_than_its_argument_loads(tmp_path):
+    fit = bg.fit(_observing_data, {"data": np.linspace(-1.0, 1.0, 20)}, engine="laplace", num_draws=20)
+    fit.save(str(tmp_path / "fit.nc"))
+    loaded = bg.load(str(tmp_path / "fit.nc"), model=_observing_data)
+    np.testing.assert_array_equal(loaded.predict(seed=2)["obs"], fit.predict(seed=2)["obs"])
+    loaded.save(str(tmp_path / "again.nc"))  # the mapping survives a second save
+    assert bg.load(str(tmp_path / "again.nc"), model=_observing_data).problem.spec.observed == {"obs": "data"}
+
+
 def test_a_zoo_model_warns_under_an_engine_its_spec_does_not_list():
     import warnings
 

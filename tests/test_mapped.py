@@ -46,6 +46,22 @@ def test_mapped_fit_equals_in_memory_fit(tmp_path, guide):
     np.testing.assert_allclose(mean, [-1.0, 0.0, 1.0], atol=0.25)  # sd of each weight about 0.05 at n=3000
 
 
+def test_a_fit_of_mapped_data_loads_with_its_program_by_mapping_the_files_again(tmp_path):
+    X, y, X_mapped, y_mapped = _saved(tmp_path, n=500)
+    logistic_spec = bg.ModelSpec(name="logistic", model=logistic, observed={"y": "y"})  # obs=y[index]: not inferred
+    fit = bg.fit(logistic_spec, {"X": X_mapped, "y": y_mapped}, engine="svi", num_steps=20, num_draws=10, progress=False)
+    fit.save(str(tmp_path / "fit.nc"))
+    loaded = bg.load(str(tmp_path / "fit.nc"), model=logistic_spec)
+    np.testing.assert_array_equal(loaded.predict(seed=1)["y"], fit.predict(seed=1)["y"])
+    sliced = bg.fit(logistic, {"X": X_mapped[:400], "y": y_mapped[:400]}, engine="svi", num_steps=5, progress=False)
+    sliced.save(str(tmp_path / "sliced.nc"))
+    with pytest.raises(ValueError, match=r"read data\['X'\] from a slice of a memory-mapped array"):
+        bg.load(str(tmp_path / "sliced.nc"), model=logistic)
+    (tmp_path / "X.npy").unlink()
+    with pytest.raises(FileNotFoundError, match=r"read data\['X'\] from the memory-mapped file .*X.npy"):
+        bg.load(str(tmp_path / "fit.nc"), model=logistic)
+
+
 def test_mapped_rows_read_in_the_fit_dtype_and_refuse_whole_array_use(tmp_path):
     _, _, X_mapped, _ = _saved(tmp_path, n=100)
     problem = bg.fitting.prepare(logistic, {"X": X_mapped},
