@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import inspect
 import os
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from tqdm.auto import tqdm
 from bayesgen._counts import check_count
 from bayesgen._files import atomic_write
 from bayesgen.distributed import Ranks
+from bayesgen.engine import Problem
+from bayesgen.mapped import MappedRows
 from bayesgen.inference._minibatches import Minibatches
 
 __all__ = ["Checkpointing", "Resumable", "Steps", "checkpointing_of", "load_param_store", "param_store", "pyro_svi_step",
@@ -74,16 +77,51 @@ _FIELDS = ("checkpoint", "checkpoint_every", "resume")
 _FREE = ("num_draws",)
 
 
-def checkpointing_of(engine: Any, seed: int) -> Checkpointing | None:
+def checkpointing_of(engine: Any, seed: int, problem: Problem) -> Checkpointing | None:
     """The checkpoints an engine's ``checkpoint``, ``checkpoint_every`` and ``resume`` fields
-    ask for (None if neither a path nor a resume), its other fields and the seed as the
-    settings a resumed run must share."""
+    ask for (None if neither a path nor a resume); its other fields, the seed, the program's
+    sites and a digest of the data are the settings a resumed run must share."""
     if engine.checkpoint is None and engine.resume is None:
         return None
     settings = {f.name: getattr(engine, f.name) for f in dataclasses.fields(engine)
                 if f.name not in _FIELDS + _FREE}
     return Checkpointing(path=engine.checkpoint, every=engine.checkpoint_every, resume=engine.resume,
-                         settings={**settings, "seed": seed})
+                         settings={**settings, "seed": seed, _SITES: _sites(problem), _DATA: _data_digest(problem)})
+
+
+#: Settings keys of the program's sites and of its data, named in a refusal but not printed (long or opaque).
+_SITES, _DATA = "program sites", "data"
+
+
+def _sites(problem: Problem) -> str:
+    """The program's sample and parameter sites as text: name, kind, distribution and shape. A
+    program with other sites, or other plate sizes (a ``subsample_size``), gives other text."""
+    parts = []
+    for name, site in problem.prototype.nodes.items():
+        if site["type"] == "sample":
+            kind = "observed" if site["is_observed"] else "latent"
+            parts.append(f"{name} {kind} {type(site['fn']).__name__}{tuple(site['value'].shape)}")
+        elif site["type"] == "param":
+            parts.append(f"{name} param {tuple(site['value'].shape)}")
+    return "; ".join(parts)
+
+
+def _data_digest(problem: Problem) -> str:
+    """A digest of the program's arguments: the values of arrays held in memory, the file, place
+    and shape of memory-mapped ones (reading them whole would defeat the mapping)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name in sorted(problem.data):
+        value = problem.data[name]
+        digest.update(name.encode())
+        if isinstance(value, torch.Tensor):
+            digest.update(f"{value.dtype}{tuple(value.shape)}".encode())
+            digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, MappedRows):
+            array = value.array
+            digest.update(f"{array.filename}{array.offset}{array.shape}{array.dtype}".encode())
+        else:
+            digest.update(repr(value).encode())
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -146,14 +184,17 @@ def _load(checkpointing: Checkpointing, desc: str, num_steps: int) -> dict[str, 
     try:
         saved = torch.load(path, weights_only=True)
     except Exception as exc:
-        raise ValueError(f"resume: {path!r} is not a bayesgen checkpoint ({type(exc).__name__}: {exc})") from exc
+        # (torch's own message goes on to suggest weights_only=False, which would unpickle any code)
+        raise ValueError(f"resume: {path!r} is not a bayesgen checkpoint (torch.load could not read it: "
+                         f"{type(exc).__name__})") from exc
     if not isinstance(saved, dict) or saved.get("format") != _FORMAT:
         raise ValueError(f"resume: {path!r} is not a bayesgen checkpoint")
     expected = _fingerprint(desc, num_steps, checkpointing.settings)
     differ = {key for key in expected.keys() | saved["fingerprint"].keys()
               if expected.get(key) != saved["fingerprint"].get(key)}
     if differ:
-        detail = ", ".join(f"{key}: {saved['fingerprint'].get(key)} there, {expected.get(key)} here"
+        detail = ", ".join(f"the {key} differ" if key in (_SITES, _DATA)
+                           else f"{key}: {saved['fingerprint'].get(key)} there, {expected.get(key)} here"
                            for key in sorted(differ))
         raise ValueError(f"resume: checkpoint {path!r} was written by a run with other settings ({detail}); "
                          "resume with the settings it was written with")

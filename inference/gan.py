@@ -156,7 +156,7 @@ class GAN:
         with cpu_threads(1 if small else torch.get_num_threads()):
             game = _Game(self, problem, site, seed)
             steps = run_steps(game.step, self.num_steps, progress=progress, desc="gan",
-                              checkpointing=checkpointing_of(self, seed), state=game)
+                              checkpointing=checkpointing_of(self, seed, problem), state=game)
         losses = steps.losses
         del game.d_losses[len(losses):]  # a round that Ctrl-C cut after the discriminator's step
         window = max(10, self.num_steps // 20)

@@ -69,7 +69,7 @@ class MLE:
         if problem.has_params:
             return optimise_params(problem, prior=False, num_steps=self.num_steps, lr=self.lr,
                                    lr_decay=self.lr_decay, tol=self.tol, progress=progress, engine=self.name,
-                                   checkpointing=checkpointing_of(self, seed),
+                                   checkpointing=checkpointing_of(self, seed, problem),
                                    minibatches=minibatches_for(problem, seed))
         refuse_step_settings(self.name, problem, checkpoints=self.checkpoint is not None or self.resume is not None)
         return run_mode(problem, seed=seed, num_steps=self.num_steps, num_draws=self.num_draws,

@@ -123,7 +123,7 @@ class SVI:
                                  "engine='mle', or engine='map' to count their priors")
             raise ValueError("engine 'svi': the program has no continuous latent sites or parameters to fit")
         generator = torch.Generator(device=problem.device).manual_seed(seed)
-        checkpointing = checkpointing_of(self, seed)
+        checkpointing = checkpointing_of(self, seed, problem)
         info: dict[str, Any] = {}
         guide = self.guide if self.guide is not None else problem.spec.guide or "normal"
         if isinstance(guide, str):

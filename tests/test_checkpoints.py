@@ -135,6 +135,26 @@ def test_a_checkpoint_of_other_settings_is_refused(tmp_path):
         bg.fit(line, DATA, engine="svi", guide="mvn", resume=str(tmp_path / "none.pt"), progress=False)
 
 
+def _line_with_noise_scale(x, y=None):
+    """programs.line with one more latent site: its noise scale."""
+    slope = pyro.sample("slope", dist.Normal(0.0, 1.0))
+    scale = pyro.sample("scale", dist.HalfNormal(1.0))
+    with pyro.plate("obs", x.shape[0]):
+        pyro.sample("y", dist.Normal(slope * x, scale), obs=y)
+
+
+def test_a_checkpoint_of_other_data_or_another_program_is_refused(tmp_path):
+    path = str(tmp_path / "svi.pt")
+    bg.fit(line, DATA, engine="svi", guide="mvn", num_steps=20, checkpoint=path, progress=False)
+    shifted = {**DATA, "y": DATA["y"] + 1.0}
+    with pytest.raises(ValueError, match=r"other settings \(the data differ\)"):
+        bg.fit(line, shifted, engine="svi", guide="mvn", num_steps=20, resume=path, progress=False)
+    with pytest.raises(ValueError, match=r"other settings \(the program sites differ\)"):
+        bg.fit(_line_with_noise_scale, DATA, engine="svi", guide="mvn", num_steps=20, resume=path, progress=False)
+    with pytest.raises(ValueError, match=r"is not a bayesgen checkpoint \(torch.load could not read it: \w+\)$"):
+        bg.fit(line, DATA, engine="svi", guide="mvn", num_steps=20, resume=__file__, progress=False)
+
+
 _KILLED_RUN = """
 import sys
 import time
