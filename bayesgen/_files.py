@@ -36,10 +36,14 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
 
 def check_writable(path: str | os.PathLike[str]) -> None:
     """Raise, naming ``path``, where a file cannot be written there: its folder is missing or is not
-    a folder. Commands that write a result at the end check first, so that a long fit is not lost."""
+    a folder, or ``path`` itself is a folder. Commands that write a result at the end check first,
+    so that a long fit is not lost."""
     folder = os.path.dirname(os.path.abspath(os.fspath(path)))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"cannot write {os.fspath(path)!r}: the folder {folder!r} does not exist")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot write {os.fspath(path)!r}: it is a folder; name a file in it, such as "
+                                f"{os.path.join(os.fspath(path), 'fit.nc')!r}")
 
 
 def _mode_for(path: str) -> int:

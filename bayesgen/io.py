@@ -42,7 +42,7 @@ def save(fit: Fit, path: str) -> None:
     The file appears whole or not at all (:func:`atomic_write`): an existing file at ``path``
     is replaced only once the new one is complete.
     """
-    idata = fit.to_arviz()
+    idata, renamed = _without_slashes(fit.to_arviz())
     meta = {
         "engine": fit.engine, "kind": fit.kind, "settings": fit.settings, "timing": fit.timing,
         "point": _jsonable(fit.point), "stderr": _jsonable(fit.stderr), "info": fit.info,
@@ -53,6 +53,7 @@ def save(fit: Fit, path: str) -> None:
         "data_dtypes": {group: {key: str(value.dtype) for key, value in arrays.items()}
                         for group, arrays in (("observed_data", fit.observed_data),
                                               ("posterior_predictive", fit.posterior_predictive))},
+        "renamed": renamed,
     }
     _meta_group(idata).attrs[_META] = json.dumps(meta, default=repr)
 
@@ -69,10 +70,24 @@ def save(fit: Fit, path: str) -> None:
     atomic_write(path, write)
 
 
-def _group(idata: Any, name: str) -> dict[str, np.ndarray]:
+def _without_slashes(idata: Any) -> tuple[Any, dict[str, str]]:
+    """``idata`` with each variable and dimension name that holds a '/' (which netCDF refuses; Pyro's
+    ``autoname.scope`` makes names such as ``layer/w``) written with '%2F' instead, and a map of
+    each variable's new name to its own."""
+    renamed = {}
+    for group in idata.groups():
+        dataset = idata[group]
+        names = {name: name.replace("/", "%2F") for name in [*dataset.variables, *dataset.dims] if "/" in str(name)}
+        if names:
+            setattr(idata, group, dataset.rename(names))
+            renamed.update({new: str(old) for old, new in names.items() if old in dataset.data_vars})
+    return idata, renamed
+
+
+def _group(idata: Any, name: str, renamed: dict[str, str]) -> dict[str, np.ndarray]:
     if name not in idata.groups():
         return {}
-    return {str(k): v.values for k, v in idata[name].data_vars.items()}
+    return {renamed.get(str(k), str(k)): v.values for k, v in idata[name].data_vars.items()}
 
 
 def load(path: str, model: Callable[..., Any] | str | ModelSpec | None = None) -> Fit:
@@ -100,18 +115,21 @@ def load(path: str, model: Callable[..., Any] | str | ModelSpec | None = None) -
     if raw is None:
         raise ValueError(f"{path} was not written by bayesgen (no '{_META}' attribute)")
     meta = json.loads(raw)
+    renamed = meta.get("renamed", {})
+    dtypes = meta.get("data_dtypes", {})
     fit = Fit(
         engine=meta["engine"], kind=meta["kind"],
-        posterior=_group(idata, "posterior"),
-        sample_stats={**_group(idata, "sample_stats"), **_group(idata, OPTIMIZATION)},
-        observed_data=_retyped(_group(idata, "observed_data"), meta.get("data_dtypes", {}).get("observed_data", {})),
-        _log_likelihood=_group(idata, "log_likelihood"),
+        posterior=_group(idata, "posterior", renamed),
+        sample_stats={**_group(idata, "sample_stats", renamed), **_group(idata, OPTIMIZATION, renamed)},
+        observed_data=_retyped(_group(idata, "observed_data", renamed), dtypes.get("observed_data", {})),
+        _log_likelihood=_group(idata, "log_likelihood", renamed),
         settings=meta["settings"], timing=meta["timing"], point=_arrays(meta["point"]),
         stderr=_arrays(meta["stderr"]), info=meta["info"], dims=meta["dims"],
         model_name=meta["model_name"],
-        posterior_predictive=_retyped(_group(idata, "posterior_predictive"),
-                                      meta.get("data_dtypes", {}).get("posterior_predictive", {})),
-        params=_params(idata), constant_data=_reshaped(_group(idata, "constant_data"), meta.get("constant_shapes", {})),
+        posterior_predictive=_retyped(_group(idata, "posterior_predictive", renamed),
+                                      dtypes.get("posterior_predictive", {})),
+        params=_params(idata),
+        constant_data=_reshaped(_group(idata, "constant_data", renamed), meta.get("constant_shapes", {})),
     )
     if model is None and meta.get("zoo_model"):
         model = fit.model_name  # a zoo model's program is found by its name, not unpickled

@@ -258,3 +258,10 @@ def test_atomic_write_gives_the_permissions_of_a_plain_open(tmp_path):
         assert (tmp_path / "shared.txt").stat().st_mode & 0o777 == 0o664  # a replaced file keeps its mode
     finally:
         os.umask(umask)
+
+
+def test_writing_onto_a_folder_is_refused_naming_it_not_a_temporary_file(tmp_path):
+    with pytest.raises(IsADirectoryError, match=r"cannot write '.*': it is a folder; name a file in it, such as "
+                                                r"'.*fit.nc'"):
+        atomic_write(tmp_path, lambda temporary: Path(temporary).write_text("x"))
+    assert os.listdir(tmp_path) == []

@@ -226,6 +226,25 @@ def test_a_program_whose_observed_site_is_named_otherwise_than_its_argument_load
     assert bg.load(str(tmp_path / "again.nc"), model=_observing_data).problem.spec.observed == {"obs": "data"}
 
 
+def _scoped(y=None):
+    """Site names with a '/', as pyro.contrib.autoname.scope writes them."""
+    w = pyro.sample("layer/w", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+    pyro.deterministic("layer/total", w.sum())
+    with pyro.plate("n", 20):
+        pyro.sample("out/y", dist.Normal(w.sum(), 1.0), obs=y)
+
+
+def test_site_names_with_a_slash_survive_save_and_load(tmp_path):
+    fit = bg.fit(_scoped, {"y": np.linspace(-1.0, 1.0, 20)}, engine="laplace", num_draws=20)
+    fit.predict()
+    fit.save(str(tmp_path / "fit.nc"))  # netCDF refuses '/' in names
+    loaded = bg.load(str(tmp_path / "fit.nc"), model=_scoped)
+    assert list(loaded.posterior) == ["layer/w", "layer/total"] and list(loaded.observed_data) == ["out/y"]
+    np.testing.assert_array_equal(loaded.posterior["layer/w"], fit.posterior["layer/w"])
+    np.testing.assert_array_equal(loaded.posterior_predictive["out/y"], fit.posterior_predictive["out/y"])
+    np.testing.assert_array_equal(loaded.log_likelihood["out/y"], fit.log_likelihood["out/y"])
+
+
 def test_a_zoo_model_warns_under_an_engine_its_spec_does_not_list():
     import warnings
 
