@@ -241,6 +241,15 @@ def per_draw(value: torch.Tensor, batch_size: int, shape: tuple[int, ...]) -> to
     return value.reshape((batch_size,) + shape)
 
 
+
+def _subsample_size(site: Mapping[str, Any]) -> int:
+    """The items a plate's index site takes in one run: its ``subsample_size``, or the length of
+    the indices the program gave as ``subsample=`` (Pyro then records no size)."""
+    if site["fn"].subsample_size is not None:
+        return int(site["fn"].subsample_size)
+    return len(site["value"])
+
+
 class LogDensity:
     """The joint log density of a Pyro program over a flat unconstrained vector, batched.
 
@@ -289,10 +298,10 @@ class LogDensity:
             s["name"] for s in sites if s["is_observed"] and not is_deterministic(s)
         ]
         self.deterministic = [s["name"] for s in sites if is_deterministic(s)]
-        #: Plates that draw a random subsample of their items at each run: name -> (subsample size, size).
-        self.subsampled = {s["name"]: (s["fn"].subsample_size, s["fn"].size) for s in prototype.nodes.values()
-                           if s["type"] == "sample" and is_subsample(s) and s["fn"].subsample_size is not None
-                           and s["fn"].subsample_size < s["fn"].size}
+        #: Plates that take a subsample of their items at each run, by ``subsample_size`` or as the
+        #: program's own ``subsample=`` indices (wavenet's random windows): name -> (subsample size, size).
+        self.subsampled = {s["name"]: (_subsample_size(s), s["fn"].size) for s in prototype.nodes.values()
+                           if s["type"] == "sample" and is_subsample(s) and _subsample_size(s) < s["fn"].size}
         self.vectorized = self._check_vectorized()
 
     def _make_layout(self, sites: list[dict[str, Any]]) -> tuple[SiteLayout, ...]:

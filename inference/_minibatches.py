@@ -101,7 +101,9 @@ class Minibatches(Messenger):
 def minibatches_for(problem: Problem, seed: int) -> Minibatches | None:
     """The minibatch stream of a fit of ``problem`` with ``seed`` (this process's share of it in a
     distributed fit); None where no plate subsamples."""
-    plates = problem.density.subsampled
+    # a plate given its indices by the program (subsample=, as wavenet's windows) takes no others
+    plates = {name: sizes for name, sizes in problem.density.subsampled.items()
+              if problem.prototype.nodes[name]["fn"].subsample_size is not None}
     ranks = problem.ranks
     if not plates:
         if ranks.world_size > 1:

@@ -251,6 +251,16 @@ def test_wavenet_generates_signals_deterministically_and_after_loading(walk_fit,
     assert np.array_equal(bg.load(str(path), model="wavenet").generate(3000, seed=1), signal)
 
 
+def test_a_wavenet_fitted_on_windows_is_known_to_subsample(walk_fit):
+    """Its windows come as the plate's own subsample= indices: the fit keeps no log-likelihood of a
+    random 512 positions, keeps the whole signal, and held-out data with windows are refused."""
+    fit, heldout, arch, _ = walk_fit
+    assert fit.log_likelihood == {} and "plate 'time' takes 512 of its 5000" in fit.info["log_likelihood"]
+    assert fit.observed_data["codes"].shape == (5000,)
+    with pytest.raises(ValueError, match=r"plate 'time' draws a minibatch of 512 of its 1000 items"):
+        bg.evaluate(fit, {**heldout, **arch, "batch_size": 8, "window": 64}, num_samples=2)
+
+
 def test_the_logistic_mixture_spreads_probability_over_neighbouring_levels():
     """Its level probabilities sum to 1, match the logistic's mass over each bin computed directly,
     and the stepper draws from the same distribution as one pass (checked in the tests above)."""
