@@ -24,6 +24,20 @@ def network(key: tuple[object, ...], build: Callable[[], nn.Module], device: tor
 
     The first request builds it with torch's generator seeded at 0 (the global generator's
     state is left as it was); later requests return the same module.
+
+    Parameters
+    ----------
+    key : tuple
+        The configuration: the network's role and sizes (the device and default dtype are added to it).
+    build : callable
+        ``build()`` returns a new, untrained module; called only on the first request.
+    device : torch.device
+        Where the network lives.
+
+    Returns
+    -------
+    nn.Module
+        The network for this configuration, the same object at every request.
     """
     full_key = (*key, str(device), torch.get_default_dtype())
     if full_key not in _NETWORKS:
@@ -35,5 +49,15 @@ def network(key: tuple[object, ...], build: Callable[[], nn.Module], device: tor
 
 
 def device_of(data: torch.Tensor | None) -> torch.device:
-    """Where the networks run: with the data, else torch's default device."""
+    """Where the networks run: with the data, else torch's default device.
+
+    Parameters
+    ----------
+    data : Tensor, optional
+        The observed data; None (simulating) takes torch's default device.
+
+    Returns
+    -------
+    torch.device
+    """
     return data.device if data is not None else torch.empty(0).device

@@ -15,6 +15,20 @@ def ordered_locations(num: int, first_scale: float = 1.0, log_gap_scale: float =
     (Pyro's ``OrderedTransform`` of independent normals). On standardised data the gaps'
     median of 1 and the unit first location are weakly informative. Its support is
     ``ordered_vector``, so samplers move in the unconstrained normals directly.
+
+    Parameters
+    ----------
+    num : int
+        The number of locations.
+    first_scale : float
+        Prior sd of the first (smallest) location.
+    log_gap_scale : float
+        Prior sd of the log of each gap between consecutive locations.
+
+    Returns
+    -------
+    pyro.distributions.Distribution
+        A distribution with event shape ``(num,)`` and an empty batch shape.
     """
     base = dist.Normal(0.0, first_scale).expand([num]).to_event(1)
     if log_gap_scale != first_scale:

@@ -67,6 +67,12 @@ class CausalConvNet(nn.Module):
     dilations : sequence of int
         One layer per entry; WaveNet uses cycles ``1, 2, 4, ..., 512``. The receptive field is
         ``1 + sum(dilations)`` symbols, the input's shift by one included.
+    ordinal : bool
+        The symbols are ordered levels (mu-law codes): each input symbol's first value adds a linear
+        function of its level in [-1, 1] to its embedding (see :meth:`inputs`). False: an embedding only.
+    mixture : int, optional
+        The head gives the parameters of a discretised mixture of this many logistics
+        (:func:`logistic_mixture_logits`; needs ``ordinal``); None gives one logit per symbol.
     """
 
     def __init__(self, num_symbols: int, channels: int, skip_channels: int, dilations: tuple[int, ...], *,
@@ -260,8 +266,9 @@ class _RecurrentStepper:
 
 def logistic_mixture_logits(params: torch.Tensor, num_symbols: int, levels: torch.Tensor | None = None
                             ) -> torch.Tensor:
-    """Log-probabilities of ``V`` ordered levels under a discretised mixture of logistics: of every
-    level, ``(..., V)``, or with ``levels`` ``(...)`` of those levels only, ``(...)`` (``K`` times
+    """Log-probabilities of ``V`` ordered levels under a discretised mixture of logistics.
+
+    Of every level, ``(..., V)``, or with ``levels`` ``(...)`` of those levels only, ``(...)`` (``K`` times
     cheaper than all ``V``: what training needs).
 
     The levels are ``V`` equal bins of [-1, 1] (for mu-law codes, of the companded value), the
@@ -269,6 +276,20 @@ def logistic_mixture_logits(params: torch.Tensor, num_symbols: int, levels: torc
     components' weight logits, locations and log-scales (clamped below at -7). A level's
     probability is the mixture's mass over its bin (Salimans et al. 2017, PixelCNN++), so that
     probability moves smoothly from a level to its neighbours.
+
+    Parameters
+    ----------
+    params : Tensor ``(..., 3K)``
+        The ``K`` components' weight logits, locations (on the [-1, 1] scale) and log-scales, in that order.
+    num_symbols : int
+        ``V``, the number of levels (at least 2).
+    levels : Tensor of int ``(...)``, optional
+        One level per position, in ``0 .. V-1``; None scores every level.
+
+    Returns
+    -------
+    Tensor
+        Log-probabilities, ``(..., V)`` without ``levels`` (they sum to 1 in probability), ``(...)`` with them.
     """
     k = params.shape[-1] // 3
     weights = torch.log_softmax(params[..., :k], -1)
@@ -336,8 +357,22 @@ def _shifted(symbols: torch.Tensor, start: int) -> torch.Tensor:
 
 
 def until_end(symbols: torch.Tensor, end: int) -> torch.Tensor:
-    """Which positions of each sequence count: those up to and including its first ``end`` symbol
-    (all of a sequence without one). What follows the end is padding."""
+    """Which positions of each sequence count: those up to and including its first ``end`` symbol.
+
+    All of a sequence without one counts. What follows the end is padding.
+
+    Parameters
+    ----------
+    symbols : Tensor of int ``(..., T)``
+        Sequences along the last dim.
+    end : int
+        The end symbol.
+
+    Returns
+    -------
+    Tensor of bool ``(..., T)``
+        True at the positions that count.
+    """
     is_end = symbols == end
     return (is_end.long().cumsum(-1) - is_end.long()) == 0
 

@@ -55,6 +55,18 @@ def levinson(pacf: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, tor
 def pacf_to_ar(pacf: torch.Tensor) -> torch.Tensor:
     """AR coefficients ``phi``, shape ``(..., p)``, of partial autocorrelations in ``(-1, 1)``.
 
+    The last row of :func:`levinson`'s coefficients (which do not depend on the innovation sd).
+
+    Parameters
+    ----------
+    pacf : Tensor, shape ``(..., p)``
+        Partial autocorrelations ``r_1, ..., r_p``, each in ``(-1, 1)``.
+
+    Returns
+    -------
+    Tensor, shape ``(..., p)``
+        The coefficients ``phi_1, ..., phi_p`` of the stationary AR(p) process, lag 1 first, in ``pacf``'s dtype.
+
     Examples
     --------
     >>> pacf_to_ar(torch.tensor([0.5, -0.2]))
@@ -192,7 +204,13 @@ def model(y: torch.Tensor | None = None, num_lags: int = 2, horizon: int = 0, nu
 
 
 def load_data() -> dict[str, Any]:
-    """Yearly mean sunspot numbers 1700-2008 (statsmodels), square-root transformed and standardised."""
+    """Yearly mean sunspot numbers 1700-2008 (statsmodels), square-root transformed and standardised.
+
+    Returns
+    -------
+    dict
+        The program's arguments: ``"y"``, float ndarray ``(309,)`` (mean 0, sd 1), and ``"num_times"``: 309.
+    """
     datasets = require("statsmodels.datasets", "the sunspot numbers")
     counts = datasets.sunspots.load_pandas().data["SUNACTIVITY"].to_numpy(float)
     root = np.sqrt(counts)
@@ -206,6 +224,23 @@ def simulate(seed: int, num_times: int = 200, num_lags: int = 2) -> tuple[dict[s
     away from +-1, since several small ``1 - pacf_k^2`` factors put a root of
     the AR polynomial next to the unit circle, where the series mixes so slowly that its
     estimates are far from normal. ``truth`` holds them and the deterministic ``phi``.
+    The series starts stationary, as the model's likelihood assumes.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of numpy's generator; the same seed gives the same series.
+    num_times : int
+        T, the length of the series.
+    num_lags : int
+        The order p.
+
+    Returns
+    -------
+    data : dict
+        The program's arguments: ``"y"``, float ndarray ``(T,)``, and ``"num_times"``.
+    truth : dict
+        ``"mu"`` and ``"sigma"`` (floats), ``"pacf"`` and ``"phi"``, float ndarrays ``(p,)``.
     """
     rng = np.random.default_rng(seed)
     mu, sigma = rng.normal(), rng.uniform(0.5, 1.0)

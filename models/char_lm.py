@@ -32,7 +32,23 @@ _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
 def alphabet_of(texts: Sequence[str]) -> str:
-    """The characters that occur in ``texts``, sorted: an alphabet for :func:`encode`."""
+    """The characters that occur in ``texts``, sorted: an alphabet for :func:`encode`.
+
+    Parameters
+    ----------
+    texts : sequence of str
+        The texts; pass every split (``train + validation + test``) so that all of them can be encoded.
+
+    Returns
+    -------
+    str
+        The distinct characters, sorted by code point.
+
+    Examples
+    --------
+    >>> alphabet_of(["bob", "ada"])
+    'abdo'
+    """
     return "".join(sorted(set("".join(texts))))
 
 
@@ -47,8 +63,7 @@ def _code_points(alphabet: str | np.ndarray | torch.Tensor | None) -> np.ndarray
 
 
 def encode(texts: Sequence[str], alphabet: str | None = None) -> dict[str, Any]:
-    """Strings as the program's arguments: ``symbols`` ``(N, T)`` int64, ``alphabet`` (code points),
-    and the size of a simulated set like it, ``num_sequences`` N and ``max_length`` T.
+    """Strings as the program's arguments, with the size of a simulated set like them.
 
     Character ``alphabet[i]`` becomes symbol ``i + 1``; each text is followed by the end symbol 0
     and padded with it to the longest text plus one, so every text has ``len(text) + 1``
@@ -59,9 +74,32 @@ def encode(texts: Sequence[str], alphabet: str | None = None) -> dict[str, Any]:
     Parameters
     ----------
     texts : sequence of str
+        The texts, N of them (not one bare string; at least one text).
     alphabet : str, optional
         The characters the model knows; None takes those of ``texts`` (:func:`alphabet_of`).
         Encode held-out texts with the training alphabet: a character outside it raises.
+
+    Returns
+    -------
+    dict
+        ``"symbols"``: int64 ndarray ``(N, T)``, T the longest text's length plus one; ``"alphabet"``: the
+        characters' code points, int64 ndarray ``(len(alphabet),)``; ``"num_sequences"``: N; ``"max_length"``: T.
+
+    Raises
+    ------
+    TypeError
+        If ``texts`` is a string, is empty or holds something other than strings.
+    ValueError
+        If a text has a character outside ``alphabet``.
+
+    Examples
+    --------
+    >>> arguments = encode(["ab", "b"], alphabet="ab")
+    >>> arguments["symbols"]
+    array([[1, 2, 0],
+           [2, 0, 0]])
+    >>> decode(arguments)
+    ['ab', 'b']
     """
     if isinstance(texts, str) or not len(texts) or not all(isinstance(text, str) for text in texts):
         raise TypeError("texts must be a non-empty sequence of strings (a list of names, of lines)")
@@ -78,8 +116,21 @@ def encode(texts: Sequence[str], alphabet: str | None = None) -> dict[str, Any]:
 
 
 def decode(arguments: Mapping[str, Any]) -> list[str]:
-    """The strings that program arguments hold: each row of ``symbols`` up to its first end symbol,
-    through ``alphabet`` (the inverse of :func:`encode`)."""
+    """The strings that program arguments hold (the inverse of :func:`encode`).
+
+    Each row of ``symbols`` up to its first end symbol, each symbol ``i`` read as character ``alphabet[i - 1]``.
+
+    Parameters
+    ----------
+    arguments : mapping
+        ``"symbols"``: int array or tensor ``(..., T)`` (leading dims flattened, as for generated draws);
+        ``"alphabet"``: code points, optional, ``a`` to ``z`` when absent or None.
+
+    Returns
+    -------
+    list of str
+        One string per row of ``symbols``, in row-major order.
+    """
     points = _code_points(arguments.get("alphabet"))
     symbols = np.asarray(arguments["symbols"])
     texts = []
@@ -152,7 +203,13 @@ def model(symbols: torch.Tensor | None = None, *, alphabet: torch.Tensor | None 
 
 
 def load_data() -> dict[str, Any]:
-    """The training split of the US census first names (:func:`bayesgen.datasets.first_names`), encoded."""
+    """The training split of the US census first names (:func:`bayesgen.datasets.first_names`), encoded.
+
+    Returns
+    -------
+    dict
+        :func:`encode` of the training names, with their own alphabet (their characters).
+    """
     from bayesgen.datasets import first_names
 
     train, _, _ = first_names()
@@ -165,7 +222,20 @@ def simulate(seed: int = 0, *, num_sequences: int = 200, alphabet: str = "abc",
 
     Each character's next-symbol distribution (the end symbol included) and the first
     character's are drawn from a Dirichlet with ``concentration``; a small concentration gives
-    a chain far from uniform, whose per-symbol entropy a fitted model should approach.
+    a chain far from uniform, whose per-symbol entropy a fitted model should approach. The
+    first symbol is never the end (no empty texts), the end symbol has probability at least
+    about 0.1 after each character, and texts are cut at 100 characters.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of numpy's generator; the same seed gives the same texts.
+    num_sequences : int
+        N, the number of texts.
+    alphabet : str
+        The chain's characters (V - 1 of them, distinct).
+    concentration : float
+        The Dirichlet's concentration for every symbol; small values give peaked, predictable rows.
 
     Returns
     -------

@@ -42,13 +42,42 @@ def model(sigma: torch.Tensor, y: torch.Tensor | None = None, centered: bool = F
 
 
 def load_data() -> dict[str, Any]:
-    """The SAT coaching data of Rubin (1981), as in Gelman et al., BDA3 section 5.5."""
+    """The SAT coaching data of Rubin (1981), as in Gelman et al., BDA3 section 5.5.
+
+    Returns
+    -------
+    dict
+        The program's arguments: ``"sigma"`` (standard errors) and ``"y"`` (estimated effects), float ndarrays
+        ``(8,)``, in SAT points.
+    """
     return {"sigma": np.array(_STDERRS), "y": np.array(_EFFECTS)}
 
 
 def simulate(seed: int, num_schools: int = 8, mu: float = 4.0, tau: float = 3.0
              ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Simulate effects from known ``mu``, ``tau`` and school effects; returns ``(data, truth)``."""
+    """Simulate effects from known ``mu``, ``tau`` and school effects; returns ``(data, truth)``.
+
+    ``theta_j ~ Normal(mu, tau)``, the standard errors ``sigma_j ~ Uniform(5, 15)`` and ``y_j ~ Normal(theta_j,
+    sigma_j)``.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of numpy's generator; the same seed gives the same data.
+    num_schools : int
+        J, the number of schools.
+    mu : float
+        The true population mean effect.
+    tau : float
+        The true between-school sd.
+
+    Returns
+    -------
+    data : dict
+        The program's arguments: ``"sigma"`` and ``"y"``, float ndarrays ``(J,)``.
+    truth : dict
+        ``"mu"``, ``"tau"`` and ``"theta"``, float ndarray ``(J,)``.
+    """
     rng = np.random.default_rng(seed)
     sigma = rng.uniform(5.0, 15.0, num_schools)
     theta = rng.normal(mu, tau, num_schools)

@@ -80,7 +80,14 @@ def model(y: torch.Tensor | None = None, num_components: int = 2, full_covarianc
 
 
 def load_data() -> dict[str, Any]:
-    """Old Faithful: 272 eruptions' durations and waiting times (R's ``datasets::faithful``), standardised."""
+    """Old Faithful: 272 eruptions' durations and waiting times (R's ``datasets::faithful``), standardised.
+
+    Returns
+    -------
+    dict
+        The program's arguments: ``"y"``, float ndarray ``(272, 2)``, columns duration and waiting time,
+        each with mean 0 and sd 1.
+    """
     frame = rdataset("datasets", "faithful")
     values = frame[["eruptions", "waiting"]].to_numpy(dtype=float)
     return {"y": (values - values.mean(0)) / values.std(0)}
@@ -90,7 +97,34 @@ def simulate(seed: int, num_obs: int = 200, num_components: int = 2, num_feature
              full_covariance: bool = True, robust: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     """Well-separated components (first-feature locations 3 apart, increasing); returns ``(data, truth)``.
 
-    ``robust=True`` draws Student-t components with ``df = 4``."""
+    ``robust=True`` draws Student-t components with ``df = 4``. Weights ``~ Dirichlet(5, ..., 5)``, scales
+    ``~ Uniform(0.4, 0.9)``, the other location coordinates ``~ Normal(0, 1)`` and, with full covariances, one
+    correlation in ``(-0.6, 0.6)`` between the first two features of each component.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of numpy's generator; the same seed gives the same data.
+    num_obs : int
+        N, the number of observations.
+    num_components : int
+        K, the number of mixture components.
+    num_features : int
+        D, the dimension of each observation.
+    full_covariance : bool
+        Correlated features within components; False gives diagonal covariances.
+    robust : bool
+        Student-t components instead of Gaussian ones.
+
+    Returns
+    -------
+    data : dict
+        The program's arguments: ``"y"``, float ndarray ``(N, D)``, with ``"num_components"``,
+        ``"full_covariance"`` and ``"robust"``.
+    truth : dict
+        ``"weights"`` ``(K,)``, ``"locs"`` and ``"scales"`` ``(K, D)``; ``"corr"`` ``(K, D, D)`` with full
+        covariances; ``"df"`` when robust.
+    """
     rng = np.random.default_rng(seed)
     k, d = num_components, num_features
     weights = rng.dirichlet(np.full(k, 5.0))

@@ -26,6 +26,16 @@ def stationary(trans: torch.Tensor) -> torch.Tensor:
 
     Solves ``(I - trans^T + 1 1^T) pi = 1``, which has the stationary distribution as its
     unique solution for an irreducible chain; differentiable and batched.
+
+    Parameters
+    ----------
+    trans : Tensor, shape ``(..., K, K)``
+        Row-stochastic transition matrices: ``trans[..., i, j]`` is the probability of moving from state i to j.
+
+    Returns
+    -------
+    Tensor, shape ``(..., K)``
+        The stationary probabilities of each chain, in ``trans``'s dtype.
     """
     k = trans.shape[-1]
     system = torch.eye(k, dtype=trans.dtype) - trans.transpose(-1, -2) + 1.0
@@ -64,6 +74,7 @@ def model(y: torch.Tensor | None = None, num_states: int = 2, emission: str = "g
     num_states : int
         K, the number of hidden states.
     emission : {"gaussian", "categorical"}
+        The emission distribution of each state.
     num_categories : int
         Categories of the categorical emissions.
     duration : int
@@ -103,7 +114,21 @@ def states_model(y: torch.Tensor | None = None, num_states: int = 2, emission: s
 
     Its log density equals ``model``'s, but it runs one site per time step, so it is far
     slower to fit; it exists to decode states with ``pyro.infer.infer_discrete`` (Viterbi
-    at temperature 0, forward-filtering backward-sampling at temperature 1).
+    at temperature 0, forward-filtering backward-sampling at temperature 1). The
+    observations are the sites ``y_0 ... y_{T-1}``.
+
+    Parameters
+    ----------
+    y : Tensor, shape ``(T,)``, optional
+        One observed sequence, as for ``model``; None simulates ``duration`` steps.
+    num_states : int
+        K, the number of hidden states.
+    emission : {"gaussian", "categorical"}
+        The emission distribution of each state.
+    num_categories : int
+        Categories of the categorical emissions (unused for Gaussian ones).
+    duration : int
+        Length of a simulated sequence (ignored when ``y`` is given).
     """
     params = _parameters(num_states, emission, num_categories)
     init, trans = params[0], params[1]
@@ -130,6 +155,18 @@ def viterbi(fit: Fit, num_samples: int | None = None) -> np.ndarray:
 
     Viterbi decoding (``infer_discrete`` at temperature 0 on ``states_model``). For a
     single path, take the per-step mode over draws or decode a point fit (``mle``/``map``).
+
+    Parameters
+    ----------
+    fit : bg.Fit
+        A fit of this model, with its data (the sequence ``y`` and the model's arguments).
+    num_samples : int, optional
+        Decode at this many of the posterior draws (see ``bg.infer_discrete``); None decodes at every draw.
+
+    Returns
+    -------
+    ndarray of int, shape ``(chain, draw, T)``
+        The state index, in ``0 .. K-1``, of each step at each decoded draw.
     """
     return _stack_states(infer_discrete(fit, model=states_model, temperature=0, num_samples=num_samples))
 
@@ -139,13 +176,32 @@ def state_marginals(fit: Fit, num_samples: int | None = None) -> np.ndarray:
 
     At each posterior draw of the parameters, the exact marginals by forward-backward; then
     their average over the draws (see ``bg.discrete_marginals``).
+
+    Parameters
+    ----------
+    fit : bg.Fit
+        A fit of this model, with its data (the sequence ``y`` and the model's arguments).
+    num_samples : int, optional
+        Average over this many of the posterior draws (see ``bg.discrete_marginals``); None uses every draw.
+
+    Returns
+    -------
+    ndarray of float, shape ``(T, K)``
+        Row ``t`` holds the probabilities of the K states at step t; each row sums to 1.
     """
     return _stack_states(discrete_marginals(fit, model=states_model, num_samples=num_samples)).swapaxes(-1, -2)
 
 
 def load_data() -> dict[str, Any]:
-    """Old Faithful's 272 waiting times between eruptions in time order (R's ``datasets::faithful``),
-    standardised; long waits follow long eruptions, so two states alternate."""
+    """Old Faithful's 272 waiting times between eruptions in time order (R's ``datasets::faithful``), standardised.
+
+    Long waits follow long eruptions, so two states alternate.
+
+    Returns
+    -------
+    dict
+        The program's arguments: ``"y"``, float ndarray ``(272,)`` (mean 0, sd 1), and ``"num_states"``: 2.
+    """
     waiting = rdataset("datasets", "faithful")["waiting"].to_numpy(dtype=float)
     return {"y": (waiting - waiting.mean()) / waiting.std(), "num_states": 2}
 
@@ -156,7 +212,31 @@ def simulate(seed: int, duration: int = 200, num_states: int = 2, emission: str 
 
     Each state persists with probability 0.8-0.95 per step; Gaussian state means are
     ``separation`` apart (increasing, scales 0.5-1); categorical emission rows favour a
-    different category per state.
+    different category per state. The first state is drawn from the chain's stationary distribution.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of numpy's generator; the same seed gives the same data.
+    duration : int
+        T, the length of the sequence.
+    num_states : int
+        K, the number of hidden states.
+    emission : {"gaussian", "categorical"}
+        The emission distribution of each state.
+    num_categories : int
+        Categories of the categorical emissions (unused for Gaussian ones).
+    separation : float
+        Distance between consecutive Gaussian state means, in units of the observations (unused for categorical).
+
+    Returns
+    -------
+    data : dict
+        The program's arguments: ``"y"``, ndarray ``(T,)`` (float, or int codes in ``0 .. num_categories-1``),
+        ``"num_states"``, ``"emission"`` and, for categorical emissions, ``"num_categories"``.
+    truth : dict
+        ``"trans"`` ``(K, K)``; ``"locs"`` and ``"scales"`` ``(K,)`` (Gaussian) or ``"emission_probs"``
+        ``(K, num_categories)`` (categorical); and ``"states"``, int ndarray ``(T,)``.
     """
     rng = np.random.default_rng(seed)
     k = num_states

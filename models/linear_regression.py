@@ -87,7 +87,30 @@ def simulate_intercepts(rng: np.random.Generator, num_obs: int, num_groups: int 
     """Draw group indices and varying intercepts for :func:`intercept`'s hierarchical form.
 
     Returns ``(data, truth, alpha_per_observation)``; with ``num_groups`` None the intercept
-    is ``alpha`` and ``data``/``truth`` only hold ``alpha``'s entry.
+    is ``alpha`` and ``data``/``truth`` only hold ``alpha``'s entry. Every group gets at least one
+    observation (the indices are ``0 .. num_groups-1`` repeated, then shuffled).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The simulation's generator (advanced by the draws).
+    num_obs : int
+        N, the number of observations.
+    num_groups : int, optional
+        Number of groups, in ``[1, num_obs]``; None for one pooled intercept.
+    alpha : float
+        The population mean intercept.
+    tau : float
+        The sd of the group intercepts around ``alpha`` (unused when pooled).
+
+    Returns
+    -------
+    data : dict
+        ``{"group": int ndarray (N,), "num_groups": num_groups}``, or empty when pooled.
+    truth : dict
+        ``"alpha"``, and with groups ``"tau"`` and ``"alpha_tilde"``, ``"alpha_group"``, ndarrays ``(num_groups,)``.
+    alpha_per_observation : ndarray, shape ``(N,)``
+        Each observation's intercept.
     """
     if num_groups is None:
         return {}, {"alpha": alpha}, np.full(num_obs, alpha)
@@ -126,7 +149,14 @@ def model(X: torch.Tensor, y: torch.Tensor | None = None, group: torch.Tensor | 
 
 
 def load_data() -> dict[str, Any]:
-    """scikit-learn's diabetes data (442 patients, 10 baseline covariates), X and y standardised."""
+    """scikit-learn's diabetes data (442 patients, 10 baseline covariates), X and y standardised.
+
+    Returns
+    -------
+    dict
+        The program's arguments: ``"X"``, float ndarray ``(442, 10)``, and ``"y"`` (disease progression after
+        a year), float ndarray ``(442,)``; each column with mean 0 and sd 1.
+    """
     try:
         from sklearn.datasets import load_diabetes
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -143,7 +173,27 @@ def simulate(seed: int, num_obs: int = 200, num_features: int = 3, num_groups: i
 
     With ``num_groups``, observations are spread evenly over the groups and the intercepts
     vary by group with ``tau ~ Uniform(0.5, 1.5)``; ``truth`` then also holds ``tau``,
-    ``alpha_tilde`` and the deterministic ``alpha_group``.
+    ``alpha_tilde`` and the deterministic ``alpha_group``. ``X`` and ``beta`` are standard
+    normal, ``alpha ~ Normal(0, 1)`` and ``sigma ~ Uniform(0.3, 1)``.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of numpy's generator; the same seed gives the same data.
+    num_obs : int
+        N, the number of observations.
+    num_features : int
+        D, the number of covariates.
+    num_groups : int, optional
+        Number of groups, in ``[1, num_obs]``; None for one pooled intercept.
+
+    Returns
+    -------
+    data : dict
+        The program's arguments: ``"X"`` ``(N, D)``, ``"y"`` ``(N,)`` and, with groups, ``"group"`` ``(N,)``
+        and ``"num_groups"``.
+    truth : dict
+        ``"alpha"``, ``"beta"`` ``(D,)`` and ``"sigma"``, plus the group entries of :func:`simulate_intercepts`.
     """
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(num_obs, num_features))

@@ -47,7 +47,14 @@ def model(X: torch.Tensor, y: torch.Tensor | None = None, group: torch.Tensor | 
 
 
 def load_data() -> dict[str, Any]:
-    """scikit-learn's Wisconsin breast cancer data: 569 tumours, 30 standardised features, y = 1 benign."""
+    """scikit-learn's Wisconsin breast cancer data: 569 tumours, 30 standardised features, y = 1 benign.
+
+    Returns
+    -------
+    dict
+        The program's arguments: ``"X"``, float ndarray ``(569, 30)`` (each column mean 0, sd 1), and ``"y"``,
+        int ndarray ``(569,)`` of 0 (malignant) and 1 (benign).
+    """
     datasets = require("sklearn.datasets", "the breast cancer data")
     data = datasets.load_breast_cancer()
     X = (data.data - data.data.mean(0)) / data.data.std(0)
@@ -61,6 +68,26 @@ def simulate(seed: int, num_obs: int = 300, num_features: int = 3, num_groups: i
     ``beta ~ Normal(0, 1)``, ``alpha ~ Normal(0, 0.5)``; with ``num_groups`` the intercepts
     vary with ``tau ~ Uniform(0.5, 1.5)`` and ``truth`` also holds ``tau``, ``alpha_tilde``
     and the deterministic ``alpha_group``.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of numpy's generator; the same seed gives the same data.
+    num_obs : int
+        N, the number of observations.
+    num_features : int
+        D, the number of covariates (standard normal).
+    num_groups : int, optional
+        Number of groups, in ``[1, num_obs]``; None for one pooled intercept.
+
+    Returns
+    -------
+    data : dict
+        The program's arguments: ``"X"`` ``(N, D)``, ``"y"``, int 0/1 ndarray ``(N,)``, and, with groups,
+        ``"group"`` ``(N,)`` and ``"num_groups"``.
+    truth : dict
+        ``"alpha"`` and ``"beta"`` ``(D,)``, plus the group entries of
+        :func:`bayesgen.models.linear_regression.simulate_intercepts`.
     """
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(num_obs, num_features))

@@ -32,6 +32,18 @@ def factor_scales(rank: int, factor_scale: float) -> torch.Tensor:
     leave: with equal scales, ``U -> U R``, ``V -> V R`` for any orthogonal ``R`` leaves
     the posterior unchanged, so its Hessian is singular at every mode and the Laplace
     approximation fails. Only sign flips of a dimension (shared by U and V) remain.
+
+    Parameters
+    ----------
+    rank : int
+        Number of factor dimensions.
+    factor_scale : float
+        Prior sd of the first dimension.
+
+    Returns
+    -------
+    Tensor, shape ``(rank,)``
+        The sds, in torch's default dtype.
     """
     return factor_scale * DECAY ** torch.arange(rank, dtype=torch.get_default_dtype())
 
@@ -107,10 +119,12 @@ def expected_rating(params: Mapping[str, Any], user: Any, item: Any) -> np.ndarr
         ``mu``, ``user_bias``, ``item_bias``, ``user_factors``, ``item_factors`` with any
         leading dims: ``fit.posterior`` (``(chain, draw, ...)``) or a ``truth`` of ``simulate``.
     user, item : array of int, shape ``(n,)``
+        The (user, item) pairs, as indices into the biases and factors.
 
     Returns
     -------
     ndarray, shape ``(*lead, n)``
+        The expected rating of each pair at each draw (``lead`` the parameters' leading dims).
     """
     user, item = np.asarray(user), np.asarray(item)
     mu = np.asarray(params["mu"])[..., None]
@@ -180,6 +194,20 @@ def load_data(max_users: int | None = 150, max_items: int | None = 200) -> dict[
     Keeps the ``max_items`` most rated movies and, among their raters, the ``max_users``
     most active (None keeps all). Items are numbered by popularity (0 = most rated),
     users by their id; ``item_titles`` gives the titles in the same order.
+
+    Parameters
+    ----------
+    max_users : int, optional
+        Keep this many of the most active raters of the kept movies; None keeps them all.
+    max_items : int, optional
+        Keep this many of the most rated movies; None keeps them all.
+
+    Returns
+    -------
+    dict
+        The program's arguments: ``"user"`` and ``"item"``, int ndarrays ``(N,)`` of indices in
+        ``[0, num_users)`` and ``[0, num_items)``; ``"rating"``, float ndarray ``(N,)`` in stars;
+        ``"num_users"`` and ``"num_items"``.
     """
     frame, movies = _movielens(max_users, max_items)
     user_ids = np.unique(frame["userId"].to_numpy())
@@ -201,11 +229,19 @@ def split_recent(num_heldout: int = 10, max_users: int | None = 150, max_items: 
     what the user rated next. Users with fewer than ``2 * num_heldout`` ratings keep them all
     in training. Ties in time are broken by the order of the data.
 
+    Parameters
+    ----------
+    num_heldout : int
+        Ratings held out per user (positive).
+    max_users, max_items : int, optional
+        As for ``load_data``; None keeps all.
+
     Returns
     -------
-    (dict, dict)
-        The training data (program arguments, as ``load_data``), and the held-out ratings as
-        arrays ``user``, ``item`` and ``rating`` in the same indices.
+    train : dict
+        The training data (program arguments, as ``load_data``, with ``num_users`` and ``num_items`` unchanged).
+    heldout : dict
+        The held-out ratings as arrays ``user``, ``item`` and ``rating``, shape ``(M,)``, in the same indices.
     """
     num_heldout = check_count("num_heldout", num_heldout)
     data = load_data(max_users, max_items)
@@ -222,7 +258,18 @@ def split_recent(num_heldout: int = 10, max_users: int | None = 150, max_items: 
 
 
 def item_titles(max_users: int | None = 150, max_items: int | None = 200) -> list[str]:
-    """Movie titles in the item order of ``load_data`` with the same arguments."""
+    """Movie titles in the item order of ``load_data`` with the same arguments.
+
+    Parameters
+    ----------
+    max_users, max_items : int, optional
+        As for ``load_data`` (``max_users`` does not change the items, which are chosen first).
+
+    Returns
+    -------
+    list of str
+        One title per item; entry ``i`` is the title of item ``i``.
+    """
     frame, movies = _movielens(max_users, max_items)
     title = frame.drop_duplicates("movieId").set_index("movieId")["title"]
     return [str(title[m]) for m in movies]
@@ -236,6 +283,26 @@ def simulate(seed: int, num_users: int = 10, num_items: int = 8, rank: int = 2, 
     ``Uniform(2.5, 4)`` and ``sigma`` from ``Uniform(0.3, 0.8)``. The factors in ``truth``
     are identified only up to a sign flip per dimension; ``mu``, ``sigma``, the biases and
     ``expected_rating(truth, ...)`` are identified.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of numpy's generator; the same seed gives the same data.
+    num_users, num_items : int
+        Sizes of the user and item sets.
+    rank : int
+        Number of factor dimensions.
+    density : float
+        Share of the (user, item) pairs that are rated, in ``(0, 1]``; each pair is rated with this probability.
+
+    Returns
+    -------
+    data : dict
+        The program's arguments: ``"user"``, ``"item"`` (int) and ``"rating"`` (float), ndarrays ``(N,)``;
+        ``"num_users"``, ``"num_items"`` and ``"rank"``.
+    truth : dict
+        ``"mu"``, ``"sigma"`` (floats), ``"user_bias"`` ``(num_users,)``, ``"item_bias"`` ``(num_items,)``,
+        ``"user_factors"`` ``(num_users, rank)`` and ``"item_factors"`` ``(num_items, rank)``.
     """
     if not 0.0 < density <= 1.0:
         raise ValueError(f"density must lie in (0, 1], got {density}")

@@ -51,6 +51,12 @@ def load_data() -> dict[str, Any]:
     ``X`` holds the standardised :data:`COVARIATES` of Breslow & Clayton (1993): log of a
     quarter of the 8-week baseline count, progabide treatment, their interaction, log age
     and an indicator of the fourth visit; ``group`` is the patient (0-58).
+
+    Returns
+    -------
+    dict
+        The program's arguments: ``"X"``, float ndarray ``(236, 5)``; ``"y"``, int64 ndarray ``(236,)`` of
+        seizure counts; ``"group"``, int ndarray ``(236,)``; and ``"num_groups"``: 59.
     """
     epil = rdataset("MASS", "epil")
     treatment = (epil["trt"] == "progabide").to_numpy(float)
@@ -70,6 +76,26 @@ def simulate(seed: int, num_obs: int = 200, num_features: int = 3, num_groups: i
     ``beta ~ Normal(0, 0.5)`` and ``alpha ~ Uniform(0.5, 1.5)`` keep the rates moderate
     (median about e); with ``num_groups`` the intercepts vary with ``tau ~ Uniform(0.3, 0.8)``
     and ``truth`` also holds ``tau``, ``alpha_tilde`` and the deterministic ``alpha_group``.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of numpy's generator; the same seed gives the same data.
+    num_obs : int
+        N, the number of observations.
+    num_features : int
+        D, the number of covariates (standard normal).
+    num_groups : int, optional
+        Number of groups, in ``[1, num_obs]``; None for one pooled intercept.
+
+    Returns
+    -------
+    data : dict
+        The program's arguments: ``"X"`` ``(N, D)``, ``"y"``, int ndarray ``(N,)``, and, with groups,
+        ``"group"`` ``(N,)`` and ``"num_groups"``.
+    truth : dict
+        ``"alpha"`` and ``"beta"`` ``(D,)``, plus the group entries of
+        :func:`bayesgen.models.linear_regression.simulate_intercepts`.
     """
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(num_obs, num_features))

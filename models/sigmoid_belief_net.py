@@ -85,9 +85,28 @@ def model(images: torch.Tensor | None = None, *, num_images: int = 64, height: i
 
 def guide(images: torch.Tensor | None = None, *, num_images: int = 64, height: int = 8, width: int = 8,
           batch_size: int | None = None, hidden: Sequence[int] = (64, 32)) -> None:
-    """Bottom-up ``q(h_1 | images_n) q(h_2 | h_1) ...``, each a layer of independent Bernoullis
-    (same arguments as the model); every site carries its neural baseline for
-    ``TraceGraph_ELBO``."""
+    """Bottom-up ``q(h_1 | images_n) q(h_2 | h_1) ...``, each a layer of independent Bernoullis.
+
+    Takes the model's arguments; every site carries its neural baseline for ``TraceGraph_ELBO``.
+    Samples the sites ``h1`` ... ``hL``, ``(batch, hidden[l - 1])`` each; returns nothing.
+
+    Parameters
+    ----------
+    images : Tensor ``(N, H, W)`` of zeros and ones
+        The observed images (required: the guide encodes them).
+    num_images, height, width : int
+        Unused when ``images`` is given (the size comes from them); accepted so that model and guide take the
+        same arguments.
+    batch_size : int, optional
+        Images per run, the same minibatch as the model's (one plate); None encodes every image.
+    hidden : sequence of int
+        Sizes of the hidden layers, from the one next to the image up to the top (the model's value).
+
+    Raises
+    ------
+    ValueError
+        If ``images`` is None.
+    """
     if images is None:
         raise ValueError("the belief network's guide reads images: pass them under 'images'")
     n, h, w = image_size(images, num_images, height, width)

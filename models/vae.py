@@ -45,14 +45,53 @@ class Encoder(nn.Module):
 
 
 def decoder(latent_dim: int, hidden: int, height: int, width: int, device: torch.device) -> Decoder:
-    """The process's decoder for this configuration (see ``bayesgen.models._images.network``)."""
+    """The process's decoder for this configuration (see ``bayesgen.models._images.network``).
+
+    The first call for a configuration builds it (weights seeded at 0); later calls return the same module.
+
+    Parameters
+    ----------
+    latent_dim : int
+        Size of the code ``z``.
+    hidden : int
+        Units in each of the two hidden (softplus) layers.
+    height, width : int
+        Image size in pixels.
+    device : torch.device
+        Where the network lives (see ``device_of``).
+
+    Returns
+    -------
+    Decoder
+        A module mapping codes ``(*, latent_dim)`` to Bernoulli logits ``(*, height, width)``.
+    """
     latent_dim, hidden = check_count("latent_dim", latent_dim), check_count("hidden", hidden)
     return network(("vae.decoder", latent_dim, hidden, height, width),
                    lambda: Decoder(latent_dim, hidden, height, width), device)  # type: ignore[return-value]
 
 
 def encoder(latent_dim: int, hidden: int, height: int, width: int, device: torch.device) -> Encoder:
-    """The process's encoder for this configuration."""
+    """The process's encoder for this configuration (see ``bayesgen.models._images.network``).
+
+    The first call for a configuration builds it (weights seeded at 0); later calls return the same module.
+
+    Parameters
+    ----------
+    latent_dim : int
+        Size of the code ``z``.
+    hidden : int
+        Units in each of the two hidden (softplus) layers.
+    height, width : int
+        Image size in pixels.
+    device : torch.device
+        Where the network lives (see ``device_of``).
+
+    Returns
+    -------
+    Encoder
+        A module mapping images ``(*, height, width)`` to the mean and sd of each image's code, a pair of
+        ``(*, latent_dim)`` tensors (the sd softplus-positive, at least 1e-4).
+    """
     latent_dim, hidden = check_count("latent_dim", latent_dim), check_count("hidden", hidden)
     return network(("vae.encoder", latent_dim, hidden, height, width),
                    lambda: Encoder(latent_dim, hidden, height, width), device)  # type: ignore[return-value]
@@ -85,7 +124,27 @@ def model(images: torch.Tensor | None = None, *, num_images: int = 64, height: i
 
 def guide(images: torch.Tensor | None = None, *, num_images: int = 64, height: int = 8, width: int = 8,
           batch_size: int | None = None, latent_dim: int = 8, hidden: int = 200) -> None:
-    """The amortised encoder ``q(z_n | images_n) = Normal(mu(images_n), sigma(images_n))`` (same arguments)."""
+    """The amortised encoder ``q(z_n | images_n) = Normal(mu(images_n), sigma(images_n))`` (same arguments).
+
+    Samples the site ``z`` ``(batch, latent_dim)`` for the images of this run; returns nothing.
+
+    Parameters
+    ----------
+    images : Tensor ``(N, H, W)`` of zeros and ones
+        The observed images (required: the guide encodes them).
+    num_images, height, width : int
+        Unused when ``images`` is given (the size comes from them); accepted so that model and guide take the
+        same arguments.
+    batch_size : int, optional
+        Images per run, the same minibatch as the model's (one plate); None encodes every image.
+    latent_dim, hidden : int
+        Size of the code and of the encoder's two hidden layers (the model's values).
+
+    Raises
+    ------
+    ValueError
+        If ``images`` is None.
+    """
     if images is None:
         raise ValueError("the VAE's guide encodes images: pass them under 'images'")
     n, h, w = image_size(images, num_images, height, width)

@@ -26,9 +26,28 @@ __all__ = ["SPEC", "decode", "encode", "load_data", "model", "simulate"]
 
 
 def encode(signal: Any, num_codes: int = 256) -> dict[str, Any]:
-    """A signal in [-1, 1] as the program's arguments: ``codes`` int64 ``(T,)``, the samples mu-law
-    companded and quantised to ``num_codes`` levels (:func:`bayesgen.signals.mu_law_encode`), with
-    ``num_codes`` and the ``length`` T of a simulated signal like it (``bg.evaluate``'s simulation)."""
+    """A signal in [-1, 1] as the program's arguments, its samples mu-law companded and quantised.
+
+    Parameters
+    ----------
+    signal : array_like, shape ``(T,)``
+        The samples, finite and in [-1, 1] (scale a signal first, e.g. with
+        :func:`bayesgen.datasets.scale_to_unit`).
+    num_codes : int
+        Quantisation levels (256: 8-bit mu-law, ``mu = num_codes - 1``).
+
+    Returns
+    -------
+    dict
+        ``"codes"``: int64 ndarray ``(T,)`` in ``0 .. num_codes-1`` (:func:`bayesgen.signals.mu_law_encode`);
+        ``"num_codes"``; and ``"length"``: T, the length of a simulated signal like it (``bg.evaluate``'s
+        simulation).
+
+    Raises
+    ------
+    ValueError
+        If ``signal`` is not one-dimensional, or has values outside [-1, 1].
+    """
     values = np.asarray(signal, dtype=np.float64)
     if values.ndim != 1:
         raise ValueError(f"signal must be one-dimensional (T,), got shape {values.shape}")
@@ -36,7 +55,19 @@ def encode(signal: Any, num_codes: int = 256) -> dict[str, Any]:
 
 
 def decode(arguments: Mapping[str, Any]) -> np.ndarray:
-    """The signal in [-1, 1] that program arguments hold (each code's level; the inverse of :func:`encode`)."""
+    """The signal in [-1, 1] that program arguments hold (each code's level; the inverse of :func:`encode`).
+
+    Parameters
+    ----------
+    arguments : mapping
+        ``"codes"``: int array or tensor in ``0 .. num_codes-1``, any shape; ``"num_codes"``: optional, 256 when
+        absent.
+
+    Returns
+    -------
+    ndarray of float64
+        The centre of each code's level (:func:`bayesgen.signals.mu_law_decode`), the shape of ``codes``.
+    """
     return mu_law_decode(np.asarray(arguments["codes"]), mu=int(arguments.get("num_codes", 256)) - 1)
 
 
@@ -122,7 +153,13 @@ def model(codes: torch.Tensor | None = None, *, length: int = 16000, num_codes: 
 
 
 def load_data() -> dict[str, Any]:
-    """The first 70% of the 16 kHz speech clip (:func:`bayesgen.datasets.speech_clip`), encoded."""
+    """The first 70% of the 16 kHz speech clip (:func:`bayesgen.datasets.speech_clip`), encoded.
+
+    Returns
+    -------
+    dict
+        :func:`encode` of those samples with 256 codes: ``"codes"`` int64 ``(T,)``, ``"num_codes"``, ``"length"``.
+    """
     from bayesgen.datasets import speech_clip, split_by_time
 
     signal, _ = speech_clip()
@@ -132,11 +169,23 @@ def load_data() -> dict[str, Any]:
 
 def simulate(seed: int = 0, *, length: int = 4000, num_codes: int = 16,
              steps: tuple[float, ...] = (0.1, 0.2, 0.4, 0.2, 0.1)) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Codes that walk at random: ``x_t = x_{t-1} + s_t`` with ``s_t`` in ``-2 .. 2`` (``steps``' probabilities),
-    reflected at ``0`` and ``num_codes - 1``.
+    """Codes that walk at random, reflected at ``0`` and ``num_codes - 1``.
 
-    Away from the edges the next code's entropy is the steps' entropy, which a fitted model's
-    held-out log-likelihood per sample should approach.
+    ``x_t = x_{t-1} + s_t`` with ``s_t`` in ``-2 .. 2`` (``steps``' probabilities), starting next to
+    ``num_codes // 2``. Away from the edges the next code's entropy is the steps' entropy, which a fitted
+    model's held-out log-likelihood per sample should approach.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of numpy's generator; the same seed gives the same codes.
+    length : int
+        T, the number of samples.
+    num_codes : int
+        Quantisation levels.
+    steps : tuple of float
+        Probabilities of the steps ``-h .. h``, ``h = len(steps) // 2`` (odd length, summing to 1); the
+        default's steps are ``-2 .. 2``.
 
     Returns
     -------
