@@ -23,7 +23,7 @@ from bayesgen.mapped import MappedRows
 from bayesgen.marginal import observation_log_likelihood
 from bayesgen.postprocess import deterministic_sites
 from bayesgen.program import ProgramError, on_device, run_program
-from bayesgen.registry import get_model, is_zoo_spec, list_engines, make_engine
+from bayesgen.registry import checked_engine, get_model, is_zoo_spec, list_engines, make_engine
 from bayesgen.result import Fit
 from bayesgen.spec import ModelSpec
 from bayesgen.validate import (check_arguments, check_observed, check_single_rows, infer_observed, keyword_parameters,
@@ -283,6 +283,8 @@ def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
     elif options:
         raise TypeError(f"options {sorted(options)} are only accepted with an engine name; "
                         "set them on the engine instance instead")
+    else:
+        engine = checked_engine(engine)
     start = time.perf_counter()
     shares = getattr(engine, "shares_minibatches", False) or getattr(engine, "splits_chains", False)
     if distributed and not shares:  # before the data are read and checked

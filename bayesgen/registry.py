@@ -94,15 +94,26 @@ def make_engine(name: str, options: dict[str, Any], program_arguments: Collectio
     return cls(**{key: _checked_option(name, key, hints[key], value) for key, value in options.items()})
 
 
+def checked_engine(engine: Any) -> Any:
+    """An instance of a registered engine class (``bg.inference.NUTS(num_samples=0)``) checked
+    as :func:`make_engine` checks options given by name, so that a bad value is refused by name
+    before the fit, not met deep inside a sampler after warmup; other engines as they are."""
+    name = getattr(type(engine), "name", None)
+    if name not in list_engines() or get_engine_class(name) is not type(engine):
+        return engine
+    return make_engine(name, {field.name: getattr(engine, field.name) for field in dataclasses.fields(engine)})
+
+
 #: Options of one meaning under two names: a sampler's ``num_samples`` are the draws that an
 #: approximation (``num_draws``) takes from its fitted distribution; by spelling alone
 #: ``num_samples`` is closest to ``num_steps``, which means optimiser steps.
 _SAME_MEANING = {"num_samples": "num_draws", "num_draws": "num_samples"}
 
-#: The least value of an integer option (counts, sizes, a rank) where it is not 1.
-#: No warmup, or no optimisation steps (an ``svi`` fit that keeps its Laplace start), are runs
-#: a user may mean.
-_LEAST_COUNT = {"num_warmup": 0, "num_steps": 0}
+#: The least value of an integer option (counts, sizes, a rank) where it is not 1, by engine and
+#: option. No warmup, or no optimisation steps of ``svi`` (a fit that keeps its Laplace start),
+#: are runs a user may mean; an optimiser's zero steps would hand back its starting point as an
+#: optimum.
+_LEAST_COUNT = {("nuts", "num_warmup"): 0, ("hmc", "num_warmup"): 0, ("svi", "num_steps"): 0}
 
 #: The values each real-valued option may take (every one must be finite), in the words of the error.
 _REAL_RANGE: dict[str, tuple[Callable[[float], bool], str]] = {
@@ -148,7 +159,7 @@ def _checked_option(engine: str, key: str, hint: Any, value: Any) -> Any:
     if not float(value).is_integer():
         raise TypeError(f"{where} must be an integer, got {value!r}")
     count = int(value)
-    least = _LEAST_COUNT.get(key, 1)
+    least = _LEAST_COUNT.get((engine, key), 1)
     if count < least:
         raise ValueError(f"{where} must be at least {least}, got {count}")
     return count

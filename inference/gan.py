@@ -40,7 +40,7 @@ _DISCRIMINATOR_WON = 1e-2
 _BETAS = {"nonsaturating": (0.5, 0.999), "wasserstein": (0.5, 0.9)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GAN:
     """Generative adversarial training of a Pyro program's networks against a discriminator.
 

@@ -12,7 +12,7 @@ from bayesgen.inference._mcmc import run_mcmc
 __all__ = ["HMC"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class HMC:
     """HMC with ``num_steps`` leapfrog steps per draw and a Metropolis correction.
 

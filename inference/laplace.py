@@ -11,7 +11,7 @@ from bayesgen.inference._optimize import run_mode
 __all__ = ["Laplace"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Laplace:
     """Laplace approximation: MAP in the unconstrained space (Jacobian included), then
     Gaussian draws from the inverse negative Hessian, mapped back to each site's support.

@@ -14,7 +14,7 @@ from bayesgen.inference._steps import checkpointing_of
 __all__ = ["MAP"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MAP:
     """MAP estimation by L-BFGS: maximises likelihood times prior, without Jacobian terms.
 

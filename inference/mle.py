@@ -14,7 +14,7 @@ from bayesgen.inference._steps import checkpointing_of
 __all__ = ["MLE"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MLE:
     """Maximum likelihood estimation by L-BFGS (strong Wolfe) on the unconstrained space.
 

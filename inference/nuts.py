@@ -12,7 +12,7 @@ from bayesgen.inference._mcmc import run_mcmc
 __all__ = ["NUTS"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NUTS:
     """NUTS with multinomial sampling and the generalised U-turn criterion (as in Stan).
 

@@ -24,7 +24,7 @@ __all__ = ["SVI"]
 _FAMILIES = ("normal", "mvn", "lowrank")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SVI:
     """Stochastic variational inference.
 

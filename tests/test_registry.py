@@ -52,6 +52,22 @@ def test_engine_options_are_checked_against_their_types():
     assert make("nuts", {"dense_mass": 1}).dense_mass is True  # 0 and 1 are booleans, as in Python
 
 
+def test_an_engine_instance_is_checked_as_an_engine_name_and_its_options_are():
+    """bg.inference.NUTS(num_samples=0) met an IndexError after warmup; SVI(lr=-1) torch's message."""
+    from programs import line
+
+    data = {"x": np.linspace(-1, 1, 30), "y": np.sin(np.linspace(-1, 1, 30))}
+    with pytest.raises(ValueError, match="engine 'nuts': option num_samples must be at least 1, got 0"):
+        bg.fit(line, data, engine=bg.inference.NUTS(num_warmup=5, num_samples=0, num_chains=1))
+    with pytest.raises(ValueError, match="engine 'svi': option lr must be a positive number, got -1.0"):
+        bg.fit(line, data, engine=bg.inference.SVI(lr=-1.0))
+    with pytest.raises(ValueError, match="engine 'mle': option num_steps must be at least 1, got 0"):
+        bg.fit(line, data, engine="mle", num_steps=0)  # only svi keeps a start (its Laplace one) as a fit
+    with pytest.raises(TypeError, match="positional"):
+        bg.inference.NUTS(10)  # keyword-only: a bare 10 is no option
+    assert bg.registry.make_engine("svi", {"num_steps": 0}).num_steps == 0
+
+
 def test_real_options_must_be_finite_and_in_their_range():
     make = bg.registry.make_engine
     cases = [("svi", "lr", -1.0, "a positive number"), ("mle", "lr", float("nan"), "a positive number"),
