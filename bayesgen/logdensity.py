@@ -10,6 +10,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Collection, Iterator, Mapping
 
+import numpy as np
 import pyro
 import pyro.poutine as poutine
 import torch
@@ -263,9 +264,11 @@ class LogDensity:
     Parameters
     ----------
     model : callable
-        The Pyro program.
-    data : mapping
-        Keyword arguments for the program (already validated tensors).
+        The Pyro program (a zoo model's is ``bg.get_model(name).model``).
+    data : mapping, optional
+        Keyword arguments for the program. Tensors are used as they are; numpy arrays and
+        lists become tensors of torch's default floating dtype (integers stay integers) on
+        the tensors' device, as ``bg.fit`` converts them.
 
     Examples
     --------
@@ -280,8 +283,16 @@ class LogDensity:
     """
 
     def __init__(self, model: Callable[..., Any], data: Mapping[str, Any] | None = None) -> None:
+        if not callable(model):
+            raise TypeError(f"LogDensity takes a Pyro program (a callable), got {model!r}; a zoo model's program "
+                            "is bg.get_model(name).model")
         self.model = model
         self.data = dict(data or {})
+        arrays = {key: value for key, value in self.data.items() if isinstance(value, (np.ndarray, list, tuple))}
+        if arrays:  # as bg.fit takes them
+            from bayesgen.validate import to_tensors
+
+            self.data.update(to_tensors(arrays, self.device))
         with on_device(self.device):
             prototype = run_program(model, self.data)
         self.prototype = prototype

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -10,7 +11,7 @@ from pyro.nn import PyroModule, PyroSample
 from torch.distributions import biject_to, constraints
 
 import bayesgen as bg
-from programs import gaussian_mixture
+from programs import gaussian_mixture, linear_regression
 
 
 def constrained_model(y=None):
@@ -207,3 +208,13 @@ def test_the_correlation_cholesky_bijection_by_index_is_torchs_without_a_boolean
                        and any(getattr(a, "meta", {}).get("val") is not None and a.meta["val"].dtype == torch.bool
                                for a in (node.args[1] if isinstance(node.args[1], (list, tuple)) else ()))]
     assert boolean_indices == [] and all("nonzero" not in str(node.target) for node in graph.nodes)
+
+
+def test_numpy_data_are_taken_as_bg_fit_takes_them_and_a_name_is_refused():
+    X = np.random.default_rng(0).normal(size=(10, 3))
+    from_numpy = bg.LogDensity(linear_regression, {"X": X, "y": X.sum(1)})
+    from_tensors = bg.LogDensity(linear_regression, {"X": torch.as_tensor(X), "y": torch.as_tensor(X.sum(1))})
+    point = torch.zeros(2, from_numpy.dim)
+    assert torch.equal(from_numpy.value_and_grad(point)[0], from_tensors.value_and_grad(point)[0])
+    with pytest.raises(TypeError, match=r"LogDensity takes a Pyro program \(a callable\), got 'eight_schools'"):
+        bg.LogDensity("eight_schools")
