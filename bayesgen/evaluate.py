@@ -9,6 +9,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 import pyro
+import pyro.poutine as poutine
 import torch
 
 from bayesgen._counts import check_count
@@ -159,7 +160,9 @@ def _simulate(heldout: Problem, draws: Mapping[str, torch.Tensor], seed: int) ->
     simulates the wrong number with them None (its default), or cannot run at all (it reads
     ``images.shape``, or its local latents' draws are of the data's size): such a program, whose
     observed sites have exactly the shape of their data, is run with the data in place, its
-    observed sites drawn afresh.
+    observed sites drawn afresh. Not so a program that reads its observations as inputs (an
+    autoregressive one, whose every draw would then continue the real data's prefix): it must be
+    given its size arguments, which the shape check of :func:`_evaluate` asks for.
     """
     observed = list(heldout.spec.observed)
     blank = {**heldout.data, **{argument: None for argument in heldout.spec.observed.values()}}
@@ -168,11 +171,11 @@ def _simulate(heldout: Problem, draws: Mapping[str, torch.Tensor], seed: int) ->
     try:
         simulated = simulate_sites(heldout.density, draws, blank, observed)
     except (AttributeError, TypeError, ValueError) as exc:
-        if not _sized_by_data(heldout):
+        if not _sized_by_data(heldout) or _reads_its_observations(heldout, seed):
             raise
         first = exc
     else:
-        if _shapes_match(simulated, heldout) or not _sized_by_data(heldout):
+        if _shapes_match(simulated, heldout) or not _sized_by_data(heldout) or _reads_its_observations(heldout, seed):
             return simulated
     pyro.set_rng_seed(seed)
     try:
@@ -181,6 +184,26 @@ def _simulate(heldout: Problem, draws: Mapping[str, torch.Tensor], seed: int) ->
         if first is not None:  # the program fails both ways: its error without the data is the one to see
             raise first from exc
         raise
+
+
+def _reads_its_observations(heldout: Problem, seed: int) -> bool:
+    """Whether the program's observed sites depend on the values of their own data arguments
+    beyond observing them: the likelihood of the held-out data differs between two runs (same
+    seed) with those arguments all zeros and all ones. A program that fails on such data counts
+    as reading them."""
+    arguments = [argument for argument in heldout.spec.observed.values()
+                 if isinstance(heldout.data.get(argument), torch.Tensor)]
+    scores = []
+    for fill in (0, 1):
+        data = {**heldout.data, **{argument: torch.full_like(heldout.data[argument], fill) for argument in arguments}}
+        pyro.set_rng_seed(seed)
+        try:
+            trace = poutine.trace(heldout.spec.model).get_trace(**data)
+            scores.append([trace.nodes[site]["fn"].log_prob(heldout.prototype.nodes[site]["value"])
+                           for site in heldout.spec.observed])
+        except Exception:
+            return True
+    return any(not torch.allclose(first, second, equal_nan=True) for first, second in zip(*scores))
 
 
 def _shapes_match(simulated: Mapping[str, torch.Tensor], heldout: Problem) -> bool:

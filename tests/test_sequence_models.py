@@ -137,6 +137,17 @@ def markov_fit():
     return _fit_char_lm(texts[:400], "abc"), texts[400:], truth
 
 
+def test_held_out_text_without_its_sizes_is_refused_not_simulated_from_its_own_prefixes(markov_fit):
+    """Run with the real symbols in place, each draw of char_lm would continue the real prefix (and
+    run past the end symbol): the two-sample tests then reject a good model. evaluate asks for the
+    sizes instead; an image model, whose data only feed its likelihood, still runs that way."""
+    fit, heldout, _ = markov_fit
+    encoded = char_lm.encode(heldout, "abc")
+    with pytest.raises(ValueError, match=r"simulating site 'symbols' with its data argument None gives shape "
+                                         r"\(16, 64\).*pass the program's size arguments in real_data too"):
+        bg.evaluate(fit, {"symbols": encoded["symbols"], "alphabet": encoded["alphabet"]}, num_samples=2)
+
+
 def _texts_of(fit):
     return char_lm.decode({"symbols": fit.observed_data["symbols"], "alphabet": fit.constant_data["alphabet"]})
 
