@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
+import numbers
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, NamedTuple
 
 import numpy as np
@@ -37,7 +38,11 @@ def tempered(temperature: float) -> Iterator[None]:
     Below 1 the draws keep to the likeliest continuations, above 1 they wander; 1 draws from the
     fitted model itself. ``fit.generate(..., temperature=...)`` sets it.
     """
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+    if isinstance(temperature, torch.Tensor) and temperature.numel() == 1:
+        temperature = temperature.item()
+    if isinstance(temperature, (bool, np.bool_)) or not isinstance(temperature, numbers.Real):
+        raise TypeError(f"temperature must be a positive number, got {temperature!r}")
+    if not (math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a positive number, got {temperature!r}")
     token = _TEMPERATURE.set(float(temperature))
     try:

@@ -449,8 +449,10 @@ class AutoregressiveCategorical(TorchDistribution):
         previous = np.full(count, self.network.num_symbols, dtype=np.int64)
         running = np.ones(count, dtype=bool)
         for t in range(length):
-            logits = stepper.step(previous) / temperature
-            weights = np.exp(logits - logits.max(-1, keepdims=True))
+            logits = stepper.step(previous)
+            # shifted before the division: a tiny temperature then tends to the greedy choice (the
+            # largest logit 0, the others -inf) instead of overflowing to inf - inf = NaN
+            weights = np.exp((logits - logits.max(-1, keepdims=True)) / temperature)
             cumulative = np.cumsum(weights, -1)
             drawn = (cumulative < uniforms[t, :, None] * cumulative[:, -1:]).sum(-1)
             drawn = np.minimum(drawn, self.network.num_symbols - 1)

@@ -68,8 +68,9 @@ def encode(texts: Sequence[str], alphabet: str | None = None) -> dict[str, Any]:
     Character ``alphabet[i]`` becomes symbol ``i + 1``; each text is followed by the end symbol 0
     and padded with it to the longest text plus one, so every text has ``len(text) + 1``
     likelihood terms. With the sizes, the program run without ``symbols`` (``bg.evaluate``'s
-    simulation) draws a set of the same shape, and generated texts are at most as long as the
-    longest of these.
+    simulation) draws a set of the same shape. A generated text that draws no end symbol in
+    its ``max_length`` positions (likelier at a high temperature) is cut there, one character
+    longer than the longest of these texts.
 
     Parameters
     ----------

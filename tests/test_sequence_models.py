@@ -202,6 +202,12 @@ def test_generate_returns_strings_deterministically_with_a_temperature(markov_fi
     assert loaded.generate(300, seed=3) == texts
     with pytest.raises(ValueError, match="temperature must be a positive number"):
         fit.generate(3, temperature=0)
+    with pytest.raises(TypeError, match="temperature must be a positive number, got True"):
+        fit.generate(3, temperature=True)
+    assert fit.generate(5, seed=1, temperature=np.float32(0.3)) == fit.generate(5, seed=1, temperature=0.3)
+    # the greedy limit, not logits overflowing to NaN (which drew empty strings at 1e-38 in float32)
+    greedy = fit.generate(4, seed=0, temperature=1e-300)
+    assert len(set(greedy)) == 1 and greedy == fit.generate(4, seed=5, temperature=1e-6) and greedy[0]
 
 
 def test_held_out_text_in_another_alphabet_is_refused_not_read_in_the_fits(markov_fit):
