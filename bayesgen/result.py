@@ -176,7 +176,9 @@ class Fit:
             that an amortising guide stands for, a VAE's codes, are drawn from it given each
             observation, so that replicates are reconstructions); with new
             data their arguments are set to None unless given, so the program sizes them
-            from the new arguments.
+            from the new arguments. Where a plate subsamples, each run of the program covers
+            one random minibatch of its items, and so do the draws; a zoo model simulates them
+            all with its minibatch argument set to None (``fit.predict(batch_size=None)``).
         """
         from bayesgen.fitting import with_fixed_arguments
         from bayesgen.generate import trained
