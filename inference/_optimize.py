@@ -186,10 +186,14 @@ def runaway_sites(density: LogDensity, u: torch.Tensor, init: torch.Tensor, *, j
     rounding) at the first scale and not lower at each further one, it has no maximum
     within reach along that direction. A strict maximum is passed by the first scale
     (the displacement doubled), and a flat direction (non-identified parameters) gives no
-    strict increase, so neither is flagged. The named sites are those whose constrained
-    values move by more than ``max(1, |value|)`` from ``u`` to the farthest point: a site
-    that only creeps to the edge of its support (a scale towards 0, a probability towards
-    1) has a finite estimate there and is not named.
+    strict increase, so neither is flagged. Each site is first moved alone, the others held
+    at ``u``, so that a site with a maximum (a mean beside separable coefficients) neither
+    hides the runaway of another, as it does on the ray through all of them, nor is named
+    with it; then all together, for a runaway that needs several sites at once. The named
+    sites are those that run off and whose constrained values move by more than
+    ``max(1, |value|)`` from ``u`` to the farthest point: a site that only creeps to the edge
+    of its support (a scale towards 0, a probability towards 1) has a finite estimate there
+    and is not named.
 
     Returns
     -------
@@ -198,12 +202,27 @@ def runaway_sites(density: LogDensity, u: torch.Tensor, init: torch.Tensor, *, j
     """
     if not bool(torch.isfinite(u).all()):
         return []
+    alone = []
+    for site in density.layout:
+        block = torch.zeros_like(u, dtype=torch.bool)
+        block[site.offset:site.offset + site.size] = True
+        if site.name in _running_off(density, u, init, block, jacobian=jacobian, prior=prior):
+            alone.append(site.name)
+    if alone or len(density.layout) == 1:
+        return alone
+    return _running_off(density, u, init, torch.ones_like(u, dtype=torch.bool), jacobian=jacobian, prior=prior)
+
+
+def _running_off(density: LogDensity, u: torch.Tensor, init: torch.Tensor, moved: torch.Tensor, *,
+                 jacobian: bool, prior: bool) -> list[str]:
+    """:func:`runaway_sites`'s test along the rays that move the coordinates ``moved`` (a boolean
+    mask) of ``u`` away from ``init`` and from the origin: the sites it names, or none."""
     with torch.no_grad():
         for origin in (init, torch.zeros_like(u)):
-            direction = u - origin
+            direction = torch.where(moved, u - origin, torch.zeros_like(u))
             if not bool(direction.abs().max() > 0):
                 continue
-            points = torch.stack([u] + [origin + k * direction for k in _RUNAWAY_SCALES])
+            points = torch.stack([u] + [u + (k - 1) * direction for k in _RUNAWAY_SCALES])
             try:
                 values = torch.cat([density.log_density(p[None], jacobian=jacobian, prior=prior) for p in points])
             except Exception as exc:

@@ -38,6 +38,27 @@ def test_mle_on_separable_classes_warns_and_is_not_converged(breast_cancer):
     assert bg.check(fit)  # the unconverged optimiser is a finding
 
 
+def _separable_beside_a_mean(X, y, z):
+    """Separable classes in one likelihood, a normal mean with a finite maximum in the other."""
+    beta = pyro.sample("beta", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+    mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+    with pyro.plate("classes", X.shape[0]):
+        pyro.sample("y", dist.Bernoulli(logits=(X * beta).sum(-1)), obs=y)
+    with pyro.plate("values", z.shape[0]):
+        pyro.sample("z", dist.Normal(mu, 1.0), obs=z)
+
+
+def test_a_runaway_beside_a_site_with_a_maximum_is_found_and_only_it_named():
+    """On the ray through all sites the mean's fall hid the coefficients' rise: no finding."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 2))
+    data = {"X": X, "y": (X[:, 0] > 0).astype(float), "z": rng.normal(5.0, 1.0, 50)}
+    with pytest.warns(UserWarning, match=r"no finite maximum: it keeps increasing as sites 'beta' run off"):
+        fit = bg.fit(_separable_beside_a_mean, data, engine="mle")
+    assert fit.info["runaway_sites"] == ["beta"]
+    assert fit.point["mu"] == pytest.approx(data["z"].mean(), abs=1e-6)
+
+
 def test_map_with_a_proper_prior_on_the_same_data_converges_silently(breast_cancer):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
