@@ -165,6 +165,10 @@ class SVI:
         window = max(10, self.num_steps // 20)
         info["converged"] = elbo_converged(losses, window, self.tol)
         info["message"] = f"loss at the last step {losses[-1]:.4g}" if losses else "no steps run"
+        if losses and not info["converged"]:  # say which test failed: the gradient's may have passed
+            info["message"] += (f"; the mean loss of the last {window} steps is not yet within {self.tol:g} "
+                                f"(relative) or three standard errors of the {window} before's"
+                                if len(losses) >= 2 * window else f"; fewer than {2 * window} steps to judge by")
         if settling is not None:
             info["converged"] = info["converged"] and settling.settled
             info["message"] += (f"; the ELBO's gradient over the last {window} steps puts the means up to "
