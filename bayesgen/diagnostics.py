@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
+import sys
 import warnings
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import numpy as np
 
@@ -38,9 +41,6 @@ def summary(fit: "Fit") -> "pd.DataFrame":
     approximation's draws. A fit without posterior sites (a VAE's networks
     are all parameters, in ``fit.params``) gets an empty table.
     """
-    import logging
-    import sys
-
     import pandas as pd
 
     if not fit.posterior:
@@ -57,11 +57,20 @@ def summary(fit: "Fit") -> "pd.DataFrame":
     if fit.num_chains > 1:
         return _az.summary(fit.to_arviz(), var_names=list(fit.posterior), kind="all")
     idata = fit.to_arviz()
-    arviz_log = sys.modules["arviz"]._log  # a Logger of arviz's own, which logging.getLogger does not return
-    level = arviz_log.level
-    arviz_log.setLevel(logging.ERROR)  # its "Shape validation failed ... chains=2" is the R-hat left out here
-    try:
+    with _one_chain_quiet():
         return _az.summary(idata, var_names=list(fit.posterior), kind="all").drop(columns="r_hat")
+
+
+@contextlib.contextmanager
+def _one_chain_quiet() -> Iterator[None]:
+    """Inside the block ArviZ logs errors only: its "Shape validation failed ... chains=2" on one
+    chain is about the R-hat that the callers leave out."""
+    _az.summary  # noqa: B018 (imports ArviZ, whose logger is its own: logging.getLogger does not return it)
+    arviz_log = sys.modules["arviz"]._log
+    level = arviz_log.level
+    arviz_log.setLevel(logging.ERROR)
+    try:
+        yield
     finally:
         arviz_log.setLevel(level)
 
@@ -140,8 +149,7 @@ def _divergence_advice(centred: list[str] | None) -> str:
     if centred is None:
         return "reparameterise (e.g. non-centre a hierarchy) or raise target_accept"
     if centred:
-        names = ", ".join(f"'{name}'" for name in centred)
-        return (f"non-centre {names}, whose prior takes its location or scale from other parameters (draw "
+        return (f"non-centre {_quoted(centred)}, whose prior takes its location or scale from other parameters (draw "
                 "z ~ Normal(0, 1) and compute loc + scale * z, or pyro.infer.reparam.LocScaleReparam), "
                 "or raise target_accept")
     return ("no site's prior takes its location or scale from another parameter, so there is no hierarchy "
@@ -158,8 +166,12 @@ def _mcmc_findings(fit: "Fit") -> list[str]:
     if "energy" in stats and stats["energy"].shape[1] > 2:
         low = [i for i, value in enumerate(_ebfmi(stats["energy"])) if not value >= EBFMI_MIN]
         if low:
+            centred = fit.info.get("centred_sites")
+            remedy = (f"non-centre {_quoted(centred)}, whose prior takes its location or scale from other "
+                      "parameters (a funnel), or lengthen warmup" if centred else
+                      "reparameterise heavy-tailed or weakly identified parameters, or lengthen warmup")
             found.append(f"E-BFMI below {EBFMI_MIN} in chain(s) {low}: the momentum resampling explores "
-                         "the energy distribution poorly (heavy tails or bad adaptation)")
+                         f"the energy distribution poorly (heavy tails or bad adaptation); {remedy}")
     depth = fit.settings.get("max_tree_depth")
     if depth is not None and "tree_depth" in stats:
         saturated = float((stats["tree_depth"] >= depth).mean())
@@ -184,22 +196,44 @@ def _constant_entries(fit: "Fit") -> set[str]:
 
 
 def _convergence_findings(fit: "Fit") -> list[str]:
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _one_chain_quiet():
         # ArviZ divides by zero for constant entries; those are dropped just below
         warnings.simplefilter("ignore", RuntimeWarning)
         table = _az.summary(fit.to_arviz(), var_names=list(fit.posterior), round_to="none")
     table = table.drop(index=list(_constant_entries(fit) & set(table.index)))
     found = []
     if fit.num_chains > 1:
-        bad = table.index[~(table["r_hat"] <= RHAT_MAX)].tolist()
-        if bad:
-            found.append(f"R-hat above {RHAT_MAX} (or undefined) for {', '.join(bad)}: chains disagree")
+        bad = table["r_hat"][~(table["r_hat"] <= RHAT_MAX)]
+        if len(bad):
+            centred = fit.info.get("centred_sites")
+            advice = (f"; if they stop in different parts of a funnel, non-centre {_quoted(centred)}" if centred
+                      else "")
+            found.append(f"R-hat above {RHAT_MAX} (or undefined) for {_worst(bad, '.3f', largest=True)}: chains "
+                         f"disagree; run longer chains{advice}")
     for column, label in (("ess_bulk", "bulk"), ("ess_tail", "tail")):
-        bad = table.index[~(table[column] >= ESS_MIN)].tolist()
-        if bad:
-            found.append(f"{label} ESS below {ESS_MIN} (or undefined) for {', '.join(bad)}: "
+        bad = table[column][~(table[column] >= ESS_MIN)]
+        if len(bad):
+            found.append(f"{label} ESS below {ESS_MIN} (or undefined) for {_worst(bad, '.0f', largest=False)}: "
                          "draw more samples or run more chains")
     return found
+
+
+#: Entries a finding names at most, the worst first.
+_NAMED_MAX = 10
+
+
+def _worst(values: "pd.Series", fmt: str, *, largest: bool) -> str:
+    """Labels with their values, ``beta[2] (1.034)``, the worst first (an undefined value first
+    of all), at most :data:`_NAMED_MAX` of them and then how many more."""
+    ordered = values.fillna(np.inf if largest else -np.inf).sort_values(ascending=not largest)
+    named = [f"{label} ({values[label]:{fmt}})" if np.isfinite(values[label]) else f"{label} (undefined)"
+             for label in ordered.index[:_NAMED_MAX]]
+    more = len(ordered) - _NAMED_MAX
+    return ", ".join(named) + (f" and {more} more" if more > 0 else "")
+
+
+def _quoted(names: list[str]) -> str:
+    return ", ".join(f"'{name}'" for name in names)
 
 
 def _optimiser_findings(fit: "Fit") -> list[str]:

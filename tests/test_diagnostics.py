@@ -1,5 +1,7 @@
 """bg.check: findings for the classic failure cases, silence for healthy fits."""
 
+import re
+
 import numpy as np
 import pyro
 import pyro.distributions as dist
@@ -48,7 +50,20 @@ def test_unconverged_optimiser_is_reported():
 def test_too_few_draws_are_reported_as_low_ess():
     y = np.random.default_rng(0).normal(size=20)
     fit = bg.fit(normal_normal, {"y": y}, engine="nuts", num_warmup=50, num_samples=30, num_chains=2)
-    assert any("ESS below 400" in finding for finding in bg.check(fit))
+    found = [finding for finding in bg.check(fit) if "ESS below 400" in finding]
+    assert found and re.search(r"ESS below 400 \(or undefined\) for mu \(\d+\): draw more", found[0])
+
+
+def _twelve_normals():
+    pyro.sample("v", dist.Normal(0.0, 1.0).expand([12]).to_event(1))
+
+
+def test_a_finding_names_at_most_ten_entries_the_worst_first_with_their_values():
+    fit = bg.fit(_twelve_normals, {}, engine="nuts", num_warmup=50, num_samples=30, num_chains=2, progress=False)
+    finding = next(f for f in bg.check(fit) if f.startswith("bulk ESS below"))
+    values = [float(v) for v in re.findall(r"v\[\d+\] \((\d+)\)", finding)]
+    assert len(values) == 10 and values == sorted(values) and finding.endswith("and 2 more: draw more samples "
+                                                                                 "or run more chains")
 
 
 def two_modes():
@@ -61,7 +76,9 @@ def test_chains_stuck_in_different_modes_are_reported_by_r_hat():
     fit = bg.fit(two_modes, {}, engine="nuts", num_warmup=200, num_samples=200, num_chains=4, seed=0)
     means = fit.posterior["x"].mean(1)
     assert (means < -2).any() and (means > 2).any()  # chains in both modes, none crossing
-    assert any("R-hat" in finding and "x" in finding for finding in bg.check(fit))
+    findings = [finding for finding in bg.check(fit) if finding.startswith("R-hat")]
+    assert len(findings) == 1 and re.search(r"for x \((\d+\.\d{3})\): chains disagree; run longer chains$",
+                                            findings[0])
 
 
 def test_too_few_draws_for_pareto_k_give_none_not_an_error():
@@ -76,6 +93,7 @@ def test_one_chain_has_no_r_hat_column_and_no_arviz_complaint(capfd):
                  progress=False)
     table = fit.summary()
     assert "r_hat" not in table and "ess_bulk" in table  # R-hat compares chains: NaN said nothing
+    bg.check(fit)
     assert "Shape validation failed" not in capfd.readouterr().err
 
 
