@@ -23,17 +23,38 @@ _PARAMS = "bayesgen_params"
 xr: Any = LazyModule("xarray")
 
 
-def _jsonable(arrays: dict[str, np.ndarray] | None) -> dict[str, Any] | None:
-    if arrays is None:
-        return None
-    return {k: {"shape": list(np.shape(v)), "data": np.asarray(v, dtype=float).ravel().tolist()}
-            for k, v in arrays.items()}
+#: The netCDF groups, written after ArviZ's, that hold the optimum and its standard errors, one
+#: variable per site in its own dtype (earlier files kept them as JSON lists of floats, still read).
+_POINT, _STDERR = "bayesgen_point", "bayesgen_stderr"
 
 
-def _arrays(meta: dict[str, Any] | None) -> dict[str, np.ndarray] | None:
+def _arrays(meta: dict[str, Any] | str | None, idata: Any, group: str) -> dict[str, np.ndarray] | None:
+    """``Fit.point`` or ``Fit.stderr`` as the file holds it: None, a group of arrays, or JSON."""
     if meta is None:
         return None
+    if isinstance(meta, str):
+        return _named_arrays(idata, group)
     return {k: np.asarray(v["data"], dtype=float).reshape(v["shape"]) for k, v in meta.items()}
+
+
+def _write_named_arrays(path: str, group: str, arrays: dict[str, np.ndarray]) -> None:
+    """Append ``arrays`` to the netCDF file at ``path`` as group ``group``: variables ``p0``,
+    ``p1``... with the names (such as "decoder$$$fc.weight", which netCDF variable names may not
+    be) kept in an attribute."""
+    names = list(arrays)
+    variables = {f"p{i}": ([f"p{i}_{axis}" for axis in range(np.ndim(arrays[name]))], np.asarray(arrays[name]))
+                 for i, name in enumerate(names)}
+    xr.Dataset(variables, attrs={"names": json.dumps(names)}).to_netcdf(path, mode="a", group=group,
+                                                                         engine="h5netcdf")
+
+
+def _named_arrays(idata: Any, group: str) -> dict[str, np.ndarray]:
+    """What :func:`_write_named_arrays` wrote (empty where the group is absent)."""
+    if group not in idata.groups():
+        return {}
+    data = idata[group]
+    names = json.loads(data.attrs["names"])
+    return {name: data[f"p{i}"].values for i, name in enumerate(names)}
 
 
 def save(fit: Fit, path: str) -> None:
@@ -45,7 +66,8 @@ def save(fit: Fit, path: str) -> None:
     idata, renamed = _without_slashes(fit.to_arviz())
     meta = {
         "engine": fit.engine, "kind": fit.kind, "settings": fit.settings, "timing": fit.timing,
-        "point": _jsonable(fit.point), "stderr": _jsonable(fit.stderr), "info": fit.info,
+        "point": None if fit.point is None else _POINT, "stderr": None if fit.stderr is None else _STDERR,
+        "info": fit.info,
         "dims": fit.dims, "model_name": fit.model_name, "zoo_model": _is_zoo_model(fit),
         # ArviZ gives a number a dimension of length 1: the shapes bring back 0-d arguments as 0-d
         "constant_shapes": {key: list(np.shape(value)) for key, value in fit.constant_data.items()},
@@ -59,13 +81,9 @@ def save(fit: Fit, path: str) -> None:
 
     def write(temporary: str) -> None:
         idata.to_netcdf(temporary)
-        if fit.params:
-            # names such as "decoder$$$fc.weight" are kept in an attribute: netCDF variable names are restricted
-            names = list(fit.params)
-            variables = {f"p{i}": ([f"p{i}_{axis}" for axis in range(np.ndim(fit.params[name]))], fit.params[name])
-                         for i, name in enumerate(names)}
-            xr.Dataset(variables, attrs={"names": json.dumps(names)}).to_netcdf(temporary, mode="a", group=_PARAMS,
-                                                                                 engine="h5netcdf")
+        for group, arrays in ((_PARAMS, fit.params), (_POINT, fit.point), (_STDERR, fit.stderr)):
+            if arrays:
+                _write_named_arrays(temporary, group, arrays)
 
     atomic_write(path, write)
 
@@ -123,12 +141,12 @@ def load(path: str, model: Callable[..., Any] | str | ModelSpec | None = None) -
         sample_stats={**_group(idata, "sample_stats", renamed), **_group(idata, OPTIMIZATION, renamed)},
         observed_data=_retyped(_group(idata, "observed_data", renamed), dtypes.get("observed_data", {})),
         _log_likelihood=_group(idata, "log_likelihood", renamed),
-        settings=meta["settings"], timing=meta["timing"], point=_arrays(meta["point"]),
-        stderr=_arrays(meta["stderr"]), info=meta["info"], dims=meta["dims"],
+        settings=meta["settings"], timing=meta["timing"], point=_arrays(meta["point"], idata, _POINT),
+        stderr=_arrays(meta["stderr"], idata, _STDERR), info=meta["info"], dims=meta["dims"],
         model_name=meta["model_name"],
         posterior_predictive=_retyped(_group(idata, "posterior_predictive", renamed),
                                       dtypes.get("posterior_predictive", {})),
-        params=_params(idata),
+        params=_named_arrays(idata, _PARAMS),
         constant_data=_reshaped(_group(idata, "constant_data", renamed), meta.get("constant_shapes", {})),
     )
     if model is None and meta.get("zoo_model"):
@@ -216,14 +234,6 @@ def _retyped(arrays: dict[str, np.ndarray], dtypes: dict[str, str]) -> dict[str,
 
 def _reshaped(arrays: dict[str, np.ndarray], shapes: dict[str, list[int]]) -> dict[str, np.ndarray]:
     return {key: value.reshape(shapes[key]) if key in shapes else value for key, value in arrays.items()}
-
-
-def _params(idata: Any) -> dict[str, np.ndarray]:
-    if _PARAMS not in idata.groups():
-        return {}
-    group = idata[_PARAMS]
-    names = json.loads(group.attrs["names"])
-    return {name: group[f"p{i}"].values for i, name in enumerate(names)}
 
 
 def _problem(fit: Fit, model: Callable[..., Any] | str | ModelSpec, path: str, strings: dict[str, str]) -> Any:

@@ -260,6 +260,13 @@ def test_point_estimates_survive_save_and_load(tmp_path):
     loaded = bg.load(str(tmp_path / "mle.nc"))
     np.testing.assert_allclose(loaded.point["beta"], fit.point["beta"])
     np.testing.assert_allclose(loaded.stderr["sigma"], fit.stderr["sigma"])
+    single = bg.fit(linear_regression, DATA, engine="mle", dtype="float32")
+    single.save(str(tmp_path / "single.nc"))
+    again = bg.load(str(tmp_path / "single.nc"))
+    for name in single.point:  # arrays in their own dtype, not JSON floats
+        assert again.point[name].dtype == single.point[name].dtype == np.float32
+        np.testing.assert_array_equal(again.point[name], single.point[name])
+        np.testing.assert_array_equal(again.stderr[name], single.stderr[name])
 
 
 def test_zoo_name_with_default_data():
