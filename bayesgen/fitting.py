@@ -347,6 +347,11 @@ def _run(engine: Engine, problem: Problem, seed: int, show: bool, start: float) 
     post_start = time.perf_counter()
     with torch.no_grad():
         deterministic = deterministic_sites(problem.density, result.draws)
+        latents = problem.density.latent_names
+        if point is not None and deterministic and result.point is not None and set(latents) <= set(result.point):
+            # the deterministic sites at the optimum (their standard errors are not computed)
+            at_point = deterministic_sites(problem.density, {name: result.point[name][None, None] for name in latents})
+            point.update({name: value[0, 0].detach().cpu().numpy() for name, value in at_point.items()})
     timing = {**result.timing, "postprocess": time.perf_counter() - post_start}
     timing["total"] = time.perf_counter() - start
     observed = {name: _observed_data(problem, name) for name in problem.spec.observed

@@ -260,12 +260,14 @@ def test_point_estimates_survive_save_and_load(tmp_path):
     loaded = bg.load(str(tmp_path / "mle.nc"))
     np.testing.assert_allclose(loaded.point["beta"], fit.point["beta"])
     np.testing.assert_allclose(loaded.stderr["sigma"], fit.stderr["sigma"])
+    assert loaded.point["sigma2"] == pytest.approx(fit.point["sigma"] ** 2) and "sigma2" not in fit.stderr
     single = bg.fit(linear_regression, DATA, engine="mle", dtype="float32")
     single.save(str(tmp_path / "single.nc"))
     again = bg.load(str(tmp_path / "single.nc"))
     for name in single.point:  # arrays in their own dtype, not JSON floats
         assert again.point[name].dtype == single.point[name].dtype == np.float32
         np.testing.assert_array_equal(again.point[name], single.point[name])
+    for name in single.stderr:
         np.testing.assert_array_equal(again.stderr[name], single.stderr[name])
 
 
