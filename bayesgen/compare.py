@@ -49,7 +49,20 @@ def _named(fits: Mapping[str, Fit] | Sequence[Fit], least: int = 1) -> dict[str,
 
 
 def scalar_draws(fit: Fit, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """Parameter label (``beta[1]``) -> ``(chain, draw)`` array, for every scalar of ``names``."""
+    """Parameter label (``beta[1]``) -> ``(chain, draw)`` array, for every scalar of ``names``.
+
+    Parameters
+    ----------
+    fit : Fit
+    names : sequence of str
+        Posterior sites of ``fit``.
+
+    Returns
+    -------
+    dict of str to array
+        A scalar site under its name; each element of a site of shape ``s`` under
+        ``name[i,j]`` (no spaces), in C order; each value of shape ``(chain, draw)``.
+    """
     out = {}
     for name in names:
         draws = fit.posterior[name]
@@ -121,14 +134,15 @@ def compare(fits: Mapping[str, Fit] | Sequence[Fit], reference: str | None = Non
 
     Parameters
     ----------
-    fits : mapping of name -> Fit, or a sequence of fits (named by engine)
+    fits : mapping of name -> Fit, or a sequence of fits
+        At least two. A sequence's fits are named by engine (``svi-2`` for a second ``svi``).
     reference : str, optional
         The name of the reference fit; by default the first MCMC fit, else the first.
     var_names : sequence of str, optional
         Posterior sites to compare (all of each fit's sites shared with the reference by
         default); the joint MMD test then covers these sites only.
-    seed : int
-        Seed of the permutation tests.
+    seed : int, default 0
+        Seed of the permutation tests (and of the subsampling of the MMD test to 500 draws a side).
 
     Returns
     -------
@@ -217,7 +231,24 @@ def plot_compare(fits: Mapping[str, Fit] | Sequence[Fit], var_names: Sequence[st
                  path: str | None = None) -> np.ndarray:
     """Overlay every fit's marginal posterior densities (``arviz.plot_density``).
 
-    Returns the matplotlib axes; with ``path`` the figure is also saved there.
+    Fits with non-finite draws of a site are left out of its panel, with a warning.
+
+    Parameters
+    ----------
+    fits : mapping of name -> Fit, or a sequence of fits
+        At least one; a sequence's fits are named by engine, as for :func:`compare`. The names
+        label the legend.
+    var_names : sequence of str, optional
+        Posterior sites to plot, each of at least one fit (else ``ValueError``); ``"~name"``
+        leaves a site out, as in ArviZ. By default every site of any fit.
+    path : str, optional
+        Also save the figure there (its format from the suffix, PNG without one); by default it
+        is not saved.
+
+    Returns
+    -------
+    numpy.ndarray of matplotlib Axes
+        One panel per scalar parameter.
     """
     named = _named(fits)
     sites = sorted({site for fit in named.values() for site in fit.posterior})
@@ -246,6 +277,23 @@ def loo_compare(fits: Mapping[str, Fit] | Sequence[Fit], ic: str = "loo") -> pd.
     with enumerated discrete latents do not yet); fits whose observed data differ are
     refused, as their elpds are of different data. ``fits`` is a mapping of name -> fit, or
     a sequence of fits named by engine, as for :func:`compare`.
+
+    Parameters
+    ----------
+    fits : mapping of name -> Fit, or a sequence of fits
+        Each with varying posterior draws and a pointwise log-likelihood of two or more terms,
+        all of the same observations; else ``ValueError``.
+    ic : {"loo", "waic"}, default "loo"
+        The information criterion: ``"loo"`` is Pareto-smoothed importance-sampling leave-one-out
+        cross-validation, ``"waic"`` the widely applicable information criterion. Anything else
+        raises ``ValueError``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``arviz.compare``'s table, one row per fit (indexed by name), best first: ``rank``, the elpd
+        (``elpd_loo`` or ``elpd_waic``), the effective number of parameters, ``elpd_diff`` from the
+        best, ``weight``, ``se``, ``dse``, ``warning`` and ``scale``.
     """
     if ic not in ("loo", "waic"):
         raise ValueError(f"ic must be 'loo' or 'waic', got '{ic}'")

@@ -40,6 +40,15 @@ def summary(fit: "Fit") -> "pd.DataFrame":
     sites, which the optimum does not hold), then the mean, sd and hdi of the normal
     approximation's draws. A fit without posterior sites (a VAE's networks
     are all parameters, in ``fit.params``) gets an empty table.
+
+    Parameters
+    ----------
+    fit : Fit
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per scalar of each posterior site (``beta[0]``), the columns above.
     """
     import pandas as pd
 
@@ -102,7 +111,20 @@ def short_run_findings(fit: "Fit", findings: list[str]) -> list[str]:
     """Those of ``findings`` (``check(fit)``'s) that a deliberately short run (a smoke test, a demo's
     quick mode) brings about whatever the engine's merit: unconverged chains or optimisers, too
     few effective draws. The others (a mean-field Gaussian too narrow, non-finite draws, an
-    indefinite Hessian) say something about the engine at any length and are not among them."""
+    indefinite Hessian) say something about the engine at any length and are not among them.
+
+    Parameters
+    ----------
+    fit : Fit
+        The fit ``findings`` are about; its kind and engine decide which findings a short run explains.
+    findings : list of str
+        ``check(fit)``'s findings.
+
+    Returns
+    -------
+    list of str
+        Those findings, in their order; none for ``mle`` and ``map`` fits without network weights.
+    """
     if fit.engine in ("mle", "map") and not fit.params:  # L-BFGS on a log density runs to its end
         return []
     pattern = _SHORT_RUN_FINDINGS.get("samples" if fit.kind == "samples" else fit.engine)
@@ -116,7 +138,17 @@ PARETO_MIN_DRAWS = 20
 
 def pareto_khat(log_weights: np.ndarray) -> float | None:
     """Pareto k-hat of importance weights p/q (PSIS): above 0.7 the approximation q is unreliable.
-    None for fewer than :data:`PARETO_MIN_DRAWS` draws."""
+
+    Parameters
+    ----------
+    log_weights : array, shape ``(draws,)``
+        Log importance weights ``log p - log q`` at draws from q (unnormalised).
+
+    Returns
+    -------
+    float or None
+        The k-hat of the fitted tail; None for fewer than :data:`PARETO_MIN_DRAWS` draws.
+    """
     log_weights = np.asarray(log_weights, dtype=float)
     if log_weights.size < PARETO_MIN_DRAWS:
         return None
@@ -125,13 +157,34 @@ def pareto_khat(log_weights: np.ndarray) -> float | None:
 
 
 def ess(draws: np.ndarray) -> float:
-    """Bulk effective sample size of one scalar's draws ``(chain, draw)`` (ArviZ's rank-normalised
-    estimator); NaN for constant draws."""
+    """Bulk effective sample size of one scalar's draws (ArviZ's rank-normalised estimator).
+
+    Parameters
+    ----------
+    draws : array, shape ``(chain, draw)``
+
+    Returns
+    -------
+    float
+        The bulk ESS; NaN for constant draws.
+    """
     return float(_az.ess(draws))
 
 
 def loo_table(datasets: Mapping[str, Any], ic: str) -> "pd.DataFrame":
-    """ArviZ's comparison of models by PSIS-LOO or WAIC (``arviz.compare``), best first."""
+    """ArviZ's comparison of models by PSIS-LOO or WAIC (``arviz.compare``), best first.
+
+    Parameters
+    ----------
+    datasets : mapping of str to arviz.InferenceData
+        Model name -> its data, each with a ``log_likelihood`` group.
+    ic : {"loo", "waic"}
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per model, indexed by name, best first.
+    """
     with warnings.catch_warnings():
         # ArviZ 0.23 calls a pandas method that pandas 3.1 deprecates; nothing for users to act on
         warnings.filterwarnings("ignore", message="The inplace keyword")
@@ -327,7 +380,19 @@ def check(fit: "Fit") -> list[str]:
     Checks R-hat > 1.01 and bulk/tail ESS < 400 (sampling engines), divergences, E-BFMI
     < 0.3 and tree-depth saturation (MCMC), unconverged or diverged optimisers, and Gaussian
     approximations whose sds are off from the Laplace sds at their mean by more than a factor 2.
-    NaN diagnostics count as failures.
+    NaN diagnostics count as failures. Every fit is also checked for an interrupted run, points
+    where the log density raised, and non-finite draws or log densities; a fit that is not a
+    sampler's also for no finite optimum, an indefinite Hessian and Pareto k-hat > 0.7.
+
+    Parameters
+    ----------
+    fit : Fit
+        A fit (``bg.load(path)`` reads a saved one); anything else raises ``TypeError``.
+
+    Returns
+    -------
+    list of str
+        One sentence per problem found, saying what it means and what to do; empty when all is well.
     """
     from bayesgen.result import Fit
 

@@ -162,7 +162,14 @@ def score_trace(trace: Trace) -> None:
     constrained images of unconstrained points, inside it by construction, and the check reads a
     tensor into Python, which keeps the density from being recorded (:mod:`bayesgen._replay`).
     Distributions built before the program ran (a ``PyroSample`` prior on a module) check by
-    default, so their flag is switched off while they are scored and restored after."""
+    default, so their flag is switched off while they are scored and restored after.
+
+    Parameters
+    ----------
+    trace : pyro.poutine.Trace
+        Scored in place: each scored site gets its ``log_prob`` (deterministic and subsample
+        sites get none).
+    """
     checking = [fn for site in trace.nodes.values() if site["type"] == "sample"
                 for fn in _nested(site["fn"]) if getattr(fn, "_validate_args", False)]
     for fn in checking:
@@ -184,13 +191,36 @@ def _nested(fn: Any) -> Iterator[Any]:
 
 def present_dims(tree: Mapping[frozenset[str], list[torch.Tensor]], symbols: set[str]) -> frozenset[str]:
     """The plate symbols among ``symbols`` that some packed factor has: a plate of size 1 (a batch
-    of one point) is dropped by packing and cannot be a contraction target."""
+    of one point) is dropped by packing and cannot be a contraction target.
+
+    Parameters
+    ----------
+    tree : mapping of frozenset of str to list of Tensor
+        Packed factors by their plate symbols (:func:`factor_tree`).
+    symbols : set of str
+
+    Returns
+    -------
+    frozenset of str
+    """
     have = {dim for factors in tree.values() for factor in factors for dim in factor._pyro_dims}
     return frozenset(symbols & have)
 
 
 def plate_symbols(trace: Trace, site: Mapping[str, Any]) -> frozenset[str]:
-    """The symbols of the vectorised plates a site lives in (its ordinal in Pyro's contraction)."""
+    """The symbols of the vectorised plates a site lives in (its ordinal in Pyro's contraction).
+
+    Parameters
+    ----------
+    trace : pyro.poutine.Trace
+        A packed trace (``trace.pack_tensors()``), whose ``plate_to_symbol`` names the plates.
+    site : mapping
+        One of its sites.
+
+    Returns
+    -------
+    frozenset of str
+    """
     return frozenset(trace.plate_to_symbol[f.name] for f in site["cond_indep_stack"] if f.vectorized)
 
 
@@ -206,6 +236,24 @@ def factor_tree(trace: Trace, keep: Callable[[str], bool] = lambda name: True,
     sites by name; ``plate_to_symbol`` fixes the symbols of some plates
     (``Trace.pack_tensors``); ``factor(name, site)`` gives a site's factor, :func:`log_factor`
     by default.
+
+    Parameters
+    ----------
+    trace : pyro.poutine.Trace
+        A scored trace (:func:`score_trace`); packed here.
+    keep : callable, optional
+        Site name -> whether its factor enters; by default every site's.
+    plate_to_symbol : dict of str to str, optional
+        Plate name -> the symbol to give it; by default Pyro chooses.
+    factor : callable, optional
+        ``factor(name, site)`` -> the site's packed factor; by default :func:`log_factor`.
+
+    Returns
+    -------
+    tree : OrderedDict of frozenset of str to list of Tensor
+        The factors by the set of plate symbols they live in, in trace order.
+    sum_dims : set of str
+        The symbols of the enumerated dims.
     """
     trace.pack_tensors(plate_to_symbol)
     tree: OrderedDict[frozenset[str], list[torch.Tensor]] = OrderedDict()
@@ -224,6 +272,16 @@ def log_factor(site: Mapping[str, Any]) -> torch.Tensor:
     (log K more per masked step of an HMM whose padded steps are masked, as in Pyro's
     ``examples/hmm.py``), and a masked step inside a chain would pass on a sum rather than a
     marginal. The sites that depend on it keep their mask: that is what leaves their data out.
+
+    Parameters
+    ----------
+    site : mapping
+        A trace site with a ``packed`` entry.
+
+    Returns
+    -------
+    Tensor
+        The packed log-prob, with its ``_pyro_dims``.
     """
     packed = site["packed"]
     if site["infer"].get("_enumerate_dim") is None or packed["mask"] is None:
@@ -236,6 +294,18 @@ def per_draw(value: torch.Tensor, batch_size: int, shape: tuple[int, ...]) -> to
 
     A value that did not depend on the batch (e.g. a deterministic of the data only)
     is expanded over it.
+
+    Parameters
+    ----------
+    value : Tensor
+        The site's value in the batched trace.
+    batch_size : int
+    shape : tuple of int
+        The value's shape for one draw.
+
+    Returns
+    -------
+    Tensor, shape ``(batch_size, *shape)``
     """
     if value.numel() == math.prod(shape):
         return value.reshape(shape).expand((batch_size,) + shape)
@@ -381,6 +451,25 @@ class LogDensity:
         program). With ``enumerate=False`` enumerable discrete sites are sampled rather
         than enumerated; with ``uncondition=True`` observed sites are sampled too, in the
         shape of their data (replicated data for the posterior predictive).
+
+        Parameters
+        ----------
+        values : mapping of str to Tensor, each of shape ``(batch, *shape)``
+            Constrained values of latent sites, by name; a latent site not among them is drawn (or
+            enumerated) as the program draws it. The batch size is the first value's leading dim
+            (1 where ``values`` is empty).
+        plated : bool, default True
+            Run under the outer batch plate; False runs one point (batch 1) through the bare
+            program, the values' leading dim dropped.
+        enumerate : bool, default True
+            Enumerate enumerable discrete sites in parallel; False samples them.
+        uncondition : bool, default False
+            Sample observed sites too (``pyro.deterministic`` sites stay as computed).
+
+        Returns
+        -------
+        callable
+            The program, taking the program's keyword arguments.
         """
         batch_size = next(iter(values.values())).shape[0] if values else 1
         pads = {s.name: s.pad for s in self.layout}
@@ -405,6 +494,22 @@ class LogDensity:
         With ``plated=False`` the single point ``u`` of shape ``(1, dim)`` is run through the
         bare program, with no batch plate. With ``until`` the run ends at the first sample
         site after those sites (the trace then holds only the sites before it).
+
+        Parameters
+        ----------
+        u : Tensor, shape ``(batch, dim)``
+            Unconstrained points, one per row (``(1, dim)`` with ``plated=False``).
+        plated : bool, default True
+            Run under the outer batch plate of size ``batch``.
+        until : collection of str, optional
+            Site names after which the run may stop; by default the whole program runs.
+
+        Returns
+        -------
+        trace : pyro.poutine.Trace
+            The run, latent sites at the constrained images of ``u`` (not yet scored).
+        log_jac : Tensor, shape ``(batch,)``
+            The log|det Jacobian| of the maps from ``u`` to the constrained values.
         """
         batch_size = u.shape[0]
         view = (lambda site: (batch_size,) + (1,) * site.pad) if plated else (lambda site: ())
@@ -436,6 +541,20 @@ class LogDensity:
         With ``plated=False`` a single point (batch 1) runs through the bare program; with
         ``enumerate=False`` enumerable discrete sites are sampled and with ``uncondition=True``
         observed sites too (see ``fixed_program``).
+
+        Parameters
+        ----------
+        values : mapping of str to Tensor, each of shape ``(batch, *shape)``
+            Constrained values of latent sites, by name.
+        data : mapping, optional
+            The program's keyword arguments; by default those this density was made with.
+        plated, enumerate, uncondition : bool, default True, True, False
+            As for :meth:`fixed_program`.
+
+        Returns
+        -------
+        pyro.poutine.Trace
+            The run (not scored).
         """
         program = self.fixed_program(values, plated=plated, enumerate=enumerate, uncondition=uncondition)
         with on_device(self.device), pyro.validation_enabled(False):
@@ -457,16 +576,18 @@ class LogDensity:
         Parameters
         ----------
         u : Tensor, shape ``(batch, dim)``
-        jacobian : bool
+            Unconstrained points, one per row (layout order, :attr:`layout`).
+        jacobian : bool, default True
             Add the log|det Jacobian| of the unconstraining maps (True for sampling and
             variational inference; False for MAP/MLE in the constrained space).
-        prior : bool
+        prior : bool, default True
             Include the prior terms of the continuous latent sites (False gives the
             likelihood, with enumerated discrete sites still summed out).
 
         Returns
         -------
         Tensor, shape ``(batch,)``
+            The log density of each row (differentiable with respect to ``u``).
         """
         if u.dim() != 2 or u.shape[1] != self.dim:
             raise ValueError(f"expected unconstrained points of shape (batch, {self.dim}), got {tuple(u.shape)}")
@@ -523,8 +644,21 @@ class LogDensity:
         return total + log_jac if jacobian else total
 
     def log_density_in_chunks(self, u: torch.Tensor) -> torch.Tensor:
-        """:meth:`log_density` of many points ``(n, dim)`` (the draws of an approximation, say),
-        :meth:`chunk_size` points per run of the program so that memory stays bounded."""
+        """:meth:`log_density` of many points, :meth:`chunk_size` points per run of the program.
+
+        The chunks keep memory bounded for many points (the draws of an approximation, say).
+
+        Parameters
+        ----------
+        u : Tensor, shape ``(n, dim)``
+            Unconstrained points, one per row.
+
+        Returns
+        -------
+        Tensor, shape ``(n,)``
+            The log density of each row, with the Jacobian and prior terms (:meth:`log_density`'s
+            defaults).
+        """
         return torch.cat([self.log_density(part) for part in u.split(self.chunk_size())])
 
     def _log_density(self, u: torch.Tensor, jacobian: bool, prior: bool, plated: bool) -> torch.Tensor:
@@ -559,6 +693,20 @@ class LogDensity:
         kernels on the same numbers, so the results are bitwise those of running the program,
         without Pyro's per-call overhead. Programs whose operations depend on the values (Python
         control flow on tensors, ``.item()``) keep running the program.
+
+        Parameters
+        ----------
+        u : Tensor, shape ``(batch, dim)``
+            Unconstrained points, one per row (detached first).
+        jacobian, prior : bool, default True
+            As for :meth:`log_density`.
+
+        Returns
+        -------
+        value : Tensor, shape ``(batch,)``
+            The log density of each row (detached).
+        grad : Tensor, shape ``(batch, dim)``
+            Its gradient with respect to that row.
         """
         replayed = self._replays.get((jacobian, prior))
         if replayed is None:
@@ -593,7 +741,18 @@ class LogDensity:
         """Map unconstrained points ``(batch, dim)`` to named constrained values ``(batch, *shape)``.
 
         Deterministic sites are included. Large batches run in chunks of
-        :meth:`chunk_size` points to bound memory.
+        :meth:`chunk_size` points to bound memory. The program runs only as far as those sites.
+
+        Parameters
+        ----------
+        u : Tensor, shape ``(batch, dim)``
+            Unconstrained points, one per row.
+
+        Returns
+        -------
+        dict of str to Tensor
+            Each continuous latent site (layout order), then each deterministic site, of shape
+            ``(batch, *shape)``; a deterministic that does not depend on the draw is repeated.
         """
         if self.vectorized:
             size = self.chunk_size()
@@ -613,7 +772,19 @@ class LogDensity:
         return out
 
     def unconstrain(self, values: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Map named constrained values ``(batch, *shape)`` to unconstrained points ``(batch, dim)``."""
+        """Map named constrained values to unconstrained points: the inverse of :meth:`constrain`.
+
+        Parameters
+        ----------
+        values : mapping of str to Tensor, each of shape ``(batch, *shape)``
+            A value for every continuous latent site (:attr:`latent_names`), inside its support;
+            other entries are ignored. The program runs once with them, to find each support.
+
+        Returns
+        -------
+        Tensor, shape ``(batch, dim)``
+            The unconstrained points, sites in layout order.
+        """
         trace = self.trace_constrained({s.name: values[s.name] for s in self.layout})
         pieces = []
         for s in self.layout:
@@ -710,7 +881,17 @@ class LogDensity:
 
     def subsampling_plate(self, site: Mapping[str, Any]) -> str | None:
         """The name of a plate that subsamples and holds the trace site ``site``, or None: each
-        run of the program gives such a site for a random minibatch of the plate's items only."""
+        run of the program gives such a site for a random minibatch of the plate's items only.
+
+        Parameters
+        ----------
+        site : mapping
+            A trace site.
+
+        Returns
+        -------
+        str or None
+        """
         return next((f.name for f in site["cond_indep_stack"] if f.name in self.subsampled), None)
 
     @property
@@ -721,7 +902,13 @@ class LogDensity:
 
     def require_continuous(self, engine: str) -> None:
         """Raise where a discrete latent site cannot be enumerated: the density over the flat
-        vector of continuous latents leaves it out, so engines built on it cannot fit it."""
+        vector of continuous latents leaves it out, so engines built on it cannot fit it.
+
+        Parameters
+        ----------
+        engine : str
+            The engine's name, for the error.
+        """
         for name, family in self.discrete_latents.items():
             raise ValueError(f"site '{name}' is a discrete latent variable ({family}) that cannot be "
                              f"enumerated; engine '{engine}' needs continuous or enumerable latents: fit it "
@@ -731,7 +918,13 @@ class LogDensity:
         """Raise where a plate subsamples: the log density is then a random estimate (the
         minibatch's, rescaled), which a sampler or a deterministic optimiser would take for the
         density itself and answer wrongly without a sign; and where a discrete latent cannot be
-        enumerated (:meth:`require_continuous`)."""
+        enumerated (:meth:`require_continuous`).
+
+        Parameters
+        ----------
+        engine : str
+            The engine's name, for the error.
+        """
         self.require_continuous(engine)
         for name, (subsample_size, size) in self.subsampled.items():
             raise ValueError(f"engine '{engine}' needs the program's exact log density, but plate '{name}' "
@@ -740,14 +933,40 @@ class LogDensity:
                              "minibatches")
 
     def chunk_size(self, data: Mapping[str, Any] | None = None) -> int:
-        """Draws per batched run of the program when evaluating many: :data:`CHUNK`, or fewer
-        where the largest tensor of the program's data (or of ``data``, new data to run it
-        with) has more than :data:`CHUNK_ELEMENTS` / :data:`CHUNK` elements."""
+        """Draws per batched run of the program when evaluating many.
+
+        :data:`CHUNK`, or fewer where the largest tensor of the program's data (or of ``data``)
+        has more than :data:`CHUNK_ELEMENTS` / :data:`CHUNK` elements: then
+        ``CHUNK_ELEMENTS // largest_data(data)``.
+
+        Parameters
+        ----------
+        data : mapping, optional
+            New data to run the program with, whose tensors count too; by default only the
+            program's data.
+
+        Returns
+        -------
+        int
+            From 1 to :data:`CHUNK`.
+        """
         return max(1, min(CHUNK, CHUNK_ELEMENTS // max(self.largest_data(data), 1)))
 
     def largest_data(self, data: Mapping[str, Any] | None = None) -> int:
-        """Elements of the largest tensor of the program's data or of ``data`` (0 if none): what
-        a run of the program costs per point, in time and memory, grows with it."""
+        """Elements of the largest tensor of the program's data or of ``data``.
+
+        What a run of the program costs per point, in time and memory, grows with it.
+
+        Parameters
+        ----------
+        data : mapping, optional
+            New data to run the program with; by default only the program's data counts.
+
+        Returns
+        -------
+        int
+            The largest ``numel()`` of their tensors, 0 if there are none (other values are not counted).
+        """
         tensors = [v for source in (self.data, data or {}) for v in source.values() if isinstance(v, torch.Tensor)]
         return max((v.numel() for v in tensors), default=0)
 

@@ -1,4 +1,9 @@
-"""Two-sample statistics for comparing posteriors and model samples with data."""
+"""Statistics for comparing distributions and samples: information measures, hypothesis tests, ranking metrics.
+
+Entropy, KL divergence and mutual information (closed forms, or k-nearest-neighbour estimates from samples);
+two-sample and goodness-of-fit tests (t, Kolmogorov-Smirnov, chi-square, MMD, classifier) for comparing
+posteriors and model samples with data; recall@k and NDCG@k of a recommender's ranked lists.
+"""
 
 from __future__ import annotations
 
@@ -88,8 +93,24 @@ def entropy(p: torch.distributions.Distribution | np.ndarray, *, k: int = 3) -> 
     ``psi(n) - psi(k) + log V_d + d/n sum log r_k(i)`` (Kozachenko & Leonenko 1987;
     Kraskov et al. 2004, eq. 20).
 
+    Parameters
+    ----------
+    p : torch.distributions.Distribution, or array or Tensor of shape ``(n, d)`` or ``(n,)``
+        A distribution (closed form), or samples: rows are points, a 1-d array is ``n`` points of
+        one feature. Samples must be finite and continuous, without repeated points (a zero
+        neighbour distance raises ``ValueError``), and number at least ``k + 1``.
+    k : int, default 3
+        Which neighbour's distance ``r_k(i)`` the estimate uses: the k-th nearest other point to
+        each point ``i``. A positive integer; ignored for a distribution.
+
+    Returns
+    -------
+    float
+        The entropy in nats (for a distribution, summed over its batch shape).
+
     Examples
     --------
+    >>> import torch
     >>> round(entropy(torch.distributions.Normal(0.0, 1.0)), 4)  # 0.5 log(2 pi e)
     1.4189
     """
@@ -115,7 +136,26 @@ def kl_divergence(p: torch.distributions.Distribution | np.ndarray,
     Closed form when both are torch distributions with a registered KL (summed over the
     batch); from samples of each, the k-nearest-neighbour estimator of Wang, Kulkarni &
     Verdu (2009), "Divergence estimation for multidimensional densities via k-nearest-
-    neighbor distances", IEEE Trans. Inf. Theory 55(5).
+    neighbor distances", IEEE Trans. Inf. Theory 55(5):
+    ``d mean(log(nu_k(i) / rho_k(i))) + log(m / (n - 1))``.
+
+    Parameters
+    ----------
+    p, q : torch.distributions.Distribution, or arrays or Tensors of shape ``(n, d)`` and ``(m, d)``
+        Both distributions (closed form) or both samples (rows are points, a 1-d array is points
+        of one feature; the same number of features); one of each raises ``TypeError``. Samples
+        must be finite and continuous, without repeated points; ``p`` needs at least ``k + 1``
+        points, ``q`` at least ``k``.
+    k : int, default 1
+        Which neighbour the estimator uses: ``rho_k(i)`` is the distance from the i-th point of
+        ``p`` to its k-th nearest other point of ``p``, ``nu_k(i)`` to its k-th nearest point of
+        ``q``. A positive integer; ignored for distributions.
+
+    Returns
+    -------
+    float
+        KL(p || q) in nats (for distributions, summed over the batch). The estimate from samples
+        may come out negative.
     """
     if isinstance(p, torch.distributions.Distribution) and isinstance(q, torch.distributions.Distribution):
         return float(torch.distributions.kl_divergence(p, q).sum())
@@ -145,6 +185,27 @@ def mutual_information(x: torch.distributions.MultivariateNormal | np.ndarray,
     the mutual information does not depend on units, and without the scaling the
     max-norm would let the coordinate of largest spread decide every neighbour (a
     correlation of 0.5, 0.144 nats, came out as 0.043 with y in thousandths).
+
+    Parameters
+    ----------
+    x : torch.distributions.MultivariateNormal, or array or Tensor of shape ``(n, d_x)`` or ``(n,)``
+        The joint Gaussian of (X, Y), or draws of X (rows are draws, a 1-d array one feature).
+        Samples must be finite and continuous, without repeated joint points, at least ``k + 1``.
+    y : array or Tensor of shape ``(n, d_y)`` or ``(n,)``, optional
+        Draws of Y paired row by row with ``x``; needed with samples, ignored with a Gaussian.
+    split : int, optional
+        With a Gaussian, how many leading coordinates are X (from 1 to its dimension - 1; the
+        rest are Y); needed there (None raises ``ValueError``), ignored with samples.
+    k : int, default 3
+        The KSG estimator's neighbour: the max-norm distance from each joint point (x, y) to
+        its k-th nearest other one sets the radius within which neighbours in x alone and in y
+        alone are counted. A positive integer; ignored for a Gaussian.
+
+    Returns
+    -------
+    float
+        I(X; Y) in nats (for a Gaussian, summed over its batch). The estimate from samples may
+        come out slightly negative for independent X and Y.
     """
     if isinstance(x, torch.distributions.MultivariateNormal):
         dim = x.event_shape[0]
@@ -190,12 +251,27 @@ def mmd_test(x: np.ndarray, y: np.ndarray, *, num_permutations: int = 200, seed:
     "A kernel two-sample test", JMLR 13). Rows are points; 1-d inputs are treated as
     one feature.
 
+    Parameters
+    ----------
+    x, y : arrays or Tensors of shape ``(n, d)`` and ``(m, d)``, or ``(n,)`` and ``(m,)``
+        The two samples: finite, at least two points each, the same number of features.
+    num_permutations : int, default 200
+        Random relabellings of the pooled points that make the null distribution: the p-value
+        is ``(1 + exceeding) / (1 + num_permutations)``, so it is never below
+        ``1 / (1 + num_permutations)``. The cost is quadratic in ``n + m`` per permutation.
+    seed : int, default 0
+        Seeds the permutations.
+
     Returns
     -------
-    statistic, pvalue : float
+    statistic : float
+        The unbiased squared MMD (may be slightly negative when the samples agree).
+    pvalue : float
+        The one-sided permutation p-value (large statistics are evidence of a difference).
 
     Examples
     --------
+    >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> _, p = mmd_test(rng.normal(size=(200, 2)), rng.normal(size=(200, 2)))
     >>> p > 0.05
@@ -222,7 +298,16 @@ def mmd_test(x: np.ndarray, y: np.ndarray, *, num_permutations: int = 200, seed:
 
 
 class HypothesisResult(NamedTuple):
-    """The outcome of a hypothesis test: its statistic and p-value (unpacks like a tuple)."""
+    """The outcome of a hypothesis test: its statistic and p-value (unpacks like a tuple).
+
+    Attributes
+    ----------
+    statistic : float
+        The test's statistic; each test says which (a t, a KS distance, a chi-square, an accuracy).
+    pvalue : float
+        The probability, under the null hypothesis, of a statistic at least as extreme as the one
+        observed (two-sided or one-sided as the test says).
+    """
 
     statistic: float
     pvalue: float
@@ -252,6 +337,24 @@ def t_test(x: np.ndarray, y: np.ndarray | None = None, *, popmean: float = 0.0,
     With ``y=None``, the one-sample test of ``mean(x) == popmean``; with ``y``, Welch's
     two-sample test of equal means (no equal-variance assumption), or with ``paired=True``
     the paired test of ``mean(x - y) == 0``.
+
+    Parameters
+    ----------
+    x : array or Tensor of shape ``(n,)`` or ``(n, 1)``
+        A sample of one quantity: at least two finite values.
+    y : array or Tensor of shape ``(m,)`` or ``(m, 1)``, optional
+        A second sample (as ``x``); without it the test is the one-sample test.
+    popmean : float, default 0.0
+        The mean under the null hypothesis of the one-sample test; ignored with ``y``.
+    paired : bool, default False
+        With ``y``, pair the values (``x`` and ``y`` of equal length) and test their differences;
+        without ``y`` it raises ``ValueError``.
+
+    Returns
+    -------
+    HypothesisResult
+        ``statistic`` is the t statistic (positive where ``x``'s mean exceeds ``popmean``, or
+        ``y``'s), ``pvalue`` is two-sided.
 
     Examples
     --------
@@ -283,8 +386,23 @@ def ks_test(x: np.ndarray, reference: np.ndarray | Callable[[np.ndarray], np.nda
     For discrete data the test is conservative: its p-values are too large; where ties
     defeat scipy's exact two-sample null distribution its asymptotic one is used.
 
+    Parameters
+    ----------
+    x : array or Tensor of shape ``(n,)`` or ``(n, 1)``
+        A sample of one quantity: at least two finite values.
+    reference : array, distribution, str or callable
+        A second sample (as ``x``), an object with a ``cdf`` method, a ``scipy.stats``
+        distribution's name, or a function mapping an array of values to their CDF.
+
+    Returns
+    -------
+    HypothesisResult
+        ``statistic`` is the largest distance between the empirical CDF of ``x`` and the
+        reference's (empirical) CDF, ``pvalue`` is two-sided.
+
     Examples
     --------
+    >>> import numpy as np
     >>> from scipy.stats import norm
     >>> x = np.random.default_rng(0).normal(size=500)
     >>> ks_test(x, norm()).pvalue > 0.05
@@ -352,8 +470,29 @@ def chi_square_test(observed: np.ndarray, *, probs: np.ndarray | None = None,
     statistic has (number of pooled categories - 1) degrees of freedom. With fewer than two
     pooled categories there is nothing to test and both the statistic and the p-value are NaN.
 
+    Parameters
+    ----------
+    observed : array, shape ``(K,)`` with ``probs``, or ``(n,)`` with ``model_samples``
+        With ``probs``, the whole, non-negative count of each category; with ``model_samples``,
+        the data's raw samples (finite where they are floats).
+    probs : array, shape ``(K,)``, optional
+        The model's probability of each category, non-negative and summing to 1.
+    model_samples : array, shape ``(m,)``, optional
+        Samples from the model, in the same categories as ``observed``. Give exactly one of
+        ``probs`` and ``model_samples`` (otherwise ``ValueError``).
+    min_expected : float, default 5.0
+        The least expected count of a pooled category (in each sample).
+
+    Returns
+    -------
+    HypothesisResult
+        The Pearson chi-square statistic and its p-value (large statistics are evidence against
+        the model); ``(inf, 0.0)`` for data in a category of probability zero, NaNs for fewer than
+        two pooled categories.
+
     Examples
     --------
+    >>> import numpy as np
     >>> chi_square_test([50, 30, 20], probs=[0.5, 0.3, 0.2]).statistic
     0.0
     >>> rng = np.random.default_rng(0)
@@ -430,11 +569,14 @@ def c2st(x: np.ndarray, y: np.ndarray, *, seed: int = 0, classifier: Any = None)
 
     Parameters
     ----------
-    x, y : array, shape ``(n, d)`` or ``(n,)``
-        Rows are points, at least two in each. Needs scikit-learn.
-    seed : int
+    x, y : arrays or Tensors of shape ``(n, d)`` and ``(m, d)``, or ``(n,)`` and ``(m,)``
+        Rows are points, at least two in each, finite, the same number of features. Needs
+        scikit-learn.
+    seed : int, default 0
         Seeds the subsampling and the split.
     classifier : scikit-learn classifier, optional
+        The classifier to train (cloned, after standardisation); by default k-nearest neighbours
+        as above.
 
     Returns
     -------
@@ -467,27 +609,30 @@ def c2st(x: np.ndarray, y: np.ndarray, *, seed: int = 0, classifier: Any = None)
 
 
 def ranking_metrics(scores: np.ndarray, relevant: np.ndarray, *, k: int = 10) -> dict[str, float]:
-    """Recall@k and NDCG@k of each user's top-k items by ``scores``, averaged over the users with
-    at least one relevant item.
+    """Recall@k and NDCG@k of each user's top-k items by ``scores``, averaged over users.
 
-    Recall@k is the share of a user's relevant items that are among the top k; NDCG@k is the
-    discounted gain ``sum_{r <= k} rel_r / log2(r + 1)`` of the top k over the best possible
-    (binary relevance, Jarvelin and Kekalainen 2002). Items a user must not be recommended (those
+    The average is over the users with at least one relevant item. Recall@k is the share of a
+    user's relevant items that are among the top k; NDCG@k is the discounted gain
+    ``sum_{r <= k} rel_r / log2(r + 1)`` of the top k over the best possible (binary relevance,
+    Jarvelin and Kekalainen 2002). Items a user must not be recommended (those
     rated in the training data) take a score of ``-inf``; ties are broken by item order.
 
     Parameters
     ----------
     scores : array, shape ``(users, items)``
-        Higher is recommended first.
+        Higher is recommended first. No NaN; ``-inf`` for items not to recommend.
     relevant : bool array, shape ``(users, items)``
-        The held-out items each user liked.
-    k : int
-        Length of the list.
+        The held-out items each user liked. At least one user must have one; users without any
+        are left out of the averages.
+    k : int, default 10
+        Length of each user's list: an integer from 1 to the number of items (``scores.shape[1]``),
+        else ``ValueError``.
 
     Returns
     -------
     dict
-        ``recall``, ``ndcg`` and ``users`` (how many users were scored).
+        ``recall`` and ``ndcg`` (floats in [0, 1], averaged over the users scored) and ``users``
+        (int, how many users were scored: those with at least one relevant item).
     """
     scores, relevant = np.asarray(scores, dtype=float), np.asarray(relevant, dtype=bool)
     if scores.ndim != 2 or scores.shape != relevant.shape:

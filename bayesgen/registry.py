@@ -34,12 +34,32 @@ def _unknown(kind: str, name: str, known: list[str]) -> ValueError:
 
 
 def list_models() -> dict[str, str]:
-    """Zoo model names and their one-line descriptions."""
+    """Zoo model names and their one-line descriptions.
+
+    Returns
+    -------
+    dict of str to str
+        Each zoo model's name (a module of ``bayesgen.models``), in alphabetical order, and its
+        ``ModelSpec.description``. Every zoo module is imported to read it.
+    """
     return {name: get_model(name).description for name in _modules("bayesgen.models")}
 
 
 def get_model(name: str) -> ModelSpec:
-    """The ``ModelSpec`` of a zoo model, e.g. ``get_model("eight_schools")``."""
+    """The ``ModelSpec`` of a zoo model, e.g. ``get_model("eight_schools")``.
+
+    Parameters
+    ----------
+    name : str
+        The model's name, one of :func:`list_models`; another raises ``ValueError`` listing the
+        known ones (and suggesting a close one).
+
+    Returns
+    -------
+    ModelSpec
+        The ``SPEC`` of module ``bayesgen.models.<name>``: its program, data loader, simulator and
+        metadata.
+    """
     known = _modules("bayesgen.models")
     if name not in known:
         raise _unknown("model", name, known)
@@ -51,19 +71,47 @@ def get_model(name: str) -> ModelSpec:
 
 
 def is_zoo_spec(spec: ModelSpec) -> bool:
-    """Whether ``spec`` holds the program of the zoo model of its name (so that the name finds it)."""
+    """Whether ``spec`` holds the program of the zoo model of its name (so that the name finds it).
+
+    Parameters
+    ----------
+    spec : ModelSpec
+
+    Returns
+    -------
+    bool
+        True where ``spec.name`` is a zoo model's and ``spec.model`` is that model's program.
+    """
     if spec.name not in _modules("bayesgen.models"):
         return False
     return spec.model is get_model(spec.name).model
 
 
 def list_engines() -> list[str]:
-    """Names of the registered inference engines."""
+    """Names of the registered inference engines.
+
+    Returns
+    -------
+    list of str
+        The modules of ``bayesgen.inference`` (each an engine of that name), in alphabetical order:
+        the names ``bg.fit(..., engine=...)`` takes.
+    """
     return _modules("bayesgen.inference")
 
 
 def get_engine_class(name: str) -> type:
-    """The engine class registered as ``name`` (its module's class whose ``name`` matches)."""
+    """The engine class registered as ``name`` (its module's class whose ``name`` matches).
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`list_engines`; another raises ``ValueError`` listing the known ones.
+
+    Returns
+    -------
+    type
+        The engine's dataclass, whose fields are its options.
+    """
     known = list_engines()
     if name not in known:
         raise _unknown("engine", name, known)
@@ -77,7 +125,24 @@ def get_engine_class(name: str) -> type:
 def make_engine(name: str, options: dict[str, Any], program_arguments: Collection[str] = ()) -> Any:
     """Build engine ``name`` from its options; unknown options raise TypeError listing valid ones
     (and saying so where one is among ``program_arguments``, the fitted program's, such as an
-    image model's ``batch_size``, which goes in the data)."""
+    image model's ``batch_size``, which goes in the data).
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`list_engines`.
+    options : dict
+        Option -> value. Values are checked and converted to the option's annotated type (an
+        integral float such as ``1e4`` to an int); a wrong type or a value out of range raises
+        ``TypeError`` or ``ValueError`` naming the option.
+    program_arguments : collection of str, default ()
+        The fitted program's argument names, used only to word the error for an option that is one.
+
+    Returns
+    -------
+    object
+        An instance of the engine class with those options (the others at their defaults).
+    """
     cls = get_engine_class(name)
     valid = [f.name for f in dataclasses.fields(cls)]
     for key in options:
@@ -97,7 +162,19 @@ def make_engine(name: str, options: dict[str, Any], program_arguments: Collectio
 def checked_engine(engine: Any) -> Any:
     """An instance of a registered engine class (``bg.inference.NUTS(num_samples=0)``) checked
     as :func:`make_engine` checks options given by name, so that a bad value is refused by name
-    before the fit, not met deep inside a sampler after warmup; other engines as they are."""
+    before the fit, not met deep inside a sampler after warmup; other engines as they are.
+
+    Parameters
+    ----------
+    engine : object
+        An engine instance.
+
+    Returns
+    -------
+    object
+        For a registered engine class, a new instance with the checked, converted options;
+        otherwise ``engine`` itself.
+    """
     name = getattr(type(engine), "name", None)
     if name not in list_engines() or get_engine_class(name) is not type(engine):
         return engine
@@ -193,6 +270,17 @@ def engine_options(name: str) -> list[tuple[str, Any, str]]:
 
     The descriptions come from the engine class's numpydoc ``Parameters`` section, so the
     command line's ``bayesgen engines`` and ``help(bg.inference.NUTS)`` never disagree.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`list_engines`.
+
+    Returns
+    -------
+    list of tuple
+        ``(option, default, description)`` for each option: its name, its default (None where it
+        has none) and the first sentence of its description ("" where it has none).
     """
     cls = get_engine_class(name)
     described = _documented(inspect.getdoc(cls) or "")

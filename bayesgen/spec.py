@@ -70,5 +70,18 @@ class ModelSpec:
 
     @classmethod
     def from_callable(cls, model: Callable[..., Any]) -> "ModelSpec":
-        """Wrap a bare Pyro program."""
+        """Wrap a bare Pyro program.
+
+        Parameters
+        ----------
+        model : callable
+            The Pyro program.
+
+        Returns
+        -------
+        ModelSpec
+            Named after ``model.__name__`` (``"model"`` where it has none), every other field at
+            its default: the observed sites are inferred from the first trace, and there is no
+            data loader, simulator, description or guide.
+        """
         return cls(name=getattr(model, "__name__", "model"), model=model)
