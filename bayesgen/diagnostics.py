@@ -261,7 +261,7 @@ def _convergence_findings(fit: "Fit") -> list[str]:
             centred = fit.info.get("centred_sites")
             advice = (f"; if they stop in different parts of a funnel, non-centre {_quoted(centred)}" if centred
                       else "")
-            found.append(f"R-hat above {RHAT_MAX} (or undefined) for {_worst(bad, '.3f', largest=True)}: chains "
+            found.append(f"R-hat above {RHAT_MAX} (or undefined) for {_worst(bad, '.4f', largest=True)}: chains "
                          f"disagree; run longer chains{advice}")
     for column, label in (("ess_bulk", "bulk"), ("ess_tail", "tail")):
         bad = table[column][~(table[column] >= ESS_MIN)]

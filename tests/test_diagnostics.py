@@ -77,7 +77,7 @@ def test_chains_stuck_in_different_modes_are_reported_by_r_hat():
     means = fit.posterior["x"].mean(1)
     assert (means < -2).any() and (means > 2).any()  # chains in both modes, none crossing
     findings = [finding for finding in bg.check(fit) if finding.startswith("R-hat")]
-    assert len(findings) == 1 and re.search(r"for x \((\d+\.\d{3})\): chains disagree; run longer chains$",
+    assert len(findings) == 1 and re.search(r"for x \((\d+\.\d{4})\): chains disagree; run longer chains$",
                                             findings[0])
 
 
