@@ -244,7 +244,7 @@ def _mmd2(kernel: np.ndarray, n: int) -> float:
 
 
 def mmd_test(x: np.ndarray, y: np.ndarray, *, num_permutations: int = 200, seed: int = 0
-             ) -> tuple[float, float]:
+             ) -> "HypothesisResult":
     """Kernel two-sample test: squared MMD with a Gaussian kernel and its permutation p-value.
 
     The bandwidth is the median distance between all pooled points (Gretton et al. 2012,
@@ -264,10 +264,10 @@ def mmd_test(x: np.ndarray, y: np.ndarray, *, num_permutations: int = 200, seed:
 
     Returns
     -------
-    statistic : float
-        The unbiased squared MMD (may be slightly negative when the samples agree).
-    pvalue : float
-        The one-sided permutation p-value (large statistics are evidence of a difference).
+    HypothesisResult
+        ``statistic``: the unbiased squared MMD (may be slightly negative when the samples
+        agree); ``pvalue``: the one-sided permutation p-value (large statistics are evidence of a
+        difference). It unpacks as ``statistic, pvalue``, like the other tests' results.
 
     Examples
     --------
@@ -294,7 +294,7 @@ def mmd_test(x: np.ndarray, y: np.ndarray, *, num_permutations: int = 200, seed:
     for _ in range(num_permutations):
         order = rng.permutation(len(pooled))
         exceed += _mmd2(kernel[np.ix_(order, order)], n) >= observed
-    return observed, (exceed + 1) / (num_permutations + 1)
+    return HypothesisResult(float(observed), (exceed + 1) / (num_permutations + 1))
 
 
 class HypothesisResult(NamedTuple):

@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy.stats import chi2_contingency
 
-from bayesgen.metrics import (c2st, chi_square_test, entropy, kl_divergence, ks_test, mmd_test, mutual_information,
-                              t_test)
+from bayesgen.metrics import (HypothesisResult, c2st, chi_square_test, entropy, kl_divergence, ks_test, mmd_test,
+                              mutual_information, t_test)
 
 N = 5000
 COV_P = np.array([[1.0, 0.6], [0.6, 2.0]])
@@ -260,3 +260,10 @@ def test_c2st_without_scikit_learn_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn", None)  # makes `import sklearn` raise ImportError
     with pytest.raises(ImportError, match="pip install scikit-learn"):
         c2st(np.zeros(10), np.ones(10))
+
+
+def test_every_two_sample_test_returns_a_hypothesis_result():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(50, 2)), rng.normal(size=(60, 2))
+    result = mmd_test(x, y, num_permutations=20)
+    assert isinstance(result, HypothesisResult) and result.pvalue == result[1] and 0 < result.pvalue <= 1
