@@ -161,7 +161,7 @@ def _sbc(args: argparse.Namespace) -> None:
         check_writable(args.out)
     ranks = _join(args)
     result = sbc(args.model, engine=args.engine, options=_options(args.option), num_simulations=args.num_simulations,
-                 num_draws=args.num_draws, alpha=args.alpha, seed=args.seed, num_workers=args.workers,
+                 num_draws=args.num_draws, alpha=args.alpha, seed=args.seed, num_workers=args.num_workers,
                  progress=False if args.quiet else None, distributed=args.distributed)
     if ranks is not None and not ranks.is_root:
         return
@@ -262,7 +262,7 @@ def _parser() -> argparse.ArgumentParser:
                            help="posterior draws each true value is ranked among (default: 99)")
     calibrate.add_argument("--alpha", type=float, default=0.01, help="family-wise level of the tests (default: 0.01)")
     calibrate.add_argument("--seed", type=int, default=0, help="seed of the simulations and their fits")
-    calibrate.add_argument("--num-workers", "--workers", dest="workers", type=int, default=None,
+    calibrate.add_argument("--num-workers", "--workers", dest="num_workers", type=int, default=None,
                            help="parallel processes (default: all cores; 1 per process with --distributed)")
     calibrate.add_argument("--distributed", action="store_true",
                            help="share the simulations among the processes torchrun starts; rank 0 reports")
