@@ -8,6 +8,12 @@ changed algorithm, random stream or adaptation moves the draws by far more. The 
 written without a matrix product: with one, HMC's draws saved on an Intel Xeon moved by 4e-2 on
 an AMD EPYC (a BLAS kernel rounding otherwise, amplified by accept steps and step-size
 adaptation), so the draws were saved again, by the same sampler, with this density.
+
+Static HMC's draws still move between CPUs: by up to 4e-2 on an Intel Xeon (AVX-512) against the
+AMD EPYC that saved them, the step-size adaptation amplifying last-bit differences of torch's
+vectorised kernels (chain 0 agrees to 1e-11, chain 2 by 4e-2). Its draws are compared to 0.2
+absolute: 7 leapfrog steps instead of 6, a target acceptance of 0.81 or one warmup step less move
+them by 2.9 to 4.6 (median 0.7 to 1.3). NUTS's agree to 3e-13 on both and are held to 1e-9.
 """
 
 from pathlib import Path
@@ -39,5 +45,7 @@ def test_draws_match_those_saved(label, kernel, dense):
     init = torch.randn((3, 3), generator=torch.Generator().manual_seed(11), dtype=torch.float64)
     result = run_hmc(logp_and_grad, init, num_warmup=60, num_samples=8, kernel=kernel, dense_mass=dense,
                      streams=ChainStreams(12, range(3), dtype=torch.float64, device="cpu"))
-    np.testing.assert_allclose(result.draws.numpy(), saved[label], rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(result.step_size.numpy(), saved[label + "_step_size"], rtol=1e-9)
+    exact = label != "hmc"
+    np.testing.assert_allclose(result.draws.numpy(), saved[label], rtol=1e-9 if exact else 0,
+                               atol=1e-12 if exact else 0.2)
+    np.testing.assert_allclose(result.step_size.numpy(), saved[label + "_step_size"], rtol=1e-9 if exact else 0.05)
