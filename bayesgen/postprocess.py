@@ -195,7 +195,8 @@ def _enumerated_log_likelihood(density: LogDensity, trace: Trace, size: int) -> 
     target = present_dims(tree, set(frozenset.intersection(*ordinals)))
     log_lik = unpack(contract_to_tensor(tree, sum_dims, target_ordinal=target), trace.symbol_to_dim)
     full = tuple(density.prototype.nodes[observed]["fn"].batch_shape)
-    shape = full if target == ordinals[-1] else ()
+    # the observed site's own plates as packing left them (a batch of one draw is dropped from both)
+    shape = full if target == present_dims(tree, set(ordinals[-1])) else ()
     return {observed: per_draw(log_lik, size, shape)}
 
 

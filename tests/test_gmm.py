@@ -34,6 +34,16 @@ def test_pointwise_log_likelihood_is_the_mixture_density():
     by_hand = np.stack([logsumexp([np.log(w[s, k]) + multivariate_normal(locs[s, k], cov[s, k]).logpdf(data["y"])
                                    for k in range(2)], axis=0) for s in range(5)])
     np.testing.assert_allclose(fit.log_likelihood["y"][0], by_hand, rtol=1e-10)
+    one = bg.fit(SPEC, data, engine="laplace", num_draws=1)  # a batch of one draw: its plate packs away
+    assert one.log_likelihood["y"].shape == (1, 1, 60)
+
+
+def test_a_saved_mixture_loads_with_its_program(tmp_path):
+    """Loading recomputes the first draw's log-likelihood, a batch of one draw, which failed."""
+    data, _ = SPEC.simulate(seed=0, num_obs=50)
+    fit = bg.fit(SPEC, data, engine="laplace", num_steps=50, num_draws=10)
+    fit.save(str(tmp_path / "gmm.nc"))
+    np.testing.assert_array_equal(bg.load(str(tmp_path / "gmm.nc")).log_likelihood["y"], fit.log_likelihood["y"])
 
 
 @pytest.mark.parametrize("full_covariance", [True, False])
