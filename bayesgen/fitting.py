@@ -344,14 +344,15 @@ def _run(engine: Engine, problem: Problem, seed: int, show: bool, start: float) 
         params = {name: pyro.param(name).detach().clone() for name in pyro.get_param_store().keys()}
         # copies before the networks are reset: an engine may hand back their very tensors
         point = None if result.point is None else {k: v.detach().cpu().numpy().copy() for k, v in result.point.items()}
-    post_start = time.perf_counter()
-    with torch.no_grad():
-        deterministic = deterministic_sites(problem.density, result.draws)
-        latents = problem.density.latent_names
-        if point is not None and deterministic and result.point is not None and set(latents) <= set(result.point):
-            # the deterministic sites at the optimum (their standard errors are not computed)
-            at_point = deterministic_sites(problem.density, {name: result.point[name][None, None] for name in latents})
-            point.update({name: value[0, 0].detach().cpu().numpy() for name, value in at_point.items()})
+        post_start = time.perf_counter()
+        with torch.no_grad():  # with the trained networks, before they are reset: a deterministic may read them
+            deterministic = deterministic_sites(problem.density, result.draws)
+            latents = problem.density.latent_names
+            if point is not None and deterministic and result.point is not None and set(latents) <= set(result.point):
+                # the deterministic sites at the optimum (their standard errors are not computed)
+                at_point = deterministic_sites(problem.density,
+                                               {name: result.point[name][None, None] for name in latents})
+                point.update({name: value[0, 0].detach().cpu().numpy() for name, value in at_point.items()})
     timing = {**result.timing, "postprocess": time.perf_counter() - post_start}
     timing["total"] = time.perf_counter() - start
     observed = {name: _observed_data(problem, name) for name in problem.spec.observed

@@ -33,6 +33,25 @@ def network_regression(X, y=None):
         pyro.sample("y", dist.Normal(NET(X).squeeze(-1), 0.5), obs=y)
 
 
+def network_mean(X, y=None):
+    """network_regression with the network's output kept as a pyro.deterministic site."""
+    pyro.module("net", NET)
+    mean = pyro.deterministic("mean", NET(X).squeeze(-1))
+    with pyro.plate("obs", X.shape[0]):
+        pyro.sample("y", dist.Normal(mean, 0.5), obs=y)
+
+
+def test_deterministic_sites_of_a_network_are_computed_with_its_trained_weights():
+    """They were computed after the fit had reset the network: the untrained outputs, at the point too."""
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(60, 2))
+    y = X @ np.array([1.0, -2.0]) + 0.5 + rng.normal(0.0, 0.5, 60)
+    fit = bg.fit(network_mean, {"X": X, "y": y}, engine="mle", num_steps=300, lr=0.05, progress=False)
+    trained = X @ fit.params["net$$$weight"][0] + fit.params["net$$$bias"][0]
+    np.testing.assert_allclose(fit.point["mean"], trained, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fit.posterior["mean"][0, 0], trained, rtol=1e-5, atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def normal_fit():
     y = np.random.default_rng(0).normal(3.0, 1.0, 20)
