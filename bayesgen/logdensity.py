@@ -337,8 +337,9 @@ class LogDensity:
         The Pyro program (a zoo model's is ``bg.get_model(name).model``).
     data : mapping, optional
         Keyword arguments for the program. Tensors are used as they are; numpy arrays and
-        lists become tensors of torch's default floating dtype (integers stay integers) on
-        the tensors' device, as ``bg.fit`` converts them.
+        lists become tensors on the tensors' device, floats in torch's default floating dtype
+        (integers stay integers). ``bg.fit`` chooses the dtype instead (:mod:`bayesgen.dtypes`:
+        float64 data are fitted in float64).
 
     Examples
     --------

@@ -16,6 +16,7 @@ from collections.abc import Collection
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
 from bayesgen._hints import did_you_mean
 from bayesgen.spec import ModelSpec
@@ -210,6 +211,8 @@ def _checked_option(engine: str, key: str, hint: Any, value: Any) -> Any:
     Integers accept numpy integers and integral floats (``1e4``); floats accept any real
     number; options of other types (a guide, a discriminator) are the engine's to check.
     """
+    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 0:  # lr=torch.tensor(0.01)
+        value = value.item()
     allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     if value is None and type(None) in allowed:
         return None

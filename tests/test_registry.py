@@ -46,6 +46,9 @@ def test_engine_options_are_checked_against_their_types():
     nuts = make("nuts", {"num_samples": np.int64(50), "num_warmup": 0, "target_accept": 0.9, "jit_compile": None})
     assert (type(nuts.num_samples), nuts.num_samples, nuts.num_warmup) == (int, 50, 0)
     assert make("svi", {"num_steps": 1e3, "guide": "mvn"}).num_steps == 1000  # an integral float is a count
+    import torch
+
+    assert make("svi", {"lr": torch.tensor(0.05), "num_steps": np.array(7)}).lr == 0.05  # 0-d arrays: their number
     from pathlib import Path
 
     assert make("svi", {"checkpoint": Path("run.pt")}).checkpoint == "run.pt"  # a path is a string option
