@@ -120,7 +120,13 @@ def load(path: str, model: Callable[..., Any] | str | ModelSpec | None = None) -
         it, the loaded fit is rebuilt from the file's observed and constant data and can
         ``predict``, ``generate`` and be evaluated like a fresh one; without it, it holds the
         draws, statistics and parameters only, unless it is a fit of a zoo model, whose
-        program is found by its name.
+        program is found by its name. A program that runs on the file's data but names its
+        sites otherwise or scores the data by another likelihood than the fit's is refused.
+
+    Returns
+    -------
+    Fit
+        The fit as it was saved; its log-likelihood and posterior predictive draws as stored.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no saved fit at {path}")

@@ -138,20 +138,42 @@ class Fit:
         return next(iter(self.posterior.values())).shape[1] if self.posterior else 0
 
     def to_arviz(self) -> "InferenceData":
-        """This fit as ``arviz.InferenceData`` (groups and stat names of the ArviZ schema)."""
+        """This fit as ArviZ data, with the groups and stat names of the ArviZ schema.
+
+        Returns
+        -------
+        arviz.InferenceData
+            Groups ``posterior``, ``sample_stats`` (an optimiser's loss in a group of its own),
+            ``log_likelihood``, ``observed_data`` and ``constant_data``, and
+            ``posterior_predictive`` once :meth:`predict` has drawn it at every posterior draw.
+        """
         from bayesgen.convert import to_inference_data
 
         return to_inference_data(self)
 
     def summary(self) -> "pd.DataFrame":
-        """ArviZ summary table: mean, sd, hdi, and for MCMC mcse, ess_bulk, ess_tail, r_hat (two or more
-        chains); a point fit's estimate and standard error first (``bayesgen.diagnostics.summary``)."""
+        """ArviZ's summary table of the posterior (``bayesgen.diagnostics.summary``).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per scalar entry of each posterior site (``beta[0]``): mean, sd and hdi, and
+            for MCMC mcse, ess_bulk, ess_tail and r_hat (two or more chains); a point fit's
+            ``point`` and ``stderr`` first.
+        """
         from bayesgen.diagnostics import summary
 
         return summary(self)
 
     def save(self, path: str) -> None:
-        """Write this fit to one netCDF file (settings as JSON attributes; no pickle)."""
+        """Write this fit to one netCDF file (settings as JSON attributes; no pickle).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file (``.nc`` by convention), replaced only once the new one is complete; its
+            folder must exist. ``bg.load(path, model=...)`` reads it back.
+        """
         from bayesgen.io import save
 
         save(self, path)
@@ -181,6 +203,11 @@ class Fit:
             from the new arguments. Where a plate subsamples, each run of the program covers
             one random minibatch of its items, and so do the draws; a zoo model simulates them
             all with its minibatch argument set to None (``fit.predict(batch_size=None)``).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            Observed site -> draws ``(chain, draw, *shape)``.
         """
         from bayesgen.fitting import with_fixed_arguments
         from bayesgen.generate import trained
