@@ -176,7 +176,14 @@ def _density(fit: Fit, model: Callable[..., Any] | None) -> LogDensity:
         with computing_in(problem.dtype):
             density = LogDensity(model, problem.data)
     if not density.enumerated:
-        raise ValueError("the program has no enumerable discrete latent sites to infer")
+        raise ValueError("the program has no enumerable discrete latent sites to infer (a program that sums "
+                         "them out itself has its own decoder, as the zoo hmm's bayesgen.models.hmm.viterbi "
+                         "and state_marginals)")
+    for name in density.enumerated:
+        if density.prototype.nodes[name]["fn"].enumerate_support(expand=False).shape[0] == 1:
+            raise ValueError(f"site '{name}' takes one value only (one category: e.g. gmm with "
+                             "num_components=1): every draw of it is that value, with probability 1, and there "
+                             "is nothing to infer")
     return density
 
 

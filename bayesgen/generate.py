@@ -193,6 +193,28 @@ def generate(fit: "Fit", num_samples: int, *, seed: int = 0, temperature: float 
         return _generate(fit, problem, num_samples, seed, temperature, conditions, point)
 
 
+def _check_conditioned_globals(prototype: Trace, skipped: set[str], draws: Mapping[str, torch.Tensor],
+                               conditions: Mapping[str, Any]) -> None:
+    """A ``ValueError`` where the program run with ``conditions`` has a global latent site (not in
+    ``skipped``: the local latents and the observed sites, which the run draws) the fit
+    holds no draws of (``robust=True`` switching on a Student-t's degrees of freedom, which would
+    come from its prior) or of another shape (``num_components=3`` for a fit of 2): the samples
+    would not be the fitted model's, without a word."""
+    named = ", ".join(f"{key}={value!r}" for key, value in conditions.items() if not hasattr(value, "shape"))
+    given = f" ({named})" if named else ""
+    for name, site in prototype.nodes.items():
+        if not is_latent(site) or name in skipped or site["fn"].support.is_discrete:  # summed out, not drawn
+            continue
+        if name not in draws:
+            raise ValueError(f"with the conditions{given} the program samples site '{name}', which the fit holds "
+                             "no draws of: it would come from its prior, not the fit; condition on data only, "
+                             "not on arguments that change the model")
+        if tuple(site["value"].shape) != tuple(draws[name].shape[1:]):
+            raise ValueError(f"with the conditions{given} site '{name}' has shape {tuple(site['value'].shape)}, "
+                             f"but the fit's draws have shape {tuple(draws[name].shape[1:])}: condition on data "
+                             "only, not on arguments that change the model")
+
+
 def _generate(fit: "Fit", problem: "Problem", num_samples: int, seed: int, temperature: float,
               conditions: Mapping[str, Any] | None, point: bool) -> Any:
     """:func:`generate` in the fit's dtype."""
@@ -209,6 +231,8 @@ def _generate(fit: "Fit", problem: "Problem", num_samples: int, seed: int, tempe
     # the global latents' draws as tensors, flat over chains: (chain * draw, *shape)
     draws = {name: value.reshape((-1,) + value.shape[2:])
              for name, value in fit._latent_draws(problem).items() if name not in local}
+    if conditions:
+        _check_conditioned_globals(prototype, local | set(observed), draws, conditions)
     if point:
         draws = {name: _centre(value, prototype.nodes[name]["fn"].support)[None]
                  for name, value in draws.items()}

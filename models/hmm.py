@@ -161,7 +161,7 @@ def viterbi(fit: Fit, num_samples: int | None = None) -> np.ndarray:
     fit : bg.Fit
         A fit of this model, with its data (the sequence ``y`` and the model's arguments).
     num_samples : int, optional
-        Decode at this many of the posterior draws (see ``bg.infer_discrete``); None decodes at every draw.
+        Decode at this many draws of each chain, evenly spaced (see ``bg.infer_discrete``); None decodes at every draw.
 
     Returns
     -------
@@ -182,7 +182,8 @@ def state_marginals(fit: Fit, num_samples: int | None = None) -> np.ndarray:
     fit : bg.Fit
         A fit of this model, with its data (the sequence ``y`` and the model's arguments).
     num_samples : int, optional
-        Average over this many of the posterior draws (see ``bg.discrete_marginals``); None uses every draw.
+        Average over this many draws of each chain, evenly spaced (see ``bg.discrete_marginals``); None uses
+        every draw.
 
     Returns
     -------

@@ -102,6 +102,28 @@ def test_augment_generates_responses_for_new_covariates():
         bg.augment({"y": 1}, 10)
 
 
+def test_augment_refuses_conditions_that_change_the_fitted_model():
+    """They were taken in silence: robust=True drew the degrees of freedom from their prior (|y| up to
+    229 against 5), num_components=3 kept the fit's 2 components."""
+    data, _ = bg.get_model("gmm").simulate(0, num_obs=60)
+    fit = bg.fit("gmm", data, engine="map", progress=False)
+    with pytest.raises(ValueError, match=r"with the conditions \(robust=True\) the program samples site 'df', "
+                                         r"which the fit holds no draws of"):
+        bg.augment(fit, 3, robust=True)
+    with pytest.raises(ValueError, match=r"\(num_components=3\) site 'weights' has shape \(3,\), but the fit's "
+                                         r"draws have shape \(2,\)"):
+        bg.augment(fit, 3, num_components=3)
+    assert bg.augment(fit, 5, num_obs=5)["y"].shape == (5, 2)  # a size is data, not the model
+
+
+def test_discrete_inference_on_a_site_of_one_category_says_there_is_nothing_to_infer():
+    data, _ = bg.get_model("gmm").simulate(0, num_obs=40)
+    fit = bg.fit("gmm", {**data, "num_components": 1}, engine="map", progress=False)
+    for infer in (bg.discrete_marginals, bg.infer_discrete):
+        with pytest.raises(ValueError, match="site 'z' takes one value only"):
+            infer(fit)
+
+
 def test_ranking_metrics_by_hand():
     scores = np.array([[0.9, 0.8, 0.1, 0.5],
                        [0.1, 0.2, 0.3, 0.4],
