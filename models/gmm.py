@@ -70,7 +70,7 @@ def model(y: torch.Tensor | None = None, num_components: int = 2, full_covarianc
     with pyro.plate("obs", num_obs):
         z = pyro.sample("z", dist.Categorical(weights))
         if robust:
-            component = dist.MultivariateStudentT(df[..., None], Vindex(locs)[..., z, :],
+            component = dist.MultivariateStudentT(df, Vindex(locs)[..., z, :],
                                                   Vindex(scale_tril)[..., z, :, :])
         elif full_covariance:
             component = dist.MultivariateNormal(Vindex(locs)[..., z, :], scale_tril=Vindex(scale_tril)[..., z, :, :])

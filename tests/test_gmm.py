@@ -57,6 +57,8 @@ def test_robust_pointwise_log_likelihood_is_the_student_t_mixture_density(full_c
     by_hand = np.stack([logsumexp([np.log(w[s, k]) + multivariate_t(locs[s, k], cov[s, k], df=df[s]).logpdf(data["y"])
                                    for k in range(2)], axis=0) for s in range(4)])
     np.testing.assert_allclose(fit.log_likelihood["y"][0], by_hand, rtol=1e-10)
+    # batched over draws (df[..., None] put the draws on the wrong dim: one run per draw, 100x slower)
+    assert fit.problem.density.vectorized
 
 
 def test_robust_mixture_scores_a_planted_outlier_highest_without_widening_around_it():
