@@ -261,6 +261,10 @@ def _convergence_findings(fit: "Fit") -> list[str]:
             centred = fit.info.get("centred_sites")
             advice = (f"; if they stop in different parts of a funnel, non-centre {_quoted(centred)}" if centred
                       else "")
+            if fit.problem is not None and fit.problem.density.enumerated:  # a mixture's exchangeable components
+                advice += ("; in a mixture, chains may label the components differently (label switching), which "
+                           "longer chains do not mend: order the components by one location (as "
+                           "bayesgen.models.gmm's locs_first)")
             found.append(f"R-hat above {RHAT_MAX} (or undefined) for {_worst(bad, '.4f', largest=True)}: chains "
                          f"disagree; run longer chains{advice}")
     for column, label in (("ess_bulk", "bulk"), ("ess_tail", "tail")):

@@ -50,7 +50,9 @@ __all__ = ["discrete_marginals", "infer_discrete"]
 _VINDEX_FIX = ("index parameters with enumerated values through pyro.ops.indexing.Vindex, with the "
                "indexed dimension an event dimension rather than a plate's: e.g. "
                "locs = pyro.sample('locs', dist.Normal(0., 10.).expand([K]).to_event(1)) outside the "
-               "components plate, then Vindex(locs)[..., assignment] instead of locs[assignment]")
+               "components plate, then Vindex(locs)[..., assignment] instead of locs[assignment]; and "
+               "add no dims at the right of a sample site's value (sigma, not sigma[..., None], where it "
+               "broadcasts as it is)")
 
 
 def _draws(fit: Fit, density: LogDensity, num_samples: int | None) -> dict[str, torch.Tensor]:

@@ -66,6 +66,23 @@ def test_a_finding_names_at_most_ten_entries_the_worst_first_with_their_values()
                                                                                  "or run more chains")
 
 
+def test_chains_that_label_a_mixtures_components_differently_are_called_label_switching():
+    """Chains of a mixture that swap its components disagree, and longer chains do not mend that."""
+    import dataclasses
+
+    from programs import gaussian_mixture
+
+    rng = np.random.default_rng(0)
+    y = np.concatenate([rng.normal(-3, 0.5, 30), rng.normal(3, 0.5, 30)])
+    fit = bg.fit(gaussian_mixture, {"y": y}, engine="laplace", num_draws=200)
+    labelled = np.array([[-3.0, 3.0], [-3.0, 3.0], [3.0, -3.0], [3.0, -3.0]])[:, None, :]  # 4 chains, 2 labellings
+    draws = {name: np.repeat(value, 4, axis=0) for name, value in fit.posterior.items()}
+    draws["locs"] = labelled + 0.1 * rng.normal(size=(4, 200, 2))
+    switched = dataclasses.replace(fit, kind="samples", engine="nuts", posterior=draws, sample_stats={})
+    finding = next(f for f in bg.check(switched) if f.startswith("R-hat"))
+    assert "locs[0]" in finding and "label switching" in finding and "locs_first" in finding
+
+
 def two_modes():
     """x from an equal mixture of N(-4, 1) and N(4, 1): NUTS chains stay in the mode they reach."""
     mixture = dist.MixtureSameFamily(dist.Categorical(torch.ones(2) / 2), dist.Normal(torch.tensor([-4.0, 4.0]), 1.0))
