@@ -23,11 +23,11 @@ from bayesgen.mapped import MappedRows
 from bayesgen.marginal import observation_log_likelihood
 from bayesgen.postprocess import deterministic_sites
 from bayesgen.program import ProgramError, on_device, run_program
-from bayesgen.registry import checked_engine, get_model, is_zoo_spec, list_engines, make_engine
+from bayesgen.registry import checked_engine, describe_option, get_model, is_zoo_spec, list_engines, make_engine
 from bayesgen.result import Fit
 from bayesgen.spec import ModelSpec
-from bayesgen.validate import (check_arguments, check_observed, check_single_rows, infer_observed, keyword_parameters,
-                               observations_as_floats, to_tensors)
+from bayesgen.validate import (check_arguments, check_observed, check_single_rows, data_digest, infer_observed,
+                               keyword_parameters, observations_as_floats, to_tensors)
 
 __all__ = ["constant_arguments", "fit", "prepare", "resolve_model", "with_fixed_arguments"]
 
@@ -234,8 +234,11 @@ def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
         Share the fit among the processes of the initialised ``torch.distributed`` group (a
         script launched with ``torchrun``; see :mod:`bayesgen.distributed`). Each process takes
         its ``subsample_size`` items of every step's minibatch and the gradients are averaged,
-        so ``W`` processes fit as one process with ``W`` times the subsample would; every process
-        returns the same fit. For the step-wise engines (``"svi"``, and ``"mle"``/``"map"`` of
+        so ``W`` processes fit as one process with ``W`` times the subsample would (exactly, for
+        programs whose latents are global; local latents inside the plate share their guide's
+        noise between processes, so the estimate is unbiased but less averaged); every process
+        returns the same fit. Every process must be given the same model, data, seed and options,
+        which is checked. For the step-wise engines (``"svi"``, and ``"mle"``/``"map"`` of
         programs with networks) of programs with a plate that subsamples; and for ``"nuts"``
         and ``"hmc"``, whose chains it shares out (the draws are those of one process).
     **options
@@ -294,6 +297,8 @@ def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
     ranks = Ranks.of_group() if distributed else Ranks()
     problem = prepare(model, data, device, dtype)
     problem.ranks = ranks
+    ranks.require_same({"model": problem.spec.name, "data": data_digest(problem.data), "seed": str(seed),
+                        "engine": type(engine).name, **_described_settings(engine)})
     _check_engine_applies(model, problem.spec, type(engine).name)
     _warn_of_unobserved_data(problem, data)
     with computing_in(problem.dtype):
@@ -353,6 +358,14 @@ def _run(engine: Engine, problem: Problem, seed: int, show: bool, start: float) 
                 at_point = deterministic_sites(problem.density,
                                                {name: result.point[name][None, None] for name in latents})
                 point.update({name: value[0, 0].detach().cpu().numpy() for name, value in at_point.items()})
+    stderr = _numpy(result.stderr)
+    if stderr is not None and point is not None:
+        # a deterministic site's: the sd of its values at the normal approximation's draws (the delta method's
+        # spread, by Monte Carlo)
+        for name in (name for name in point if name not in stderr and name in deterministic):
+            values = deterministic[name].reshape((-1,) + tuple(deterministic[name].shape[2:]))
+            if values.shape[0] > 1:
+                stderr[name] = values.std(0).detach().cpu().numpy()
     timing = {**result.timing, "postprocess": time.perf_counter() - post_start}
     timing["total"] = time.perf_counter() - start
     observed = {name: _observed_data(problem, name) for name in problem.spec.observed
@@ -364,10 +377,17 @@ def _run(engine: Engine, problem: Problem, seed: int, show: bool, start: float) 
         sample_stats=_numpy(result.sample_stats) or {}, observed_data=_numpy(observed) or {},
         settings={**{f.name: getattr(engine, f.name) for f in dataclasses.fields(engine)},
                   "dtype": dtype_name(problem.dtype)}, timing=timing,
-        point=point, stderr=_numpy(result.stderr), info=info,
+        point=point, stderr=stderr, info=info,
         dims={k: list(v) for k, v in problem.spec.dims.items()}, model_name=problem.spec.name,
         params=_numpy(params) or {}, constant_data=constant_arguments(problem), problem=problem,
     )
+
+
+def _described_settings(engine: Engine) -> dict[str, str]:
+    """An engine's settings as text that every process gives alike (a function by its name)."""
+    if not dataclasses.is_dataclass(engine):
+        return {}
+    return {f"option {field.name}": describe_option(getattr(engine, field.name)) for field in dataclasses.fields(engine)}
 
 
 def _notes(problem: Problem, splits_chains: bool) -> dict[str, str]:

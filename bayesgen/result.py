@@ -51,9 +51,9 @@ class Fit:
     timing : dict
         Wall seconds per phase.
     point, stderr : dict or None
-        For ``mle``/``map``/``laplace``: the optimum and its standard errors per site; a
-        ``pyro.deterministic`` site's value at the optimum is in ``point`` (its standard error
-        is not computed).
+        For ``mle``/``map``/``laplace``: the optimum and its standard errors per site; for a
+        ``pyro.deterministic`` site, its value at the optimum and the sd of its values at the
+        normal approximation's draws (the delta method's standard error, by Monte Carlo).
     info : dict
         Engine facts used by ``bg.check`` (convergence flags and the like).
     dims : dict
