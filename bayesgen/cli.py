@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import sys
 import warnings
 from typing import Any, Sequence
@@ -52,12 +53,18 @@ def _join(args: argparse.Namespace, device: str | None = None) -> Any:
     return init_process_group(device)
 
 
+def _writes(args: argparse.Namespace) -> bool:
+    """Whether this process writes the command's files: any but a distributed run's ranks other than 0
+    (torchrun's RANK, read before the group is joined), whose folders may be on other machines."""
+    return not args.distributed or os.environ.get("RANK", "0") == "0"
+
+
 def _fit(args: argparse.Namespace) -> None:
     import numpy as np
 
     import bayesgen as bg
 
-    if args.out:
+    if args.out and _writes(args):
         from bayesgen._files import check_writable
 
         check_writable(args.out)  # before the fit, not after it
@@ -155,7 +162,7 @@ def _compare(args: argparse.Namespace) -> None:
 def _sbc(args: argparse.Namespace) -> None:
     from bayesgen.sbc import sbc
 
-    if args.out:
+    if args.out and _writes(args):
         from bayesgen._files import check_writable
 
         check_writable(args.out)
@@ -235,8 +242,9 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE",
                      help="a program argument, over the model's default data (e.g. batch_size=128); repeatable")
     fit.add_argument("--distributed", action="store_true",
-                     help="share the fit among the processes torchrun starts: the minibatches of svi, mle and "
-                          "map (a plate that subsamples), the chains of nuts and hmc; rank 0 prints and saves")
+                     help="share the fit among the processes torchrun starts: the minibatches (a plate that "
+                          "subsamples) of svi, and of mle and map of programs with networks; the chains of nuts "
+                          "and hmc; rank 0 prints and saves")
     fit.add_argument("--out", help="save the fit to this netCDF file")
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
     fit.set_defaults(run=_fit)
@@ -296,5 +304,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.run(args)
     except (ValueError, TypeError, ImportError, FileNotFoundError) as exc:
         print(f"bayesgen: error: {exc}", file=sys.stderr)
+        if getattr(args, "distributed", False):  # the other processes may wait in a collective: leave at once
+            from bayesgen.distributed import abandon
+
+            abandon()
         return 2
     return 0

@@ -16,12 +16,12 @@ import os
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["Ranks", "init_process_group"]
+__all__ = ["Ranks", "abandon", "init_process_group"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Ranks:
             raise ValueError("distributed=True needs an initialised torch.distributed process group: launch "
                              "the script with torchrun and call torch.distributed.init_process_group() (or "
                              "bayesgen.distributed.init_process_group()) first, or run "
-                             "`torchrun --nproc_per_node=N -m bayesgen fit ... --distributed`")
+                             "`torchrun --nproc_per_node=N -m bayesgen fit (or sbc) ... --distributed`")
         return cls(rank=dist.get_rank(), world_size=dist.get_world_size())
 
     @property
@@ -94,6 +94,19 @@ class Ranks:
             for tensor in tensors:
                 dist.broadcast(tensor.data, src=0)
 
+    def require_same(self, values: Mapping[str, str]) -> None:
+        """A ``ValueError``, on every process, naming the keys of ``values`` (what a process was
+        given: its data's digest, seed, options) on which the processes differ: data merged or
+        gradients averaged across other data or seeds would be a wrong fit without a sign."""
+        if self.world_size == 1:
+            return
+        gathered = self.gather(dict(values))
+        differ = [key for key in values if any(other.get(key) != values[key] for other in gathered)]
+        if differ:
+            raise ValueError(f"the {self.world_size} processes of this distributed fit were given different "
+                             f"{', '.join(differ)}: start every process with the same model, data, seed and "
+                             "options")
+
     def gather(self, value: Any) -> list[Any]:
         """Every process's ``value`` (any picklable object), in rank order, in every process."""
         if self.world_size == 1:
@@ -131,6 +144,13 @@ def init_process_group(device: str | torch.device | None = None) -> Ranks:
 
 #: Set when this process dies of an uncaught exception: it must then leave without waiting for the others.
 _failed = threading.Event()
+
+
+def abandon() -> None:
+    """Mark this process as failed, so that at exit it leaves the group without waiting for the
+    others (who may be waiting in another collective: the run would hang). The command line
+    calls it for an error it reports rather than raises."""
+    _failed.set()
 
 
 def _leave() -> None:

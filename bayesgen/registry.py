@@ -21,7 +21,7 @@ import torch
 from bayesgen._hints import did_you_mean
 from bayesgen.spec import ModelSpec
 
-__all__ = ["engine_options", "get_engine_class", "get_model", "is_zoo_spec", "list_engines", "list_models",
+__all__ = ["checked_engine", "describe_option", "engine_options", "get_engine_class", "get_model", "is_zoo_spec", "list_engines", "list_models",
            "make_engine"]
 
 
@@ -158,6 +158,24 @@ def make_engine(name: str, options: dict[str, Any], program_arguments: Collectio
         raise TypeError(f"engine '{name}' has no option '{key}'.{hint} Valid options: {', '.join(valid)}")
     hints = typing.get_type_hints(cls)
     return cls(**{key: _checked_option(name, key, hints[key], value) for key, value in options.items()})
+
+
+def describe_option(value: Any) -> str:
+    """An engine option as text that another process gives alike: a function or class by its
+    qualified name (its repr holds a memory address), anything else by its repr.
+
+    Parameters
+    ----------
+    value : object
+        The option's value.
+
+    Returns
+    -------
+    str
+    """
+    if inspect.isfunction(value) or inspect.isclass(value):
+        return f"{value.__module__}.{value.__qualname__}"
+    return repr(value)
 
 
 def checked_engine(engine: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import math
 import numbers
@@ -21,8 +22,8 @@ from bayesgen.mapped import MappedRows, is_mapped
 from bayesgen.program import is_deterministic, is_subsample, run_program
 from bayesgen.spec import ModelSpec
 
-__all__ = ["check_arguments", "check_observed", "check_single_rows", "has_discrete_support", "infer_observed",
-           "keyword_parameters", "missing_arguments", "observations_as_floats", "observed_by_name", "to_tensors"]
+__all__ = ["check_arguments", "check_observed", "check_single_rows", "data_digest", "has_discrete_support",
+           "infer_observed", "keyword_parameters", "missing_arguments", "observations_as_floats", "observed_by_name", "to_tensors"]
 
 
 def keyword_parameters(model: Callable[..., Any]) -> dict[str, inspect.Parameter] | None:
@@ -450,3 +451,36 @@ def check_single_rows(trace: Trace, data: Mapping[str, Any], spec: ModelSpec) ->
                     f"plate its one row is used for every observation. Pass one row per observation, or "
                     "drop the first dimension if one value is meant for all", stacklevel=2)
                 break
+
+
+def data_digest(data: Mapping[str, Any]) -> str:
+    """A digest of a program's arguments, to tell whether two runs were given the same data (a
+    checkpoint resumed, the processes of a distributed fit): the values of tensors and arrays
+    held in memory; the file, place and shape of memory-mapped ones (reading them whole would
+    defeat the mapping); the repr of anything else.
+
+    Parameters
+    ----------
+    data : mapping
+        Argument name -> value, as :func:`to_tensors` makes them.
+
+    Returns
+    -------
+    str
+        32 hexadecimal digits.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    for name in sorted(data):
+        value = data[name]
+        digest.update(name.encode())
+        if isinstance(value, np.ndarray) and not isinstance(value, np.memmap):
+            value = torch.from_numpy(np.ascontiguousarray(value))
+        if isinstance(value, torch.Tensor):
+            digest.update(f"{value.dtype}{tuple(value.shape)}".encode())
+            digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, (MappedRows, np.memmap)):
+            array = value.array if isinstance(value, MappedRows) else value
+            digest.update(f"{array.filename}{array.offset}{array.shape}{array.dtype}".encode())
+        else:
+            digest.update(repr(value).encode())
+    return digest.hexdigest()

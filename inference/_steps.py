@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import inspect
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
@@ -19,8 +17,9 @@ from tqdm.auto import tqdm
 from bayesgen._counts import check_count
 from bayesgen._files import atomic_write
 from bayesgen.distributed import Ranks
+from bayesgen.registry import describe_option
+from bayesgen.validate import data_digest
 from bayesgen.engine import Problem
-from bayesgen.mapped import MappedRows
 from bayesgen.inference._minibatches import Minibatches
 
 __all__ = ["Checkpointing", "Resumable", "Steps", "checkpointing_of", "load_param_store", "param_store", "pyro_svi_step",
@@ -81,12 +80,13 @@ def checkpointing_of(engine: Any, seed: int, problem: Problem) -> Checkpointing 
     """The checkpoints an engine's ``checkpoint``, ``checkpoint_every`` and ``resume`` fields
     ask for (None if neither a path nor a resume); its other fields, the seed, the program's
     sites and a digest of the data are the settings a resumed run must share."""
-    if engine.checkpoint is None and engine.resume is None:
+    path = engine.checkpoint if problem.ranks.is_root else None  # the processes hold one state: rank 0 writes it
+    if path is None and engine.resume is None:
         return None
     settings = {f.name: getattr(engine, f.name) for f in dataclasses.fields(engine)
                 if f.name not in _FIELDS + _FREE}
-    return Checkpointing(path=engine.checkpoint, every=engine.checkpoint_every, resume=engine.resume,
-                         settings={**settings, "seed": seed, _SITES: _sites(problem), _DATA: _data_digest(problem)})
+    return Checkpointing(path=path, every=engine.checkpoint_every, resume=engine.resume,
+                         settings={**settings, "seed": seed, _SITES: _sites(problem), _DATA: data_digest(problem.data)})
 
 
 #: Settings keys of the program's sites and of its data, named in a refusal but not printed (long or opaque).
@@ -104,24 +104,6 @@ def _sites(problem: Problem) -> str:
         elif site["type"] == "param":
             parts.append(f"{name} param {tuple(site['value'].shape)}")
     return "; ".join(parts)
-
-
-def _data_digest(problem: Problem) -> str:
-    """A digest of the program's arguments: the values of arrays held in memory, the file, place
-    and shape of memory-mapped ones (reading them whole would defeat the mapping)."""
-    digest = hashlib.blake2b(digest_size=16)
-    for name in sorted(problem.data):
-        value = problem.data[name]
-        digest.update(name.encode())
-        if isinstance(value, torch.Tensor):
-            digest.update(f"{value.dtype}{tuple(value.shape)}".encode())
-            digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-        elif isinstance(value, MappedRows):
-            array = value.array
-            digest.update(f"{array.filename}{array.offset}{array.shape}{array.dtype}".encode())
-        else:
-            digest.update(repr(value).encode())
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -167,15 +149,7 @@ def load_param_store(state: dict[str, Any]) -> None:
 
 
 def _fingerprint(desc: str, num_steps: int, settings: dict[str, Any]) -> dict[str, str]:
-    return {"engine": desc, "num_steps": str(num_steps), **{k: _describe(v) for k, v in settings.items()}}
-
-
-def _describe(value: Any) -> str:
-    """A setting as text that another process gives alike: a function or class by its qualified
-    name (its repr holds a memory address), anything else by its repr."""
-    if inspect.isfunction(value) or inspect.isclass(value):
-        return f"{value.__module__}.{value.__qualname__}"
-    return repr(value)
+    return {"engine": desc, "num_steps": str(num_steps), **{k: describe_option(v) for k, v in settings.items()}}
 
 
 def _load(checkpointing: Checkpointing, desc: str, num_steps: int) -> dict[str, Any]:

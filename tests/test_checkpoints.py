@@ -120,10 +120,10 @@ def test_a_gan_resumes_bit_for_bit(tmp_path, monkeypatch):
 
 
 def test_a_guide_function_is_named_in_the_fingerprint_not_by_its_address():
-    from bayesgen.inference._steps import _describe
+    from bayesgen.registry import describe_option
 
-    assert _describe(line) == "programs.line" and _describe(AutoNormal).endswith("AutoNormal")
-    assert _describe(0.05) == "0.05"
+    assert describe_option(line) == "programs.line" and describe_option(AutoNormal).endswith("AutoNormal")
+    assert describe_option(0.05) == "0.05"
 
 
 def test_a_checkpoint_of_other_settings_is_refused(tmp_path):

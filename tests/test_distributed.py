@@ -217,6 +217,42 @@ def test_a_failing_process_ends_the_run_with_its_error(tmp_path):
     assert "rank 1 broke on purpose" in result.stderr
 
 
+def test_processes_given_other_data_or_seeds_are_refused_not_merged(tmp_path):
+    """Rank 1 with other data: NUTS merged its chains with rank 0's and svi averaged their gradients,
+    without a word."""
+    script = _PROGRAMS + textwrap.dedent("""
+        import sys
+        import bayesgen as bg
+        from bayesgen.distributed import init_process_group
+
+        ranks = init_process_group()
+        y = np.linspace(-1.0, 1.0, 20) + (100.0 if ranks.rank == 1 and sys.argv[1] == "data" else 0.0)
+        seed = ranks.rank if sys.argv[1] == "seed" else 0
+        bg.fit(normal, {"y": y}, engine="nuts", num_chains=2, num_warmup=20, num_samples=20, seed=seed,
+               progress=False, distributed=True)
+    """)
+    for differ in ("data", "seed"):
+        result = _torchrun(script, tmp_path, differ, timeout=120)
+        assert result.returncode != 0, result.stderr
+        assert f"were given different {differ}: start every process with the same" in result.stderr
+
+
+def test_a_command_line_error_in_one_process_ends_the_run(tmp_path):
+    """bayesgen's command line reports an error and returns 2 instead of raising: the process then
+    waited for the others at exit while they waited for it in a collective, for ever."""
+    script = textwrap.dedent("""
+        import os, sys
+        from bayesgen.cli import main
+
+        extra = ["--option", "bogus=1"] if os.environ["RANK"] == "1" else []
+        sys.exit(main(["fit", "eight_schools", "--engine", "nuts", "--distributed", "--quiet",
+                       "--option", "num_chains=2", "--option", "num_warmup=20", "--option", "num_samples=20",
+                       *extra]))
+    """)
+    result = _torchrun(script, tmp_path, timeout=120)
+    assert result.returncode != 0 and "engine 'nuts' has no option 'bogus'" in result.stderr
+
+
 def test_distributed_needs_a_process_group_and_an_engine_that_shares():
     X = np.zeros((100, 2))
     with pytest.raises(ValueError, match="initialised torch.distributed process group.*torchrun"):
