@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -160,7 +161,22 @@ def load(path: str, model: Callable[..., Any] | str | ModelSpec | None = None) -
     if model is not None:
         fit.problem = _problem(fit, model, path, meta.get("string_arguments", {}))  # files of 0.x kept them apart
         _check_same_program(fit, path)
+        _warn_of_a_lost_encoder(fit, path)
     return fit
+
+
+def _warn_of_a_lost_encoder(fit: Fit, path: str) -> None:
+    """Warn where the fit was made with its own guide function that amortises local latents (an
+    encoder), which the file cannot hold, and the program given has no guide: the held-out
+    likelihood, anomaly scores and replicates need it, and would be NaN or refused."""
+    from bayesgen.marginal import lost_guide_function, undrawn_local_latents
+
+    assert fit.problem is not None
+    if lost_guide_function(fit) and fit.problem.spec.guide is None and undrawn_local_latents(fit, fit.problem):
+        warnings.warn(f"the fit in {path} was made with its own guide function ({fit.settings['guide']}), whose "
+                      "code a file does not hold: held-out likelihoods and anomaly scores need it as the encoder "
+                      "of the local latents; load with bg.load(path, model=bg.ModelSpec(name=..., model=..., "
+                      "guide=guide))", UserWarning, stacklevel=3)
 
 
 def _mapped_again(fit: Fit, path: str) -> dict[str, np.memmap]:

@@ -46,9 +46,16 @@ def amortising_guide(fit: "Fit") -> Callable[..., Any] | None:
     if problem is None or fit.engine != "svi" or not fit.params:
         return None
     given = fit.settings.get("guide")
-    if given is None:
+    if given is None or lost_guide_function(fit):  # a file's: the spec given to bg.load may ship it
         return problem.spec.guide
     return given if callable(given) and not isinstance(given, type) else None  # not an AutoGuide class
+
+
+def lost_guide_function(fit: "Fit") -> bool:
+    """Whether ``fit`` was loaded from a file of an svi run given its own guide function: the file
+    holds the guide's parameters and, in its settings, the function's repr, not its code."""
+    given = fit.settings.get("guide")
+    return fit.engine == "svi" and isinstance(given, str) and given.startswith("<function ")
 
 
 def undrawn_local_latents(fit: "Fit", problem: "Problem") -> set[str]:

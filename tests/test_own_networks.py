@@ -48,6 +48,20 @@ def test_a_guide_callable_is_the_proposal_of_the_held_out_likelihood():
     assert np.isfinite(bg.anomaly_scores(fit, {"images": HELDOUT[:5]})).all()
 
 
+def test_a_fit_of_its_own_guide_function_loads_with_the_guide_in_a_spec_and_warns_without(tmp_path):
+    """The file holds the encoder's weights, not its code: loaded with the program alone, the held-out
+    likelihood was NaN without a word, and with a spec that ships the guide it stayed NaN."""
+    fit = bg.fit(model, {"images": IMAGES}, guide=guide, **OPTIONS)
+    fit.save(str(tmp_path / "own.nc"))
+    with pytest.warns(UserWarning, match=r"own guide function .* load with bg.load\(path, model=bg.ModelSpec"):
+        bg.load(str(tmp_path / "own.nc"), model=model)
+    spec = bg.ModelSpec(name="own_vae", model=model, guide=guide, observed={"images": "images"})
+    loaded = bg.load(str(tmp_path / "own.nc"), model=spec)
+    expected = bg.evaluate(fit, {"images": HELDOUT}, num_samples=10)["lpd_per_obs"].iloc[0]
+    assert bg.evaluate(loaded, {"images": HELDOUT}, num_samples=10)["lpd_per_obs"].iloc[0] == pytest.approx(
+        expected, rel=1e-12)
+
+
 def test_a_gaussian_family_trains_the_program_networks_and_leaves_the_user_modules_as_they_were():
     before = {name: value.detach().clone() for name, value in DECODER.named_parameters()}
     fit = bg.fit(model, {"images": IMAGES}, guide="normal", **OPTIONS)
