@@ -57,7 +57,7 @@ def evaluate(fit_or_model: Fit | ModelSpec | str | Callable[..., Any], real_data
         PyMC pair them; data of another size are refused (score new observations through an
         amortising guide).
     num_samples : int
-        Parameter draws (posterior or prior), one predictive data set each.
+        Parameter draws (posterior or prior), one predictive data set each; at least 2.
     seed : int
         Seeds the predictive simulation, the subsampling and the tests.
 

@@ -214,6 +214,11 @@ def _check_same_program(fit: Fit, path: str) -> None:
     if unknown:
         raise ValueError(f"the fit in {path} holds draws of {unknown}, which the program given as model= "
                          f"('{fit.problem.spec.name}') does not sample; pass the program it was fitted with")
+    weights = sorted(name for name, site in density.prototype.nodes.items()
+                     if site["type"] == "param" and name not in fit.params)
+    if weights:
+        raise ValueError(f"the program given as model= ('{fit.problem.spec.name}') has parameters {weights} that "
+                         f"the fit in {path} does not hold: pass the program it was fitted with")
     stored = fit._log_likelihood
     if not stored or fit.num_draws == 0 or set(density.latent_names) - set(fit.posterior):
         return

@@ -168,7 +168,8 @@ def _load(checkpointing: Checkpointing, desc: str, num_steps: int) -> dict[str, 
               if expected.get(key) != saved["fingerprint"].get(key)}
     if differ:
         detail = ", ".join(f"the {key} differ" if key in (_SITES, _DATA)
-                           else f"{key}: {saved['fingerprint'].get(key)} there, {expected.get(key)} here"
+                           else f"{key}: {saved['fingerprint'].get(key, '(not recorded)')} there, "
+                                f"{expected.get(key, '(not recorded)')} here"
                            for key in sorted(differ))
         raise ValueError(f"resume: checkpoint {path!r} was written by a run with other settings ({detail}); "
                          "resume with the settings it was written with")

@@ -66,8 +66,9 @@ class GAN:
     The result is a point estimate of the weights (``kind="point"``, no draws): they are in
     ``fit.params``, and ``fit.generate`` draws the noise from its prior and runs the program.
     ``sample_stats`` holds the generator's ``loss`` and the ``discriminator_loss`` of each
-    step; ``info["converged"]`` is False where they are not finite or the discriminator tells
-    every fake from the data (a GAN's losses settle at an equilibrium, not a minimum).
+    step; ``info["converged"]`` is False where they are not finite, the discriminator tells
+    every fake from the data (a GAN's losses settle at an equilibrium, not a minimum), or the run
+    took fewer than two of its windows of ``max(10, num_steps // 20)`` steps.
 
     Parameters
     ----------
@@ -166,12 +167,15 @@ class GAN:
                    f"(means of the last {min(window, len(losses))} steps)")
         if won:
             message += "; the discriminator tells every fake from the data, so the generator gets no gradient"
+        short = len(losses) < 2 * window  # too few rounds to see the losses settle (svi asks as many)
+        if short:
+            message += f"; fewer than {2 * window} steps to judge by"
         return EngineResult(
             kind="point", draws={},
             sample_stats={"loss": torch.tensor(losses)[None],
                           "discriminator_loss": torch.tensor(game.d_losses)[None]},
             timing={"optimize": time.perf_counter() - started},
-            info={"converged": math.isfinite(g_recent) and math.isfinite(d_recent) and not won,
+            info={"converged": math.isfinite(g_recent) and math.isfinite(d_recent) and not won and not short,
                   "message": message, **steps.info(self.num_steps)},
         )
 
