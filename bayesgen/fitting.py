@@ -238,7 +238,8 @@ def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
         programs whose latents are global; local latents inside the plate share their guide's
         noise between processes, so the estimate is unbiased but less averaged); every process
         returns the same fit. Every process must be given the same model, data, seed and options,
-        which is checked. For the step-wise engines (``"svi"``, and ``"mle"``/``"map"`` of
+        which is checked; rank 0 writes the checkpoints, so on several machines ``resume`` needs
+        its file where every process can read it. For the step-wise engines (``"svi"``, and ``"mle"``/``"map"`` of
         programs with networks) of programs with a plate that subsamples; and for ``"nuts"``
         and ``"hmc"``, whose chains it shares out (the draws are those of one process).
     **options
@@ -364,8 +365,10 @@ def _run(engine: Engine, problem: Problem, seed: int, show: bool, start: float) 
         # spread, by Monte Carlo)
         for name in (name for name in point if name not in stderr and name in deterministic):
             values = deterministic[name].reshape((-1,) + tuple(deterministic[name].shape[2:]))
-            if values.shape[0] > 1:
+            if values.shape[0] > 1 and values.is_floating_point():
                 stderr[name] = values.std(0).detach().cpu().numpy()
+            else:  # one draw, or an integer or bool site: no spread to read
+                stderr[name] = np.full(tuple(values.shape[1:]), np.nan)
     timing = {**result.timing, "postprocess": time.perf_counter() - post_start}
     timing["total"] = time.perf_counter() - start
     observed = {name: _observed_data(problem, name) for name in problem.spec.observed
@@ -387,7 +390,12 @@ def _described_settings(engine: Engine) -> dict[str, str]:
     """An engine's settings as text that every process gives alike (a function by its name)."""
     if not dataclasses.is_dataclass(engine):
         return {}
-    return {f"option {field.name}": describe_option(getattr(engine, field.name)) for field in dataclasses.fields(engine)}
+    return {f"option {field.name}": describe_option(getattr(engine, field.name)) for field in dataclasses.fields(engine)
+            if field.name not in _PER_PROCESS}
+
+
+#: Engine options that may differ between the processes of one distributed fit: where files go.
+_PER_PROCESS = ("checkpoint", "checkpoint_every", "resume")
 
 
 def _notes(problem: Problem, splits_chains: bool) -> dict[str, str]:

@@ -52,10 +52,17 @@ def amortising_guide(fit: "Fit") -> Callable[..., Any] | None:
 
 
 def lost_guide_function(fit: "Fit") -> bool:
-    """Whether ``fit`` was loaded from a file of an svi run given its own guide function: the file
-    holds the guide's parameters and, in its settings, the function's repr, not its code."""
+    """Whether ``fit`` was loaded from a file of an svi run given its own guide callable (a
+    function, a bound method, a module, a partial): the file holds the guide's parameters and, in
+    its settings, the callable's repr, not its code. A Gaussian family's name and an AutoGuide
+    class (``<class ...>``) are not such guides."""
     given = fit.settings.get("guide")
-    return fit.engine == "svi" and isinstance(given, str) and given.startswith("<function ")
+    return (fit.engine == "svi" and isinstance(given, str) and given not in _FAMILIES
+            and not given.startswith("<class "))
+
+
+#: svi's Gaussian families, which a file's settings name as they are.
+_FAMILIES = ("normal", "mvn", "lowrank")
 
 
 def undrawn_local_latents(fit: "Fit", problem: "Problem") -> set[str]:

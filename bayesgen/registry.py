@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import inspect
 import math
 import numbers
 import os
 import pkgutil
+import re
 import types
 import typing
 from types import ModuleType
@@ -161,8 +163,11 @@ def make_engine(name: str, options: dict[str, Any], program_arguments: Collectio
 
 
 def describe_option(value: Any) -> str:
-    """An engine option as text that another process gives alike: a function or class by its
-    qualified name (its repr holds a memory address), anything else by its repr.
+    """An engine option (or a program argument) as text that another process gives alike.
+
+    A function or class is named by its qualified name, a bound method by its class's and its
+    own, a ``functools.partial`` by its function and arguments; anything else by its repr with
+    memory addresses (``<Guide object at 0x7f...>``, which differ between processes) left out.
 
     Parameters
     ----------
@@ -173,9 +178,16 @@ def describe_option(value: Any) -> str:
     -------
     str
     """
-    if inspect.isfunction(value) or inspect.isclass(value):
-        return f"{value.__module__}.{value.__qualname__}"
-    return repr(value)
+    if inspect.isfunction(value) or inspect.isclass(value) or inspect.isbuiltin(value):
+        return f"{getattr(value, '__module__', None)}.{value.__qualname__}"
+    if inspect.ismethod(value):
+        owner = type(value.__self__)
+        return f"{owner.__module__}.{owner.__qualname__}.{value.__func__.__name__}"
+    if isinstance(value, functools.partial):
+        arguments = [describe_option(argument) for argument in value.args]
+        arguments += [f"{key}={describe_option(argument)}" for key, argument in sorted(value.keywords.items())]
+        return f"partial({describe_option(value.func)}, {', '.join(arguments)})"
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
 
 
 def checked_engine(engine: Any) -> Any:

@@ -469,18 +469,37 @@ def data_digest(data: Mapping[str, Any]) -> str:
     str
         32 hexadecimal digits.
     """
+    from bayesgen.registry import describe_option
+
     digest = hashlib.blake2b(digest_size=16)
-    for name in sorted(data):
-        value = data[name]
-        digest.update(name.encode())
-        if isinstance(value, np.ndarray) and not isinstance(value, np.memmap):
+
+    def add(value: Any) -> None:
+        if isinstance(value, np.ndarray) and not isinstance(value, np.memmap) and value.dtype.kind in "biufc":
             value = torch.from_numpy(np.ascontiguousarray(value))
         if isinstance(value, torch.Tensor):
             digest.update(f"{value.dtype}{tuple(value.shape)}".encode())
-            digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+            digest.update(memoryview(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()))
         elif isinstance(value, (MappedRows, np.memmap)):
-            array = value.array if isinstance(value, MappedRows) else value
-            digest.update(f"{array.filename}{array.offset}{array.shape}{array.dtype}".encode())
+            digest.update(_place_in_file(value.array if isinstance(value, MappedRows) else value).encode())
+        elif isinstance(value, torch.nn.Module):  # its weights, not only its structure
+            digest.update(describe_option(value).encode())
+            for key, tensor in value.state_dict().items():
+                digest.update(key.encode())
+                add(tensor)
         else:
-            digest.update(repr(value).encode())
+            digest.update(describe_option(value).encode())  # a function by its name, not its address
+
+    for name in sorted(data):
+        digest.update(name.encode())
+        add(data[name])
     return digest.hexdigest()
+
+
+def _place_in_file(array: np.memmap) -> str:
+    """Where a memory-mapped array's values lie: its file, the byte offset of its first element in
+    the file and its strides (a slice of a map keeps the whole map's ``offset``), shape and dtype."""
+    whole = array
+    while isinstance(whole.base, np.ndarray):
+        whole = whole.base
+    start = array.__array_interface__["data"][0] - whole.__array_interface__["data"][0] + int(whole.offset)
+    return f"{array.filename}@{start}{array.strides}{array.shape}{array.dtype}"

@@ -1,5 +1,6 @@
 """No lost work: Ctrl-C hands back a partial fit, checkpoints resume bit for bit, saves are atomic."""
 
+import functools
 import os
 import signal
 import subprocess
@@ -124,6 +125,14 @@ def test_a_guide_function_is_named_in_the_fingerprint_not_by_its_address():
 
     assert describe_option(line) == "programs.line" and describe_option(AutoNormal).endswith("AutoNormal")
     assert describe_option(0.05) == "0.05"
+
+    class Guide:
+        def encode(self):
+            pass
+
+    # an instance, a bound method and a partial without the memory address that differs between processes
+    assert " at 0x" not in describe_option(Guide()) and describe_option(Guide().encode).endswith("Guide.encode")
+    assert describe_option(functools.partial(line, 1.0)) == "partial(programs.line, 1.0)"
 
 
 def test_a_checkpoint_of_other_settings_is_refused(tmp_path):

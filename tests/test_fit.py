@@ -4,6 +4,7 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
+import torch
 
 import bayesgen as bg
 from programs import linear_regression, normal_normal, regression_data
@@ -243,6 +244,20 @@ def test_site_names_with_a_slash_survive_save_and_load(tmp_path):
     np.testing.assert_array_equal(loaded.posterior["layer/w"], fit.posterior["layer/w"])
     np.testing.assert_array_equal(loaded.posterior_predictive["out/y"], fit.posterior_predictive["out/y"])
     np.testing.assert_array_equal(loaded.log_likelihood["out/y"], fit.log_likelihood["out/y"])
+
+
+def _counting(y=None):
+    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+    pyro.deterministic("positive", mu > 0)
+    pyro.deterministic("above", (mu > torch.linspace(-2, 2, 5)).sum())
+    with pyro.plate("n", 20):
+        pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+
+def test_integer_and_bool_deterministic_sites_of_a_point_fit_have_no_standard_error():
+    fit = bg.fit(_counting, {"y": np.linspace(0.0, 2.0, 20)}, engine="laplace")  # a float's sd failed the fit
+    assert bool(fit.point["positive"]) and fit.point["above"] == 3
+    assert np.isnan(fit.stderr["positive"]) and np.isnan(fit.stderr["above"])
 
 
 def test_a_zoo_model_warns_under_an_engine_its_spec_does_not_list():

@@ -1,6 +1,8 @@
 """A user's own network programs, written as in Pyro's VAE tutorial: fitted with their own guide or
 a Gaussian family, scored held out, and refused clearly where the fit cannot serve them."""
 
+import functools
+
 import numpy as np
 import pyro
 import pyro.distributions as dist
@@ -48,10 +50,11 @@ def test_a_guide_callable_is_the_proposal_of_the_held_out_likelihood():
     assert np.isfinite(bg.anomaly_scores(fit, {"images": HELDOUT[:5]})).all()
 
 
-def test_a_fit_of_its_own_guide_function_loads_with_the_guide_in_a_spec_and_warns_without(tmp_path):
+@pytest.mark.parametrize("given", [guide, functools.partial(guide)], ids=["function", "partial"])
+def test_a_fit_of_its_own_guide_function_loads_with_the_guide_in_a_spec_and_warns_without(tmp_path, given):
     """The file holds the encoder's weights, not its code: loaded with the program alone, the held-out
     likelihood was NaN without a word, and with a spec that ships the guide it stayed NaN."""
-    fit = bg.fit(model, {"images": IMAGES}, guide=guide, **OPTIONS)
+    fit = bg.fit(model, {"images": IMAGES}, guide=given, **OPTIONS)
     fit.save(str(tmp_path / "own.nc"))
     with pytest.warns(UserWarning, match=r"own guide function .* load with bg.load\(path, model=bg.ModelSpec"):
         bg.load(str(tmp_path / "own.nc"), model=model)

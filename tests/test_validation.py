@@ -354,3 +354,19 @@ def test_a_program_error_keeps_pyros_table_of_shapes_out_of_its_message():
     with pytest.raises(bg.program.ProgramError, match="latent_dim must be a positive integer, got 0") as raised:
         bg.fit("vae", {"images": np.zeros((4, 8, 8)), "latent_dim": 0}, engine="svi", num_steps=1, progress=False)
     assert "Trace Shapes" not in str(raised.value) and "Trace Shapes" in str(raised.value.__cause__)
+
+
+def test_the_data_digest_tells_slices_of_one_map_and_weights_apart_and_names_functions(tmp_path):
+    """Processes given other shards of one memory-mapped file, or networks of other weights, had
+    equal digests; a function argument had one digest per process (its repr's address)."""
+    from bayesgen.validate import data_digest
+
+    np.save(tmp_path / "X.npy", np.arange(200.0).reshape(100, 2))
+    mapped = np.load(tmp_path / "X.npy", mmap_mode="r")
+    assert data_digest({"X": mapped[:50]}) != data_digest({"X": mapped[50:]})
+    assert data_digest({"X": mapped[:, :1]}) != data_digest({"X": mapped[:, 1:]})
+    assert data_digest({"X": mapped}) == data_digest({"X": np.load(tmp_path / "X.npy", mmap_mode="r")})
+    assert data_digest({"X": torch.arange(4.0)[::2]}) == data_digest({"X": torch.tensor([0.0, 2.0])})
+    first, second = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    assert data_digest({"net": first}) != data_digest({"net": second})
+    assert "0x" not in bg.registry.describe_option(torch.tanh) and data_digest({"f": len}) == data_digest({"f": len})
