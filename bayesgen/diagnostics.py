@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import sys
 import warnings
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
@@ -74,8 +73,9 @@ def summary(fit: "Fit") -> "pd.DataFrame":
 def _one_chain_quiet() -> Iterator[None]:
     """Inside the block ArviZ logs errors only: its "Shape validation failed ... chains=2" on one
     chain is about the R-hat that the callers leave out."""
-    _az.summary  # noqa: B018 (imports ArviZ, whose logger is its own: logging.getLogger does not return it)
-    arviz_log = sys.modules["arviz"]._log
+    import arviz
+
+    arviz_log = arviz._log  # a Logger of ArviZ's own, which logging.getLogger does not return
     level = arviz_log.level
     arviz_log.setLevel(logging.ERROR)
     try:

@@ -14,7 +14,11 @@ from bayesgen.dtypes import computing_in
 from bayesgen.logdensity import LogDensity
 from bayesgen.spec import ModelSpec
 
-__all__ = ["Engine", "EngineResult", "Problem"]
+#: The engine options that say where a step-wise engine's checkpoints go and which one it resumes:
+#: a resumed run, or another process of a distributed fit, may set them otherwise.
+CHECKPOINT_OPTIONS = ("checkpoint", "checkpoint_every", "resume")
+
+__all__ = ["CHECKPOINT_OPTIONS", "Engine", "EngineResult", "Problem"]
 
 
 @dataclass

@@ -17,7 +17,7 @@ from pyro.poutine.trace_struct import Trace
 from bayesgen._seeding import check_seed, rng_restored
 from bayesgen.distributed import Ranks
 from bayesgen.dtypes import ParameterDtypes, computing_in, data_dtype, dtype_name, requested_dtype
-from bayesgen.engine import Engine, EngineResult, Problem
+from bayesgen.engine import CHECKPOINT_OPTIONS, Engine, EngineResult, Problem
 from bayesgen.generate import kept_networks
 from bayesgen.mapped import MappedRows
 from bayesgen.marginal import observation_log_likelihood
@@ -239,8 +239,8 @@ def fit(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str, Any] | N
         noise between processes, so the estimate is unbiased but less averaged); every process
         returns the same fit. Every process must be given the same model, data, seed and options,
         which is checked; rank 0 writes the checkpoints, so on several machines ``resume`` needs
-        its file where every process can read it. For the step-wise engines (``"svi"``, and ``"mle"``/``"map"`` of
-        programs with networks) of programs with a plate that subsamples; and for ``"nuts"``
+        its file where every process can read it. For the step-wise engines (``"svi"``, and
+        ``"mle"``/``"map"`` of programs with networks) of programs with a plate that subsamples; and for ``"nuts"``
         and ``"hmc"``, whose chains it shares out (the draws are those of one process).
     **options
         The named engine's settings (e.g. ``num_samples=500``); unknown options raise
@@ -355,7 +355,7 @@ def _run(engine: Engine, problem: Problem, seed: int, show: bool, start: float) 
             deterministic = deterministic_sites(problem.density, result.draws)
             latents = problem.density.latent_names
             if point is not None and deterministic and result.point is not None and set(latents) <= set(result.point):
-                # the deterministic sites at the optimum (their standard errors are not computed)
+                # the deterministic sites at the optimum (their standard errors: below)
                 at_point = deterministic_sites(problem.density,
                                                {name: result.point[name][None, None] for name in latents})
                 point.update({name: value[0, 0].detach().cpu().numpy() for name, value in at_point.items()})
@@ -391,11 +391,7 @@ def _described_settings(engine: Engine) -> dict[str, str]:
     if not dataclasses.is_dataclass(engine):
         return {}
     return {f"option {field.name}": describe_option(getattr(engine, field.name)) for field in dataclasses.fields(engine)
-            if field.name not in _PER_PROCESS}
-
-
-#: Engine options that may differ between the processes of one distributed fit: where files go.
-_PER_PROCESS = ("checkpoint", "checkpoint_every", "resume")
+            if field.name not in CHECKPOINT_OPTIONS}  # where files go may differ between processes
 
 
 def _notes(problem: Problem, splits_chains: bool) -> dict[str, str]:

@@ -201,9 +201,9 @@ def _check_same_program(fit: Fit, path: str) -> None:
 
     A program of the same arguments can still name its sites otherwise, or score the data by
     another likelihood; its predictions and held-out scores would then be wrong without a word.
-    Two checks catch that: every site the file holds draws of is a latent or deterministic site
-    of the program, and the program's pointwise log-likelihood at the first draw equals the one
-    the file holds (computed from the fitting program when the fit was saved), to a tolerance
+    Three checks catch that: every site the file holds draws of is a latent or deterministic site
+    of the program, every parameter the program reads is one the fit holds, and the program's
+    pointwise log-likelihood at the first draw equals the one the file holds (computed from the fitting program when the fit was saved), to a tolerance
     set by the dtype. Fits whose stored log-likelihood is an importance-weighted estimate (a
     VAE's) or absent are checked by their sites only.
     """

@@ -23,7 +23,8 @@ import torch
 from bayesgen._hints import did_you_mean
 from bayesgen.spec import ModelSpec
 
-__all__ = ["checked_engine", "describe_option", "engine_options", "get_engine_class", "get_model", "is_zoo_spec", "list_engines", "list_models",
+__all__ = ["checked_engine", "describe_option", "engine_options", "get_engine_class", "get_model", "is_zoo_spec",
+           "list_engines", "list_models",
            "make_engine"]
 
 

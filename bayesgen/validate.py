@@ -23,7 +23,8 @@ from bayesgen.program import is_deterministic, is_subsample, run_program
 from bayesgen.spec import ModelSpec
 
 __all__ = ["check_arguments", "check_observed", "check_single_rows", "data_digest", "has_discrete_support",
-           "infer_observed", "keyword_parameters", "missing_arguments", "observations_as_floats", "observed_by_name", "to_tensors"]
+           "infer_observed", "keyword_parameters", "missing_arguments", "observations_as_floats", "observed_by_name",
+           "to_tensors"]
 
 
 def keyword_parameters(model: Callable[..., Any]) -> dict[str, inspect.Parameter] | None:

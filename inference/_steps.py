@@ -17,9 +17,9 @@ from tqdm.auto import tqdm
 from bayesgen._counts import check_count
 from bayesgen._files import atomic_write
 from bayesgen.distributed import Ranks
+from bayesgen.engine import CHECKPOINT_OPTIONS, Problem
 from bayesgen.registry import describe_option
 from bayesgen.validate import data_digest
-from bayesgen.engine import Problem
 from bayesgen.inference._minibatches import Minibatches
 
 __all__ = ["Checkpointing", "Resumable", "Steps", "checkpointing_of", "load_param_store", "param_store", "pyro_svi_step",
@@ -70,8 +70,6 @@ class Checkpointing:
             raise FileNotFoundError(f"resume: no checkpoint file at {self.resume!r}")
 
 
-#: The engine fields that say where checkpoints go; the others must match to resume.
-_FIELDS = ("checkpoint", "checkpoint_every", "resume")
 #: Fields that do not change the steps taken, so a checkpoint may be resumed with others.
 _FREE = ("num_draws",)
 
@@ -84,7 +82,7 @@ def checkpointing_of(engine: Any, seed: int, problem: Problem) -> Checkpointing 
     if path is None and engine.resume is None:
         return None
     settings = {f.name: getattr(engine, f.name) for f in dataclasses.fields(engine)
-                if f.name not in _FIELDS + _FREE}
+                if f.name not in CHECKPOINT_OPTIONS + _FREE}
     return Checkpointing(path=path, every=engine.checkpoint_every, resume=engine.resume,
                          settings={**settings, "seed": seed, _SITES: _sites(problem), _DATA: data_digest(problem.data)})
 

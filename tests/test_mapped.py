@@ -49,7 +49,8 @@ def test_mapped_fit_equals_in_memory_fit(tmp_path, guide):
 def test_a_fit_of_mapped_data_loads_with_its_program_by_mapping_the_files_again(tmp_path):
     X, y, X_mapped, y_mapped = _saved(tmp_path, n=500)
     logistic_spec = bg.ModelSpec(name="logistic", model=logistic, observed={"y": "y"})  # obs=y[index]: not inferred
-    fit = bg.fit(logistic_spec, {"X": X_mapped, "y": y_mapped}, engine="svi", num_steps=20, num_draws=10, progress=False)
+    fit = bg.fit(logistic_spec, {"X": X_mapped, "y": y_mapped}, engine="svi", num_steps=20, num_draws=10,
+                 progress=False)
     fit.save(str(tmp_path / "fit.nc"))
     loaded = bg.load(str(tmp_path / "fit.nc"), model=logistic_spec)
     np.testing.assert_array_equal(loaded.predict(seed=1)["y"], fit.predict(seed=1)["y"])
