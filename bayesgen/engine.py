@@ -18,7 +18,11 @@ from bayesgen.spec import ModelSpec
 #: a resumed run, or another process of a distributed fit, may set them otherwise.
 CHECKPOINT_OPTIONS = ("checkpoint", "checkpoint_every", "resume")
 
-__all__ = ["CHECKPOINT_OPTIONS", "Engine", "EngineResult", "Problem"]
+#: The Gaussian families engine ``svi`` fits by name (its ``guide`` option), which a fit file's
+#: settings keep as they are; any other guide is a class or a callable of the user's.
+SVI_FAMILIES = ("normal", "mvn", "lowrank")
+
+__all__ = ["CHECKPOINT_OPTIONS", "SVI_FAMILIES", "Engine", "EngineResult", "Problem"]
 
 
 @dataclass

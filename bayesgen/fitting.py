@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import mmap
 import sys
 import time
 import warnings
@@ -19,7 +18,7 @@ from bayesgen.distributed import Ranks
 from bayesgen.dtypes import ParameterDtypes, computing_in, data_dtype, dtype_name, requested_dtype
 from bayesgen.engine import CHECKPOINT_OPTIONS, Engine, EngineResult, Problem
 from bayesgen.generate import kept_networks
-from bayesgen.mapped import MappedRows
+from bayesgen.mapped import MappedRows, place_in_file
 from bayesgen.marginal import observation_log_likelihood
 from bayesgen.postprocess import deterministic_sites
 from bayesgen.program import ProgramError, on_device, run_program
@@ -406,9 +405,8 @@ def _notes(problem: Problem, splits_chains: bool) -> dict[str, str]:
     if mapped:
         notes["observed_data"] = (f"not kept: {', '.join(mapped)} memory-mapped, read a minibatch at a time; "
                                   "the fit holds no copy")
-        # where the rows live, so that bg.load(path, model=...) maps the same file again; of a slice of
-        # a map only that (its offset is the whole map's), and load then says so
-        notes["mapped_files"] = {key: _mapping(array) for key, array in mapped.items()}
+        # where the rows live, so that bg.load(path, model=...) maps the same values again
+        notes["mapped_files"] = {key: place_in_file(array) for key, array in mapped.items()}
     renamed = {site: argument for site, argument in problem.spec.observed.items() if site != argument}
     if renamed:  # what bg.load needs to pass each observed site's data back to its argument
         notes["observed_arguments"] = renamed
@@ -416,15 +414,6 @@ def _notes(problem: Problem, splits_chains: bool) -> dict[str, str]:
         share = "of the chains" if splits_chains else "of every minibatch"
         notes["processes"] = f"{problem.ranks.world_size} (torch.distributed), each with its share {share}"
     return notes
-
-
-def _mapping(array: np.memmap) -> dict[str, Any]:
-    """How to map ``array`` again: its file, offset, shape, dtype and order; the file is None for a
-    slice of a map, whose own offset in the file numpy does not keep."""
-    whole = isinstance(array.base, mmap.mmap)
-    order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
-    return {"filename": str(array.filename) if whole and array.filename else None, "offset": int(array.offset),
-            "shape": list(array.shape), "dtype": array.dtype.str, "order": order}
 
 
 def _observed_data(problem: Problem, site: str) -> torch.Tensor:

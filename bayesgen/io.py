@@ -182,12 +182,14 @@ def _warn_of_a_lost_encoder(fit: Fit, path: str) -> None:
 def _mapped_again(fit: Fit, path: str) -> dict[str, np.memmap]:
     """The memory-mapped arguments the fit read a minibatch at a time (not in the file), mapped
     again from their files; a ``FileNotFoundError`` naming the argument where one is gone, a
-    ``ValueError`` for a slice of a map, whose place in its file is not known."""
+    ``ValueError`` for values that do not lie contiguously in their file (a slice of columns),
+    which one map cannot give again."""
     mapped = {}
     for argument, where in fit.info.get("mapped_files", {}).items():
-        if where["filename"] is None:
-            raise ValueError(f"the fit in {path} read data['{argument}'] from a slice of a memory-mapped array, which "
-                             "the file does not hold and cannot map again; save the slice with np.save and fit it")
+        if where["filename"] is None or where["order"] is None:
+            raise ValueError(f"the fit in {path} read data['{argument}'] from a slice of a memory-mapped array whose "
+                             "values do not lie together in its file (columns, or a step), which the file does not "
+                             "hold and cannot map again; save the slice with np.save and fit it")
         if not os.path.isfile(where["filename"]):
             raise FileNotFoundError(f"the fit in {path} read data['{argument}'] from the memory-mapped file "
                                     f"{where['filename']}, which the fit does not hold and is not there now")

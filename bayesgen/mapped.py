@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["MappedRows", "is_mapped"]
+__all__ = ["MappedRows", "is_mapped", "place_in_file"]
 
 #: Rows checked for non-finite values at a time, so that the check holds one chunk in memory.
 _CHECK_ROWS = 1 << 16
@@ -29,6 +29,30 @@ _CHECK_ROWS = 1 << 16
 def is_mapped(value: Any) -> bool:
     """Whether a data value is a memory-mapped array that the fit should read row by row."""
     return isinstance(value, np.memmap)
+
+
+def place_in_file(array: np.memmap) -> dict[str, Any]:
+    """Where a memory-mapped array's values lie in its file, and how to map them again.
+
+    A slice of a map keeps the whole map's ``offset``, so the byte offset of the array's first
+    element is taken from its address against the whole map's.
+
+    Returns
+    -------
+    dict
+        ``filename`` (None where numpy kept none), ``offset`` (bytes from the file's start to the
+        first element), ``shape``, ``strides``, ``dtype`` (its ``str``) and ``order``: "C" or "F"
+        where the values lie contiguously and ``np.memmap(filename, dtype, offset=offset,
+        shape=shape, order=order)`` maps them again, None where they do not (a slice of columns
+        or with a step).
+    """
+    whole = array
+    while isinstance(whole.base, np.ndarray):
+        whole = whole.base
+    start = array.__array_interface__["data"][0] - whole.__array_interface__["data"][0] + int(whole.offset)
+    order = "C" if array.flags.c_contiguous else "F" if array.flags.f_contiguous else None
+    return {"filename": str(array.filename) if array.filename else None, "offset": int(start),
+            "shape": list(array.shape), "strides": list(array.strides), "dtype": array.dtype.str, "order": order}
 
 
 class MappedRows:

@@ -18,6 +18,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.trace_struct import Trace
 
+from bayesgen.engine import SVI_FAMILIES
 from bayesgen.postprocess import pointwise_log_likelihood
 from bayesgen.program import is_subsample, on_device, site_log_prob
 
@@ -57,12 +58,8 @@ def lost_guide_function(fit: "Fit") -> bool:
     its settings, the callable's repr, not its code. A Gaussian family's name and an AutoGuide
     class (``<class ...>``) are not such guides."""
     given = fit.settings.get("guide")
-    return (fit.engine == "svi" and isinstance(given, str) and given not in _FAMILIES
+    return (fit.engine == "svi" and isinstance(given, str) and given not in SVI_FAMILIES
             and not given.startswith("<class "))
-
-
-#: svi's Gaussian families, which a file's settings name as they are.
-_FAMILIES = ("normal", "mvn", "lowrank")
 
 
 def undrawn_local_latents(fit: "Fit", problem: "Problem") -> set[str]:

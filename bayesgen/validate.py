@@ -18,7 +18,7 @@ from pyro.poutine.trace_struct import Trace
 from torch.distributions import constraints
 
 from bayesgen._hints import did_you_mean
-from bayesgen.mapped import MappedRows, is_mapped
+from bayesgen.mapped import MappedRows, is_mapped, place_in_file
 from bayesgen.program import is_deterministic, is_subsample, run_program
 from bayesgen.spec import ModelSpec
 
@@ -481,7 +481,7 @@ def data_digest(data: Mapping[str, Any]) -> str:
             digest.update(f"{value.dtype}{tuple(value.shape)}".encode())
             digest.update(memoryview(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()))
         elif isinstance(value, (MappedRows, np.memmap)):
-            digest.update(_place_in_file(value.array if isinstance(value, MappedRows) else value).encode())
+            digest.update(repr(place_in_file(value.array if isinstance(value, MappedRows) else value)).encode())
         elif isinstance(value, torch.nn.Module):  # its weights, not only its structure
             digest.update(describe_option(value).encode())
             for key, tensor in value.state_dict().items():

@@ -11,7 +11,7 @@ import torch
 from pyro.infer.autoguide import AutoGuide, AutoLowRankMultivariateNormal, AutoMultivariateNormal, AutoNormal
 
 from bayesgen.diagnostics import pareto_khat
-from bayesgen.engine import EngineResult, Problem
+from bayesgen.engine import SVI_FAMILIES, EngineResult, Problem
 from bayesgen.inference._gaussian_vi import elbo_converged, fit_gaussian, sd_against_laplace
 from bayesgen.inference._pyro_vi import fit_pyro_guide
 from bayesgen.inference._minibatches import minibatches_for
@@ -20,8 +20,6 @@ from bayesgen.inference._threads import cpu_threads, threads_for
 from bayesgen.logdensity import LogDensity
 
 __all__ = ["SVI"]
-
-_FAMILIES = ("normal", "mvn", "lowrank")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,8 +125,8 @@ class SVI:
         info: dict[str, Any] = {}
         guide = self.guide if self.guide is not None else problem.spec.guide or "normal"
         if isinstance(guide, str):
-            if guide not in _FAMILIES:
-                raise ValueError(f"unknown guide '{guide}'; use one of {', '.join(_FAMILIES)}, "
+            if guide not in SVI_FAMILIES:
+                raise ValueError(f"unknown guide '{guide}'; use one of {', '.join(SVI_FAMILIES)}, "
                                  "an AutoGuide class or a guide callable")
             density.require_continuous(f"svi' with guide '{guide}")
             if guide != "normal" or not problem.has_params:  # only AutoNormal keeps a parameter per item

@@ -54,10 +54,17 @@ def test_a_fit_of_mapped_data_loads_with_its_program_by_mapping_the_files_again(
     fit.save(str(tmp_path / "fit.nc"))
     loaded = bg.load(str(tmp_path / "fit.nc"), model=logistic_spec)
     np.testing.assert_array_equal(loaded.predict(seed=1)["y"], fit.predict(seed=1)["y"])
-    sliced = bg.fit(logistic, {"X": X_mapped[:400], "y": y_mapped[:400]}, engine="svi", num_steps=5, progress=False)
-    sliced.save(str(tmp_path / "sliced.nc"))
-    with pytest.raises(ValueError, match=r"read data\['X'\] from a slice of a memory-mapped array"):
-        bg.load(str(tmp_path / "sliced.nc"), model=logistic)
+    rows = bg.fit(logistic_spec, {"X": X_mapped[100:400], "y": y_mapped[100:400]}, engine="svi", num_steps=5,
+                  num_draws=10, progress=False)  # a block of rows lies together in the file: mapped again
+    rows.save(str(tmp_path / "rows.nc"))
+    again = bg.load(str(tmp_path / "rows.nc"), model=logistic_spec)
+    np.testing.assert_array_equal(again.problem.data["X"].array, X_mapped[100:400])
+    np.testing.assert_array_equal(again.predict(seed=1)["y"], rows.predict(seed=1)["y"])
+    columns = bg.fit(logistic, {"X": X_mapped[:, :2], "y": y_mapped}, engine="svi", num_steps=5, progress=False)
+    columns.save(str(tmp_path / "columns.nc"))
+    with pytest.raises(ValueError, match=r"read data\['X'\] from a slice of a memory-mapped array whose values do "
+                                         r"not lie together"):
+        bg.load(str(tmp_path / "columns.nc"), model=logistic)
     (tmp_path / "X.npy").unlink()
     with pytest.raises(FileNotFoundError, match=r"read data\['X'\] from the memory-mapped file .*X.npy"):
         bg.load(str(tmp_path / "fit.nc"), model=logistic)
