@@ -5,18 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from bayesgen.engine import EngineResult, Problem
-from bayesgen.inference._optimize import run_mode
-from bayesgen.inference._minibatches import minibatches_for
-from bayesgen.inference._params import optimise_params, refuse_step_settings
-from bayesgen.inference._steps import checkpointing_of
+from bayesgen.inference.mle import MLE
 
 __all__ = ["MAP"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class MAP:
+class MAP(MLE):
     """MAP estimation by L-BFGS: maximises likelihood times prior, without Jacobian terms.
+
+    The same optimiser and options as :class:`MLE`, with the prior terms counted.
 
     Without the Jacobian the optimum is the mode of the posterior density over the
     parameters as written in the program (as Stan's ``optimize`` does). Standard errors
@@ -51,24 +49,4 @@ class MAP:
     """
 
     name: ClassVar[str] = "map"
-    #: ``bg.fit(..., distributed=True)`` shares out its minibatches among processes.
-    shares_minibatches: ClassVar[bool] = True
-    num_steps: int = 1000
-    num_draws: int = 1000
-    lr: float = 0.01
-    lr_decay: float = 1.0
-    tol: float = 1e-3
-    checkpoint: str | None = None
-    checkpoint_every: int = 500
-    resume: str | None = None
-
-    def run(self, problem: Problem, *, seed: int, progress: bool) -> EngineResult:
-        """Find the posterior mode of ``problem``."""
-        if problem.has_params:
-            return optimise_params(problem, prior=True, num_steps=self.num_steps, lr=self.lr,
-                                   lr_decay=self.lr_decay, tol=self.tol, progress=progress, engine=self.name,
-                                   checkpointing=checkpointing_of(self, seed, problem),
-                                   minibatches=minibatches_for(problem, seed))
-        refuse_step_settings(self.name, problem, checkpoints=self.checkpoint is not None or self.resume is not None)
-        return run_mode(problem, seed=seed, num_steps=self.num_steps, num_draws=self.num_draws,
-                        jacobian=False, prior=True, kind="point", engine=self.name)
+    counts_prior: ClassVar[bool] = True

@@ -53,6 +53,8 @@ class MLE:
     """
 
     name: ClassVar[str] = "mle"
+    #: Whether the prior terms of the latent sites count (``map``) or are left out.
+    counts_prior: ClassVar[bool] = False
     #: ``bg.fit(..., distributed=True)`` shares out its minibatches among processes.
     shares_minibatches: ClassVar[bool] = True
     num_steps: int = 1000
@@ -65,12 +67,12 @@ class MLE:
     resume: str | None = None
 
     def run(self, problem: Problem, *, seed: int, progress: bool) -> EngineResult:
-        """Maximise the likelihood of ``problem``."""
+        """Maximise the likelihood of ``problem`` (times the prior, for ``map``)."""
         if problem.has_params:
-            return optimise_params(problem, prior=False, num_steps=self.num_steps, lr=self.lr,
+            return optimise_params(problem, prior=self.counts_prior, num_steps=self.num_steps, lr=self.lr,
                                    lr_decay=self.lr_decay, tol=self.tol, progress=progress, engine=self.name,
                                    checkpointing=checkpointing_of(self, seed, problem),
                                    minibatches=minibatches_for(problem, seed))
         refuse_step_settings(self.name, problem, checkpoints=self.checkpoint is not None or self.resume is not None)
         return run_mode(problem, seed=seed, num_steps=self.num_steps, num_draws=self.num_draws,
-                        jacobian=False, prior=False, kind="point", engine=self.name)
+                        jacobian=False, prior=self.counts_prior, kind="point", engine=self.name)
