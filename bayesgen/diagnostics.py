@@ -303,6 +303,8 @@ def _optimiser_findings(fit: "Fit") -> list[str]:
         found.append(f"the optimiser did not converge in {fit.settings.get('num_steps')} steps "
                      f"({fit.info.get('message', 'no message')}); raise num_steps"
                      + (" or lower lr" if adam else ""))
+    if fit.info.get("boundary_message"):
+        found.append(fit.info["boundary_message"])
     if fit.info.get("hessian_positive_definite") is False:
         found.append(fit.info.get("hessian_message") or (
             "the Hessian at the optimum is not negative definite: the optimum is not a strict maximum "

@@ -60,9 +60,13 @@ def _draws(fit: Fit, density: LogDensity, num_samples: int | None) -> dict[str, 
     if missing:
         raise ValueError(f"the program's continuous latent sites {missing} are not in the fit's posterior; "
                          "a program passed as model= must have the same continuous sites as the fitted one")
+    dtype = fit._require_problem().dtype
+    if fit.kind == "point" and fit.point is not None and set(density.latent_names) <= set(fit.point):
+        # an estimate is decoded at the estimate, not at draws of its normal approximation
+        return {name: torch.as_tensor(np.asarray(fit.point[name])[None, None], dtype=dtype)
+                for name in density.latent_names}
     index = (np.linspace(0, fit.num_draws - 1, num_samples).round().astype(int) if num_samples
              else np.arange(fit.num_draws))
-    dtype = fit._require_problem().dtype
     return {name: torch.as_tensor(fit.posterior[name][:, index], dtype=dtype) for name in density.latent_names}
 
 
@@ -74,7 +78,9 @@ def infer_discrete(fit: Fit, *, model: Callable[..., Any] | None = None, tempera
     Parameters
     ----------
     fit : Fit
-        A fit of a program with enumerable discrete latent sites (any engine).
+        A fit of a program with enumerable discrete latent sites (any engine). A point fit
+        (``mle``, ``map``) is decoded at its estimate ``fit.point``, as one draw of one chain,
+        not at the draws of its normal approximation.
     model : callable, optional
         The program to decode with, by default the fitted one. It must have the same
         continuous latent sites and data arguments: e.g. a hidden Markov model fitted
@@ -84,7 +90,7 @@ def infer_discrete(fit: Fit, *, model: Callable[..., Any] | None = None, tempera
         1 samples ``z ~ p(z | y, theta)``; 0 takes the jointly most probable assignment
         (Viterbi for Markov chains), both per draw of ``theta``.
     num_samples : int, optional
-        Draws per chain to use (evenly spaced); all by default.
+        Draws per chain to use (evenly spaced); all by default. A point fit has one.
     seed : int
         Seed of the sampling at temperature 1.
 

@@ -65,9 +65,11 @@ def evaluate(fit_or_model: Fit | ModelSpec | str | Callable[..., Any], real_data
     -------
     pandas.DataFrame
         One row per observed site and feature. The first dimension of a site's value
-        indexes its observations (the rows compared as points; a site with no
-        dimensions is one observation), the remaining dimensions, flattened, are its
-        features. Columns:
+        indexes its observations (the rows compared as points), the remaining dimensions,
+        flattened, are its features. A site with no dimensions, or whose distribution scores
+        its whole value as one event (an autoregressive series, an HMM's sequence: its time
+        points are not exchangeable observations), is one observation: its tests are NaN,
+        with a ``UserWarning``, and ``lpd`` scores it. Columns:
 
         - ``site``, ``feature``: the observed site and the feature's flat index
           (0 for a site with one feature).
@@ -146,9 +148,10 @@ def _evaluate(fit_or_model: Fit | ModelSpec | str | Callable[..., Any], heldout:
             raise ValueError(f"simulating site '{site}' with its data argument None gives shape "
                              f"{tuple(simulated[site].shape[2:])}, but the held-out data have shape "
                              f"{tuple(proto['value'].shape)}: pass the program's size arguments in real_data too")
+        whole = not proto["fn"].batch_shape  # one event: a series, whose values are not observations
         rows += _site_rows(site, proto["value"].cpu().numpy(), simulated[site][0].cpu().numpy(),
                            loglik[site].cpu().numpy() if site in loglik else None, _likelihood_terms(proto),
-                           discrete=proto["fn"].support.is_discrete, rng=rng, seed=seed)
+                           whole=whole, discrete=proto["fn"].support.is_discrete, rng=rng, seed=seed)
     return pd.DataFrame(rows)
 
 
@@ -262,10 +265,17 @@ def posterior_draws(fit: Fit, heldout: Problem, num_samples: int, undrawn: set[s
 
 
 def _site_rows(site: str, real: np.ndarray, simulated: np.ndarray, loglik: np.ndarray | None, terms: int, *,
-               discrete: bool, rng: np.random.Generator, seed: int) -> list[dict[str, Any]]:
+               whole: bool, discrete: bool, rng: np.random.Generator, seed: int) -> list[dict[str, Any]]:
     """The rows of one observed site: ``real`` has the site's shape, ``simulated`` ``(S, *shape)``,
-    ``terms`` the number of its likelihood terms that count."""
-    num_obs = real.shape[0] if real.ndim else 1
+    ``terms`` the number of its likelihood terms that count; ``whole`` where the site's value is one
+    event of its distribution (one observation, however many values it holds)."""
+    num_obs = real.shape[0] if real.ndim and not whole else 1
+    if num_obs < 2:
+        what = (f"its distribution scores its {real.size} values as one event (a series or a joint draw), "
+                "whose values are not independent observations" if whole and real.size > 1
+                else "it holds one value")
+        warnings.warn(f"site '{site}' is one observation: {what}; the two-sample tests need several and are NaN, "
+                      "and only lpd scores it", UserWarning, stacklevel=3)
     points = real.reshape(num_obs, -1).astype(float)
     sims = simulated.reshape(len(simulated), num_obs, -1).astype(float)
     if not np.isfinite(sims).all():
@@ -295,7 +305,7 @@ def _site_rows(site: str, real: np.ndarray, simulated: np.ndarray, loglik: np.nd
     rows = []
     for feature in range(points.shape[1]):
         ks = ks_test(points[:, feature], model[:, feature]) if num_obs >= 2 else (math.nan, math.nan)
-        chi2 = chi_square_test(points[:, feature], model_samples=sims[:, :, feature]) if discrete \
+        chi2 = chi_square_test(points[:, feature], model_samples=sims[:, :, feature]) if discrete and num_obs >= 2 \
             else (math.nan, math.nan)
         rows.append({"site": site, "feature": feature, "num_obs": num_obs, "ks_stat": ks[0], "ks_pvalue": ks[1],
                      "chi2_stat": chi2[0], "chi2_pvalue": chi2[1], **joint, "lpd": lpd,

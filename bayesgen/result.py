@@ -235,10 +235,12 @@ class Fit:
         sites = list(problem.spec.observed)
         with torch.no_grad(), trained(problem, self.params):
             try:
+                if new_data:
+                    _check_new_data(problem, data, draws)
                 out = {k: v.cpu().numpy() for k, v in simulate_sites(problem.density, draws, data, sites).items()}
             except (RuntimeError, ValueError, TypeError) as exc:
                 named = _with_shapes_named(exc, new_data, problem.data, data)
-                if cleared:
+                if cleared and "None" in str(exc):  # the program met an observed argument set to None
                     named = type(named)(f"{named}. With new data, the observed argument(s) "
                                         f"{', '.join(cleared)} are set to None, so that the program sizes itself "
                                         "from the new arguments; pass them too where it needs them (a forecast "
@@ -295,6 +297,27 @@ class Fit:
             raise ValueError("cannot tell which program arguments carry observed data; declare them "
                              "in a ModelSpec(observed={site: argument})")
         return self.problem
+
+
+def _check_new_data(problem: "Problem", data: dict[str, Any], draws: dict[str, torch.Tensor]) -> None:
+    """One run of the program on the new arguments with Pyro's validation on, as ``bg.fit`` checks its
+    data: a model's own checks (indices in range, which it makes only then) and the support of
+    each distribution's arguments. Its latent sites must then have the shapes the fit drew them
+    in: a draw of another shape would be broadcast or cut without a word (a ``rank`` argument
+    changed after the fit)."""
+    from bayesgen.program import ProgramError, run_program
+
+    try:
+        with rng_restored():
+            trace = run_program(problem.spec.model, data)
+    except ProgramError as exc:  # the program's message, and its kind: a TypeError of a None stays one
+        raise (TypeError if isinstance(exc.__cause__, TypeError) else ValueError)(str(exc)) from exc.__cause__
+    for name, value in draws.items():
+        site = trace.nodes.get(name)
+        if site is not None and site["type"] == "sample" and tuple(site["value"].shape) != tuple(value.shape[2:]):
+            raise ValueError(f"the fit's draws of site '{name}' have shape {tuple(value.shape[2:])}, but the program "
+                             f"with the new data has it of shape {tuple(site['value'].shape)}: new arguments must "
+                             "keep the model's sizes (a rank, a number of groups) as fitted")
 
 
 def _with_shapes_named(exc: Exception, new_data: dict[str, Any], fitted: dict[str, Any],

@@ -88,12 +88,15 @@ def _as_tensor(key: str, value: Any, device: torch.device, dtype: torch.dtype) -
     complex numbers or ragged nested lists: a ``TypeError`` naming ``data[key]``). Floating
     arrays take ``dtype`` (the fit's, see :mod:`bayesgen.dtypes`) and must be finite (a
     ``ValueError`` with the first bad index), since a NaN in a likelihood or a covariate
-    makes every density NaN. Integer and bool arrays keep their dtype (counts, indices, masks).
+    makes every density NaN. Integer and bool arrays keep their dtype (counts, indices, masks),
+    except unsigned integers, which become int64 (torch reads a uint8 index as a mask).
     """
     if isinstance(value, torch.Tensor):
         array = value
         if not (array.is_floating_point() or array.dtype == torch.bool or _integer(array.dtype)):
             raise TypeError(f"data['{key}'] has dtype {array.dtype}; expected numbers (bool, int or float)")
+        if array.dtype == torch.uint8:  # as for numpy's: an index, not a mask
+            array = array.long()
     elif isinstance(value, (np.ndarray, list, tuple)) or hasattr(value, "to_numpy"):
         try:
             raw = np.asarray(value.to_numpy() if hasattr(value, "to_numpy") else value)
@@ -102,8 +105,10 @@ def _as_tensor(key: str, value: Any, device: torch.device, dtype: torch.dtype) -
                             "must be rectangular") from exc
         if raw.dtype.kind not in "biuf":
             raise TypeError(f"data['{key}'] has dtype {raw.dtype}; expected numbers (bool, int or float)")
-        if raw.dtype.kind == "u" and raw.dtype.itemsize == 8:
-            raw = raw.astype(np.int64)  # torch has no uint64 arithmetic
+        if raw.dtype.kind == "u":
+            # torch has no uint64 arithmetic, and indexes with a uint8 tensor as with a boolean
+            # mask: x[index] would pick rows by truth, not by number
+            raw = raw.astype(np.int64)
         if raw.dtype.kind == "f":
             raw = raw.astype(np.float64)
         elif not raw.flags.writeable:  # a pandas column under copy-on-write: torch warns on sharing it
@@ -495,12 +500,3 @@ def data_digest(data: Mapping[str, Any]) -> str:
         add(data[name])
     return digest.hexdigest()
 
-
-def _place_in_file(array: np.memmap) -> str:
-    """Where a memory-mapped array's values lie: its file, the byte offset of its first element in
-    the file and its strides (a slice of a map keeps the whole map's ``offset``), shape and dtype."""
-    whole = array
-    while isinstance(whole.base, np.ndarray):
-        whole = whole.base
-    start = array.__array_interface__["data"][0] - whole.__array_interface__["data"][0] + int(whole.offset)
-    return f"{array.filename}@{start}{array.strides}{array.shape}{array.dtype}"

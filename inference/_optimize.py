@@ -9,6 +9,7 @@ import warnings
 from dataclasses import dataclass
 
 import torch
+from torch.distributions import constraints
 
 from bayesgen.diagnostics import pareto_khat
 from bayesgen.engine import EngineResult, Problem
@@ -359,6 +360,72 @@ def curvature_message(precision: torch.Tensor, labels: list[str], sites: list[st
             + f" (coefficients in units of each parameter's curvature). Sites involved: {names}. {causes}")
 
 
+#: How near a bound of its support an estimate lies to count as on it: within this fraction of
+#: the width of a bounded interval (a probability within 1e-8 of 0 or 1), or exactly at a
+#: one-sided bound (a scale that underflowed to 0).
+_BOUNDARY_RTOL = 1e-8
+#: Entries on a boundary named in the message; the rest are counted.
+_BOUNDARY_SHOWN = 10
+
+
+def boundary_entries(density: LogDensity, point: dict[str, torch.Tensor]) -> list[tuple[str, str, tuple[int, ...]]]:
+    """The entries of an estimate that lie on a finite bound of their site's support.
+
+    A maximum there (a transition probability the data never take, a variance at 0) is
+    reached only as the unconstrained coordinate runs to infinity: the objective flattens
+    along it, so its curvature, and the delta method's standard error (0 where the
+    transform saturates), say nothing about the estimate's uncertainty.
+
+    Returns
+    -------
+    list of (label, site, index)
+        ``label`` such as ``"trans[0, 2]"``, the site's name and the entry's index in its value.
+    """
+    found = []
+    for site in (site for site in density.layout if site.size):  # a one-entry simplex has nothing free
+        value = point[site.name]
+        near = _at_bound(density.prototype.nodes[site.name]["fn"].support, value)
+        if near is None:
+            continue
+        for index in (tuple(int(i) for i in row) for row in near.nonzero()):
+            label = f"{site.name}[{', '.join(map(str, index))}]" if index else site.name
+            found.append((label, site.name, index))
+    return found
+
+
+def _at_bound(support: constraints.Constraint, value: torch.Tensor) -> torch.Tensor | None:
+    """Where ``value`` lies on a finite bound of ``support`` (a boolean mask), or None for a
+    support without one (the real line, correlation matrices)."""
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    if isinstance(support, type(constraints.simplex)):
+        return (value < _BOUNDARY_RTOL) | (value > 1 - _BOUNDARY_RTOL)
+    low, high = getattr(support, "lower_bound", None), getattr(support, "upper_bound", None)
+    low = None if isinstance(low, torch.Tensor) and low.numel() != 1 else low  # per-entry bounds: left alone
+    high = None if isinstance(high, torch.Tensor) and high.numel() != 1 else high
+    if low is not None and high is not None:
+        width = float(high) - float(low)
+        return (value - float(low) < _BOUNDARY_RTOL * width) | (float(high) - value < _BOUNDARY_RTOL * width)
+    if low is not None:
+        return value <= float(low)
+    if high is not None:
+        return value >= float(high)
+    return None
+
+
+def _boundary_message(boundary: list[tuple[str, str, tuple[int, ...]]], *, prior: bool, engine: str) -> str:
+    labels = [label for label, _, _ in boundary]
+    shown = ", ".join(labels[:_BOUNDARY_SHOWN]) + (f" and {len(labels) - _BOUNDARY_SHOWN} more"
+                                                   if len(labels) > _BOUNDARY_SHOWN else "")
+    objective = "posterior density" if prior else "likelihood"
+    remedy = ("a prior that puts no mass at the bound (a Dirichlet or Beta concentration above 1)" if prior
+              else "a prior that keeps them inside (engine='map' with a Dirichlet or Beta concentration above 1)")
+    return (f"engine '{engine}': the estimate lies on the boundary of its support at {shown}: the {objective} "
+            "is largest at the edge (a probability of 0 or 1, a scale of 0), where no normal approximation "
+            "holds, so their standard errors are NaN and the draws do not describe their uncertainty; "
+            f"engine='nuts' gives their posterior, or use {remedy}")
+
+
 def _constrained_flat(density: LogDensity, u: torch.Tensor) -> torch.Tensor:
     values = density.constrain(u[None])
     return torch.cat([values[s.name].reshape(-1) for s in density.layout])
@@ -462,11 +529,23 @@ def run_mode(problem: Problem, *, seed: int, num_steps: int, num_draws: int, jac
         mode = dataclasses.replace(mode, converged=False, message=f"{message} ({mode.message})")
     result = mode_result(density, mode, jacobian=jacobian, prior=prior, kind=kind,
                          num_draws=num_draws, generator=generator, started=started)
+    boundary = [] if runaway or jacobian else boundary_entries(density, result.point)
     if runaway:
         result.info["runaway_sites"] = runaway
         if not result.info["hessian_positive_definite"]:
             result.info["hessian_message"] = ("standard errors are undefined: there is no finite maximum "
                                               "to take the curvature at (see the message)")
+    elif boundary:
+        message = _boundary_message(boundary, prior=prior, engine=engine)
+        result.info["boundary_entries"] = [label for label, _, _ in boundary]
+        result.info["boundary_message"] = message
+        for _, name, index in boundary:  # the delta method's 0 (or a huge value) there means nothing
+            result.stderr[name][index] = float("nan")
+        if not result.info["hessian_positive_definite"]:
+            result.info["hessian_message"] = ("standard errors are undefined: the estimate lies on the boundary "
+                                              "of its support, where the curvature says nothing (see "
+                                              "boundary_message)")
+        warnings.warn(message, UserWarning, stacklevel=4)
     elif not result.info["hessian_positive_definite"]:
         # said out loud, as a runaway is: the draws all sit at the point, which ArviZ and
         # bg.loo_compare would otherwise take for a posterior with no uncertainty

@@ -158,8 +158,6 @@ def _series_length(y: torch.Tensor | None, num_times: int | None) -> int:
     if y is not None:
         if y.dim() != 1:
             raise ValueError(f"y must be one series, shape (num_times,), got shape {tuple(y.shape)}")
-        if num_times is not None and num_times != y.shape[0]:
-            raise ValueError(f"num_times={num_times} but y has {y.shape[0]} values")
         return int(y.shape[0])
     if isinstance(num_times, bool) or not isinstance(num_times, numbers.Integral) or num_times < 1:
         raise ValueError(f"pass the series y, or num_times (a positive int) to simulate one; got num_times={num_times!r}")
@@ -187,10 +185,14 @@ def model(y: torch.Tensor | None = None, num_lags: int = 2, horizon: int = 0, nu
         If positive, also draw the ``forecast`` site: the next ``horizon`` values after
         ``y``. ``fit.predict(horizon=20, y=series)`` returns the forecast draws.
     num_times : int, optional
-        Length of the series; needed when ``y`` is None (simulation, e.g. by ``bg.sbc``).
+        Length of a simulated series, needed when ``y`` is None (``bg.sbc``, ``fit.generate``);
+        ignored when ``y`` is given, so that a fit's ``num_times`` does not stop
+        ``fit.predict(horizon=h, y=longer)`` forecasting after a longer series.
     """
     num_lags, horizon = check_count("num_lags", num_lags), check_count("horizon", horizon, minimum=0)
     length = _series_length(y, num_times)
+    if y is not None and num_lags >= length:
+        raise ValueError(f"num_lags={num_lags} needs a series longer than its lags, and y has {length} values")
     mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
     sigma = pyro.sample("sigma", dist.HalfNormal(1.0))
     pacf = pyro.sample("pacf", dist.Uniform(-1.0, 1.0).expand([int(num_lags)]).to_event(1))

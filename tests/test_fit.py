@@ -334,3 +334,19 @@ def test_predict_draws_sites_that_new_data_switch_on():
     # predictive sd of a new point: sqrt(1 + 1/30); its mean is the posterior mean of the level
     assert abs(out["future"].mean() - fit.posterior["level"].mean()) < 4 * np.sqrt(1 + 1 / 30) / np.sqrt(2000)
     assert abs(out["future"].std() - np.sqrt(1 + 1 / 30)) < 0.08
+
+
+def test_predict_refuses_new_sizes_that_would_reshape_the_fitted_draws():
+    def effects(num_groups, group, y=None):
+        effect = pyro.sample("effect", dist.Normal(0.0, 1.0).expand([num_groups]).to_event(1))
+        with pyro.plate("data", len(group)):
+            pyro.sample("y", dist.Normal(effect[group], 1.0), obs=y)
+
+    group = np.arange(40) % 2
+    fit = bg.fit(effects, {"num_groups": 2, "group": group, "y": group * 2.0}, engine="laplace", num_draws=10)
+    with pytest.raises(ValueError, match=r"draws of site 'effect' have shape \(2,\), but the program with the new "
+                                         r"data has it of shape \(3,\)"):
+        fit.predict(num_groups=3, group=np.array([0, 2]))  # effect[2] would be read from nowhere
+    with pytest.raises(ValueError, match=r"index 2 is out of bounds"):
+        fit.predict(group=np.array([0, 2]))
+    assert fit.predict(group=np.array([1, 0]))["y"].shape == (1, 10, 2)

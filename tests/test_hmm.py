@@ -1,7 +1,9 @@
 """Hidden Markov model: forward algorithm vs enumeration, Viterbi, recovery, NUTS vs TraceEnum SVI."""
 
+import numpy as np
 import pytest
 import torch
+from scipy import stats
 from pyro.infer.autoguide import AutoMultivariateNormal
 from recovery import assert_recovers
 
@@ -29,11 +31,49 @@ def test_viterbi_recovers_the_states_at_well_separated_means():
     data, truth = hmm.simulate(seed=1, duration=200, separation=3.0)
     fit = bg.fit(SPEC, data, engine="map", num_draws=10)
     path = hmm.viterbi(fit)
-    assert path.shape == (1, 10, 200)
+    assert path.shape == (1, 1, 200)  # a point fit is decoded at its estimate, not at its draws
     assert (path[0, 0] == truth["states"]).mean() >= 0.9
     marginals = hmm.state_marginals(fit)
     assert marginals.shape == (200, 2)
     assert (marginals.argmax(-1) == truth["states"]).mean() >= 0.9
+    np.testing.assert_allclose(marginals, _forward_backward(data["y"], **fit.point), atol=1e-10)
+
+
+def _forward_backward(y, trans, locs, scales):
+    """Each step's state probabilities by the scaled forward-backward recursions, the chain started
+    in its stationary distribution."""
+    emit = stats.norm.pdf(y[:, None], locs, scales)
+    init = hmm.stationary(torch.as_tensor(trans)).numpy()
+    alpha = np.zeros_like(emit)
+    beta = np.ones_like(emit)
+    alpha[0] = init * emit[0] / (init * emit[0]).sum()
+    for t in range(1, len(y)):
+        alpha[t] = alpha[t - 1] @ trans * emit[t]
+        alpha[t] /= alpha[t].sum()
+    for t in range(len(y) - 2, -1, -1):
+        beta[t] = trans @ (emit[t + 1] * beta[t + 1])
+        beta[t] /= beta[t].sum()
+    return alpha * beta / (alpha * beta).sum(1, keepdims=True)
+
+
+def test_a_longer_simulation_continues_the_same_model():
+    short, short_truth = hmm.simulate(seed=3, duration=150)
+    long, long_truth = hmm.simulate(seed=3, duration=300)
+    for name in ("trans", "locs", "scales"):
+        np.testing.assert_array_equal(short_truth[name], long_truth[name])
+    np.testing.assert_array_equal(long["y"][:150], short["y"])  # so held-out steps can be simulated after
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"y": np.zeros((40, 1))}, r"y must be one non-empty sequence, shape \(T,\), got shape \(40, 1\)"),
+    ({"y": np.zeros(40), "num_states": 0}, "num_states must be a positive integer, got 0"),
+    ({"y": np.array([0, 1, 5, 2]), "emission": "categorical"},
+     r"codes in 0..num_categories-1 = 0..2, got codes from 0 to 5; pass num_categories=6"),
+    ({"y": np.array([0, -1, 2]), "emission": "categorical"}, "got codes from -1 to 2"),
+])
+def test_bad_arguments_are_named(data, message):
+    with pytest.raises(Exception, match=message):
+        bg.fit(SPEC, data, engine="map")
 
 
 def test_log_likelihood_and_replicated_sequences():

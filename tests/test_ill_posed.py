@@ -239,3 +239,36 @@ def test_the_flat_entries_that_obs_mask_makes_are_explained():
         fit = bg.fit(partly_missing, {"y": y}, engine="laplace", num_draws=10)
     assert "20 direction(s) flat" in fit.info["hessian_message"]
     assert "'y_unobserved' come from pyro.sample(..., obs_mask=...)" in fit.info["hessian_message"]
+
+
+def bernoulli_rate(y):
+    p = pyro.sample("p", dist.Beta(1.0, 1.0))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Bernoulli(p), obs=y)
+
+
+def category_shares(y):
+    probs = pyro.sample("probs", dist.Dirichlet(torch.ones(3)))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Categorical(probs), obs=y)
+
+
+def test_an_estimate_on_the_boundary_of_its_support_is_named_and_has_no_standard_error():
+    # a rate of 0 and a category never seen: the likelihood is largest at the edge, where the delta
+    # method's standard error is 0 (the transform saturates) and the Hessian says nothing
+    with pytest.warns(UserWarning, match=r"boundary of its support at p: the likelihood is largest at the edge"):
+        rate = bg.fit(bernoulli_rate, {"y": np.zeros(20)}, engine="mle")
+    assert rate.point["p"] < 1e-8 and np.isnan(rate.stderr["p"]) and rate.info["boundary_entries"] == ["p"]
+    assert any("boundary of its support at p" in finding for finding in bg.check(rate))
+    y = np.array([0] * 12 + [1] * 8)
+    with pytest.warns(UserWarning, match=r"at probs\[2\]: the likelihood"):
+        shares = bg.fit(category_shares, {"y": y}, engine="mle")
+    np.testing.assert_allclose(shares.point["probs"], [0.6, 0.4, 0.0], atol=1e-6)
+    assert np.isnan(shares.stderr["probs"][2]) and shares.info["boundary_entries"] == ["probs[2]"]
+    assert np.isfinite(shares.stderr["probs"][:2]).all()
+    with warnings.catch_warnings():  # a category seen once is inside: its binomial standard error
+        warnings.simplefilter("error")
+        inside = bg.fit(category_shares, {"y": np.r_[y, 2]}, engine="mle")
+    np.testing.assert_allclose(inside.stderr["probs"][2], np.sqrt((1 / 21) * (20 / 21) / 21), rtol=1e-3)
+    with pytest.warns(UserWarning, match=r"posterior density is largest.*concentration above 1"):
+        bg.fit(bernoulli_rate, {"y": np.zeros(20)}, engine="map")  # a Beta(1, 1) prior keeps the edge

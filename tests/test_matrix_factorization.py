@@ -102,6 +102,33 @@ def test_bad_indices_are_named(change, message):
         bg.fit(mf.SPEC, data, engine="map")
 
 
+def test_predict_and_evaluate_check_new_pairs_and_keep_the_fitted_sizes(small_fit):
+    fit, data = small_fit
+    with pytest.raises(ValueError, match=r"'item' indices must lie in \[0, 8\), got range \[-1, -1\]"):
+        fit.predict(user=np.array([0]), item=np.array([-1]))  # an "unknown item" code wrapped to the last one
+    with pytest.raises(ValueError, match=r"'user' indices must lie in \[0, 6\)"):
+        fit.predict(user=np.array([6]), item=np.array([0]))
+    with pytest.raises(ValueError, match=r"data\['rank'\] is 3, but the fit was made with 1"):
+        fit.predict(user=np.array([0]), item=np.array([1]), rank=3)
+    # uint8 indices are numbers, not a mask
+    small = fit.predict(user=np.array([0, 5], np.uint8), item=np.array([1, 7], np.uint8), seed=2)["rating"]
+    np.testing.assert_array_equal(small, fit.predict(user=np.array([0, 5]), item=np.array([1, 7]), seed=2)["rating"])
+    heldout = {"user": data["user"][:4], "item": data["item"][:4], "rating": data["rating"][:4]}
+    report = bg.evaluate(fit, heldout, num_samples=10)  # the sizes come from the fit
+    assert report["num_obs"].iloc[0] == 4 and np.isfinite(report["lpd"]).all()
+    with pytest.raises(ValueError, match="rank"):
+        bg.evaluate(fit, {**heldout, "rank": 2}, num_samples=10)
+
+
+@pytest.mark.parametrize("size, message", [("rank", "rank must be a positive integer, got 2.5"),
+                                           ("num_users", "num_users must be a positive integer, got 2.5")])
+def test_sizes_that_are_not_whole_numbers_are_refused(size, message):
+    data = {"user": np.array([0, 1]), "item": np.array([0, 1]), "rating": np.array([3.0, 4.0]),
+            "num_users": 5, "num_items": 4, size: 2.5}
+    with pytest.raises(ValueError, match=message):
+        bg.fit(mf.SPEC, data, engine="map")
+
+
 # --- recovery: data simulated from known parameters, every applicable engine ---------------------
 # The factors are identified only up to sign flips, so recovery is judged on mu, sigma, the
 # biases and the expected rating mu + b_u + c_i + <U_u, V_i> at every (user, item) pair, rated
