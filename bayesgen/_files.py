@@ -34,16 +34,24 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
         raise
 
 
-def check_writable(path: str | os.PathLike[str]) -> None:
+def check_writable(path: str | os.PathLike[str], example: str = "fit.nc") -> None:
     """Raise, naming ``path``, where a file cannot be written there: its folder is missing or is not
-    a folder, or ``path`` itself is a folder. Commands that write a result at the end check first,
-    so that a long fit is not lost."""
+    a folder, does not take new files, or ``path`` itself is a folder (``example`` is the file name
+    offered in it). Commands that write a result at the end check first, so that a long fit is
+    not lost."""
     folder = os.path.dirname(os.path.abspath(os.fspath(path)))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"cannot write {os.fspath(path)!r}: the folder {folder!r} does not exist")
     if os.path.isdir(path):
         raise IsADirectoryError(f"cannot write {os.fspath(path)!r}: it is a folder; name a file in it, such as "
-                                f"{os.path.join(os.fspath(path), 'fit.nc')!r}")
+                                f"{os.path.join(os.fspath(path), example)!r}")
+    try:  # the folder may exist and still refuse new files (permissions, a read-only or virtual file system)
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(os.fspath(path))}.", suffix=".tmp")
+        os.close(handle)
+        os.remove(probe)
+    except OSError as exc:
+        raise PermissionError(f"cannot write {os.fspath(path)!r}: the folder {folder!r} does not take new files "
+                              f"({exc.strerror or exc})") from exc
 
 
 def _mode_for(path: str) -> int:

@@ -11,6 +11,9 @@ from typing import Any, Sequence
 
 __all__ = ["main"]
 
+#: The exit status of a command stopped by Ctrl-C, as a shell gives one killed by SIGINT.
+_INTERRUPTED = 130
+
 
 #: Words a shell user writes for Python's constants (``--arg centered=false`` must not be the
 #: string "false", which Python counts as true).
@@ -33,6 +36,78 @@ def _options(pairs: Sequence[str], flag: str = "--option") -> dict[str, Any]:
         except (ValueError, SyntaxError):
             options[key] = raw
     return options
+
+
+def _program(model: str) -> Any:
+    """A zoo model's name as it is; ``FILE.py:FUNCTION`` as the function, loaded from the file."""
+    path, sep, function = model.rpartition(":")
+    if not sep or not path.endswith(".py"):
+        if model.endswith(".py"):
+            raise ValueError(f"name the program in {model}: {model}:FUNCTION (the function that is the Pyro program)")
+        return model
+    import importlib.util
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no program file {path!r}")
+    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # the user's file: its own error, named, not a traceback
+        raise ValueError(f"{path} raised {type(exc).__name__} on import: {exc}") from exc
+    program = getattr(module, function, None)
+    if not callable(program):
+        found = sorted(name for name, value in vars(module).items()
+                       if callable(value) and not name.startswith("_") and getattr(value, "__module__", None)
+                       == module.__name__)
+        raise ValueError(f"{path} has no function {function!r}; its functions: {', '.join(found) or 'none'}")
+    return program
+
+
+def _read_data(path: str) -> dict[str, Any]:
+    """Program arguments from a file: the arrays of a ``.npz``, the columns of a ``.csv`` (with a
+    header row) or the keys of a ``.json`` object."""
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no data file {path!r}")
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".npz":
+        with np.load(path) as arrays:
+            return {key: arrays[key] for key in arrays.files}
+    if suffix == ".csv":
+        import pandas as pd
+
+        frame = pd.read_csv(path)
+        return {str(column): frame[column].to_numpy() for column in frame.columns}
+    if suffix == ".json":
+        import json
+
+        with open(path) as handle:
+            data = json.load(handle)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold one JSON object, argument name -> value; it holds a "
+                             f"{type(data).__name__}")
+        return data
+    raise ValueError(f"--data reads .npz, .csv and .json files, not {path!r}")
+
+
+def _data(args: argparse.Namespace, model: Any) -> dict[str, Any] | None:
+    """The program's arguments: ``--data`` (else a zoo model's default data), then each ``--arg``
+    over them; None leaves a zoo model to its default data."""
+    if args.data is None and not args.arg:
+        return None if isinstance(model, str) else {}
+    if args.data is not None:
+        data = _read_data(args.data)
+    elif isinstance(model, str):
+        import bayesgen as bg
+
+        spec = bg.get_model(model)
+        data = spec.load_data() if spec.load_data is not None else {}
+    else:
+        data = {}
+    return {**data, **_options(args.arg, "--arg")}
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -59,7 +134,7 @@ def _writes(args: argparse.Namespace) -> bool:
     return not args.distributed or os.environ.get("RANK", "0") == "0"
 
 
-def _fit(args: argparse.Namespace) -> None:
+def _fit(args: argparse.Namespace) -> int:
     import numpy as np
 
     import bayesgen as bg
@@ -68,16 +143,16 @@ def _fit(args: argparse.Namespace) -> None:
         from bayesgen._files import check_writable
 
         check_writable(args.out)  # before the fit, not after it
-    data = None
-    if args.arg:  # program arguments over the model's default data
-        spec = bg.get_model(args.model)
-        data = {**(spec.load_data() if spec.load_data is not None else {}), **_options(args.arg, "--arg")}
+    model = _program(args.model)
+    data = _data(args, model)
     ranks = _join(args, args.device)
-    fit = bg.fit(args.model, data, engine=args.engine, seed=args.seed, device=args.device, dtype=args.dtype,
+    fit = bg.fit(model, data, engine=args.engine, seed=args.seed, device=args.device, dtype=args.dtype,
                  progress=False if args.quiet or (ranks is not None and not ranks.is_root) else None,
                  distributed=args.distributed, **_options(args.option))
     if ranks is not None and not ranks.is_root:
-        return  # every process holds the same fit; rank 0 reports and writes it
+        return 0  # every process holds the same fit; rank 0 reports and writes it
+    if args.out:  # first: a reader that stops early (| head) must not cost the fit
+        fit.save(args.out)
     _print_summary(fit)
     if "loss" in fit.sample_stats:
         loss = np.asarray(fit.sample_stats["loss"]).reshape(-1)
@@ -85,8 +160,12 @@ def _fit(args: argparse.Namespace) -> None:
     for finding in bg.check(fit):
         print(f"warning: {finding}")
     if args.out:
-        fit.save(args.out)
         print(f"saved to {args.out}")
+    if fit.info.get("interrupted"):  # the work done so far is kept, but the run did not finish
+        print(f"bayesgen: interrupted: the fit holds the work done before Ctrl-C"
+              f"{f' (saved to {args.out})' if args.out else ''}", file=sys.stderr)
+        return _INTERRUPTED
+    return 0
 
 
 def _print_summary(fit: Any) -> None:
@@ -130,6 +209,15 @@ def _compare(args: argparse.Namespace) -> None:
         hint = (f" (--var-names also took {', '.join(swallowed)} as site names: put the fits before it, "
                 "or end its names with --)") if swallowed else ""
         raise ValueError(f"compare needs at least two saved fits, got {len(args.paths)}{hint}")
+    if len(set(map(os.path.realpath, args.paths))) < len(args.paths):
+        raise ValueError(f"compare needs two or more different fits; a file is named twice in {' '.join(args.paths)}")
+    if args.out:
+        from bayesgen._files import check_writable
+
+        check_writable(args.out, example="overlay.png")  # before the comparison, not after it
+    from bayesgen._seeding import check_seed
+
+    check_seed(args.seed)
     loaded = [bg.load(path) for path in args.paths]
     labels = _labels(args.paths, [fit.engine for fit in loaded])
     fits = dict(zip(labels, loaded))
@@ -165,9 +253,10 @@ def _sbc(args: argparse.Namespace) -> None:
     if args.out and _writes(args):
         from bayesgen._files import check_writable
 
-        check_writable(args.out)
+        check_writable(args.out, example="sbc.png")
+    model = _program(args.model)
     ranks = _join(args)
-    result = sbc(args.model, engine=args.engine, options=_options(args.option), num_simulations=args.num_simulations,
+    result = sbc(model, _data(args, model), engine=args.engine, options=_options(args.option), num_simulations=args.num_simulations,
                  num_draws=args.num_draws, alpha=args.alpha, seed=args.seed, num_workers=args.num_workers,
                  progress=False if args.quiet else None, distributed=args.distributed)
     if ranks is not None and not ranks.is_root:
@@ -220,6 +309,12 @@ def _engines(args: argparse.Namespace) -> None:
           "or bg.fit(..., engine=NAME, KEY=VALUE)")
 
 
+_MODEL_HELP = ("a zoo model's name (see 'bayesgen list'), or your own Pyro program as FILE.py:FUNCTION "
+               "(e.g. schools.py:model)")
+_DATA_HELP = ("the program's arguments from a .npz (its arrays), .csv (its columns, with a header row) or .json "
+              "file (an object of name -> value); default: a zoo model's bundled data")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bayesgen", description="Fit Pyro programs with any engine.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -230,17 +325,20 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="bayesgen-demo", help="folder for the fit files and the plot "
                       "(default: bayesgen-demo)")
     demo.set_defaults(run=_demo)
-    fit = sub.add_parser("fit", help="fit a zoo model to its default data and print the summary")
-    fit.add_argument("model", help="zoo model name (see 'bayesgen list')")
+    fit = sub.add_parser("fit", help="fit a zoo model or your own program and print the summary")
+    fit.add_argument("model", help=_MODEL_HELP)
+    fit.add_argument("--data", metavar="FILE", help=_DATA_HELP)
     fit.add_argument("--engine", default="nuts", help="engine name (default: nuts)")
     fit.add_argument("--seed", type=int, default=0, help="seed of the fit: the same seed gives the same draws")
     fit.add_argument("--device", default=None, help="cpu, cuda or cuda:N")
     fit.add_argument("--dtype", default=None, choices=["float32", "float64"],
-                     help="precision to compute in (default: the data's; float64 for numpy arrays)")
+                     help="precision to compute in (default: the data's: float64 for float arrays and lists "
+                          "of numbers with a decimal point, torch's float32 where all data are integers)")
     fit.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                      help="an engine option, e.g. --option num_samples=500 (repeatable)")
     fit.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE",
-                     help="a program argument, over the model's default data (e.g. batch_size=128); repeatable")
+                     help="a program argument, a Python literal, over --data or a zoo model's default data "
+                          "(e.g. batch_size=128); repeatable")
     fit.add_argument("--distributed", action="store_true",
                      help="share the fit among the processes torchrun starts: the minibatches (a plate that "
                           "subsamples) of svi, and of mle and map of programs with networks; the chains of nuts "
@@ -260,8 +358,12 @@ def _parser() -> argparse.ArgumentParser:
     versus.add_argument("--seed", type=int, default=0, help="seed of the permutation tests")
     versus.add_argument("--out", help="write an overlay of the marginal posterior densities to this PNG")
     versus.set_defaults(run=_compare)
-    calibrate = sub.add_parser("sbc", help="simulation-based calibration of a zoo model under an engine")
-    calibrate.add_argument("model", help="zoo model name (see 'bayesgen list')")
+    calibrate = sub.add_parser("sbc", help="simulation-based calibration of a zoo model or your own program "
+                               "under an engine")
+    calibrate.add_argument("model", help=_MODEL_HELP)
+    calibrate.add_argument("--data", metavar="FILE", help=_DATA_HELP + "; the observed ones are simulated")
+    calibrate.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE",
+                           help="a program argument, a Python literal, over --data (repeatable)")
     calibrate.add_argument("--engine", default="nuts", help="engine name (default: nuts)")
     calibrate.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                            help="an engine option, e.g. --option num_samples=500 (repeatable)")
@@ -301,12 +403,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
-            args.run(args)
-    except (ValueError, TypeError, ImportError, FileNotFoundError) as exc:
+            return args.run(args) or 0
+    except BrokenPipeError:  # the reader stopped early (| head): nothing more to say, and no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit would fail again
+        return 1
+    except KeyboardInterrupt:
+        print("bayesgen: interrupted before there was anything to keep (a sampler's warmup, or the "
+              "work after the fit); nothing saved", file=sys.stderr)
+        return _INTERRUPTED
+    except (ValueError, TypeError, ImportError, OSError) as exc:  # OSError: a file that cannot be read or written
         print(f"bayesgen: error: {exc}", file=sys.stderr)
         if getattr(args, "distributed", False):  # the other processes may wait in a collective: leave at once
             from bayesgen.distributed import abandon
 
             abandon()
         return 2
-    return 0
