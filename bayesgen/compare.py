@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import warnings
@@ -273,9 +274,11 @@ def plot_compare(fits: Mapping[str, Fit] | Sequence[Fit], var_names: Sequence[st
 def loo_compare(fits: Mapping[str, Fit] | Sequence[Fit], ic: str = "loo") -> pd.DataFrame:
     """Rank models by expected log predictive density (PSIS-LOO or WAIC), via ``arviz.compare``.
 
-    Every fit must carry the pointwise log-likelihood of the same observations (models
-    with enumerated discrete latents do not yet); fits whose observed data differ are
-    refused, as their elpds are of different data. ``fits`` is a mapping of name -> fit, or
+    Every fit must carry the pointwise log-likelihood of the same observations (enumerated
+    discrete latents summed out); fits whose observed data differ are refused, as their elpds
+    are of different data. Several observed sites with one term per item of the same plate are
+    left out together, item by item (their log-likelihoods summed); sites whose terms do not
+    pair up, and non-finite log-likelihoods, are refused by name. ``fits`` is a mapping of name -> fit, or
     a sequence of fits named by engine, as for :func:`compare`.
 
     Parameters
@@ -302,6 +305,13 @@ def loo_compare(fits: Mapping[str, Fit] | Sequence[Fit], ic: str = "loo") -> pd.
     for name, fit in fits.items():
         if not fit.log_likelihood:
             raise ValueError(f"fit '{name}' has no pointwise log-likelihood to compare")
+        for site, values in fit.log_likelihood.items():
+            bad = ~np.isfinite(values)
+            if bad.any():
+                raise ValueError(f"fit '{name}' has {int(bad.sum())} non-finite values of {values.size} in the "
+                                 f"log-likelihood of site '{site}' (draws where the model gives the data no density, "
+                                 "or non-finite draws: see bg.check), so its elpd, and every fit's weight beside it, "
+                                 "would be NaN; refit it, or leave it out")
         if sum(int(np.prod(values.shape[2:])) for values in fit.log_likelihood.values()) < 2:
             raise ValueError(f"fit '{name}' has one likelihood term (a whole series or sequence is one "
                              "observation), so there is no observation to leave out: compare such fits by "
@@ -316,7 +326,24 @@ def loo_compare(fits: Mapping[str, Fit] | Sequence[Fit], ic: str = "loo") -> pd.
                              "no covariance: see bg.check), so its elpd is the plug-in fit to the very data it "
                              "was fitted to, which ranks above any posterior; refit it with draws that vary "
                              "(engine='nuts', or 'laplace' of a well-posed model)")
-    return loo_table({name: fit.to_arviz() for name, fit in fits.items()}, ic)
+    return loo_table({name: _one_log_likelihood(name, fit).to_arviz() for name, fit in fits.items()}, ic)
+
+
+def _one_log_likelihood(name: str, fit: Fit) -> Fit:
+    """``fit`` with one pointwise log-likelihood, as ArviZ's comparison takes: that of its one
+    observed site, or the sum of its sites' where they have one term per item of the same plate
+    (``y1`` and ``y2`` of one ``plate("obs", 25)``: each item, all its observations, is left out
+    at once); a ``ValueError`` naming the sites where their terms do not pair up."""
+    if len(fit.log_likelihood) == 1:
+        return fit
+    shapes = {site: values.shape[2:] for site, values in fit.log_likelihood.items()}
+    if len(set(shapes.values())) > 1:
+        raise ValueError(f"fit '{name}' has log-likelihoods of several observed sites whose terms do not pair up "
+                         f"({', '.join(f'{site} {shape}' for site, shape in shapes.items())}): leave-one-out needs "
+                         "one term per observation; observe them in one plate, or compare the models by "
+                         "held-out likelihood, bg.evaluate(fit, heldout)['lpd']")
+    joint = sum(np.asarray(values, dtype=float) for values in fit.log_likelihood.values())
+    return dataclasses.replace(fit, _log_likelihood={"observations": joint})
 
 
 def _same_observations(fits: dict[str, Fit]) -> None:

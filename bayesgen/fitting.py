@@ -21,7 +21,7 @@ from bayesgen.generate import kept_networks
 from bayesgen.mapped import MappedRows, place_in_file
 from bayesgen.marginal import observation_log_likelihood
 from bayesgen.postprocess import deterministic_sites
-from bayesgen.program import ProgramError, on_device, run_program
+from bayesgen.program import ProgramError, is_subsample, on_device, run_program
 from bayesgen.registry import checked_engine, describe_option, get_model, is_zoo_spec, list_engines, make_engine
 from bayesgen.result import Fit
 from bayesgen.spec import ModelSpec
@@ -380,9 +380,34 @@ def _run(engine: Engine, problem: Problem, seed: int, show: bool, start: float) 
         settings={**{f.name: getattr(engine, f.name) for f in dataclasses.fields(engine)},
                   "dtype": dtype_name(problem.dtype)}, timing=timing,
         point=point, stderr=stderr, info=info,
-        dims={k: list(v) for k, v in problem.spec.dims.items()}, model_name=problem.spec.name,
+        dims=site_dims(problem), model_name=problem.spec.name,
         params=_numpy(params) or {}, constant_data=constant_arguments(problem), problem=problem,
     )
+
+
+def site_dims(problem: Problem) -> dict[str, list[str]]:
+    """ArviZ dims of the program's sites: the spec's where it names them, else a plate's name
+    for each dimension that a plate indexes (as ``az.from_pyro``/``az.from_numpyro`` give), so
+    that sites of one plate share a dimension and their arrays line up (``y1 + y2`` of two
+    observations in ``plate("obs", 25)`` is 25 values, not a 25 x 25 outer sum). Other
+    dimensions keep ArviZ's ``{site}_dim_{i}``; a plate named like a site or an argument, or of
+    another size than the site's dimension there (a minibatch), names nothing."""
+    sites = {name: site for name, site in problem.prototype.nodes.items()
+             if site["type"] == "sample" and not is_subsample(site)}
+    taken = set(sites) | set(problem.data)
+    dims = {}
+    for name, site in sites.items():
+        if name in problem.spec.dims:
+            continue
+        shape = tuple(site["value"].shape)
+        batch = len(shape) - len(site["fn"].event_shape)
+        by_dim = {frame.dim: frame for frame in site["cond_indep_stack"]
+                  if frame.dim is not None and frame.name not in taken}
+        names = [by_dim[j - batch].name if j - batch in by_dim and by_dim[j - batch].size == shape[j]
+                 else f"{name}_dim_{j}" for j in range(len(shape))]
+        if any(not label.startswith(f"{name}_dim_") for label in names):
+            dims[name] = names
+    return {**dims, **{name: list(value) for name, value in problem.spec.dims.items()}}
 
 
 def _described_settings(engine: Engine) -> dict[str, str]:

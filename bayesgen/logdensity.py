@@ -796,17 +796,25 @@ class LogDensity:
         return torch.cat(pieces, dim=-1)
 
     def _site_totals(self, u: torch.Tensor, plated: bool) -> dict[str, torch.Tensor]:
-        """Per-site log-prob sums ``(batch,)`` (the joint only, for enumerated programs)."""
+        """Per-site log-prob sums ``(batch,)`` (the joint only, for enumerated programs), and the
+        values of ``pyro.deterministic`` sites ``(batch, size)``, whose log-prob is 0 whatever
+        they hold: ``a.sum()`` over a plate's site sums the draws of a batch too."""
         trace, log_jac = self.trace_unconstrained(u, plated)
+        values = {f"{name} (deterministic)": per_draw(site["value"], u.shape[0], tuple(
+                      self.prototype.nodes[name]["value"].shape)).reshape(u.shape[0], -1)
+                  if plated else site["value"].reshape(1, -1)
+                  for name, site in trace.nodes.items()
+                  if site["type"] == "sample" and is_deterministic(site) and name in self.prototype.nodes}
         if self.enumerated:
-            return {"joint": self._sum_log_probs(trace, u.shape[0], set(), plated) + log_jac}
+            return {"joint": self._sum_log_probs(trace, u.shape[0], set(), plated) + log_jac, **values}
         score_trace(trace)
         batch_dim = -self.max_plate_nesting - 1
         return {
-            name: _sum_to_batch(site["log_prob"], u.shape[0], batch_dim) if plated
-            else site["log_prob"].sum().reshape(1)
-            for name, site in trace.nodes.items()
-            if site["type"] == "sample" and "log_prob" in site
+            **{name: _sum_to_batch(site["log_prob"], u.shape[0], batch_dim) if plated
+               else site["log_prob"].sum().reshape(1)
+               for name, site in trace.nodes.items()
+               if site["type"] == "sample" and "log_prob" in site},
+            **values,
         }
 
     def _check_vectorized(self) -> bool:

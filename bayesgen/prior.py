@@ -13,7 +13,7 @@ from bayesgen._counts import check_count
 from bayesgen._seeding import check_seed, rng_restored
 from bayesgen.dtypes import computing_in
 from bayesgen.engine import Problem
-from bayesgen.postprocess import simulate_sites
+from bayesgen.postprocess import deterministic_sites, simulate_sites
 from bayesgen.program import on_device
 from bayesgen.spec import ModelSpec
 from bayesgen.validate import has_discrete_support
@@ -69,12 +69,13 @@ def sample_prior(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str,
     Returns
     -------
     arviz.InferenceData
-        Groups ``prior`` (the latent sites), ``prior_predictive`` (the observed sites), both
+        Groups ``prior`` (the latent and ``pyro.deterministic`` sites), ``prior_predictive``
+        (the observed sites), both
         with one chain of ``num_samples`` draws, ``observed_data`` and ``constant_data``;
         ``fit.to_arviz().extend(...)`` puts them beside a fit's posterior.
     """
     from bayesgen.convert import prior_inference_data
-    from bayesgen.fitting import constant_arguments, prepare
+    from bayesgen.fitting import constant_arguments, prepare, site_dims
 
     num_samples = check_count("num_samples", num_samples)
     seed = check_seed(seed)
@@ -87,9 +88,10 @@ def sample_prior(model: Callable[..., Any] | str | ModelSpec, data: Mapping[str,
         draws = prior_draws(problem, num_samples, seed)
         with torch.no_grad():
             simulated = simulate_sites(problem.density, draws, problem.data, list(problem.spec.observed))
+            draws = {**draws, **deterministic_sites(problem.density, draws)}  # as PyMC's prior holds Deterministics
     nodes = problem.prototype.nodes
     observed = {name: torch.as_tensor(nodes[name]["value"]).cpu().numpy() for name in problem.spec.observed}
     return prior_inference_data({name: value.cpu().numpy() for name, value in draws.items()},
                                 {name: value.cpu().numpy() for name, value in simulated.items()},
-                                observed, constant_arguments(problem), dict(problem.spec.dims),
+                                observed, constant_arguments(problem), site_dims(problem),
                                 {name for name in observed if has_discrete_support(nodes[name]["fn"])})

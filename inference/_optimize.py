@@ -364,17 +364,32 @@ def curvature_message(precision: torch.Tensor, labels: list[str], sites: list[st
 #: the width of a bounded interval (a probability within 1e-8 of 0 or 1), or exactly at a
 #: one-sided bound (a scale that underflowed to 0).
 _BOUNDARY_RTOL = 1e-8
+#: An unconstrained sd above which a coordinate next to a one-sided bound counts as flat towards
+#: it: one sd of log(scale) spanning a factor of e^10 (22,000) says nothing about the scale.
+_FLAT_SD = 10.0
 #: Entries on a boundary named in the message; the rest are counted.
 _BOUNDARY_SHOWN = 10
 
 
-def boundary_entries(density: LogDensity, point: dict[str, torch.Tensor]) -> list[tuple[str, str, tuple[int, ...]]]:
+def boundary_entries(density: LogDensity, point: dict[str, torch.Tensor],
+                     unconstrained_sd: torch.Tensor) -> list[tuple[str, str, tuple[int, ...]]]:
     """The entries of an estimate that lie on a finite bound of their site's support.
 
     A maximum there (a transition probability the data never take, a variance at 0) is
     reached only as the unconstrained coordinate runs to infinity: the objective flattens
     along it, so its curvature, and the delta method's standard error (0 where the
-    transform saturates), say nothing about the estimate's uncertainty.
+    transform saturates), say nothing about the estimate's uncertainty. Near a one-sided
+    bound (a scale), where no width sets what "near" means, the sign is that flatness: an
+    unconstrained sd above :data:`_FLAT_SD` (eight schools' MAP stops at tau = 1e-5, with a
+    log-scale sd of 3e5, and the normal approximation's draws of tau are 0 or infinite).
+
+    Parameters
+    ----------
+    density : LogDensity
+    point : dict
+        The estimate, site -> constrained value.
+    unconstrained_sd : Tensor
+        The sd of each coordinate of the flat unconstrained vector (NaN without a covariance).
 
     Returns
     -------
@@ -384,7 +399,10 @@ def boundary_entries(density: LogDensity, point: dict[str, torch.Tensor]) -> lis
     found = []
     for site in (site for site in density.layout if site.size):  # a one-entry simplex has nothing free
         value = point[site.name]
-        near = _at_bound(density.prototype.nodes[site.name]["fn"].support, value)
+        flat = None
+        if tuple(site.unconstrained_shape) == tuple(site.shape):  # an entrywise transform: one sd per entry
+            flat = unconstrained_sd[site.offset:site.offset + site.size].reshape(site.shape) > _FLAT_SD
+        near = _at_bound(density.prototype.nodes[site.name]["fn"].support, value, flat)
         if near is None:
             continue
         for index in (tuple(int(i) for i in row) for row in near.nonzero()):
@@ -393,9 +411,11 @@ def boundary_entries(density: LogDensity, point: dict[str, torch.Tensor]) -> lis
     return found
 
 
-def _at_bound(support: constraints.Constraint, value: torch.Tensor) -> torch.Tensor | None:
+def _at_bound(support: constraints.Constraint, value: torch.Tensor, flat: torch.Tensor | None) -> torch.Tensor | None:
     """Where ``value`` lies on a finite bound of ``support`` (a boolean mask), or None for a
-    support without one (the real line, correlation matrices)."""
+    support without one (the real line, correlation matrices); ``flat`` marks the entries whose
+    objective is flat in their unconstrained coordinate, which near a one-sided bound is the
+    bound's sign."""
     while isinstance(support, constraints.independent):
         support = support.base_constraint
     if isinstance(support, type(constraints.simplex)):
@@ -406,20 +426,21 @@ def _at_bound(support: constraints.Constraint, value: torch.Tensor) -> torch.Ten
     if low is not None and high is not None:
         width = float(high) - float(low)
         return (value - float(low) < _BOUNDARY_RTOL * width) | (float(high) - value < _BOUNDARY_RTOL * width)
+    flat = torch.zeros_like(value, dtype=torch.bool) if flat is None else flat
     if low is not None:
-        return value <= float(low)
+        return (value <= float(low)) | flat
     if high is not None:
-        return value >= float(high)
+        return (value >= float(high)) | flat
     return None
 
 
-def _boundary_message(boundary: list[tuple[str, str, tuple[int, ...]]], *, prior: bool, engine: str) -> str:
-    labels = [label for label, _, _ in boundary]
+def _boundary_message(labels: list[str], *, prior: bool, engine: str) -> str:
     shown = ", ".join(labels[:_BOUNDARY_SHOWN]) + (f" and {len(labels) - _BOUNDARY_SHOWN} more"
                                                    if len(labels) > _BOUNDARY_SHOWN else "")
     objective = "posterior density" if prior else "likelihood"
-    remedy = ("a prior that puts no mass at the bound (a Dirichlet or Beta concentration above 1)" if prior
-              else "a prior that keeps them inside (engine='map' with a Dirichlet or Beta concentration above 1)")
+    kinds = "a Dirichlet or Beta concentration above 1, a Gamma or log-normal prior of a scale"
+    remedy = (f"a prior whose density falls to 0 at the bound ({kinds})" if prior
+              else f"a prior that keeps them inside (engine='map' with {kinds})")
     return (f"engine '{engine}': the estimate lies on the boundary of its support at {shown}: the {objective} "
             "is largest at the edge (a probability of 0 or 1, a scale of 0), where no normal approximation "
             "holds, so their standard errors are NaN and the draws do not describe their uncertainty; "
@@ -464,8 +485,13 @@ def mode_result(density: LogDensity, mode: Mode, *, jacobian: bool, prior: bool,
     for name, value in point.items():
         stderr[name] = se_flat[offset:offset + value.numel()].reshape(value.shape)
         offset += value.numel()
+    boundary = [] if jacobian else boundary_entries(density, point, torch.sqrt(torch.diagonal(cov)))
+    for _, name, index in boundary:  # the delta method's 0 (or a huge value) there means nothing
+        stderr[name][index] = float("nan")
     draws = {k: v[None] for k, v in density.constrain(u_draws).items() if k in density.latent_names}
     info = {"converged": mode.converged, "message": mode.message, "hessian_positive_definite": positive}
+    if boundary:
+        info["boundary_entries"] = [label for label, _, _ in boundary]
     if mode.failed_evaluations:
         info["failed_evaluations"] = mode.failed_evaluations
     if not positive:
@@ -529,7 +555,7 @@ def run_mode(problem: Problem, *, seed: int, num_steps: int, num_draws: int, jac
         mode = dataclasses.replace(mode, converged=False, message=f"{message} ({mode.message})")
     result = mode_result(density, mode, jacobian=jacobian, prior=prior, kind=kind,
                          num_draws=num_draws, generator=generator, started=started)
-    boundary = [] if runaway or jacobian else boundary_entries(density, result.point)
+    boundary = result.info.pop("boundary_entries", [])
     if runaway:
         result.info["runaway_sites"] = runaway
         if not result.info["hessian_positive_definite"]:
@@ -537,10 +563,8 @@ def run_mode(problem: Problem, *, seed: int, num_steps: int, num_draws: int, jac
                                               "to take the curvature at (see the message)")
     elif boundary:
         message = _boundary_message(boundary, prior=prior, engine=engine)
-        result.info["boundary_entries"] = [label for label, _, _ in boundary]
+        result.info["boundary_entries"] = boundary
         result.info["boundary_message"] = message
-        for _, name, index in boundary:  # the delta method's 0 (or a huge value) there means nothing
-            result.stderr[name][index] = float("nan")
         if not result.info["hessian_positive_definite"]:
             result.info["hessian_message"] = ("standard errors are undefined: the estimate lies on the boundary "
                                               "of its support, where the curvature says nothing (see "

@@ -223,3 +223,45 @@ def test_a_fit_whose_shared_parameters_are_all_constant_leaves_the_others_rows_a
     constant = made("map", "approximation", {"c": np.ones((1, 200))})  # only the constant: no rows of its own
     table = bg.compare({"nuts": reference, "svi": shifted, "map": constant}, seed=0)
     assert list(table["engine"]) == ["svi"] and table["mmd_pvalue"].iloc[0] < 0.01  # was overwritten with NaN
+
+
+def test_loo_compare_leaves_out_each_item_of_a_plate_with_all_its_sites_and_refuses_non_finite_terms():
+    import dataclasses
+
+    import pyro
+    import pyro.distributions as dist
+
+    def paired(shift):
+        def model(y1=None, y2=None):
+            mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+            with pyro.plate("obs", 25):
+                pyro.sample("y1", dist.Normal(mu, 1.0), obs=y1)
+                pyro.sample("y2", dist.Normal(mu + shift, 1.0), obs=y2)
+        return model
+
+    def unpaired(y1=None, y2=None):
+        mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+        with pyro.plate("a", 25):
+            pyro.sample("y1", dist.Normal(mu, 1.0), obs=y1)
+        with pyro.plate("b", 5):
+            pyro.sample("y2", dist.Normal(mu, 1.0), obs=y2)
+
+    rng = np.random.default_rng(0)
+    data = {"y1": rng.normal(size=25), "y2": rng.normal(1.0, 1.0, size=25)}
+    right = bg.fit(paired(1.0), data, engine="laplace", num_draws=1000)
+    wrong = bg.fit(paired(0.0), data, engine="laplace", num_draws=1000)
+    table = bg.loo_compare({"right": right, "wrong": wrong})  # a TypeError from inside ArviZ before
+    assert list(table.index) == ["right", "wrong"]
+    # the elpd of 25 items, each the sum of its two sites' terms
+    pointwise = right.log_likelihood["y1"] + right.log_likelihood["y2"]
+    lppd = np.sum(np.log(np.mean(np.exp(pointwise.reshape(-1, 25)), axis=0)))
+    assert table.loc["right", "elpd_loo"] == pytest.approx(lppd - table.loc["right", "p_loo"], abs=0.5)
+    with pytest.raises(ValueError, match=r"fit 'other' has log-likelihoods of several observed sites whose terms do "
+                                         r"not pair up \(y1 \(25,\), y2 \(5,\)\)"):
+        other = bg.fit(unpaired, {"y1": data["y1"], "y2": data["y2"][:5]}, engine="laplace", num_draws=100)
+        bg.loo_compare({"other": other, "again": other})
+    broken = dataclasses.replace(wrong, _log_likelihood={k: np.where(np.arange(25) == 3, -np.inf, v)
+                                                        for k, v in wrong.log_likelihood.items()})
+    with pytest.raises(ValueError, match=r"fit 'broken' has 1000 non-finite values of 25000 in the log-likelihood "
+                                         r"of site 'y1'"):
+        bg.loo_compare({"right": right, "broken": broken})  # NaN elpd and equal weights for all before

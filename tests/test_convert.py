@@ -3,6 +3,8 @@
 import warnings
 
 import numpy as np
+import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 
@@ -113,3 +115,27 @@ def test_a_site_without_a_declared_support_converts_and_integer_data_keep_their_
     fit.save(str(tmp_path / "fit.nc"))  # to_arviz read the support of z, which raised
     loaded = bg.load(str(tmp_path / "fit.nc"))
     assert loaded.observed_data["y"].dtype == fit.observed_data["y"].dtype  # not the predictive's
+
+
+def two_observations(y1=None, y2=None):
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    with pyro.plate("obs", 25):
+        a = pyro.sample("a", dist.Normal(0.0, 1.0))
+        pyro.sample("y1", dist.Normal(mu + a, 1.0), obs=y1)
+        pyro.sample("y2", dist.Normal(mu, 1.0), obs=y2)
+    pyro.deterministic("total", a.sum())
+
+
+def test_plates_name_the_dims_so_that_sites_of_one_plate_line_up():
+    rng = np.random.default_rng(0)
+    data = {"y1": rng.normal(size=25), "y2": rng.normal(size=25)}
+    fit = bg.fit(two_observations, data, engine="laplace", num_draws=50)
+    idata = fit.to_arviz()
+    assert idata.log_likelihood["y1"].dims == idata.log_likelihood["y2"].dims == ("chain", "draw", "obs")
+    assert idata.posterior["a"].dims == ("chain", "draw", "obs") and idata.observed_data["y1"].dims == ("obs",)
+    joint = idata.log_likelihood["y1"] + idata.log_likelihood["y2"]  # an outer sum of 25 x 25 before
+    assert joint.shape == (1, 50, 25)
+    # the prior holds the deterministic sites too, as PyMC's does, with the same dims
+    prior = bg.sample_prior(two_observations, data, num_samples=20).prior
+    assert prior["a"].dims == ("chain", "draw", "obs") and prior["total"].shape == (1, 20)
+    np.testing.assert_allclose(prior["total"].values, prior["a"].values.sum(-1), rtol=1e-12)

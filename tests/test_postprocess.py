@@ -212,3 +212,17 @@ def test_terms_a_program_masks_out_have_no_log_likelihood():
     assert loglik.shape == (1, 50, 30) and np.all(loglik[..., 20:] == 0)
     mu = fit.posterior["mu"][..., None]
     np.testing.assert_allclose(loglik[..., :20], -0.5 * np.log(2 * np.pi) - 0.5 * (y[:20] - mu) ** 2, atol=1e-10)
+
+
+def test_a_deterministic_that_reduces_over_a_plate_holds_each_draws_own_value():
+    # a.sum() under the batch plate summed the draws of a chunk too: every draw held one value, in silence
+    def total_of_effects(y=None):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("obs", 25):
+            a = pyro.sample("a", dist.Normal(0.0, 1.0))
+            pyro.sample("y", dist.Normal(mu + a, 1.0), obs=y)
+        pyro.deterministic("total", a.sum())
+
+    fit = bg.fit(total_of_effects, {"y": np.random.default_rng(0).normal(size=25)}, engine="nuts", num_warmup=50,
+                 num_samples=20, num_chains=2)
+    np.testing.assert_allclose(fit.posterior["total"], fit.posterior["a"].sum(-1), rtol=1e-10)
