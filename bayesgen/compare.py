@@ -276,9 +276,9 @@ def loo_compare(fits: Mapping[str, Fit] | Sequence[Fit], ic: str = "loo") -> pd.
 
     Every fit must carry the pointwise log-likelihood of the same observations (enumerated
     discrete latents summed out); fits whose observed data differ are refused, as their elpds
-    are of different data. Several observed sites with one term per item of the same plate are
-    left out together, item by item (their log-likelihoods summed); sites whose terms do not
-    pair up, and non-finite log-likelihoods, are refused by name. ``fits`` is a mapping of name -> fit, or
+    are of different data. Several observed sites of one plate are left out together, item by
+    item (their log-likelihoods summed); the terms of sites in other plates are other
+    observations. Non-finite log-likelihoods are refused by name. ``fits`` is a mapping of name -> fit, or
     a sequence of fits named by engine, as for :func:`compare`.
 
     Parameters
@@ -326,23 +326,23 @@ def loo_compare(fits: Mapping[str, Fit] | Sequence[Fit], ic: str = "loo") -> pd.
                              "no covariance: see bg.check), so its elpd is the plug-in fit to the very data it "
                              "was fitted to, which ranks above any posterior; refit it with draws that vary "
                              "(engine='nuts', or 'laplace' of a well-posed model)")
-    return loo_table({name: _one_log_likelihood(name, fit).to_arviz() for name, fit in fits.items()}, ic)
+    return loo_table({name: _one_log_likelihood(fit).to_arviz() for name, fit in fits.items()}, ic)
 
 
-def _one_log_likelihood(name: str, fit: Fit) -> Fit:
-    """``fit`` with one pointwise log-likelihood, as ArviZ's comparison takes: that of its one
-    observed site, or the sum of its sites' where they have one term per item of the same plate
-    (``y1`` and ``y2`` of one ``plate("obs", 25)``: each item, all its observations, is left out
-    at once); a ``ValueError`` naming the sites where their terms do not pair up."""
+def _one_log_likelihood(fit: Fit) -> Fit:
+    """``fit`` with one pointwise log-likelihood, as ArviZ's comparison takes. Sites whose terms
+    index the same plates (the same ArviZ dims: ``y1`` and ``y2`` of one ``plate("obs", 25)``)
+    are summed term by term, so that each item is left out with all its observations; the terms
+    of sites in other plates (or without a plate) are other observations, and are set beside them."""
     if len(fit.log_likelihood) == 1:
         return fit
-    shapes = {site: values.shape[2:] for site, values in fit.log_likelihood.items()}
-    if len(set(shapes.values())) > 1:
-        raise ValueError(f"fit '{name}' has log-likelihoods of several observed sites whose terms do not pair up "
-                         f"({', '.join(f'{site} {shape}' for site, shape in shapes.items())}): leave-one-out needs "
-                         "one term per observation; observe them in one plate, or compare the models by "
-                         "held-out likelihood, bg.evaluate(fit, heldout)['lpd']")
-    joint = sum(np.asarray(values, dtype=float) for values in fit.log_likelihood.values())
+    groups: dict[tuple[str, ...], np.ndarray] = {}
+    for site, values in fit.log_likelihood.items():
+        batch = values.ndim - 2
+        named = list(fit.dims.get(site, []))[:batch]
+        dims = tuple(named + [f"{site}_dim_{i}" for i in range(len(named), batch)]) or (site,)  # unnamed: its own
+        groups[dims] = groups.get(dims, 0.0) + np.asarray(values, dtype=float)
+    joint = np.concatenate([values.reshape(values.shape[:2] + (-1,)) for values in groups.values()], axis=-1)
     return dataclasses.replace(fit, _log_likelihood={"observations": joint})
 
 

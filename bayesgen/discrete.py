@@ -55,7 +55,11 @@ _VINDEX_FIX = ("index parameters with enumerated values through pyro.ops.indexin
                "broadcasts as it is)")
 
 
-def _draws(fit: Fit, density: LogDensity, num_samples: int | None) -> dict[str, torch.Tensor]:
+def _draws(fit: Fit, density: LogDensity, num_samples: int | None, repeat: bool = False) -> dict[str, torch.Tensor]:
+    """The draws of the continuous latents to decode at, ``(chain, draw, *shape)``: ``num_samples``
+    per chain, evenly spaced (all by default); of a point fit its estimate, once, or with
+    ``repeat`` as many times as it has draws (``num_samples`` where given), so that sampling the
+    discrete sites at temperature 1 gives as many samples as from draws."""
     missing = [name for name in density.latent_names if name not in fit.posterior]
     if missing:
         raise ValueError(f"the program's continuous latent sites {missing} are not in the fit's posterior; "
@@ -63,8 +67,9 @@ def _draws(fit: Fit, density: LogDensity, num_samples: int | None) -> dict[str, 
     dtype = fit._require_problem().dtype
     if fit.kind == "point" and fit.point is not None and set(density.latent_names) <= set(fit.point):
         # an estimate is decoded at the estimate, not at draws of its normal approximation
-        return {name: torch.as_tensor(np.asarray(fit.point[name])[None, None], dtype=dtype)
-                for name in density.latent_names}
+        copies = (num_samples or fit.num_draws) if repeat else 1
+        return {name: torch.as_tensor(np.asarray(fit.point[name]), dtype=dtype).expand(
+                    (1, copies) + np.shape(fit.point[name])) for name in density.latent_names}
     index = (np.linspace(0, fit.num_draws - 1, num_samples).round().astype(int) if num_samples
              else np.arange(fit.num_draws))
     return {name: torch.as_tensor(fit.posterior[name][:, index], dtype=dtype) for name in density.latent_names}
@@ -79,8 +84,9 @@ def infer_discrete(fit: Fit, *, model: Callable[..., Any] | None = None, tempera
     ----------
     fit : Fit
         A fit of a program with enumerable discrete latent sites (any engine). A point fit
-        (``mle``, ``map``) is decoded at its estimate ``fit.point``, as one draw of one chain,
-        not at the draws of its normal approximation.
+        (``mle``, ``map``) is decoded at its estimate ``fit.point``, not at the draws of its
+        normal approximation: ``num_samples`` (by default as many as its draws) samples of
+        ``z`` given the estimate, or as many copies of the most probable assignment.
     model : callable, optional
         The program to decode with, by default the fitted one. It must have the same
         continuous latent sites and data arguments: e.g. a hidden Markov model fitted
@@ -90,7 +96,8 @@ def infer_discrete(fit: Fit, *, model: Callable[..., Any] | None = None, tempera
         1 samples ``z ~ p(z | y, theta)``; 0 takes the jointly most probable assignment
         (Viterbi for Markov chains), both per draw of ``theta``.
     num_samples : int, optional
-        Draws per chain to use (evenly spaced); all by default. A point fit has one.
+        Draws per chain to use (evenly spaced); all by default. Of a point fit, how many times
+        to decode at its estimate.
     seed : int
         Seed of the sampling at temperature 1.
 
@@ -115,7 +122,7 @@ def infer_discrete(fit: Fit, *, model: Callable[..., Any] | None = None, tempera
     if temperature not in (0, 1):
         raise ValueError(f"temperature must be 0 (MAP / Viterbi) or 1 (posterior samples), got {temperature!r}")
     density = _density(fit, model)
-    draws = _draws(fit, density, num_samples)
+    draws = _draws(fit, density, num_samples, repeat=True)
     lead = tuple(next(iter(draws.values())).shape[:2])
     problem = fit._require_problem()
     batch_dim = -density.max_plate_nesting - 1

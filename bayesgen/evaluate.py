@@ -148,7 +148,7 @@ def _evaluate(fit_or_model: Fit | ModelSpec | str | Callable[..., Any], heldout:
             raise ValueError(f"simulating site '{site}' with its data argument None gives shape "
                              f"{tuple(simulated[site].shape[2:])}, but the held-out data have shape "
                              f"{tuple(proto['value'].shape)}: pass the program's size arguments in real_data too")
-        whole = not proto["fn"].batch_shape  # one event: a series, whose values are not observations
+        whole = not _factors(proto["fn"]).batch_shape  # one event: a series, whose values are not observations
         rows += _site_rows(site, proto["value"].cpu().numpy(), simulated[site][0].cpu().numpy(),
                            loglik[site].cpu().numpy() if site in loglik else None, _likelihood_terms(proto),
                            whole=whole, discrete=proto["fn"].support.is_discrete, rng=rng, seed=seed)
@@ -219,6 +219,15 @@ def _sized_by_data(heldout: Problem) -> bool:
     that drawing it afresh with the data in place gives observations of that shape)."""
     return all(tuple(site["fn"].shape()) == tuple(site["value"].shape)
                for site in (heldout.prototype.nodes[name] for name in heldout.spec.observed))
+
+
+def _factors(fn: Any) -> Any:
+    """The distribution under its ``.to_event``: iid values written ``Normal(mu, 1).expand([n]).to_event(1)``
+    are n observations, where an AR series or an HMM sequence, one event of a distribution that
+    does not factor, is one."""
+    while isinstance(fn, torch.distributions.Independent):
+        fn = fn.base_dist
+    return fn
 
 
 def _likelihood_terms(site: Mapping[str, Any]) -> int:

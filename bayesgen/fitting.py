@@ -21,7 +21,7 @@ from bayesgen.generate import kept_networks
 from bayesgen.mapped import MappedRows, place_in_file
 from bayesgen.marginal import observation_log_likelihood
 from bayesgen.postprocess import deterministic_sites
-from bayesgen.program import ProgramError, is_subsample, on_device, run_program
+from bayesgen.program import ProgramError, is_subsample, on_device, trace_prototype
 from bayesgen.registry import checked_engine, describe_option, get_model, is_zoo_spec, list_engines, make_engine
 from bayesgen.result import Fit
 from bayesgen.spec import ModelSpec
@@ -158,7 +158,7 @@ def _traced(spec: ModelSpec, data: Mapping[str, Any], device: torch.device,
     parameters = ParameterDtypes()
     with computing_in(dtype), on_device(device), pyro.get_param_store().scope():
         try:
-            return tensors, run_program(parameters(spec.model), tensors), parameters.found
+            return tensors, trace_prototype(parameters(spec.model), tensors), parameters.found
         except ProgramError:
             if set(parameters.found.values()) - {dtype}:
                 return tensors, None, parameters.found
@@ -394,7 +394,7 @@ def site_dims(problem: Problem) -> dict[str, list[str]]:
     another size than the site's dimension there (a minibatch), names nothing."""
     sites = {name: site for name, site in problem.prototype.nodes.items()
              if site["type"] == "sample" and not is_subsample(site)}
-    taken = set(sites) | set(problem.data)
+    taken = set(sites) | set(problem.data) | {"chain", "draw", "step"}  # ArviZ's own dims, and the loss's
     dims = {}
     for name, site in sites.items():
         if name in problem.spec.dims:

@@ -19,7 +19,7 @@ from bayesgen._counts import check_count
 from bayesgen._seeding import check_seed, rng_restored
 from bayesgen.dtypes import computing_in
 from bayesgen.logdensity import Uncondition
-from bayesgen.program import is_latent, on_device, run_program
+from bayesgen.program import is_latent, on_device, run_program, trace_prototype
 from bayesgen.validate import check_arguments, to_tensors
 
 if TYPE_CHECKING:
@@ -85,10 +85,10 @@ def _live_parameters(problem: "Problem", guide: Callable[..., Any] | None = None
     guides = [g for g in (problem.spec.guide, guide) if g is not None]
     with store.scope():
         with torch.no_grad(), on_device(problem.device):
-            run_program(problem.spec.model, problem.data)
+            trace_prototype(problem.spec.model, problem.data)
             of_model = set(store.keys())
             for program in dict.fromkeys(guides):  # each once
-                run_program(program, problem.data)
+                trace_prototype(program, problem.data)
         live = store.get_state()
     return _LiveParameters(live["params"], live["constraints"], of_model)
 

@@ -27,7 +27,7 @@ from torch.distributions.transforms import Transform
 from bayesgen._replay import Replayed
 from bayesgen._transforms import bijection
 from bayesgen.program import (BATCH_PLATE, LastSite, is_deterministic, is_latent, is_subsample, on_device,
-                              run_program, support_bijection)
+                              support_bijection, trace_prototype)
 
 __all__ = ["CHUNK", "CHUNK_ELEMENTS", "LogDensity", "SiteLayout", "Uncondition", "factor_tree", "log_factor",
            "per_draw", "plate_symbols", "score_trace"]
@@ -365,7 +365,7 @@ class LogDensity:
 
             self.data.update(to_tensors(arrays, self.device))
         with on_device(self.device):
-            prototype = run_program(model, self.data)
+            prototype = trace_prototype(model, self.data)
         self.prototype = prototype
         sites = [s for s in prototype.nodes.values() if s["type"] == "sample" and not is_subsample(s)]
         self.max_plate_nesting = max(

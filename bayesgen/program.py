@@ -24,7 +24,10 @@ BATCH_PLATE = "_bayesgen_batch"
 
 
 class ProgramError(ValueError):
-    """The program raised while bayesgen ran it; the message names the site it was at."""
+    """The program raised while bayesgen ran it; the message names the site it was at, and
+    ``site`` holds that site's name (None where it raised before its first sample site)."""
+
+    site: str | None = None
 
 
 def is_deterministic(site: Mapping[str, Any]) -> bool:
@@ -106,8 +109,41 @@ def run_program(model: Callable[..., Any], data: Mapping[str, Any]) -> Trace:
         where = f"at or after site '{last.name}'" if last.name else "before its first sample site"
         # the table of shapes Pyro appends to the error (every parameter and site, dozens of lines
         # for a network) stays in the chained original; the message keeps the error and the hint
-        raise ProgramError(f"the program raised {type(exc).__name__} {where}: {without_trace_table(str(exc))}"
-                           f"{_data_hint(exc, data)}") from exc
+        error = ProgramError(f"the program raised {type(exc).__name__} {where}: {without_trace_table(str(exc))}"
+                             f"{_data_hint(exc, data)}")
+        error.site = last.name
+        raise error from exc
+
+
+#: Prior draws at which :func:`trace_prototype` tries a program before it gives up.
+PROTOTYPE_TRIES = 20
+
+
+def trace_prototype(model: Callable[..., Any], data: Mapping[str, Any]) -> Trace:
+    """One trace of the program that tells its sites, shapes and parameters, as
+    :func:`run_program` makes it, at a seeded draw from the prior, the caller's random state
+    left as it was, so that it is the same trace in every process and for every seed.
+
+    A program may fail at some prior draws and not at others (a covariance built from a
+    correlation drawn from ``Uniform(-1.5, 1.5)``, a solver that does not converge there),
+    which samplers treat as rejected points; so a run that fails after its first sample site is
+    tried again at other draws, :data:`PROTOTYPE_TRIES` in all, before the first failure is
+    raised. A failure before any sample site (a check of the data) is raised at once.
+    """
+    from bayesgen._seeding import rng_restored
+
+    first: Exception | None = None
+    with rng_restored():
+        for attempt in range(PROTOTYPE_TRIES):
+            pyro.set_rng_seed(attempt)
+            try:
+                return run_program(model, data)
+            except ProgramError as exc:
+                if exc.site is None:  # before any draw: the data or the arguments, whatever the draw
+                    raise
+                first = first or exc
+    assert first is not None
+    raise first
 
 
 def without_trace_table(message: str) -> str:

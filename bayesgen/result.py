@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyro
+import pyro.poutine as poutine
 import torch
 
 from bayesgen._counts import check_count
@@ -301,22 +302,31 @@ class Fit:
 
 def _check_new_data(problem: "Problem", data: dict[str, Any], draws: dict[str, torch.Tensor]) -> None:
     """One run of the program on the new arguments with Pyro's validation on, as ``bg.fit`` checks its
-    data: a model's own checks (indices in range, which it makes only then) and the support of
-    each distribution's arguments. Its latent sites must then have the shapes the fit drew them
-    in: a draw of another shape would be broadcast or cut without a word (a ``rank`` argument
+    data, at the fit's first draw (the values predict runs at, where the prior's might not be
+    valid): a model's own checks (indices in range, which it makes only then) and the support of
+    each distribution's arguments. Its latent sites must have the shapes the fit drew them in:
+    a draw of another shape would be broadcast or cut without a word (a ``rank`` argument
     changed after the fit)."""
-    from bayesgen.program import ProgramError, run_program
+    from bayesgen.program import ProgramError, trace_prototype
 
+    first = {name: value[0, 0] for name, value in draws.items()}
     try:
-        with rng_restored():
-            trace = run_program(problem.spec.model, data)
+        trace = trace_prototype(poutine.condition(problem.spec.model, data=first), data)
     except ProgramError as exc:  # the program's message, and its kind: a TypeError of a None stays one
+        try:  # unless the sizes of its sites changed, which the unconditioned program shows
+            _check_shapes(trace_prototype(problem.spec.model, data), draws)
+        except ProgramError:
+            pass
         raise (TypeError if isinstance(exc.__cause__, TypeError) else ValueError)(str(exc)) from exc.__cause__
+    _check_shapes(trace, draws)
+
+
+def _check_shapes(trace: Any, draws: dict[str, torch.Tensor]) -> None:
     for name, value in draws.items():
         site = trace.nodes.get(name)
-        if site is not None and site["type"] == "sample" and tuple(site["value"].shape) != tuple(value.shape[2:]):
+        if site is not None and site["type"] == "sample" and tuple(site["fn"].shape()) != tuple(value.shape[2:]):
             raise ValueError(f"the fit's draws of site '{name}' have shape {tuple(value.shape[2:])}, but the program "
-                             f"with the new data has it of shape {tuple(site['value'].shape)}: new arguments must "
+                             f"with the new data has it of shape {tuple(site['fn'].shape())}: new arguments must "
                              "keep the model's sizes (a rank, a number of groups) as fitted")
 
 

@@ -361,8 +361,8 @@ def curvature_message(precision: torch.Tensor, labels: list[str], sites: list[st
 
 
 #: How near a bound of its support an estimate lies to count as on it: within this fraction of
-#: the width of a bounded interval (a probability within 1e-8 of 0 or 1), or exactly at a
-#: one-sided bound (a scale that underflowed to 0).
+#: the width of a bounded interval (a probability within 1e-8 of 0 or 1; 100 machine epsilons
+#: where that is more, in float32), or exactly at a one-sided bound (a scale that underflowed to 0).
 _BOUNDARY_RTOL = 1e-8
 #: An unconstrained sd above which a coordinate next to a one-sided bound counts as flat towards
 #: it: one sd of log(scale) spanning a factor of e^10 (22,000) says nothing about the scale.
@@ -389,7 +389,9 @@ def boundary_entries(density: LogDensity, point: dict[str, torch.Tensor],
     point : dict
         The estimate, site -> constrained value.
     unconstrained_sd : Tensor
-        The sd of each coordinate of the flat unconstrained vector (NaN without a covariance).
+        The conditional sd of each coordinate of the flat unconstrained vector, the others held
+        at the point (``1 / sqrt`` of the negative Hessian's diagonal): large along a coordinate
+        the objective does not curve in, not along a ridge of two correlated ones.
 
     Returns
     -------
@@ -397,12 +399,16 @@ def boundary_entries(density: LogDensity, point: dict[str, torch.Tensor],
         ``label`` such as ``"trans[0, 2]"``, the site's name and the entry's index in its value.
     """
     found = []
+    # the supports at the estimate: a bound may be another latent site (theta ~ Uniform(0, b))
+    at_point = density.trace_constrained({name: value[None] for name, value in point.items()}, plated=False,
+                                         enumerate=False)
+    tolerance = max(_BOUNDARY_RTOL, 100 * torch.finfo(next(iter(point.values())).dtype).eps)
     for site in (site for site in density.layout if site.size):  # a one-entry simplex has nothing free
         value = point[site.name]
         flat = None
         if tuple(site.unconstrained_shape) == tuple(site.shape):  # an entrywise transform: one sd per entry
             flat = unconstrained_sd[site.offset:site.offset + site.size].reshape(site.shape) > _FLAT_SD
-        near = _at_bound(density.prototype.nodes[site.name]["fn"].support, value, flat)
+        near = _at_bound(at_point.nodes[site.name]["fn"].support, value, flat, tolerance)
         if near is None:
             continue
         for index in (tuple(int(i) for i in row) for row in near.nonzero()):
@@ -411,22 +417,23 @@ def boundary_entries(density: LogDensity, point: dict[str, torch.Tensor],
     return found
 
 
-def _at_bound(support: constraints.Constraint, value: torch.Tensor, flat: torch.Tensor | None) -> torch.Tensor | None:
+def _at_bound(support: constraints.Constraint, value: torch.Tensor, flat: torch.Tensor | None,
+              tolerance: float) -> torch.Tensor | None:
     """Where ``value`` lies on a finite bound of ``support`` (a boolean mask), or None for a
-    support without one (the real line, correlation matrices); ``flat`` marks the entries whose
-    objective is flat in their unconstrained coordinate, which near a one-sided bound is the
-    bound's sign."""
+    support without one (the real line, correlation matrices): within ``tolerance`` of the
+    width of a bounded support, or exactly at a one-sided bound; ``flat`` marks the entries whose
+    objective is flat in their unconstrained coordinate (one that runs off towards a bound)."""
     while isinstance(support, constraints.independent):
         support = support.base_constraint
     if isinstance(support, type(constraints.simplex)):
-        return (value < _BOUNDARY_RTOL) | (value > 1 - _BOUNDARY_RTOL)
+        return (value < tolerance) | (value > 1 - tolerance)
     low, high = getattr(support, "lower_bound", None), getattr(support, "upper_bound", None)
     low = None if isinstance(low, torch.Tensor) and low.numel() != 1 else low  # per-entry bounds: left alone
     high = None if isinstance(high, torch.Tensor) and high.numel() != 1 else high
+    flat = torch.zeros_like(value, dtype=torch.bool) if flat is None else flat
     if low is not None and high is not None:
         width = float(high) - float(low)
-        return (value - float(low) < _BOUNDARY_RTOL * width) | (float(high) - value < _BOUNDARY_RTOL * width)
-    flat = torch.zeros_like(value, dtype=torch.bool) if flat is None else flat
+        return (value - float(low) < tolerance * width) | (float(high) - value < tolerance * width) | flat
     if low is not None:
         return (value <= float(low)) | flat
     if high is not None:
@@ -485,7 +492,9 @@ def mode_result(density: LogDensity, mode: Mode, *, jacobian: bool, prior: bool,
     for name, value in point.items():
         stderr[name] = se_flat[offset:offset + value.numel()].reshape(value.shape)
         offset += value.numel()
-    boundary = [] if jacobian else boundary_entries(density, point, torch.sqrt(torch.diagonal(cov)))
+    # the conditional sd of each coordinate (the others held at the point): flat towards a bound,
+    # not merely correlated with another coordinate along a ridge
+    boundary = [] if jacobian else boundary_entries(density, point, torch.diagonal(precision).rsqrt())
     for _, name, index in boundary:  # the delta method's 0 (or a huge value) there means nothing
         stderr[name][index] = float("nan")
     draws = {k: v[None] for k, v in density.constrain(u_draws).items() if k in density.latent_names}

@@ -126,6 +126,7 @@ def test_bad_input_is_named(normal_fit):
 
 
 def test_non_finite_simulations_are_named_for_the_site_not_blamed_on_the_data():
-    fit = bg.fit("eight_schools", engine="map")  # tau runs to 0 on the unconstrained scale: inf draws
+    with pytest.warns(UserWarning, match="boundary of its support at tau"):
+        fit = bg.fit("eight_schools", engine="map")  # tau runs to 0 on the unconstrained scale: inf draws
     with pytest.raises(ValueError, match=r"simulations of site 'y' hold \d+ non-finite values of \d+.*bg.check"):
         evaluate(fit, bg.get_model("eight_schools").load_data())  # "y has 252 non-finite values: drop or impute"

@@ -289,7 +289,7 @@ def test_point_estimates_survive_save_and_load(tmp_path):
 
 
 def test_zoo_name_with_default_data():
-    fit = bg.fit("eight_schools", engine="map")
+    fit = bg.fit("eight_schools", engine="laplace")
     assert fit.model_name == "eight_schools" and fit.posterior["theta"].shape == (1, 1000, 8)
 
 
@@ -350,3 +350,17 @@ def test_predict_refuses_new_sizes_that_would_reshape_the_fitted_draws():
     with pytest.raises(ValueError, match=r"index 2 is out of bounds"):
         fit.predict(group=np.array([0, 2]))
     assert fit.predict(group=np.array([1, 0]))["y"].shape == (1, 10, 2)
+
+
+def test_predicts_check_of_new_data_runs_at_the_fits_draws_not_the_priors():
+    def scale_from_a_normal(x, y=None):  # s < 0 is invalid, and its prior puts 16% there
+        s = pyro.sample("s", dist.Normal(1.0, 1.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("y", dist.Normal(x, s), obs=y)
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=50)
+    fit = bg.fit(scale_from_a_normal, {"x": x, "y": x + rng.normal(0.0, 1.3, 50)}, engine="laplace", num_draws=20)
+    assert fit.posterior["s"].min() > 0
+    for seed in range(10):
+        assert fit.predict(seed=seed, x=np.zeros(3))["y"].shape == (1, 20, 3)

@@ -84,11 +84,16 @@ def test_map_assignments_recover_the_simulated_clusters():
     # the true assignments: the component whose density is highest under the true parameters
     dens = np.stack([np.log(truth["weights"][k]) - ((data["y"] - truth["locs"][k]) ** 2 / (2 * truth["scales"][k] ** 2)
                                                     + np.log(truth["scales"][k])).sum(-1) for k in range(2)])
-    assert z.shape == (1, 1, 150)  # a point fit is decoded at its estimate
+    assert z.shape == (1, 20, 150) and (z == z[:, :1]).all()  # a point fit is decoded at its estimate
     assert (z[0, 0] == dens.argmax(0)).mean() > 0.97
     responsibilities = bg.discrete_marginals(fit)["z"]
     assert responsibilities.shape == (150, 2)
     np.testing.assert_allclose(responsibilities.sum(-1), 1.0)
+    # at temperature 1, samples of z given the estimate: their frequencies are the responsibilities
+    samples = bg.infer_discrete(fit, temperature=1, num_samples=400, seed=3)["z"]
+    assert samples.shape == (1, 400, 150)
+    p = responsibilities[:, 1]
+    assert np.all(np.abs(samples[0].mean(0) - p) <= 5 * np.sqrt(p * (1 - p) / 400) + 1e-12)
     assert rng is not None
 
 

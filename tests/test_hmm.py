@@ -31,7 +31,7 @@ def test_viterbi_recovers_the_states_at_well_separated_means():
     data, truth = hmm.simulate(seed=1, duration=200, separation=3.0)
     fit = bg.fit(SPEC, data, engine="map", num_draws=10)
     path = hmm.viterbi(fit)
-    assert path.shape == (1, 1, 200)  # a point fit is decoded at its estimate, not at its draws
+    assert path.shape == (1, 10, 200) and (path == path[:, :1]).all()  # decoded at the estimate, once per draw
     assert (path[0, 0] == truth["states"]).mean() >= 0.9
     marginals = hmm.state_marginals(fit)
     assert marginals.shape == (200, 2)

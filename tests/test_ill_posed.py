@@ -274,3 +274,30 @@ def test_an_estimate_on_the_boundary_of_its_support_is_named_and_has_no_standard
     np.testing.assert_allclose(inside.stderr["probs"][2], np.sqrt((1 / 21) * (20 / 21) / 21), rtol=1e-3)
     with pytest.warns(UserWarning, match=r"posterior density is largest.*concentration above 1"):
         bg.fit(bernoulli_rate, {"y": np.zeros(20)}, engine="map")  # a Beta(1, 1) prior keeps the edge
+
+
+def test_boundary_detection_holds_in_float32_and_leaves_a_ridge_and_a_latent_bound_alone():
+    with pytest.warns(UserWarning, match="boundary of its support at p"):  # p = 3.8e-7: above 1e-8
+        rate = bg.fit(bernoulli_rate, {"y": np.zeros(20)}, engine="mle", dtype="float32")
+    assert rate.settings["dtype"] == "float32" and np.isnan(rate.stderr["p"])
+
+    def ridge(y=None):  # only a * b is identified: a ridge, far from the bound at 0
+        a = pyro.sample("a", dist.HalfNormal(100.0))
+        b = pyro.sample("b", dist.HalfNormal(100.0))
+        with pyro.plate("data", len(y)):
+            pyro.sample("y", dist.Normal(0.0, a * b), obs=y)
+
+    def below(y=None):  # theta's bound is another latent site, not the prior draw's value
+        b = pyro.sample("b", dist.LogNormal(1.7, 0.3))
+        theta = pyro.sample("theta", dist.Uniform(0.0, b))
+        with pyro.plate("data", len(y)):
+            pyro.sample("y", dist.Normal(theta, 1.0), obs=y)
+
+    rng = np.random.default_rng(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        inside = bg.fit(ridge, {"y": rng.normal(0.0, 3.6, 50)}, engine="map")
+        assert np.isfinite(inside.stderr["a"]) and "boundary_entries" not in inside.info
+        for seed in range(10):
+            bounded = bg.fit(below, {"y": rng.normal(4.0, 1.0, 30)}, engine="map", seed=seed)
+            assert "boundary_entries" not in bounded.info

@@ -228,7 +228,7 @@ def test_the_alphabet_travels_with_the_fit(tmp_path):
 
 
 def test_temperature_is_refused_where_nothing_is_drawn_symbol_by_symbol():
-    fit = bg.fit("eight_schools", engine="map", num_steps=50)
+    fit = bg.fit("eight_schools", engine="laplace", num_steps=50)
     with pytest.raises(ValueError, match="temperature applies to .*autoregressive.*'y'"):
         fit.generate(5, temperature=0.5)
 
