@@ -20,9 +20,12 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
     0600 of a temporary file.
     """
     path = os.fspath(path)
-    check_writable(path)
+    _check_place(path)
     folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    except OSError as exc:
+        raise _refused(path, folder, exc) from exc
     os.close(handle)
     try:
         write(temporary)
@@ -39,19 +42,29 @@ def check_writable(path: str | os.PathLike[str], example: str = "fit.nc") -> Non
     a folder, does not take new files, or ``path`` itself is a folder (``example`` is the file name
     offered in it). Commands that write a result at the end check first, so that a long fit is
     not lost."""
-    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"cannot write {os.fspath(path)!r}: the folder {folder!r} does not exist")
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"cannot write {os.fspath(path)!r}: it is a folder; name a file in it, such as "
-                                f"{os.path.join(os.fspath(path), example)!r}")
+    path = os.fspath(path)
+    _check_place(path, example)
+    folder = os.path.dirname(os.path.abspath(path))
     try:  # the folder may exist and still refuse new files (permissions, a read-only or virtual file system)
-        handle, probe = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(os.fspath(path))}.", suffix=".tmp")
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
         os.close(handle)
         os.remove(probe)
     except OSError as exc:
-        raise PermissionError(f"cannot write {os.fspath(path)!r}: the folder {folder!r} does not take new files "
-                              f"({exc.strerror or exc})") from exc
+        raise _refused(path, folder, exc) from exc
+
+
+def _check_place(path: str, example: str = "fit.nc") -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot write {path!r}: the folder {folder!r} does not exist")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot write {path!r}: it is a folder; name a file in it, such as "
+                                f"{os.path.join(path, example)!r}")
+
+
+def _refused(path: str, folder: str, exc: OSError) -> PermissionError:
+    return PermissionError(f"cannot write {path!r}: the folder {folder!r} does not take new files "
+                           f"({exc.strerror or exc})")
 
 
 def _mode_for(path: str) -> int:

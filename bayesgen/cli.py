@@ -49,12 +49,20 @@ def _program(model: str) -> Any:
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no program file {path!r}")
-    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+    # as `python FILE.py` would: its folder on the import path (for modules beside it), and the module
+    # registered under its name (so that worker processes can pickle the program by reference)
+    folder = os.path.dirname(os.path.abspath(path))
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    name = os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
     except Exception as exc:  # the user's file: its own error, named, not a traceback
+        del sys.modules[name]
         raise ValueError(f"{path} raised {type(exc).__name__} on import: {exc}") from exc
     program = getattr(module, function, None)
     if not callable(program):
@@ -153,6 +161,7 @@ def _fit(args: argparse.Namespace) -> int:
         return 0  # every process holds the same fit; rank 0 reports and writes it
     if args.out:  # first: a reader that stops early (| head) must not cost the fit
         fit.save(args.out)
+        args.saved = args.out
     _print_summary(fit)
     if "loss" in fit.sample_stats:
         loss = np.asarray(fit.sample_stats["loss"]).reshape(-1)
@@ -409,8 +418,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit would fail again
         return 1
     except KeyboardInterrupt:
-        print("bayesgen: interrupted before there was anything to keep (a sampler's warmup, or the "
-              "work after the fit); nothing saved", file=sys.stderr)
+        saved = getattr(args, "saved", None)
+        print(f"bayesgen: interrupted; {f'the fit was saved to {saved} before' if saved else 'nothing was saved'}",
+              file=sys.stderr)
         return _INTERRUPTED
     except (ValueError, TypeError, ImportError, OSError) as exc:  # OSError: a file that cannot be read or written
         print(f"bayesgen: error: {exc}", file=sys.stderr)

@@ -486,7 +486,10 @@ def data_digest(data: Mapping[str, Any]) -> str:
             digest.update(f"{value.dtype}{tuple(value.shape)}".encode())
             digest.update(memoryview(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()))
         elif isinstance(value, (MappedRows, np.memmap)):
-            digest.update(repr(place_in_file(value.array if isinstance(value, MappedRows) else value)).encode())
+            place = place_in_file(value.array if isinstance(value, MappedRows) else value)
+            # as written before place_in_file, so that an earlier run's checkpoint still resumes
+            digest.update(f"{place['filename']}@{place['offset']}{tuple(place['strides'])}{tuple(place['shape'])}"
+                          f"{np.dtype(place['dtype'])}".encode())
         elif isinstance(value, torch.nn.Module):  # its weights, not only its structure
             digest.update(describe_option(value).encode())
             for key, tensor in value.state_dict().items():

@@ -195,7 +195,8 @@ def run_hmc(
     streams : ChainStreams
         Source of all randomness, a stream per chain: a chain's draws depend on its stream only,
         not on the chains beside it (the same seed gives bitwise identical output, and the same
-        chain in a batch of another size or in another process).
+        chain in another process; in a batch of another size the same chain to rounding, since
+        torch may sum a batch's products in another order).
     kernel : SamplerKernel
         The transition: ``NUTSKernel(max_tree_depth)``, ``HMCKernel(num_steps)``, or any object
         with their ``transition_for`` (:mod:`bayesgen.inference._kernels`).

@@ -36,7 +36,7 @@ SCHOOLS = {"y": [28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0], "sigma": [15.0, 1
 @pytest.fixture
 def files(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "models.py").write_text(PROGRAM)
+    (tmp_path / "mine.py").write_text(PROGRAM)
     (tmp_path / "schools.json").write_text(json.dumps(SCHOOLS))
     x = np.linspace(-2.0, 2.0, 40)
     (tmp_path / "points.csv").write_text("x,y\n" + "".join(f"{a},{int(a > 0.3)}\n" for a in x))
@@ -45,30 +45,30 @@ def files(tmp_path, monkeypatch):
 
 
 def test_a_program_in_a_file_fits_to_a_data_file_as_through_the_api(files):
-    assert main(["fit", "models.py:schools", "--data", "schools.json", "--engine", "laplace", "--quiet",
+    assert main(["fit", "mine.py:schools", "--data", "schools.json", "--engine", "laplace", "--quiet",
                  "--out", "json.nc"]) == 0
-    assert main(["fit", "models.py:schools", "--data", "schools.npz", "--engine", "laplace", "--quiet",
+    assert main(["fit", "mine.py:schools", "--data", "schools.npz", "--engine", "laplace", "--quiet",
                  "--out", "npz.nc"]) == 0
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("models", files / "models.py")
+    spec = importlib.util.spec_from_file_location("mine", files / "mine.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     expected = bg.fit(module.schools, {key: np.array(value) for key, value in SCHOOLS.items()}, engine="laplace")
     for name in ("json.nc", "npz.nc"):
         np.testing.assert_allclose(bg.load(name).posterior["tau"], expected.posterior["tau"], rtol=1e-9)
-    assert main(["fit", "models.py:logistic", "--data", "points.csv", "--engine", "map", "--quiet"]) == 0
-    assert main(["sbc", "models.py:schools", "--data", "schools.json", "--engine", "laplace", "--num-simulations",
+    assert main(["fit", "mine.py:logistic", "--data", "points.csv", "--engine", "map", "--quiet"]) == 0
+    assert main(["sbc", "mine.py:schools", "--data", "schools.json", "--engine", "laplace", "--num-simulations",
                  "3", "--quiet"]) == 0
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["fit", "models.py:schols", "--data", "schools.json"], "models.py has no function 'schols'; its functions: "
+    (["fit", "mine.py:schols", "--data", "schools.json"], "mine.py has no function 'schols'; its functions: "
                                                             "logistic, schools"),
-    (["fit", "models.py", "--data", "schools.json"], r"name the program in models.py: models.py:FUNCTION"),
+    (["fit", "mine.py", "--data", "schools.json"], r"name the program in mine.py: mine.py:FUNCTION"),
     (["fit", "other.py:schools"], "no program file 'other.py'"),
-    (["fit", "models.py:schools", "--data", "schools.txt"], "no data file 'schools.txt'"),
-    (["fit", "models.py:schools", "--data", "models.py"], r"--data reads .npz, .csv and .json files"),
+    (["fit", "mine.py:schools", "--data", "schools.txt"], "no data file 'schools.txt'"),
+    (["fit", "mine.py:schools", "--data", "mine.py"], r"--data reads .npz, .csv and .json files"),
     (["fit", "eight_schools", "--engine", "laplace", "--out", "."], r"cannot write '.': it is a folder; name a file "
                                                                     r"in it, such as './fit.nc'"),
     (["fit", "eight_schools", "--engine", "laplace", "--out", "/proc/fit.nc"], r"cannot write '/proc/fit.nc': the "
@@ -100,7 +100,7 @@ def test_ctrl_c_is_a_line_and_status_130_and_a_kept_partial_fit_is_not_a_success
 
     monkeypatch.setattr(bg, "fit", interrupted)
     assert main(["fit", "eight_schools", "--engine", "laplace"]) == 130
-    assert "interrupted before there was anything to keep" in capsys.readouterr().err
+    assert capsys.readouterr().err == "bayesgen: interrupted; nothing was saved\n"
     monkeypatch.setattr(bg, "fit", stopped)
     assert main(["fit", "eight_schools", "--engine", "laplace", "--out", "partial.nc"]) == 130
     assert (files / "partial.nc").is_file()
@@ -114,3 +114,13 @@ def test_compare_refuses_one_file_twice_and_a_bad_seed_before_any_work(files, ca
     assert "a file is named twice" in capsys.readouterr().err
     assert main(["compare", "a.nc", "b.nc", "--seed", "-3"]) == 2
     assert capsys.readouterr().err == "bayesgen: error: seed must be a non-negative integer, got -3\n"
+
+
+def test_a_program_file_imports_the_modules_beside_it(files):
+    (files / "priors.py").write_text("SCALE = 5.0\n")
+    (files / "uses.py").write_text("import pyro\nimport pyro.distributions as dist\nfrom priors import SCALE\n\n\n"
+                                   "def model(y=None):\n    mu = pyro.sample('mu', dist.Normal(0.0, SCALE))\n"
+                                   "    with pyro.plate('data', 8):\n"
+                                   "        pyro.sample('y', dist.Normal(mu, 1.0), obs=y)\n")
+    assert main(["fit", "uses.py:model", "--arg", "y=[1.0, 2.0, 0.5, 3.0, 1.5, 2.5, 0.0, 1.0]", "--engine", "laplace",
+                 "--quiet"]) == 0
