@@ -218,3 +218,23 @@ def test_numpy_data_are_taken_as_bg_fit_takes_them_and_a_name_is_refused():
     assert torch.equal(from_numpy.value_and_grad(point)[0], from_tensors.value_and_grad(point)[0])
     with pytest.raises(TypeError, match=r"LogDensity takes a Pyro program \(a callable\), got 'eight_schools'"):
         bg.LogDensity("eight_schools")
+
+
+def test_the_prototype_run_is_seeded_and_tries_other_prior_draws_where_the_program_fails():
+    # a covariance that is positive definite only for |r| < 1: a third of the prior fails, which the
+    # samplers treat as rejected points; the first run of bg.fit crashed there, at an unseeded draw
+    def correlated(y=None):
+        r = pyro.sample("r", dist.Uniform(-1.5, 1.5))
+        one = torch.ones_like(r)
+        cov = torch.stack([torch.stack([one, r], -1), torch.stack([r, one], -1)], -2)
+        pyro.sample("y", dist.MultivariateNormal(torch.zeros(2), covariance_matrix=cov), obs=y)
+
+    data = {"y": torch.tensor([0.3, -0.2])}
+    values = set()
+    for state in range(6):
+        torch.manual_seed(state)
+        expected = torch.rand(3)
+        torch.manual_seed(state)
+        values.add(float(bg.LogDensity(correlated, data).prototype.nodes["r"]["value"]))
+        assert torch.equal(torch.rand(3), expected)  # the caller's random state is left as it was
+    assert len(values) == 1 and abs(values.pop()) < 1  # the same valid draw, whatever the caller's state
