@@ -112,7 +112,10 @@ def test_parameters_are_recovered(engine, options):
 
 
 @pytest.mark.slow
-def test_nuts_on_the_forward_algorithm_and_traceenum_svi_agree_within_0_2_sd():
+def test_nuts_on_the_forward_algorithm_and_traceenum_svi_agree_within_0_3_sd():
+    # a Gaussian guide is not exact here: on sequences of 60 steps from seeds 4, 5 and 6 the largest
+    # shift, always locs[1], was 0.24, 0.22 and 0.25 sd; a wrong forward algorithm or enumeration
+    # moves the means by several sd
     data, _ = hmm.simulate(seed=4, duration=60)
     nuts = bg.fit(SPEC, data, engine="nuts", num_chains=2, num_warmup=500, num_samples=1000, progress=False)
     twin = bg.ModelSpec(name="hmm_states", model=hmm.states_model)
@@ -123,4 +126,4 @@ def test_nuts_on_the_forward_algorithm_and_traceenum_svi_agree_within_0_2_sd():
     table = bg.compare({"nuts": nuts, "svi": svi}, reference="nuts")
     shift = table.loc[table["engine"] == "svi", ["parameter", "mean_diff_sd"]].dropna()
     worst = shift.loc[shift["mean_diff_sd"].abs().idxmax()]
-    assert (shift["mean_diff_sd"].abs() < 0.2).all(), f"largest shift {worst.to_dict()}"
+    assert (shift["mean_diff_sd"].abs() < 0.3).all(), f"largest shift {worst.to_dict()}"
